@@ -1,0 +1,296 @@
+import { fail } from './errors';
+import { type DensePlan, planDense } from './packing';
+
+/** A dense layer of the float model: z = W·x + b, W row-major (outputs × inputs). */
+export interface DenseLayer {
+  readonly kind: 'dense';
+  readonly inputs: number;
+  readonly outputs: number;
+  readonly weights: ArrayLike<number>;
+  readonly bias?: ArrayLike<number>;
+}
+
+/** A polynomial activation a0 + a1·x + … + ad·x^d (coefficient i multiplies x^i). */
+export interface PolyLayer {
+  readonly kind: 'poly';
+  readonly coeffs: readonly number[];
+}
+
+export type Layer = DenseLayer | PolyLayer;
+
+/**
+ * How a polynomial activation is evaluated: lead·(Σ_{i≥1} monic[i]·x^i) + constant with
+ * monic[d] = 1. When a dense layer follows, `lead` and `constant` are folded into it by the
+ * owner (lead scales its weights, constant·rowsum(W) joins its bias) and are 1 and 0 here.
+ */
+export interface PolyPlan {
+  readonly kind: 'poly';
+  readonly monic: readonly number[];
+  readonly lead: number;
+  readonly constant: number;
+}
+
+export type LayerPlan = DensePlan | PolyPlan;
+
+/** Multiplicative depth of the monic evaluation: ⌈log2 d⌉, as many levels as x^d needs. */
+export function monicDepth(degree: number): number {
+  return degree <= 1 ? 0 : Math.ceil(Math.log2(degree));
+}
+
+export function layerDepth(plan: LayerPlan): number {
+  if (plan.kind === 'dense') return 1;
+  return monicDepth(plan.monic.length - 1) + (plan.lead !== 1 ? 1 : 0);
+}
+
+function trimmedCoeffs(layer: PolyLayer, index: number): number[] {
+  const coeffs = [...layer.coeffs];
+  if (!coeffs.every(Number.isFinite)) fail('E_SHAPE', `layer ${index}: activation coefficients must be finite numbers`);
+  while (coeffs.length > 0 && coeffs[coeffs.length - 1] === 0) coeffs.pop();
+  if (coeffs.length < 2) {
+    fail('E_SHAPE', `layer ${index}: an activation must have degree ≥ 1, got coefficients [${layer.coeffs.join(', ')}]`);
+  }
+  if (coeffs.length > 33) fail('E_UNSUPPORTED', `layer ${index}: activation degree ${coeffs.length - 1} is above 32`);
+  return coeffs;
+}
+
+/** What planning needs of a model: its shapes and its activations, not its weights. */
+export type LayerShape = { readonly kind: 'dense'; readonly inputs: number; readonly outputs: number } | PolyLayer;
+
+/**
+ * Checks a model's shapes and plans each activation. An activation followed by a dense
+ * layer has its leading coefficient and constant folded into that layer (see foldModel),
+ * which saves one level per activation.
+ */
+export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
+  if (layers.length === 0) fail('E_SHAPE', 'a classifier needs at least one layer');
+  if (layers[0]!.kind !== 'dense') fail('E_SHAPE', 'the first layer of a classifier must be dense');
+  const polys: PolyPlan[] = [];
+  let width = layers[0]!.inputs;
+  layers.forEach((layer, i) => {
+    if (layer.kind === 'dense') {
+      if (!Number.isInteger(layer.inputs) || !Number.isInteger(layer.outputs) || layer.inputs < 1 || layer.outputs < 1) {
+        fail('E_SHAPE', `layer ${i}: dense sizes must be positive integers, got ${layer.outputs}×${layer.inputs}`);
+      }
+      if (layer.inputs !== width) {
+        fail('E_SHAPE', `layer ${i}: expects ${layer.inputs} inputs but the previous layer produces ${width}`);
+      }
+      width = layer.outputs;
+      return;
+    }
+    const coeffs = trimmedCoeffs(layer, i);
+    const lead = coeffs[coeffs.length - 1]!;
+    const monic = coeffs.map((c, k) => (k === 0 ? 0 : c / lead));
+    if (layers[i + 1]?.kind === 'dense') polys.push({ kind: 'poly', monic, lead: 1, constant: 0 });
+    else polys.push({ kind: 'poly', monic, lead, constant: coeffs[0]! });
+  });
+  return polys;
+}
+
+/**
+ * Checks the weights and folds each activation's leading coefficient a_d and constant a_0
+ * into the dense layer after it: W' = a_d·W, b' = b + a_0·W·1. The owner knows the
+ * weights in the clear, so this costs nothing. Returns the layers as they will be packed.
+ */
+export function foldModel(layers: readonly Layer[]): Layer[] {
+  planActivations(layers);
+  return layers.map((layer, i) => {
+    if (layer.kind !== 'dense') return layer;
+    if (layer.weights.length !== layer.inputs * layer.outputs) {
+      fail('E_SHAPE', `layer ${i}: weights have ${layer.weights.length} values, ${layer.outputs}×${layer.inputs} needs ${layer.inputs * layer.outputs}`);
+    }
+    if (layer.bias !== undefined && layer.bias.length !== layer.outputs) {
+      fail('E_SHAPE', `layer ${i}: bias has ${layer.bias.length} values, the layer has ${layer.outputs} outputs`);
+    }
+    for (let k = 0; k < layer.weights.length; k++) {
+      if (!Number.isFinite(layer.weights[k]!)) fail('E_SHAPE', `layer ${i}: weight ${k} is not a finite number`);
+    }
+    for (let k = 0; k < (layer.bias?.length ?? 0); k++) {
+      if (!Number.isFinite(layer.bias![k]!)) fail('E_SHAPE', `layer ${i}: bias ${k} is not a finite number`);
+    }
+    const before = layers[i - 1];
+    if (before?.kind !== 'poly') return layer;
+    const coeffs = trimmedCoeffs(before, i - 1);
+    const lead = coeffs[coeffs.length - 1]!;
+    const bias = Float64Array.from({ length: layer.outputs }, (_, r) => {
+      let rowSum = 0;
+      for (let c = 0; c < layer.inputs; c++) rowSum += layer.weights[r * layer.inputs + c]!;
+      return (layer.bias?.[r] ?? 0) + coeffs[0]! * rowSum;
+    });
+    return { ...layer, weights: Float64Array.from(layer.weights, (v) => v * lead), bias };
+  });
+}
+
+/** Multiplicative depth of a whole classifier: what planParameters needs. */
+export function classifierDepth(layers: readonly LayerShape[]): number {
+  const polys = planActivations(layers);
+  let poly = 0;
+  return layers.reduce((depth, layer) => depth + (layer.kind === 'dense' ? 1 : layerDepth(polys[poly++]!)), 0);
+}
+
+/**
+ * Plans every layer for `slots` slots: the first dense layer reads the device's own
+ * shifted layout (or, if cheaper, a replicated one), later layers read the replicated
+ * output of the layer before them.
+ */
+export function planLayers(layers: readonly LayerShape[], polyPlans: readonly PolyPlan[], slots: number): LayerPlan[] {
+  const plans: LayerPlan[] = [];
+  let period: number | undefined;
+  let poly = 0;
+  const lastDense = layers.map((l) => l.kind).lastIndexOf('dense');
+  layers.forEach((layer, i) => {
+    if (layer.kind === 'poly') {
+      plans.push(polyPlans[poly++]!);
+      return;
+    }
+    const plan = planDense(layer.inputs, layer.outputs, slots, {
+      inputLayout: i === 0 ? 'shifted' : 'replicated',
+      inputPeriod: period,
+      finalLayer: i === lastDense,
+    });
+    period = plan.outPeriod;
+    plans.push(plan);
+  });
+  return plans;
+}
+
+/** One layer's weights in the backend's representation. */
+export interface LayerWeights<W> {
+  readonly diagonals: readonly (W | null)[];
+  readonly bias: W | null;
+}
+
+/**
+ * The operations the packed plan is written in. Three implementations run the very same
+ * plan: SEAL (encrypted), plain vectors (the reference) and a tracer (levels, scales,
+ * operation counts). Values returned by a method are fresh and owned by the caller.
+ */
+export interface Backend<V, W> {
+  rotate(x: V, step: number): V;
+  /** acc + w⊙x without relinearization; null stays null when the product is zero. */
+  mulAdd(acc: V | null, w: W, x: V): V | null;
+  /** a·b without relinearization, at the lower of the two levels. */
+  mul(a: V, b: V): V;
+  /** c·x with the level and scale of `like` (so it can be added to it before rescaling). */
+  mulConstLike(x: V, c: number, like: V): V;
+  /** x ← c·x, consuming one level and keeping the scale. */
+  scaleBy(x: V, c: number): void;
+  addConst(x: V, c: number): void;
+  /** acc ← acc + x (x may sit at a higher level). */
+  add(acc: V, x: V): void;
+  addWeight(acc: V, w: W): void;
+  relinearize(x: V): void;
+  rescale(x: V): void;
+  /** The value a dense layer returns when all its products vanish: its bias or zero. */
+  constant(w: W | null): V;
+  clone(x: V): V;
+  free(x: V): void;
+}
+
+export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, x: V): V {
+  const { baby, giant, diagonals } = plan;
+  if (weights.diagonals.length !== diagonals) {
+    fail('E_SHAPE', `layer has ${weights.diagonals.length} diagonals, its plan needs ${diagonals}`);
+  }
+  const rotated: V[] = [x];
+  for (let b = 1; b < Math.min(baby, diagonals); b++) rotated.push(be.rotate(rotated[b - 1]!, 1));
+  let acc: V | null = null;
+  for (let i = giant - 1; i >= 0; i--) {
+    let part: V | null = null;
+    for (let b = 0; b < baby; b++) {
+      const w = weights.diagonals[i * baby + b];
+      if (w === undefined) break;
+      if (w !== null) part = be.mulAdd(part, w, rotated[b]!);
+    }
+    if (part !== null) be.relinearize(part);
+    if (acc !== null) {
+      const turned = be.rotate(acc, baby);
+      be.free(acc);
+      acc = turned;
+      if (part !== null) {
+        be.add(acc, part);
+        be.free(part);
+      }
+    } else {
+      acc = part;
+    }
+  }
+  for (let b = 1; b < rotated.length; b++) be.free(rotated[b]!);
+  if (acc === null) return be.constant(weights.bias);
+  be.rescale(acc);
+  for (const step of plan.sumSteps) {
+    const turned = be.rotate(acc, step);
+    be.add(acc, turned);
+    be.free(turned);
+  }
+  if (weights.bias !== null) be.addWeight(acc, weights.bias);
+  return acc;
+}
+
+/**
+ * Σ_{i≥1} monic[i]·x^i in ⌈log2 d⌉ levels: with h = 2^(⌈log2 d⌉−1),
+ * p(x) = x^h·q(x) + Σ_{i≤h} monic[i]·x^i where q (degree d−h, monic) is evaluated the same
+ * way one level lower, and each scalar term is multiplied in just before the last rescale.
+ */
+function evaluateMonic<V, W>(be: Backend<V, W>, monic: readonly number[], power: (k: number) => V): V {
+  const d = monic.length - 1;
+  if (d === 1) return be.clone(power(1));
+  const h = 2 ** (monicDepth(d) - 1);
+  const q = [0, ...monic.slice(h + 1)];
+  const inner = d - h === 1 ? power(1) : evaluateMonic(be, q, power);
+  const sum = be.mul(power(h), inner);
+  if (d - h !== 1) be.free(inner);
+  for (let i = 1; i <= h; i++) {
+    if (monic[i] === 0) continue;
+    const term = be.mulConstLike(power(i), monic[i]!, sum);
+    be.add(sum, term);
+    be.free(term);
+  }
+  be.relinearize(sum);
+  be.rescale(sum);
+  return sum;
+}
+
+export function evaluatePoly<V, W>(be: Backend<V, W>, plan: PolyPlan, x: V): V {
+  const powers = new Map<number, V>([[1, x]]);
+  const power = (k: number): V => {
+    const known = powers.get(k);
+    if (known !== undefined) return known;
+    const h = 2 ** Math.floor(Math.log2(k - 1));
+    const value = be.mul(power(h), power(k - h));
+    be.relinearize(value);
+    be.rescale(value);
+    powers.set(k, value);
+    return value;
+  };
+  const out = evaluateMonic(be, plan.monic, power);
+  for (const [k, value] of powers) if (k !== 1) be.free(value);
+  if (plan.lead !== 1) be.scaleBy(out, plan.lead);
+  if (plan.constant !== 0) be.addConst(out, plan.constant);
+  return out;
+}
+
+/**
+ * Runs the packed plan. `x` is the packed input and stays the caller's; the result is
+ * fresh.
+ */
+export function evaluateLayers<V, W>(
+  be: Backend<V, W>,
+  plans: readonly LayerPlan[],
+  weights: readonly (LayerWeights<W> | null)[],
+  x: V,
+): V {
+  let current = x;
+  plans.forEach((plan, i) => {
+    let next: V;
+    if (plan.kind === 'dense') {
+      const w = weights[i];
+      if (w == null) fail('E_SHAPE', `layer ${i} has no weights`);
+      next = evaluateDense(be, plan, w, current);
+    } else {
+      next = evaluatePoly(be, plan, current);
+    }
+    if (current !== x) be.free(current);
+    current = next;
+  });
+  return current;
+}

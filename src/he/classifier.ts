@@ -1,0 +1,342 @@
+import {
+  evaluateLayers,
+  foldModel,
+  type Layer,
+  type LayerPlan,
+  type LayerShape,
+  type LayerWeights,
+  planActivations,
+  planLayers,
+} from './circuit';
+import { readContainer, writeContainer } from './container';
+import { HeContext } from './context';
+import { fail } from './errors';
+import { type DeviceKeys, loadSeal, type OwnerKeys } from './keys';
+import { diagonalIndex, lowerBoundMults, packDense, packInput } from './packing';
+import { checkParameters, describeParameters, type HeParameters, sameParameters } from './params';
+import { Scope } from './scope';
+import { type SealValue, type SealWeight, SealBackend } from './seal-backend';
+import type { CipherText } from './seal';
+import { type OpCounts, TraceBackend, type TraceWeight } from './trace';
+
+/** Which operands are encrypted. Default: both (the weights stay the owner's secret). */
+export interface Mode {
+  readonly weights: 'encrypted' | 'plain';
+  readonly input: 'encrypted' | 'plain';
+}
+
+export const DEFAULT_MODE: Mode = { weights: 'encrypted', input: 'encrypted' };
+
+export interface ClassifierPlan {
+  readonly params: HeParameters;
+  readonly mode: Mode;
+  readonly layers: readonly LayerShape[];
+  readonly plans: readonly LayerPlan[];
+  readonly inputs: number;
+  readonly outputs: number;
+  /** Levels the circuit consumes. */
+  readonly depth: number;
+  /** Rotation steps the device performs: its Galois keys cover exactly these. */
+  readonly rotationSteps: readonly number[];
+  /** Operations of one evaluation, by kind. */
+  readonly counts: OpCounts;
+  /** Σ ⌈m·n/slots⌉ over the dense layers. */
+  readonly lowerBoundMults: number;
+  /** Per dense layer, which diagonals carry weights (the rest are structurally zero). */
+  readonly structure: readonly (readonly boolean[] | null)[];
+  /** Level and scale each weight section is encrypted at, keyed `layer:diagonal` (−1: bias). */
+  readonly weightSlots: ReadonlyMap<string, { level: number; scale: number }>;
+  readonly inputScale: number;
+}
+
+function checkMode(mode: Mode): Mode {
+  const ok = (v: unknown) => v === 'encrypted' || v === 'plain';
+  if (mode === null || typeof mode !== 'object' || !ok(mode.weights) || !ok(mode.input)) {
+    fail('E_SHAPE', `mode must be { weights, input } each 'encrypted' or 'plain', got ${JSON.stringify(mode)}`);
+  }
+  if (mode.weights === 'plain' && mode.input === 'plain') {
+    fail('E_UNSUPPORTED', 'with plain weights and plain input nothing is encrypted; encrypt at least one');
+  }
+  return { weights: mode.weights, input: mode.input };
+}
+
+/** Copies the public part of a model (shapes, activations), checking it on the way. */
+function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
+  if (!Array.isArray(layers)) fail('E_SHAPE', 'layers must be an array');
+  return layers.map((l: LayerShape, i): LayerShape => {
+    if (l?.kind === 'dense') return { kind: 'dense', inputs: l.inputs, outputs: l.outputs };
+    if (l?.kind === 'poly' && Array.isArray(l.coeffs) && l.coeffs.every((c) => typeof c === 'number')) {
+      return { kind: 'poly', coeffs: [...l.coeffs] };
+    }
+    fail('E_SHAPE', `layer ${i} is neither a dense layer nor a polynomial activation`);
+  });
+}
+
+/**
+ * Plans a classifier for a context: packing of every layer, levels and scales (by tracing
+ * the very plan the device will run), rotation steps and operation counts.
+ */
+export function planClassifier(he: HeContext, layers: readonly LayerShape[], mode: Mode = DEFAULT_MODE): ClassifierPlan {
+  const checked = checkMode(mode);
+  const shapes = shapesOf(layers);
+  const plans = planLayers(shapes, planActivations(shapes), he.slots);
+  const structure = plans.map((plan) => {
+    if (plan.kind !== 'dense') return null;
+    const index = diagonalIndex(plan);
+    return Array.from({ length: plan.diagonals }, (_, k) => index.subarray(k * he.slots, (k + 1) * he.slots).some((v) => v >= 0));
+  });
+  const trace = new TraceBackend(he.primes, checked.weights === 'encrypted');
+  const markers = plans.map((plan, layer): LayerWeights<TraceWeight> | null =>
+    plan.kind !== 'dense'
+      ? null
+      : {
+          diagonals: structure[layer]!.map((used, diagonal) => (used ? { layer, diagonal } : null)),
+          bias: { layer, diagonal: -1 },
+        },
+  );
+  const inputScale = 2 ** he.params.scaleBits;
+  const input = { level: he.topLevel, scale: inputScale, size: checked.input === 'encrypted' ? 2 : 0 };
+  evaluateLayers(trace, plans, markers, input);
+  const dense = plans.filter((p) => p.kind === 'dense');
+  return {
+    params: he.params,
+    mode: checked,
+    layers: shapes,
+    plans,
+    inputs: dense[0]!.inputs,
+    outputs: dense[dense.length - 1]!.outputs,
+    depth: he.topLevel - trace.minLevel,
+    rotationSteps: [...trace.steps].sort((a, b) => a - b),
+    counts: trace.counts,
+    lowerBoundMults: dense.reduce((n, p) => n + lowerBoundMults(p.outputs, p.inputs, he.slots), 0),
+    structure,
+    weightSlots: trace.weightSlots,
+    inputScale,
+  };
+}
+
+interface ClassifierHeader {
+  params: HeParameters;
+  keyId: string;
+  mode: Mode;
+  layers: LayerShape[];
+}
+
+/** Calls back with (done, total) while the owner encrypts; total counts weight sections. */
+export type Progress = (done: number, total: number) => void;
+
+function float64Bytes(v: Float64Array): Uint8Array {
+  const out = new Uint8Array(v.length * 8);
+  const view = new DataView(out.buffer);
+  v.forEach((x, i) => view.setFloat64(i * 8, x, true));
+  return out;
+}
+
+function bytesFloat64(bytes: Uint8Array, length: number, what: string): Float64Array {
+  if (bytes.length !== length * 8) fail('E_CORRUPT', `${what} has ${bytes.length} bytes, expected ${length * 8}`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Float64Array.from({ length }, (_, i) => view.getFloat64(i * 8, true));
+}
+
+/**
+ * The owner's side: packs the float model for its plan and encrypts every weight
+ * diagonal and bias with the secret key (seeded ciphertexts, half the size of public-key
+ * ones), at the level and scale the device's evaluation will meet it.
+ */
+export function encryptClassifier(
+  he: HeContext,
+  owner: OwnerKeys,
+  layers: readonly Layer[],
+  mode: Mode = DEFAULT_MODE,
+  onProgress?: Progress,
+): Uint8Array {
+  const plan = planClassifier(he, layers, mode);
+  const missing = plan.rotationSteps.filter((s) => !owner.steps.includes(s));
+  if (missing.length > 0) fail('E_KEYS', `the key set has no Galois keys for rotation steps ${missing.join(', ')}`);
+  const folded = foldModel(layers);
+  const { seal } = he;
+  const total = [...plan.weightSlots.keys()].length;
+  const sections: Uint8Array[] = [];
+  const scope = new Scope();
+  try {
+    const encryptor = scope.track(seal.Encryptor(he.context, owner.publicKey, owner.secretKey));
+    const plain = scope.track(seal.PlainText());
+    const seal1 = (values: Float64Array, key: string): Uint8Array => {
+      const slot = plan.weightSlots.get(key)!;
+      if (plan.mode.weights === 'plain') return float64Bytes(values);
+      he.encode(values, slot.scale, slot.level, plain);
+      const serializable = encryptor.encryptSymmetricSerializable(plain);
+      try {
+        return serializable.saveArray(seal.ComprModeType.zstd);
+      } finally {
+        serializable.delete();
+      }
+    };
+    plan.plans.forEach((layerPlan, i) => {
+      const layer = folded[i]!;
+      if (layerPlan.kind !== 'dense' || layer.kind !== 'dense') return;
+      const packed = packDense(layerPlan, layer.weights, layer.bias);
+      packed.diagonals.forEach((d, k) => {
+        if (d === null) return;
+        sections.push(seal1(d, `${i}:${k}`));
+        onProgress?.(sections.length, total);
+      });
+      sections.push(seal1(packed.bias, `${i}:-1`));
+      onProgress?.(sections.length, total);
+    });
+  } finally {
+    scope.dispose();
+  }
+  const header: ClassifierHeader = { params: he.params, keyId: owner.keyId, mode: plan.mode, layers: shapesOf(layers) };
+  return writeContainer('classifier', header, sections);
+}
+
+export interface StageTimings {
+  encryptMs: number;
+  evaluateMs: number;
+  serializeMs: number;
+}
+
+export interface Evaluation {
+  /** The encrypted scores in the result container: only the owner can open it. */
+  readonly result: Uint8Array;
+  readonly timings: StageTimings;
+  readonly counts: OpCounts;
+}
+
+interface ResultHeader {
+  params: HeParameters;
+  keyId: string;
+  outputs: number;
+}
+
+/**
+ * The device's side: an encrypted classifier loaded once (weights and keys stay in WASM
+ * memory) and evaluated per input. Each evaluation frees everything it created.
+ */
+export class EncryptedClassifier {
+  private disposed = false;
+
+  private constructor(
+    private readonly he: HeContext,
+    private readonly keys: DeviceKeys,
+    readonly plan: ClassifierPlan,
+    private readonly weights: (LayerWeights<SealWeight> | null)[],
+    private readonly owned: Scope,
+    readonly byteLength: number,
+  ) {}
+
+  static load(he: HeContext, keys: DeviceKeys, bytes: Uint8Array): EncryptedClassifier {
+    const { header, sections } = readContainer<ClassifierHeader>(bytes, 'classifier');
+    const params = checkParameters(header.params);
+    if (!sameParameters(params, he.params)) {
+      fail('E_PARAMS', `the classifier was encrypted for ${describeParameters(params)}, not ${describeParameters(he.params)}`);
+    }
+    if (header.keyId !== keys.keyId) {
+      fail('E_KEYS', `the classifier was encrypted under key ${header.keyId}, the device holds key ${keys.keyId}`);
+    }
+    if (!Array.isArray(header.layers)) fail('E_CORRUPT', 'the classifier header has no layer list');
+    const plan = planClassifier(he, header.layers, header.mode);
+    const missing = plan.rotationSteps.filter((s) => !keys.steps.includes(s));
+    if (missing.length > 0) fail('E_KEYS', `the device key set has no Galois keys for rotation steps ${missing.join(', ')}`);
+    const expected = plan.weightSlots.size;
+    if (sections.length !== expected) fail('E_CORRUPT', `the classifier has ${sections.length} weight sections, its plan needs ${expected}`);
+    const owned = new Scope();
+    try {
+      let next = 0;
+      const load = (key: string): SealWeight | null => {
+        const slot = plan.weightSlots.get(key)!;
+        const section = sections[next++]!;
+        const what = `weight section ${next - 1} (${key})`;
+        if (plan.mode.weights === 'plain') {
+          const values = bytesFloat64(section, he.slots, what);
+          if (values.every((v) => v === 0) && !key.endsWith(':-1')) return null;
+          return owned.track(he.encode(values, slot.scale, slot.level));
+        }
+        const ct: CipherText = owned.track(loadSeal(he, he.seal.CipherText(), section, what));
+        if (he.levelOf(ct) !== slot.level || Math.abs(ct.scale / slot.scale - 1) > 1e-9 || ct.size !== 2) {
+          fail('E_CORRUPT', `${what} is at level ${he.levelOf(ct)} scale 2^${Math.log2(ct.scale).toFixed(2)}, the plan needs level ${slot.level}`);
+        }
+        return ct;
+      };
+      const weights = plan.plans.map((layerPlan, i): LayerWeights<SealWeight> | null => {
+        if (layerPlan.kind !== 'dense') return null;
+        const diagonals = plan.structure[i]!.map((used, k) => (used ? load(`${i}:${k}`) : null));
+        return { diagonals, bias: load(`${i}:-1`) };
+      });
+      return new EncryptedClassifier(he, keys, plan, weights, owned, bytes.length);
+    } catch (error) {
+      owned.dispose();
+      throw error;
+    }
+  }
+
+  /** Encrypts the features, evaluates the classifier, serializes the still-encrypted scores. */
+  evaluate(features: ArrayLike<number>): Evaluation {
+    if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
+    const first = this.plan.plans[0]!;
+    if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
+    const packed = packInput(first, features);
+    const he = this.he;
+    const scope = new Scope();
+    try {
+      const t0 = performance.now();
+      let input: SealValue;
+      if (this.plan.mode.input === 'encrypted') {
+        const encryptor = scope.track(he.seal.Encryptor(he.context, this.keys.publicKey));
+        const plain = scope.track(he.encode(packed, this.plan.inputScale, he.topLevel));
+        input = scope.track(he.seal.CipherText());
+        encryptor.encrypt(plain, input);
+      } else {
+        input = { plain: packed, scale: this.plan.inputScale };
+      }
+      const t1 = performance.now();
+      const backend = new SealBackend(he, this.keys, scope);
+      const out = evaluateLayers<SealValue, SealWeight>(backend, this.plan.plans, this.weights, input);
+      const t2 = performance.now();
+      if ('plain' in out) fail('E_SHAPE', 'the classifier produced no ciphertext');
+      const header: ResultHeader = { params: he.params, keyId: this.keys.keyId, outputs: this.plan.outputs };
+      const result = writeContainer('result', header, [out.saveArray(he.seal.ComprModeType.zstd)]);
+      const t3 = performance.now();
+      return {
+        result,
+        timings: { encryptMs: t1 - t0, evaluateMs: t2 - t1, serializeMs: t3 - t2 },
+        counts: backend.counts,
+      };
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.owned.dispose();
+  }
+}
+
+/** The owner's side again: opens a result and returns the scores (never sent to a device). */
+export function decryptResult(he: HeContext, owner: OwnerKeys, bytes: Uint8Array): Float64Array {
+  const { header, sections } = readContainer<ResultHeader>(bytes, 'result');
+  const params = checkParameters(header.params);
+  if (!sameParameters(params, he.params)) fail('E_PARAMS', `the result was computed under ${describeParameters(params)}`);
+  if (header.keyId !== owner.keyId) fail('E_KEYS', `the result is encrypted under key ${header.keyId}, not ${owner.keyId}`);
+  if (!Number.isInteger(header.outputs) || header.outputs < 1 || header.outputs > he.slots) {
+    fail('E_CORRUPT', `the result declares ${String(header.outputs)} outputs`);
+  }
+  if (sections.length !== 1) fail('E_CORRUPT', `a result holds one ciphertext, this one has ${sections.length} sections`);
+  const scope = new Scope();
+  try {
+    const ct = scope.track(loadSeal(he, he.seal.CipherText(), sections[0]!, 'result ciphertext'));
+    if (ct.size !== 2) fail('E_CORRUPT', `the result ciphertext has size ${ct.size}, expected 2`);
+    const decryptor = scope.track(he.seal.Decryptor(he.context, owner.secretKey));
+    const plain = scope.track(he.seal.PlainText());
+    decryptor.decrypt(ct, plain);
+    const slots = he.encoder.decode(plain) as Float64Array;
+    return Float64Array.from(slots.subarray(0, header.outputs));
+  } finally {
+    scope.dispose();
+  }
+}
+
+export { HeContext };

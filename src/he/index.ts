@@ -1,0 +1,44 @@
+/**
+ * sealed-edge's homomorphic engine: CKKS through node-seal, encrypted dense layers and
+ * polynomial activations, packed for encrypted weights × encrypted inputs. Pure
+ * TypeScript with no platform imports: the same code runs in Node and in a browser worker.
+ */
+export { HeError, type HeErrorCode } from './errors';
+export { initSeal, type SealLoader, type SealRuntime } from './seal';
+export {
+  planParameters,
+  checkParameters,
+  describeParameters,
+  MAX_MODULUS_BITS,
+  type HeParameters,
+  type ParameterRequest,
+  type Scheme,
+  type SecurityBits,
+} from './params';
+export { HeContext } from './context';
+export { OwnerKeys, DeviceKeys } from './keys';
+export {
+  planClassifier,
+  encryptClassifier,
+  EncryptedClassifier,
+  decryptResult,
+  DEFAULT_MODE,
+  type ClassifierPlan,
+  type Mode,
+  type Evaluation,
+  type StageTimings,
+  type Progress,
+} from './classifier';
+export {
+  classifierDepth,
+  type Layer,
+  type LayerShape,
+  type DenseLayer,
+  type PolyLayer,
+  type LayerPlan,
+  type PolyPlan,
+} from './circuit';
+export { type DensePlan, lowerBoundMults } from './packing';
+export { referenceEvaluate, floatEvaluate, outputCount } from './reference';
+export { type OpCounts } from './trace';
+export { Scope, withScope } from './scope';

@@ -1,0 +1,223 @@
+import { fail } from './errors';
+
+/**
+ * How a dense layer z = W·x + b (W is m×n) is laid out over the S slots of one ciphertext.
+ *
+ * Diagonal method, hybrid form: y = Σ_k d_k ⊙ rot(x', k) for k < diagonals, then
+ * rotate-and-sum over `sumSteps` adds every slot j ≡ q (mod outPeriod) into output row q.
+ * The output comes out replicated with period `outPeriod`, the layout the next layer reads.
+ *
+ * Input layouts:
+ * - 'replicated': x' = x repeated with period `period` (what a previous layer produces).
+ *   Needs min(outPeriod, period) diagonals; each (row, column) pair is used once and the
+ *   other copies get zero weights.
+ * - 'shifted': copy i of x (slots [i·period, (i+1)·period)) is x rotated by i·diagonals.
+ *   Only the device can lay out its own input this way (it knows x before encrypting),
+ *   and it reaches the lower bound: outPeriod·period/S diagonals, each slot useful.
+ *
+ * Baby-step/giant-step: diagonal k = g·i + b uses baby rotation b (repeated rotations by
+ * one) and giant rotation g·i (Horner: rotate the running sum by g, add the next group),
+ * so the whole layer needs Galois keys for 1, g and the rotate-and-sum steps only.
+ */
+export interface DensePlan {
+  readonly kind: 'dense';
+  readonly inputs: number;
+  readonly outputs: number;
+  readonly slots: number;
+  readonly layout: 'replicated' | 'shifted';
+  /** Period of the input layout (power of two ≥ inputs). */
+  readonly period: number;
+  /** Period of the output (power of two ≥ outputs). */
+  readonly outPeriod: number;
+  readonly diagonals: number;
+  readonly baby: number;
+  readonly giant: number;
+  /** Rotation steps of the final rotate-and-sum. */
+  readonly sumSteps: readonly number[];
+}
+
+export function nextPowerOfTwo(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** Lower bound on ct×ct multiplications for an m×n layer over S slots: ⌈m·n/S⌉. */
+export function lowerBoundMults(outputs: number, inputs: number, slots: number): number {
+  return Math.ceil((outputs * inputs) / slots);
+}
+
+/** The column of x held by each slot of the input layout (−1: a padding slot, always zero). */
+export function inputColumns(plan: DensePlan): Int32Array {
+  const cols = new Int32Array(plan.slots);
+  for (let s = 0; s < plan.slots; s++) {
+    const r = s % plan.period;
+    const c = plan.layout === 'shifted' ? (r + plan.diagonals * Math.floor(s / plan.period)) % plan.period : r;
+    cols[s] = c < plan.inputs ? c : -1;
+  }
+  return cols;
+}
+
+function candidate(
+  inputs: number,
+  outputs: number,
+  slots: number,
+  layout: 'replicated' | 'shifted',
+  finalLayer: boolean,
+): DensePlan {
+  let period = nextPowerOfTwo(inputs);
+  let outPeriod = nextPowerOfTwo(outputs);
+  let diagonals: number;
+  if (layout === 'shifted') {
+    period = Math.max(period, outPeriod);
+    outPeriod = Math.max(outPeriod, slots / period);
+    diagonals = (outPeriod * period) / slots;
+  } else {
+    diagonals = Math.min(outPeriod, period);
+  }
+  // Rows are spread over [0, period) only, so a final layer (whose output need not be
+  // replicated) stops the rotate-and-sum there.
+  const sumEnd = finalLayer && layout === 'replicated' ? Math.max(period, outPeriod) : slots;
+  const sumSteps: number[] = [];
+  for (let step = outPeriod; step < sumEnd; step *= 2) sumSteps.push(step);
+  const { baby, giant } = splitBabyGiant(diagonals);
+  return { kind: 'dense', inputs, outputs, slots, layout, period, outPeriod, diagonals, baby, giant, sumSteps };
+}
+
+/**
+ * Baby/giant split: key switches cost baby−1 + giant−1 rotations + giant relinearizations,
+ * so g ≈ √(2·diagonals) balances them.
+ */
+function splitBabyGiant(diagonals: number): { baby: number; giant: number } {
+  let best = { baby: diagonals, giant: 1, cost: Infinity };
+  for (let baby = 1; baby <= diagonals; baby *= 2) {
+    const giant = Math.ceil(diagonals / baby);
+    const cost = baby - 1 + 2 * giant - 1;
+    if (cost < best.cost) best = { baby, giant, cost };
+  }
+  return { baby: best.baby, giant: best.giant };
+}
+
+/** Rough cost in ct×ct-multiplication units (a key switch costs about five). */
+export function estimatedCost(plan: DensePlan): number {
+  const keySwitches = plan.baby - 1 + 2 * plan.giant - 1 + plan.sumSteps.length;
+  return plan.diagonals + 5 * keySwitches;
+}
+
+export function planDense(
+  inputs: number,
+  outputs: number,
+  slots: number,
+  options: { inputLayout: 'replicated' | 'shifted'; inputPeriod?: number; finalLayer: boolean },
+): DensePlan {
+  if (!Number.isInteger(inputs) || !Number.isInteger(outputs) || inputs < 1 || outputs < 1) {
+    fail('E_SHAPE', `dense layer needs positive integer sizes, got ${outputs}×${inputs}`);
+  }
+  if (nextPowerOfTwo(inputs) > slots || nextPowerOfTwo(outputs) > slots) {
+    fail('E_SHAPE', `a ${outputs}×${inputs} layer does not fit in ${slots} slots; choose a larger ring degree`);
+  }
+  let plan = candidate(inputs, outputs, slots, 'replicated', options.finalLayer);
+  if (options.inputLayout === 'shifted') {
+    const shifted = candidate(inputs, outputs, slots, 'shifted', options.finalLayer);
+    if (estimatedCost(shifted) <= estimatedCost(plan)) plan = shifted;
+  } else if (options.inputPeriod !== undefined && options.inputPeriod !== plan.period) {
+    fail(
+      'E_SHAPE',
+      `layer expects ${inputs} inputs (period ${plan.period}) but the previous layer produces period ${options.inputPeriod}`,
+    );
+  }
+  return plan;
+}
+
+/** Packs the input vector into the layer's input layout (what the device encrypts). */
+export function packInput(plan: DensePlan, x: ArrayLike<number>): Float64Array {
+  if (x.length !== plan.inputs) fail('E_SHAPE', `input has ${x.length} values, the classifier expects ${plan.inputs}`);
+  const cols = inputColumns(plan);
+  const out = new Float64Array(plan.slots);
+  for (let s = 0; s < plan.slots; s++) {
+    const c = cols[s]!;
+    if (c >= 0) {
+      const v = x[c]!;
+      if (!Number.isFinite(v)) fail('E_SHAPE', `input value ${c} is not a finite number`);
+      out[s] = v;
+    }
+  }
+  return out;
+}
+
+/**
+ * Which (diagonal, slot) pairs carry which weight: the same for every matrix of this
+ * shape. `index[k·S + j]` is row·inputs + column, or −1 for a zero entry.
+ */
+export function diagonalIndex(plan: DensePlan): Int32Array {
+  const { slots, diagonals, outPeriod, inputs, outputs } = plan;
+  const cols = inputColumns(plan);
+  const index = new Int32Array(diagonals * slots).fill(-1);
+  const covered = new Uint8Array(outputs * inputs);
+  let count = 0;
+  for (let k = 0; k < diagonals; k++) {
+    for (let j = 0; j < slots; j++) {
+      const row = j % outPeriod;
+      const col = cols[(j + k) % slots]!;
+      if (row >= outputs || col < 0) continue;
+      const at = row * inputs + col;
+      if (covered[at]) continue;
+      covered[at] = 1;
+      index[k * slots + j] = at;
+      count++;
+    }
+  }
+  if (count !== outputs * inputs) {
+    fail('E_SHAPE', `packing covers ${count} of ${outputs * inputs} weights of a ${outputs}×${inputs} layer`);
+  }
+  return index;
+}
+
+/** Rotates left by `step` (slot j receives slot j+step), as SEAL's rotate_vector does. */
+export function rotateLeft(v: Float64Array, step: number): Float64Array {
+  const n = v.length;
+  const s = ((step % n) + n) % n;
+  const out = new Float64Array(n);
+  out.set(v.subarray(s), 0);
+  out.set(v.subarray(0, s), n - s);
+  return out;
+}
+
+export interface PackedDense {
+  /** Pre-rotated diagonals in evaluation order; null where the diagonal is structurally zero. */
+  readonly diagonals: (Float64Array | null)[];
+  /** Bias replicated with the output period (all slots). */
+  readonly bias: Float64Array;
+}
+
+/**
+ * Packs W (row-major, outputs×inputs) and b for the plan: diagonal g·i + b is pre-rotated
+ * right by g·i, so the device's giant step rotates once per group.
+ */
+export function packDense(plan: DensePlan, weights: ArrayLike<number>, bias: ArrayLike<number> | undefined): PackedDense {
+  const { slots, diagonals, baby, inputs, outputs, outPeriod } = plan;
+  if (weights.length !== inputs * outputs) {
+    fail('E_SHAPE', `weights have ${weights.length} values, a ${outputs}×${inputs} layer needs ${inputs * outputs}`);
+  }
+  if (bias !== undefined && bias.length !== outputs) {
+    fail('E_SHAPE', `bias has ${bias.length} values, the layer has ${outputs} outputs`);
+  }
+  const index = diagonalIndex(plan);
+  const packed: (Float64Array | null)[] = [];
+  for (let k = 0; k < diagonals; k++) {
+    const d = new Float64Array(slots);
+    let used = false;
+    for (let j = 0; j < slots; j++) {
+      const at = index[k * slots + j]!;
+      if (at >= 0) {
+        d[j] = weights[at]!;
+        used = true;
+      }
+    }
+    const giantShift = baby * Math.floor(k / baby);
+    packed.push(used ? rotateLeft(d, -giantShift) : null);
+  }
+  const b = new Float64Array(slots);
+  if (bias !== undefined) for (let j = 0; j < slots; j++) b[j] = j % outPeriod < outputs ? bias[j % outPeriod]! : 0;
+  return { diagonals: packed, bias: b };
+}

@@ -1,0 +1,149 @@
+import { fail } from './errors';
+
+export type Scheme = 'ckks' | 'bgv';
+export type SecurityBits = 128 | 192 | 256;
+
+/**
+ * Largest total coefficient-modulus bit count SEAL accepts for each ring degree and
+ * security level (HomomorphicEncryption.org standard, as enforced by SEAL's
+ * CoeffModulus::MaxBitCount).
+ */
+export const MAX_MODULUS_BITS: Readonly<Record<SecurityBits, Readonly<Record<number, number>>>> = {
+  128: { 1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881 },
+  192: { 1024: 19, 2048: 37, 4096: 75, 8192: 152, 16384: 305, 32768: 611 },
+  256: { 1024: 14, 2048: 29, 4096: 58, 8192: 118, 16384: 237, 32768: 476 },
+};
+
+const RING_DEGREES = [1024, 2048, 4096, 8192, 16384, 32768] as const;
+/** SEAL's primes are at most 60 bits. */
+const MAX_PRIME_BITS = 60;
+
+export interface ParameterRequest {
+  scheme: Scheme;
+  security: SecurityBits;
+  /** Number of rescalings the circuit performs (its multiplicative depth). */
+  depth: number;
+  /** Bits of precision wanted in the result, relative to 1.0. */
+  precisionBits: number;
+  /** Bits above the binary point the final values may need (|value| < 2^integerBits). Default 14. */
+  integerBits?: number;
+  /** Slots the packing needs at least; raises the ring degree if set. */
+  minSlots?: number;
+}
+
+/** A checked, immutable CKKS parameter set. */
+export interface HeParameters {
+  readonly scheme: Scheme;
+  readonly security: SecurityBits;
+  readonly polyModulusDegree: number;
+  /** Bit sizes of the modulus chain: first (output) prime, one prime per level, special prime. */
+  readonly coeffModulusBits: readonly number[];
+  /** log2 of the encoding scale; every level prime has this many bits, so rescaling keeps the scale. */
+  readonly scaleBits: number;
+  readonly depth: number;
+}
+
+/**
+ * Bits the CKKS scale must exceed the wanted precision by: encryption and key-switching
+ * noise at N ≤ 32768 stays below 2^10 in the slots, so this margin keeps the requested
+ * precision after a few levels.
+ */
+const NOISE_MARGIN_BITS = 10;
+
+/**
+ * Chooses the smallest ring degree (the fastest parameters) whose modulus chain fits the
+ * depth and precision within SEAL's bound for the security level.
+ *
+ * Chain: [scale + integer bits] + depth × [scale bits] + [special prime]. The special
+ * prime is the largest SEAL allows: key-switching noise shrinks with it, and rotations
+ * are most of the work here.
+ */
+export function planParameters(request: ParameterRequest): HeParameters {
+  const { scheme, security, depth, precisionBits } = request;
+  const integerBits = request.integerBits ?? 14;
+  if (scheme !== 'ckks') {
+    fail('E_UNSUPPORTED', `scheme '${scheme}' is not implemented yet; use 'ckks'`);
+  }
+  if (!(security in MAX_MODULUS_BITS)) {
+    fail('E_PARAMS', `security must be 128, 192 or 256 bits, got ${String(security)}`);
+  }
+  if (!Number.isInteger(depth) || depth < 0) fail('E_PARAMS', `depth must be a non-negative integer, got ${depth}`);
+  if (!Number.isInteger(precisionBits) || precisionBits < 1) {
+    fail('E_PARAMS', `precisionBits must be a positive integer, got ${precisionBits}`);
+  }
+  if (!Number.isInteger(integerBits) || integerBits < 1) {
+    fail('E_PARAMS', `integerBits must be a positive integer, got ${integerBits}`);
+  }
+  const scaleBits = precisionBits + NOISE_MARGIN_BITS;
+  const firstBits = scaleBits + integerBits;
+  if (scaleBits > MAX_PRIME_BITS - 1 || firstBits > MAX_PRIME_BITS) {
+    fail(
+      'E_PARAMS',
+      `precision ${precisionBits} bits with ${integerBits} integer bits needs ${firstBits}-bit primes; SEAL allows ${MAX_PRIME_BITS}`,
+    );
+  }
+  const specialBits = MAX_PRIME_BITS;
+  const chain = [firstBits, ...Array<number>(depth).fill(scaleBits), specialBits];
+  const total = chain.reduce((a, b) => a + b, 0);
+  for (const n of RING_DEGREES) {
+    if (request.minSlots !== undefined && n / 2 < request.minSlots) continue;
+    if (total > MAX_MODULUS_BITS[security][n]!) continue;
+    // Each prime must be ≡ 1 mod 2N and SEAL needs enough of them of each size; a prime
+    // of b bits exists for 2N ≤ 2^(b-1) comfortably.
+    if (Math.min(...chain) < Math.log2(2 * n) + 2) continue;
+    return Object.freeze({
+      scheme,
+      security,
+      polyModulusDegree: n,
+      coeffModulusBits: Object.freeze(chain),
+      scaleBits,
+      depth,
+    });
+  }
+  const largest = RING_DEGREES[RING_DEGREES.length - 1];
+  fail(
+    'E_PARAMS',
+    `no parameters for depth ${depth} at ${precisionBits} precision bits and ${security}-bit security: ` +
+      `the chain needs ${total} bits, N=${largest} allows ${MAX_MODULUS_BITS[security][largest as number]}` +
+      (request.minSlots !== undefined ? ` (and at least ${request.minSlots} slots)` : ''),
+  );
+}
+
+/** Validates parameters that come from outside (a file header) and returns them frozen. */
+export function checkParameters(value: unknown): HeParameters {
+  const p = value as Partial<HeParameters> | null;
+  const ok =
+    p !== null &&
+    typeof p === 'object' &&
+    p.scheme === 'ckks' &&
+    (p.security === 128 || p.security === 192 || p.security === 256) &&
+    typeof p.polyModulusDegree === 'number' &&
+    (RING_DEGREES as readonly number[]).includes(p.polyModulusDegree) &&
+    Array.isArray(p.coeffModulusBits) &&
+    p.coeffModulusBits.length >= 2 &&
+    p.coeffModulusBits.every((b) => Number.isInteger(b) && b >= 10 && b <= MAX_PRIME_BITS) &&
+    Number.isInteger(p.scaleBits) &&
+    Number.isInteger(p.depth) &&
+    p.depth === p.coeffModulusBits.length - 2;
+  if (!ok) fail('E_PARAMS', `invalid HE parameters: ${JSON.stringify(value)}`);
+  const total = p.coeffModulusBits!.reduce((a, b) => a + b, 0);
+  if (total > MAX_MODULUS_BITS[p.security!][p.polyModulusDegree as number]!) {
+    fail('E_PARAMS', `parameters exceed the ${p.security}-bit security bound`);
+  }
+  return Object.freeze({ ...p, coeffModulusBits: Object.freeze([...p.coeffModulusBits!]) }) as HeParameters;
+}
+
+export function sameParameters(a: HeParameters, b: HeParameters): boolean {
+  return (
+    a.scheme === b.scheme &&
+    a.security === b.security &&
+    a.polyModulusDegree === b.polyModulusDegree &&
+    a.scaleBits === b.scaleBits &&
+    a.coeffModulusBits.length === b.coeffModulusBits.length &&
+    a.coeffModulusBits.every((bits, i) => bits === b.coeffModulusBits[i])
+  );
+}
+
+export function describeParameters(p: HeParameters): string {
+  return `${p.scheme.toUpperCase()} N=${p.polyModulusDegree} chain [${p.coeffModulusBits.join(',')}] scale 2^${p.scaleBits}, ${p.security}-bit`;
+}

@@ -1,0 +1,100 @@
+import {
+  type Backend,
+  evaluateLayers,
+  foldModel,
+  type Layer,
+  type LayerPlan,
+  type LayerWeights,
+  planActivations,
+  planLayers,
+} from './circuit';
+import { packDense, packInput, rotateLeft } from './packing';
+
+/**
+ * The plaintext reference: the same packed plan (layouts, pre-rotated diagonals, baby and
+ * giant rotations, rotate-and-sum) on plain slot vectors. The encrypted result must match
+ * it to CKKS precision; it must match the float model exactly up to rounding.
+ */
+export class PlainBackend implements Backend<Float64Array, Float64Array> {
+  constructor(private readonly slots: number) {}
+  rotate(x: Float64Array, step: number): Float64Array {
+    return rotateLeft(x, step);
+  }
+  mulAdd(acc: Float64Array | null, w: Float64Array, x: Float64Array): Float64Array {
+    const out = acc ?? new Float64Array(x.length);
+    for (let i = 0; i < out.length; i++) out[i]! += w[i]! * x[i]!;
+    return out;
+  }
+  mul(a: Float64Array, b: Float64Array): Float64Array {
+    return a.map((v, i) => v * b[i]!);
+  }
+  mulConstLike(x: Float64Array, c: number): Float64Array {
+    return x.map((v) => v * c);
+  }
+  scaleBy(x: Float64Array, c: number): void {
+    for (let i = 0; i < x.length; i++) x[i]! *= c;
+  }
+  addConst(x: Float64Array, c: number): void {
+    for (let i = 0; i < x.length; i++) x[i]! += c;
+  }
+  add(acc: Float64Array, x: Float64Array): void {
+    for (let i = 0; i < acc.length; i++) acc[i]! += x[i]!;
+  }
+  addWeight(acc: Float64Array, w: Float64Array): void {
+    this.add(acc, w);
+  }
+  relinearize(): void {}
+  rescale(): void {}
+  constant(w: Float64Array | null): Float64Array {
+    return w === null ? new Float64Array(this.slots) : w.slice();
+  }
+  clone(x: Float64Array): Float64Array {
+    return x.slice();
+  }
+  free(): void {}
+}
+
+/** Packs every dense layer of an already folded model for its plan. */
+export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[]): (LayerWeights<Float64Array> | null)[] {
+  return plans.map((plan, i) => {
+    const layer = folded[i]!;
+    if (plan.kind !== 'dense' || layer.kind !== 'dense') return null;
+    const packed = packDense(plan, layer.weights, layer.bias);
+    return { diagonals: packed.diagonals, bias: packed.bias };
+  });
+}
+
+/** Runs the packed plan of `layers` on plain vectors and returns the outputs. */
+export function referenceEvaluate(layers: readonly Layer[], slots: number, x: ArrayLike<number>): Float64Array {
+  const folded = foldModel(layers);
+  const plans = planLayers(folded, planActivations(layers), slots);
+  const first = plans[0]!;
+  if (first.kind !== 'dense') throw new Error('unreachable: the first layer is dense');
+  const out = evaluateLayers(new PlainBackend(slots), plans, packModel(plans, folded), packInput(first, x));
+  return out.slice(0, outputCount(layers));
+}
+
+export function outputCount(layers: readonly Layer[]): number {
+  let width = 0;
+  for (const layer of layers) if (layer.kind === 'dense') width = layer.outputs;
+  return width;
+}
+
+/** The float model itself, evaluated directly: no packing, no folding. */
+export function floatEvaluate(layers: readonly Layer[], x: ArrayLike<number>): Float64Array {
+  let v = Float64Array.from(x);
+  for (const layer of layers) {
+    if (layer.kind === 'dense') {
+      const out = new Float64Array(layer.outputs);
+      for (let r = 0; r < layer.outputs; r++) {
+        let s = layer.bias?.[r] ?? 0;
+        for (let c = 0; c < layer.inputs; c++) s += layer.weights[r * layer.inputs + c]! * v[c]!;
+        out[r] = s;
+      }
+      v = out;
+    } else {
+      v = v.map((t) => layer.coeffs.reduceRight((acc, a) => acc * t + a, 0));
+    }
+  }
+  return v;
+}
