@@ -19,15 +19,21 @@ export interface PolyLayer {
 export type Layer = DenseLayer | PolyLayer;
 
 /**
- * How a polynomial activation is evaluated: lead·(Σ_{i≥1} monic[i]·x^i) + constant with
- * monic[d] = 1. When a dense layer follows, `lead` and `constant` are folded into it by the
- * owner (lead scales its weights, constant·rowsum(W) joins its bias) and are 1 and 0 here.
+ * How a polynomial activation p(x) = Σ a_i·x^i is evaluated. With x = σ·u, the device
+ * computes Σ_{i≥1} monic[i]·u^i (monic[d] = 1), and p(x) = lead·that + constant.
+ * σ (`inputScale`) is folded into the dense layer before (W/σ, b/σ), chosen so that
+ * |lead| = 1: tiny leading coefficients, common in high-degree approximations, would
+ * otherwise turn into tiny folded weights or huge monic coefficients, both of which lose
+ * CKKS precision. When a dense layer follows, `lead` and `constant` are folded into it too
+ * (`folded`), saving a level.
  */
 export interface PolyPlan {
   readonly kind: 'poly';
   readonly monic: readonly number[];
   readonly lead: number;
   readonly constant: number;
+  readonly inputScale: number;
+  readonly folded: boolean;
 }
 
 export type LayerPlan = DensePlan | PolyPlan;
@@ -39,7 +45,7 @@ export function monicDepth(degree: number): number {
 
 export function layerDepth(plan: LayerPlan): number {
   if (plan.kind === 'dense') return 1;
-  return monicDepth(plan.monic.length - 1) + (plan.lead !== 1 ? 1 : 0);
+  return monicDepth(plan.monic.length - 1) + (!plan.folded && Math.abs(plan.lead) !== 1 ? 1 : 0);
 }
 
 function trimmedCoeffs(layer: PolyLayer, index: number): number[] {
@@ -78,21 +84,32 @@ export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
       return;
     }
     const coeffs = trimmedCoeffs(layer, i);
-    const lead = coeffs[coeffs.length - 1]!;
-    const monic = coeffs.map((c, k) => (k === 0 ? 0 : c / lead));
-    if (layers[i + 1]?.kind === 'dense') polys.push({ kind: 'poly', monic, lead: 1, constant: 0 });
-    else polys.push({ kind: 'poly', monic, lead, constant: coeffs[0]! });
+    const d = coeffs.length - 1;
+    const ad = coeffs[d]!;
+    // σ = |a_d|^(−1/d) makes the leading coefficient ±1: the folded weights keep their
+    // magnitude (CKKS encodes with absolute precision, so tiny weights lose digits) and the
+    // monic polynomial's values stay those of the activation.
+    const scaled = layers[i - 1]?.kind === 'dense';
+    const sigma = scaled ? Math.abs(ad) ** (-1 / d) : 1;
+    const lead = scaled ? Math.sign(ad) : ad;
+    const monic = coeffs.map((c, k) => (k === 0 ? 0 : (c * sigma ** k) / lead));
+    monic[d] = 1;
+    polys.push({ kind: 'poly', monic, lead, constant: coeffs[0]!, inputScale: sigma, folded: layers[i + 1]?.kind === 'dense' });
   });
   return polys;
 }
 
 /**
- * Checks the weights and folds each activation's leading coefficient a_d and constant a_0
- * into the dense layer after it: W' = a_d·W, b' = b + a_0·W·1. The owner knows the
- * weights in the clear, so this costs nothing. Returns the layers as they will be packed.
+ * Checks the weights and folds each activation's scalings into its neighbours, which the
+ * owner can do for free since it knows the weights: the dense layer before an activation
+ * gets W/σ, b/σ; the one after gets W' = lead·W, b' = b + constant·W·1.
+ * Returns the layers as they will be packed.
  */
 export function foldModel(layers: readonly Layer[]): Layer[] {
-  planActivations(layers);
+  const polys = planActivations(layers);
+  const planOf = new Map<number, PolyPlan>();
+  let next = 0;
+  layers.forEach((layer, i) => layer.kind === 'poly' && planOf.set(i, polys[next++]!));
   return layers.map((layer, i) => {
     if (layer.kind !== 'dense') return layer;
     if (layer.weights.length !== layer.inputs * layer.outputs) {
@@ -107,16 +124,17 @@ export function foldModel(layers: readonly Layer[]): Layer[] {
     for (let k = 0; k < (layer.bias?.length ?? 0); k++) {
       if (!Number.isFinite(layer.bias![k]!)) fail('E_SHAPE', `layer ${i}: bias ${k} is not a finite number`);
     }
-    const before = layers[i - 1];
-    if (before?.kind !== 'poly') return layer;
-    const coeffs = trimmedCoeffs(before, i - 1);
-    const lead = coeffs[coeffs.length - 1]!;
+    const before = planOf.get(i - 1);
+    const lead = before?.folded ? before.lead : 1;
+    const constant = before?.folded ? before.constant : 0;
+    const sigma = planOf.get(i + 1)?.inputScale ?? 1;
+    const weights = Float64Array.from(layer.weights, (v) => (v * lead) / sigma);
     const bias = Float64Array.from({ length: layer.outputs }, (_, r) => {
       let rowSum = 0;
-      for (let c = 0; c < layer.inputs; c++) rowSum += layer.weights[r * layer.inputs + c]!;
-      return (layer.bias?.[r] ?? 0) + coeffs[0]! * rowSum;
+      if (constant !== 0) for (let c = 0; c < layer.inputs; c++) rowSum += layer.weights[r * layer.inputs + c]!;
+      return ((layer.bias?.[r] ?? 0) + constant * rowSum) / sigma;
     });
-    return { ...layer, weights: Float64Array.from(layer.weights, (v) => v * lead), bias };
+    return { ...layer, weights, bias };
   });
 }
 
@@ -174,6 +192,7 @@ export interface Backend<V, W> {
   mulConstLike(x: V, c: number, like: V): V;
   /** x ← c·x, consuming one level and keeping the scale. */
   scaleBy(x: V, c: number): void;
+  negate(x: V): void;
   addConst(x: V, c: number): void;
   /** acc ← acc + x (x may sit at a higher level). */
   add(acc: V, x: V): void;
@@ -264,8 +283,9 @@ export function evaluatePoly<V, W>(be: Backend<V, W>, plan: PolyPlan, x: V): V {
   };
   const out = evaluateMonic(be, plan.monic, power);
   for (const [k, value] of powers) if (k !== 1) be.free(value);
-  if (plan.lead !== 1) be.scaleBy(out, plan.lead);
-  if (plan.constant !== 0) be.addConst(out, plan.constant);
+  if (!plan.folded && plan.lead === -1) be.negate(out);
+  else if (!plan.folded && plan.lead !== 1) be.scaleBy(out, plan.lead);
+  if (!plan.folded && plan.constant !== 0) be.addConst(out, plan.constant);
   return out;
 }
 

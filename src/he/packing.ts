@@ -64,13 +64,18 @@ function candidate(
   slots: number,
   layout: 'replicated' | 'shifted',
   finalLayer: boolean,
+  inputPeriod = nextPowerOfTwo(inputs),
 ): DensePlan {
-  let period = nextPowerOfTwo(inputs);
+  let period = inputPeriod;
   let outPeriod = nextPowerOfTwo(outputs);
   let diagonals: number;
   if (layout === 'shifted') {
+    // The coverage argument needs outPeriod ≤ period and at least one diagonal.
     period = Math.max(period, outPeriod);
-    outPeriod = Math.max(outPeriod, slots / period);
+    while (period * outPeriod < slots) {
+      if (outPeriod < period) outPeriod *= 2;
+      else period *= 2;
+    }
     diagonals = (outPeriod * period) / slots;
   } else {
     diagonals = Math.min(outPeriod, period);
@@ -116,17 +121,15 @@ export function planDense(
   if (nextPowerOfTwo(inputs) > slots || nextPowerOfTwo(outputs) > slots) {
     fail('E_SHAPE', `a ${outputs}×${inputs} layer does not fit in ${slots} slots; choose a larger ring degree`);
   }
-  let plan = candidate(inputs, outputs, slots, 'replicated', options.finalLayer);
-  if (options.inputLayout === 'shifted') {
-    const shifted = candidate(inputs, outputs, slots, 'shifted', options.finalLayer);
-    if (estimatedCost(shifted) <= estimatedCost(plan)) plan = shifted;
-  } else if (options.inputPeriod !== undefined && options.inputPeriod !== plan.period) {
-    fail(
-      'E_SHAPE',
-      `layer expects ${inputs} inputs (period ${plan.period}) but the previous layer produces period ${options.inputPeriod}`,
-    );
+  const { inputPeriod } = options;
+  if (inputPeriod !== undefined && (inputPeriod < nextPowerOfTwo(inputs) || inputPeriod !== nextPowerOfTwo(inputPeriod))) {
+    fail('E_SHAPE', `layer expects ${inputs} inputs but the previous layer produces period ${inputPeriod}`);
   }
-  return plan;
+  // A previous layer may pad its output beyond `inputs` rows; those slots hold zeros.
+  const replicated = candidate(inputs, outputs, slots, 'replicated', options.finalLayer, inputPeriod);
+  if (options.inputLayout !== 'shifted') return replicated;
+  const shifted = candidate(inputs, outputs, slots, 'shifted', options.finalLayer);
+  return estimatedCost(shifted) <= estimatedCost(replicated) ? shifted : replicated;
 }
 
 /** Packs the input vector into the layer's input layout (what the device encrypts). */

@@ -34,6 +34,9 @@ export class PlainBackend implements Backend<Float64Array, Float64Array> {
   scaleBy(x: Float64Array, c: number): void {
     for (let i = 0; i < x.length; i++) x[i]! *= c;
   }
+  negate(x: Float64Array): void {
+    this.scaleBy(x, -1);
+  }
   addConst(x: Float64Array, c: number): void {
     for (let i = 0; i < x.length; i++) x[i]! += c;
   }

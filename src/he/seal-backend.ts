@@ -137,6 +137,10 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
     this.rescale(ct);
   }
 
+  negate(x: SealValue): void {
+    this.he.evaluator.negate(this.cipher(x), this.cipher(x));
+  }
+
   addConst(x: SealValue, c: number): void {
     const ct = this.cipher(x);
     this.he.encode(this.filled(c), ct.scale, this.he.levelOf(ct), this.encoded);

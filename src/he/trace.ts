@@ -96,6 +96,8 @@ export class TraceBackend implements Backend<TraceValue, TraceWeight> {
     this.rescale(x);
   }
 
+  negate(): void {}
+
   addConst(_x: TraceValue, _c: number): void {
     this.counts.adds++;
   }

@@ -1,0 +1,3 @@
+import { describeHeads } from './heads';
+
+describeHeads(192);

@@ -1,0 +1,127 @@
+import {
+  classifierDepth,
+  decryptResult,
+  DeviceKeys,
+  EncryptedClassifier,
+  encryptClassifier,
+  HeContext,
+  type Layer,
+  type Mode,
+  OwnerKeys,
+  planClassifier,
+  planParameters,
+  type SecurityBits,
+} from '../../src/he';
+import { nodeSeal } from '../../src/node/seal';
+
+/** Deterministic generator (mulberry32), so every run sees the same weights and inputs. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function gaussian(next: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+}
+
+export type WeightKind = 'random' | 'realistic';
+
+/**
+ * A classifier head of the given widths with x²+2x between dense layers.
+ * random: uniform weights in ±1/√n. realistic: He-initialized Gaussian weights (the
+ * statistics of a trained CNN's head) with small biases.
+ */
+export function makeHead(widths: readonly number[], kind: WeightKind, seed: number, activation = [0, 2, 1]): Layer[] {
+  const u = rng(seed);
+  const g = gaussian(u);
+  const layers: Layer[] = [];
+  for (let i = 0; i + 1 < widths.length; i++) {
+    const n = widths[i]!;
+    const m = widths[i + 1]!;
+    if (i > 0) layers.push({ kind: 'poly', coeffs: activation });
+    const w =
+      kind === 'random'
+        ? Float64Array.from({ length: n * m }, () => (2 * u() - 1) / Math.sqrt(n))
+        : Float64Array.from({ length: n * m }, () => g() * Math.sqrt(2 / n));
+    const b = Float64Array.from({ length: m }, () => (kind === 'random' ? 2 * u() - 1 : 0.05 * g()));
+    layers.push({ kind: 'dense', inputs: n, outputs: m, weights: w, bias: b });
+  }
+  return layers;
+}
+
+/**
+ * Inputs like the head sees them. random: uniform in [−1, 1]. realistic: CNN features
+ * after ReLU and pooling, non-negative and about half zeros.
+ */
+export function makeInputs(n: number, count: number, kind: WeightKind, seed: number): Float64Array[] {
+  const u = rng(seed);
+  const g = gaussian(u);
+  return Array.from({ length: count }, () =>
+    Float64Array.from({ length: n }, () => (kind === 'random' ? 2 * u() - 1 : Math.max(0, g()))),
+  );
+}
+
+export function argmax(v: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  return best;
+}
+
+export function maxAbs(v: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < v.length; i++) m = Math.max(m, Math.abs(v[i]!));
+  return m;
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+/** Everything one protected head needs: context, owner keys, device keys, loaded classifier. */
+export interface Protected {
+  he: HeContext;
+  owner: OwnerKeys;
+  keys: DeviceKeys;
+  classifier: EncryptedClassifier;
+  classifierBytes: Uint8Array;
+  decrypt(result: Uint8Array): Float64Array;
+  dispose(): void;
+}
+
+export async function protect(
+  layers: Layer[],
+  security: SecurityBits = 128,
+  mode?: Mode,
+  precisionBits = 25,
+): Promise<Protected> {
+  const runtime = await nodeSeal();
+  const params = planParameters({ scheme: 'ckks', security, depth: classifierDepth(layers), precisionBits });
+  const he = HeContext.create(runtime, params);
+  const plan = planClassifier(he, layers, mode);
+  const owner = OwnerKeys.generate(he, plan.rotationSteps);
+  const classifierBytes = encryptClassifier(he, owner, layers, mode);
+  const keys = DeviceKeys.load(he, owner.deviceKeyBytes());
+  const classifier = EncryptedClassifier.load(he, keys, classifierBytes);
+  return {
+    he,
+    owner,
+    keys,
+    classifier,
+    classifierBytes,
+    decrypt: (result) => decryptResult(he, owner, result),
+    dispose() {
+      classifier.dispose();
+      keys.dispose();
+      owner.dispose();
+      he.dispose();
+    },
+  };
+}
