@@ -1,0 +1,44 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { parseArgs } from 'node:util';
+import { benchHe, heTable } from './he';
+
+const SUITES = {
+  he: { run: (quick: boolean) => benchHe({ quick }), table: heTable },
+} as const;
+
+const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE]
+suites: ${Object.keys(SUITES).join(', ')}`;
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { quick: { type: 'boolean', default: false }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    });
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n${usage}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  const name = positionals[0];
+  if (positionals.length !== 1 || !(name! in SUITES)) {
+    process.stderr.write(`${name === undefined ? 'no suite given' : `unknown suite '${positionals.join(' ')}'`}\n${usage}\n`);
+    return 2;
+  }
+  const suite = SUITES[name as keyof typeof SUITES];
+  const out = values.out ?? `bench/results/${name}.json`;
+  const report = await suite.run(values.quick!);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify({ suite: name, quick: values.quick, ...report }, null, 2)}\n`);
+  process.stdout.write(`${suite.table(report as { results: Record<string, unknown>[] })}\n\nwrote ${out}\n`);
+  return 0;
+}
+
+process.exitCode = await main(process.argv.slice(2));

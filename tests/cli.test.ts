@@ -1,0 +1,38 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+
+function run(command: string, args: string[]) {
+  const r = spawnSync(process.execPath, [command, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+const cli = (...args: string[]) => run('bin/sealed-edge.mjs', args);
+const bench = (...args: string[]) => run('--import', ['tsx', 'bench/run.ts', ...args]);
+
+describe('sealed-edge CLI', () => {
+  it('runs the engine demo: the decrypted scores equal the float model to four decimals', () => {
+    const r = cli('demo', '--head', 'small', '--inputs', '2');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const decrypted = [...r.out.matchAll(/decrypted (.*)→ class (\d)/g)];
+    const float = [...r.out.matchAll(/float {5}(.*)→ class (\d)/g)];
+    expect(decrypted).toHaveLength(2);
+    expect(decrypted.map((m) => m[1])).toEqual(float.map((m) => m[1]));
+    expect(decrypted.map((m) => m[2])).toEqual(float.map((m) => m[2]));
+  });
+
+  it('refuses bad commands and flags with exit code 2 and a clear message', () => {
+    expect(cli()).toMatchObject({ code: 2, err: expect.stringMatching(/no command given[\s\S]*usage: sealed-edge/) });
+    expect(cli('encrypt-everything')).toMatchObject({ code: 2, err: expect.stringMatching(/unknown command 'encrypt-everything'/) });
+    expect(cli('demo', '--security', '100')).toMatchObject({ code: 2, err: expect.stringMatching(/--security must be 128, 192 or 256, got '100'/) });
+    expect(cli('demo', '--inputs', 'many')).toMatchObject({ code: 2, err: expect.stringMatching(/--inputs must be an integer/) });
+    expect(cli('demo', '--head', 'resnet')).toMatchObject({ code: 2, err: expect.stringMatching(/--head must be one of mnist, small, last/) });
+    expect(cli('demo', '--colour', 'red')).toMatchObject({ code: 2, err: expect.stringMatching(/Unknown option '--colour'/) });
+    expect(cli('help')).toMatchObject({ code: 0, out: expect.stringMatching(/usage: sealed-edge/) });
+  });
+
+  it('the benchmark runner refuses unknown suites and flags', () => {
+    expect(bench()).toMatchObject({ code: 2, err: expect.stringMatching(/no suite given/) });
+    expect(bench('gpu')).toMatchObject({ code: 2, err: expect.stringMatching(/unknown suite 'gpu'[\s\S]*suites: he/) });
+    expect(bench('he', '--fast')).toMatchObject({ code: 2, err: expect.stringMatching(/Unknown option '--fast'/) });
+  });
+});
