@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { floatEvaluate, referenceEvaluate, type SecurityBits } from '../../src/he';
 import { nodeSeal } from '../../src/node/seal';
-import { argmax, makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected, type WeightKind } from './helpers';
+import {
+  argmax,
+  makeHead,
+  makeInputs,
+  maxAbs,
+  maxAbsDiff,
+  protect,
+  type Protected,
+  type WeightKind,
+  yieldToEventLoop,
+} from './helpers';
 
 /** The heads of the papers' shapes (issue 2): input width, hidden widths, classes. */
 export const HEADS: Record<string, number[]> = {
@@ -48,6 +58,7 @@ export function describeHeads(security: SecurityBits): void {
               expect(maxAbsDiff(got, float)).toBeLessThan(1e-3 * bound);
               if (argmax(got) === argmax(float)) agree++;
               if (i === 0) heapAfterFirst = runtime.heapBytes();
+              await yieldToEventLoop();
             }
             expect(agree).toBe(inputs.length);
             expect(worst).toBeGreaterThan(0); // CKKS is approximate: an exact match would mean no encryption

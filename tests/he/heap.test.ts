@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { floatEvaluate } from '../../src/he';
 import { nodeSeal } from '../../src/node/seal';
-import { makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected } from './helpers';
+import { makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
 
 describe('WASM memory', () => {
   let p: Protected;
@@ -18,6 +18,7 @@ describe('WASM memory', () => {
     for (const [i, x] of inputs.entries()) {
       const { result } = p.classifier.evaluate(x);
       if (i === 0) afterFirst = runtime.heapBytes();
+      await yieldToEventLoop();
       if (i % 25 === 0) {
         const float = floatEvaluate(layers, x);
         expect(maxAbsDiff(p.decrypt(result), float)).toBeLessThan(1e-3 * maxAbs(float));

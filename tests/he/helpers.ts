@@ -67,6 +67,14 @@ export function makeInputs(n: number, count: number, kind: WeightKind, seed: num
   );
 }
 
+/**
+ * Lets the event loop run between long synchronous evaluations, so the test runner's
+ * worker keeps answering its parent (Vitest gives up on a worker silent for minutes).
+ */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 export function argmax(v: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;

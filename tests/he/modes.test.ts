@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { floatEvaluate, type Mode, planClassifier, referenceEvaluate } from '../../src/he';
 import { HEADS } from './heads';
-import { argmax, makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected } from './helpers';
+import { argmax, makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
 
 const MODES: [string, Mode][] = [
   ['ct(W)×pt(x), the paper’s plaintext-input mode', { weights: 'encrypted', input: 'plain' }],
@@ -19,8 +19,9 @@ for (const [modeName, mode] of MODES) {
         });
         afterAll(() => p?.dispose());
 
-        it('20 inputs match the reference and the float model', () => {
+        it('20 inputs match the reference and the float model', async () => {
           for (const x of makeInputs(widths[0]!, 20, 'realistic', 11)) {
+            await yieldToEventLoop();
             const float = floatEvaluate(layers, x);
             const got = p.decrypt(p.classifier.evaluate(x).result);
             expect(maxAbsDiff(got, referenceEvaluate(layers, p.he.slots, x))).toBeLessThan(1e-3 * maxAbs(float));
