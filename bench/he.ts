@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import {
   classifierDepth,
   decryptResult,
@@ -7,6 +8,7 @@ import {
   floatEvaluate,
   HeContext,
   type Layer,
+  lowerBoundMults,
   type Mode,
   OwnerKeys,
   planClassifier,
@@ -31,84 +33,104 @@ const MODES: Mode[] = [
   { weights: 'plain', input: 'encrypted' },
 ];
 
-export interface HeBenchOptions {
-  quick: boolean;
-  runs?: number;
+export interface HeCase {
+  head: string;
+  security: SecurityBits;
+  mode: Mode;
+  runs: number;
 }
 
-export async function benchHe(options: HeBenchOptions): Promise<Record<string, unknown>> {
+/** Measures one head in one mode at one security level (in a fresh process: see benchHe). */
+export async function benchCase({ head: name, security, mode, runs }: HeCase): Promise<Record<string, unknown>> {
+  const head = HEADS.find((h) => h.name === name);
+  if (head === undefined) throw new Error(`unknown head '${name}'`);
   const runtime = await nodeSeal();
+  const layers: Layer[] = makeHead(head.shape, 'realistic', head.shape[0]!);
+  const params = planParameters({ scheme: 'ckks', security, depth: classifierDepth(layers), precisionBits: 25 });
+  const he = HeContext.create(runtime, params);
+  const plan = planClassifier(he, layers, mode);
+  const owner = OwnerKeys.generate(he, plan.rotationSteps);
+  const t0 = performance.now();
+  const weights = encryptClassifier(he, owner, layers, mode);
+  const encryptMs = performance.now() - t0;
+  const keys = DeviceKeys.load(he, owner.deviceKeyBytes());
+  const classifier = EncryptedClassifier.load(he, keys, weights);
+  const latencies: number[] = [];
+  const stages = { encryptMs: [] as number[], evaluateMs: [] as number[], serializeMs: [] as number[] };
+  let maxAbsError = 0;
+  // One warm-up run grows the WASM heap to its working size; it is not timed.
+  const inputs = makeInputs(head.shape[0]!, runs + 1, 'realistic', 1);
+  for (const [i, x] of inputs.entries()) {
+    const t = performance.now();
+    const evaluation = classifier.evaluate(x);
+    const elapsed = performance.now() - t;
+    const got = decryptResult(he, owner, evaluation.result);
+    const float = floatEvaluate(layers, x);
+    got.forEach((v, j) => (maxAbsError = Math.max(maxAbsError, Math.abs(v - float[j]!))));
+    if (i === 0) continue;
+    latencies.push(elapsed);
+    stages.encryptMs.push(evaluation.timings.encryptMs);
+    stages.evaluateMs.push(evaluation.timings.evaluateMs);
+    stages.serializeMs.push(evaluation.timings.serializeMs);
+  }
+  const first = plan.plans.find((p) => p.kind === 'dense')!;
+  const row = {
+    case: head.name,
+    shape: head.shape,
+    activation: head.shape.length > 2 ? 'x^2+2x' : 'none',
+    security,
+    input: mode.input,
+    weights: mode.weights,
+    polyModulusDegree: params.polyModulusDegree,
+    coeffModulusBits: params.coeffModulusBits,
+    latencyMs: summary(latencies),
+    stagesMs: {
+      encrypt: summary(stages.encryptMs).median,
+      evaluate: summary(stages.evaluateMs).median,
+      serialize: summary(stages.serializeMs).median,
+    },
+    ctMults: plan.counts.ctMults,
+    plainMults: plan.counts.plainMults,
+    rotations: plan.counts.rotations,
+    relins: plan.counts.relins,
+    lowerBoundMults: plan.lowerBoundMults,
+    firstLayer: { diagonals: first.kind === 'dense' ? first.diagonals : 0, lowerBoundMults: lowerBoundMults(head.shape[1]!, head.shape[0]!, he.slots) },
+    rotationKeys: plan.rotationSteps.length,
+    weightsBytes: weights.length,
+    keysBytes: owner.deviceKeyBytes().length,
+    modelEncryptMs: round(encryptMs),
+    wasmHeapMB: round(runtime.heapBytes() / 2 ** 20, 1),
+    maxAbsError,
+    runs,
+  };
+  classifier.dispose();
+  keys.dispose();
+  owner.dispose();
+  he.dispose();
+  return row;
+}
+
+/**
+ * Every head × security level × mode, each case in a fresh Node process: WASM memory never
+ * shrinks, so only a fresh process shows one case's heap.
+ */
+export async function benchHe(options: { quick: boolean }): Promise<Record<string, unknown>> {
   const levels: SecurityBits[] = options.quick ? [128] : [128, 192, 256];
-  const runs = options.runs ?? (options.quick ? 5 : 9);
+  const runs = options.quick ? 5 : 9;
   const results: Record<string, unknown>[] = [];
   for (const security of levels) {
     for (const head of HEADS) {
-      const layers: Layer[] = makeHead(head.shape, 'realistic', head.shape[0]!);
-      const params = planParameters({ scheme: 'ckks', security, depth: classifierDepth(layers), precisionBits: 25 });
-      const he = HeContext.create(runtime, params);
       for (const mode of MODES) {
-        const plan = planClassifier(he, layers, mode);
-        const owner = OwnerKeys.generate(he, plan.rotationSteps);
-        const t0 = performance.now();
-        const weights = encryptClassifier(he, owner, layers, mode);
-        const encryptMs = performance.now() - t0;
-        const keys = DeviceKeys.load(he, owner.deviceKeyBytes());
-        const classifier = EncryptedClassifier.load(he, keys, weights);
-        const latencies: number[] = [];
-        const stages = { encryptMs: [] as number[], evaluateMs: [] as number[], serializeMs: [] as number[] };
-        let maxAbsError = 0;
-        // One warm-up run grows the WASM heap to its working size; it is not timed.
-        const inputs = makeInputs(head.shape[0]!, runs + 1, 'realistic', 1);
-        for (const [i, x] of inputs.entries()) {
-          const t = performance.now();
-          const evaluation = classifier.evaluate(x);
-          const elapsed = performance.now() - t;
-          const got = decryptResult(he, owner, evaluation.result);
-          const float = floatEvaluate(layers, x);
-          got.forEach((v, j) => (maxAbsError = Math.max(maxAbsError, Math.abs(v - float[j]!))));
-          if (i === 0) continue;
-          latencies.push(elapsed);
-          stages.encryptMs.push(evaluation.timings.encryptMs);
-          stages.evaluateMs.push(evaluation.timings.evaluateMs);
-          stages.serializeMs.push(evaluation.timings.serializeMs);
-        }
-        const dense = plan.plans.filter((p) => p.kind === 'dense');
-        results.push({
-          case: head.name,
-          shape: head.shape,
-          activation: head.shape.length > 2 ? 'x^2+2x' : 'none',
-          security,
-          input: mode.input,
-          weights: mode.weights,
-          polyModulusDegree: params.polyModulusDegree,
-          coeffModulusBits: params.coeffModulusBits,
-          latencyMs: summary(latencies),
-          stagesMs: {
-            encrypt: summary(stages.encryptMs).median,
-            evaluate: summary(stages.evaluateMs).median,
-            serialize: summary(stages.serializeMs).median,
-          },
-          ctMults: plan.counts.ctMults,
-          plainMults: plan.counts.plainMults,
-          rotations: plan.counts.rotations,
-          relins: plan.counts.relins,
-          lowerBoundMults: plan.lowerBoundMults,
-          firstLayer: { diagonals: dense[0]!.diagonals, lowerBoundMults: Math.ceil((dense[0]!.inputs * dense[0]!.outputs) / he.slots) },
-          rotationKeys: plan.rotationSteps.length,
-          weightsBytes: weights.length,
-          keysBytes: owner.deviceKeyBytes().length,
-          modelEncryptMs: round(encryptMs),
-          wasmHeapMB: round(runtime.heapBytes() / 2 ** 20, 1),
-          maxAbsError,
-          runs,
+        const spec: HeCase = { head: head.name, security, mode, runs };
+        const child = spawnSync(process.execPath, ['--import', 'tsx', 'bench/he-case.ts', JSON.stringify(spec)], {
+          encoding: 'utf8',
+          maxBuffer: 1 << 20,
         });
-        classifier.dispose();
-        keys.dispose();
-        owner.dispose();
-        const row = results[results.length - 1]!;
+        if (child.status !== 0) throw new Error(`benchmark case ${JSON.stringify(spec)} failed:\n${child.stderr}`);
+        const row = JSON.parse(child.stdout) as Record<string, unknown>;
+        results.push(row);
         process.stderr.write(`  ${head.name} ${security}-bit W:${mode.weights} x:${mode.input}: ${(row.latencyMs as { median: number }).median} ms\n`);
       }
-      he.dispose();
     }
   }
   return { machine: machine(), results };
