@@ -291,16 +291,19 @@ export function evaluatePoly<V, W>(be: Backend<V, W>, plan: PolyPlan, x: V): V {
 
 /**
  * Runs the packed plan. `x` is the packed input and stays the caller's; the result is
- * fresh.
+ * fresh. `onLayer` hears each layer's index before it runs (the tracer attributes
+ * rotations to layers with it).
  */
 export function evaluateLayers<V, W>(
   be: Backend<V, W>,
   plans: readonly LayerPlan[],
   weights: readonly (LayerWeights<W> | null)[],
   x: V,
+  onLayer?: (index: number) => void,
 ): V {
   let current = x;
   plans.forEach((plan, i) => {
+    onLayer?.(i);
     let next: V;
     if (plan.kind === 'dense') {
       const w = weights[i];

@@ -38,6 +38,8 @@ export interface ClassifierPlan {
   readonly depth: number;
   /** Rotation steps the device performs: its Galois keys cover exactly these. */
   readonly rotationSteps: readonly number[];
+  /** The same, layer by layer (empty for layers that rotate nothing). */
+  readonly layerRotationSteps: readonly (readonly number[])[];
   /** Operations of one evaluation, by kind. */
   readonly counts: OpCounts;
   /** Σ ⌈m·n/slots⌉ over the dense layers. */
@@ -96,7 +98,8 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
   );
   const inputScale = 2 ** he.params.scaleBits;
   const input = { level: he.topLevel, scale: inputScale, size: checked.input === 'encrypted' ? 2 : 0 };
-  evaluateLayers(trace, plans, markers, input);
+  evaluateLayers(trace, plans, markers, input, (i) => trace.enterLayer(i));
+  const sorted = (steps: Iterable<number>) => [...steps].sort((a, b) => a - b);
   const dense = plans.filter((p) => p.kind === 'dense');
   return {
     params: he.params,
@@ -106,7 +109,8 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
     inputs: dense[0]!.inputs,
     outputs: dense[dense.length - 1]!.outputs,
     depth: he.topLevel - trace.minLevel,
-    rotationSteps: [...trace.steps].sort((a, b) => a - b),
+    rotationSteps: sorted(trace.steps),
+    layerRotationSteps: plans.map((_, i) => sorted(trace.layerSteps.get(i) ?? [])),
     counts: trace.counts,
     lowerBoundMults: dense.reduce((n, p) => n + lowerBoundMults(p.outputs, p.inputs, he.slots), 0),
     structure,

@@ -36,6 +36,9 @@ export function zeroCounts(): OpCounts {
 export class TraceBackend implements Backend<TraceValue, TraceWeight> {
   readonly counts = zeroCounts();
   readonly steps = new Set<number>();
+  /** Rotation steps by layer index. */
+  readonly layerSteps = new Map<number, Set<number>>();
+  private layer = -1;
   /** Level and scale each weight slot must be encrypted at, keyed `layer:diagonal`. */
   readonly weightSlots = new Map<string, { level: number; scale: number }>();
   minLevel: number;
@@ -60,10 +63,17 @@ export class TraceBackend implements Backend<TraceValue, TraceWeight> {
     this.weightSlots.set(key, { level, scale });
   }
 
+  /** Attributes the operations that follow to layer `index`. */
+  enterLayer(index: number): void {
+    this.layer = index;
+    this.layerSteps.set(index, new Set());
+  }
+
   rotate(x: TraceValue, step: number): TraceValue {
     if (x.size > 0) {
       this.counts.rotations++;
       this.steps.add(step);
+      this.layerSteps.get(this.layer)?.add(step);
     }
     return { ...x };
   }
