@@ -1,0 +1,121 @@
+/**
+ * The Trained & Protected DNN Database, as the rest of the owner's side sees it. SQLite is
+ * the embedded default (sqlite.ts); the interface is async so that a PostgreSQL store can
+ * implement it unchanged. Every write that a client's request depends on is committed
+ * before the method resolves.
+ */
+
+export type ModelStatus = 'active' | 'retired';
+export type DeviceStatus = 'pending' | 'active' | 'revoked';
+
+export interface ModelVersion {
+  modelId: string;
+  version: number;
+  keyId: string;
+  status: ModelStatus;
+  createdAt: string;
+  /** Directory of the static bundle this version was published to. */
+  bundleDir: string;
+  /** SHA-256 (hex) of manifest.json: identifies the bundle. */
+  manifestSha256: string;
+  /** Number of classes the head outputs. */
+  outputs: number;
+  /** The paper's Table 1 figures for this version: time to encrypt, bundle size, peak memory. */
+  protectMetrics: Record<string, number>;
+}
+
+export interface KeyPairRecord {
+  keyId: string;
+  modelId: string;
+  createdAt: string;
+  /** The secret key container, AES-GCM-wrapped under the key-encryption key. */
+  wrappedSecretKey: Uint8Array;
+  /** The device key set (public, relinearization, Galois), as shipped in keys.bin. */
+  deviceKeys: Uint8Array;
+}
+
+export interface SigningKeyRecord {
+  id: string;
+  createdAt: string;
+  /** Raw 32-byte Ed25519 public key. */
+  publicKey: Uint8Array;
+  /** PKCS#8 private key, AES-GCM-wrapped under the key-encryption key. */
+  wrappedPrivateKey: Uint8Array;
+}
+
+export interface DeviceRecord {
+  id: string;
+  name: string;
+  status: DeviceStatus;
+  createdAt: string;
+  enrolledAt: string | null;
+  /** The device's ECDSA P-256 public key as a JWK, once enrolled. */
+  publicKeyJwk: JsonWebKey | null;
+}
+
+export interface ResultRecord {
+  id: number;
+  deviceId: string;
+  modelId: string;
+  version: number;
+  keyId: string;
+  idempotencyKey: string;
+  /** SHA-256 (hex) of the request body, to tell a replay from a conflicting reuse. */
+  bodySha256: string;
+  label: number;
+  scores: number[];
+  receivedAt: string;
+  /** What the device was answered; holds no plaintext. */
+  receipt: Record<string, unknown>;
+}
+
+export interface AuditEvent {
+  id: number;
+  at: string;
+  actor: string;
+  event: string;
+  details: Record<string, unknown>;
+}
+
+export type NewResult = Omit<ResultRecord, 'id'>;
+
+/** Outcome of recording a result under an idempotency key. */
+export type RecordOutcome =
+  | { kind: 'created'; result: ResultRecord }
+  | { kind: 'replayed'; result: ResultRecord }
+  | { kind: 'conflict'; result: ResultRecord };
+
+export interface Store {
+  /** Schema version after migrations. */
+  schemaVersion(): Promise<number>;
+
+  addModelVersion(version: Omit<ModelVersion, 'version' | 'createdAt' | 'status'>, keyPair: Omit<KeyPairRecord, 'createdAt' | 'modelId'>): Promise<ModelVersion>;
+  getModelVersion(modelId: string, version: number): Promise<ModelVersion | null>;
+  latestModelVersion(modelId: string): Promise<ModelVersion | null>;
+  listModelVersions(modelId?: string): Promise<ModelVersion[]>;
+  retireModelVersion(modelId: string, version: number): Promise<ModelVersion>;
+  getKeyPair(keyId: string): Promise<KeyPairRecord | null>;
+
+  activeSigningKey(): Promise<SigningKeyRecord | null>;
+  addSigningKey(key: Omit<SigningKeyRecord, 'createdAt'>): Promise<SigningKeyRecord>;
+
+  /** Creates a pending device with the SHA-256 (hex) of its one-time enrollment token. */
+  addDevice(device: { id: string; name: string; tokenSha256: string }): Promise<DeviceRecord>;
+  /** Uses the token once: activates the device with its public key, or returns null. */
+  enrollDevice(tokenSha256: string, publicKeyJwk: JsonWebKey): Promise<DeviceRecord | null>;
+  getDevice(id: string): Promise<DeviceRecord | null>;
+  listDevices(): Promise<DeviceRecord[]>;
+  revokeDevice(id: string): Promise<DeviceRecord>;
+
+  /** Stores a result unless (deviceId, idempotencyKey) exists; never stores twice. */
+  recordResult(result: NewResult): Promise<RecordOutcome>;
+  listResults(options?: { deviceId?: string; afterId?: number; limit?: number }): Promise<ResultRecord[]>;
+  countResults(): Promise<number>;
+
+  audit(actor: string, event: string, details?: Record<string, unknown>): Promise<void>;
+  listAudit(options?: { limit?: number }): Promise<AuditEvent[]>;
+
+  /** SQLite's PRAGMA integrity_check, or the equivalent: 'ok' when sound. */
+  integrityCheck(): Promise<string>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,151 @@
+import { checkParameters, type HeParameters, type LayerShape, type Mode } from '../he';
+
+/**
+ * The static bundle's manifest (DESIGN.md 3), shared by the owner's side, which writes and
+ * signs it, and by every device, which refuses a bundle whose signature or file hashes do
+ * not match. Platform-free: hashing and signature checks are passed in.
+ */
+export const BUNDLE_FORMAT = 'sealed-edge-bundle/1';
+
+export const BUNDLE_FILES = ['extractor.onnx', 'weights.bin', 'keys.bin'] as const;
+export type BundleFile = (typeof BUNDLE_FILES)[number];
+
+/** How the device turns a grayscale image into the extractor's input tensor. */
+export interface Preprocessing {
+  /** Input tensor layout and size: NCHW [1, 1, height, width]. */
+  readonly width: number;
+  readonly height: number;
+  /** value = (pixel / 255 − mean) / std, pixel in 0…255, white digit on black. */
+  readonly mean: number;
+  readonly std: number;
+}
+
+export interface BundleManifest {
+  readonly format: typeof BUNDLE_FORMAT;
+  readonly modelId: string;
+  readonly version: number;
+  readonly keyId: string;
+  readonly createdAt: string;
+  readonly he: {
+    readonly params: HeParameters;
+    readonly mode: Mode;
+    /** The head's public part: dense shapes and activation coefficients, no weights. */
+    readonly layers: readonly LayerShape[];
+    readonly rotationSteps: readonly number[];
+    readonly depth: number;
+  };
+  readonly extractor: {
+    readonly input: { readonly name: string; readonly shape: readonly number[] };
+    readonly output: { readonly name: string; readonly shape: readonly number[] };
+    readonly preprocessing: Preprocessing;
+  };
+  readonly classes: number;
+  readonly files: Readonly<Record<BundleFile, { readonly size: number; readonly sha256: string }>>;
+}
+
+export class BundleError extends Error {
+  readonly code: 'E_MANIFEST' | 'E_SIGNATURE' | 'E_HASH';
+  constructor(code: 'E_MANIFEST' | 'E_SIGNATURE' | 'E_HASH', message: string) {
+    super(message);
+    this.name = 'BundleError';
+    this.code = code;
+  }
+}
+
+const MODEL_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+export function isModelId(value: unknown): value is string {
+  return typeof value === 'string' && MODEL_ID.test(value);
+}
+
+function bad(message: string): never {
+  throw new BundleError('E_MANIFEST', `invalid manifest: ${message}`);
+}
+
+const positiveInts = (v: unknown): v is number[] => Array.isArray(v) && v.every((n) => Number.isInteger(n) && n > 0);
+
+/** Parses and checks a manifest's bytes (after its signature has been verified). */
+export function parseManifest(bytes: Uint8Array): BundleManifest {
+  let m: Record<string, unknown>;
+  try {
+    m = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as Record<string, unknown>;
+  } catch {
+    bad('not UTF-8 JSON');
+  }
+  if (m === null || typeof m !== 'object') bad('not an object');
+  if (m.format !== BUNDLE_FORMAT) bad(`format ${JSON.stringify(m.format)}, expected ${BUNDLE_FORMAT}`);
+  if (!isModelId(m.modelId)) bad('modelId must be 1–64 characters of a–z, 0–9, ".", "_", "-"');
+  if (!Number.isInteger(m.version) || (m.version as number) < 1) bad('version must be a positive integer');
+  if (typeof m.keyId !== 'string' || !/^[0-9a-f]{32}$/.test(m.keyId)) bad('keyId must be 32 hex digits');
+  if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt))) bad('createdAt must be an ISO date');
+  const he = m.he as BundleManifest['he'] | undefined;
+  if (he === undefined || he === null || typeof he !== 'object') bad('missing he');
+  try {
+    checkParameters(he.params);
+  } catch (error) {
+    bad((error as Error).message);
+  }
+  if (!Array.isArray(he.layers) || he.layers.length === 0) bad('he.layers must be a non-empty list');
+  if (!Array.isArray(he.rotationSteps) || !he.rotationSteps.every((s) => Number.isInteger(s) && s > 0)) bad('he.rotationSteps');
+  if (!Number.isInteger(he.depth) || he.depth < 1) bad('he.depth');
+  const ex = m.extractor as BundleManifest['extractor'] | undefined;
+  if (ex === undefined || ex === null || typeof ex !== 'object') bad('missing extractor');
+  for (const side of ['input', 'output'] as const) {
+    const t = ex[side];
+    if (typeof t?.name !== 'string' || t.name === '' || !positiveInts(t.shape)) bad(`extractor.${side} needs a name and a shape`);
+  }
+  const p = ex.preprocessing;
+  if (!positiveInts([p?.width, p?.height]) || !Number.isFinite(p.mean) || !(p.std > 0)) bad('extractor.preprocessing');
+  if (!Number.isInteger(m.classes) || (m.classes as number) < 2) bad('classes must be an integer ≥ 2');
+  const files = m.files as BundleManifest['files'] | undefined;
+  if (files === undefined || files === null || typeof files !== 'object') bad('missing files');
+  for (const name of BUNDLE_FILES) {
+    const f = files[name];
+    if (!Number.isSafeInteger(f?.size) || f.size < 0 || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) {
+      bad(`files["${name}"] needs a size and a SHA-256`);
+    }
+  }
+  const extra = Object.keys(files).filter((k) => !(BUNDLE_FILES as readonly string[]).includes(k));
+  if (extra.length > 0) bad(`unexpected files ${extra.join(', ')}`);
+  return m as unknown as BundleManifest;
+}
+
+export interface BundleSource {
+  /** The bytes of manifest.json, manifest.sig or one of BUNDLE_FILES. */
+  read(name: string): Promise<Uint8Array>;
+}
+
+export interface VerifiedBundle {
+  readonly manifest: BundleManifest;
+  readonly manifestBytes: Uint8Array;
+  readonly files: Readonly<Record<BundleFile, Uint8Array>>;
+}
+
+/**
+ * Loads a bundle and refuses it unless manifest.sig is a valid signature of
+ * manifest.json by the pinned key and every file has the manifest's size and SHA-256.
+ * A swapped keys.bin would make the device encrypt for someone else.
+ */
+export async function loadVerifiedBundle(
+  source: BundleSource,
+  checkSignature: (message: Uint8Array, signature: Uint8Array) => Promise<boolean>,
+  sha256Hex: (bytes: Uint8Array) => Promise<string>,
+): Promise<VerifiedBundle> {
+  const manifestBytes = await source.read('manifest.json');
+  const signature = await source.read('manifest.sig');
+  if (!(await checkSignature(manifestBytes, signature))) {
+    throw new BundleError('E_SIGNATURE', 'manifest.sig is not a valid signature of manifest.json by the pinned owner key');
+  }
+  const manifest = parseManifest(manifestBytes);
+  const files = {} as Record<BundleFile, Uint8Array>;
+  for (const name of BUNDLE_FILES) {
+    const bytes = await source.read(name);
+    const expected = manifest.files[name];
+    if (bytes.length !== expected.size) {
+      throw new BundleError('E_HASH', `${name} has ${bytes.length} bytes, the manifest says ${expected.size}`);
+    }
+    if ((await sha256Hex(bytes)) !== expected.sha256) throw new BundleError('E_HASH', `${name} does not match its SHA-256 in the manifest`);
+    files[name] = bytes;
+  }
+  return { manifest, manifestBytes, files };
+}

@@ -1,0 +1,151 @@
+import { mkdtempSync, readFileSync, statSync, writeFileSync, chmodSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BundleError, type BundleManifest, parseManifest } from '../../src/model/bundle';
+import { loadBundleDir, sha256Hex, writeBundle } from '../../src/protect/bundle';
+import { KEK_FILE, KeyError, loadKek, unwrapSecret, wrapSecret } from '../../src/protect/kek';
+import { generateSigningKey, signBytes, verifyBytes } from '../../src/protect/signing';
+
+const temp = () => mkdtempSync(join(tmpdir(), 'sealed-edge-'));
+
+describe('key-encryption key', () => {
+  it('is created once with mode 0600 and read back the same', () => {
+    const dir = temp();
+    const first = loadKek(dir, {});
+    expect(first).toHaveLength(32);
+    expect(statSync(join(dir, KEK_FILE)).mode & 0o777).toBe(0o600);
+    expect(loadKek(dir, {}).equals(first)).toBe(true);
+  });
+
+  it('comes from SEALED_EDGE_KEK (hex or base64) when set, and refuses malformed values', () => {
+    const hex = 'ab'.repeat(32);
+    expect(loadKek(temp(), { SEALED_EDGE_KEK: hex }).toString('hex')).toBe(hex);
+    const b64 = Buffer.alloc(32, 7).toString('base64');
+    expect(loadKek(temp(), { SEALED_EDGE_KEK: b64 }).equals(Buffer.alloc(32, 7))).toBe(true);
+    expect(() => loadKek(temp(), { SEALED_EDGE_KEK: 'short' })).toThrow(/256-bit key/);
+  });
+
+  it('refuses a key file others can read', () => {
+    const dir = temp();
+    loadKek(dir, {});
+    chmodSync(join(dir, KEK_FILE), 0o644);
+    expect(() => loadKek(dir, {})).toThrow(/readable by others.*chmod 600/);
+  });
+
+  it('wraps secrets with AES-GCM bound to their context; tampering, wrong context or wrong key fail', () => {
+    const kek = loadKek(temp(), {});
+    const secret = Uint8Array.from({ length: 1000 }, (_, i) => i % 251);
+    const wrapped = wrapSecret(kek, secret, 'seal-secret-key:abc');
+    expect(wrapped.length).toBe(1 + 12 + 1000 + 16);
+    expect(Array.from(unwrapSecret(kek, wrapped, 'seal-secret-key:abc'))).toEqual(Array.from(secret));
+    const tampered = wrapped.slice();
+    tampered[50]! ^= 1;
+    const code = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return (e as KeyError).code;
+      }
+      return 'none';
+    };
+    expect(code(() => unwrapSecret(kek, tampered, 'seal-secret-key:abc'))).toBe('E_UNWRAP');
+    expect(code(() => unwrapSecret(kek, wrapped, 'seal-secret-key:other'))).toBe('E_UNWRAP');
+    expect(code(() => unwrapSecret(loadKek(temp(), {}), wrapped, 'seal-secret-key:abc'))).toBe('E_UNWRAP');
+    expect(code(() => unwrapSecret(kek, wrapped.subarray(0, 10), 'seal-secret-key:abc'))).toBe('E_UNWRAP');
+  });
+});
+
+describe('Ed25519 signing', () => {
+  it('signs and verifies; another key, message or signature fails', () => {
+    const a = generateSigningKey();
+    const b = generateSigningKey();
+    expect(a.publicKey).toHaveLength(32);
+    const message = new TextEncoder().encode('manifest');
+    const sig = signBytes(a.privateKey, message);
+    expect(sig).toHaveLength(64);
+    expect(verifyBytes(a.publicKey, message, sig)).toBe(true);
+    expect(verifyBytes(b.publicKey, message, sig)).toBe(false);
+    expect(verifyBytes(a.publicKey, new TextEncoder().encode('manifesT'), sig)).toBe(false);
+    expect(verifyBytes(a.publicKey, message, sig.subarray(0, 63))).toBe(false);
+  });
+});
+
+function sampleManifest(): Omit<BundleManifest, 'files'> {
+  return {
+    format: 'sealed-edge-bundle/1',
+    modelId: 'mnist-test',
+    version: 1,
+    keyId: 'ab'.repeat(16),
+    createdAt: new Date(0).toISOString(),
+    he: {
+      params: { scheme: 'ckks', security: 128, polyModulusDegree: 8192, coeffModulusBits: [49, 35, 35, 35, 60], scaleBits: 35, depth: 3 },
+      mode: { weights: 'encrypted', input: 'encrypted' },
+      layers: [{ kind: 'dense', inputs: 4, outputs: 2 }],
+      rotationSteps: [1, 2],
+      depth: 1,
+    },
+    extractor: {
+      input: { name: 'input', shape: [1, 1, 28, 28] },
+      output: { name: 'features', shape: [1, 4] },
+      preprocessing: { width: 28, height: 28, mean: 0.1307, std: 0.3081 },
+    },
+    classes: 2,
+  };
+}
+
+describe('static bundle', () => {
+  const files = {
+    'extractor.onnx': new Uint8Array([1, 2, 3]),
+    'weights.bin': Uint8Array.from({ length: 5000 }, (_, i) => i % 256),
+    'keys.bin': new Uint8Array([9, 9]),
+  };
+
+  it('is written with sizes and SHA-256s, signed, and loads back verified', async () => {
+    const root = temp();
+    const owner = generateSigningKey();
+    const dir = join(root, 'models', 'mnist-test');
+    const { manifest, totalBytes } = writeBundle(dir, sampleManifest(), files, owner.privateKey);
+    expect(readdirSync(dir).sort()).toEqual(['extractor.onnx', 'keys.bin', 'manifest.json', 'manifest.sig', 'weights.bin']);
+    expect(manifest.files['weights.bin']).toEqual({ size: 5000, sha256: sha256Hex(files['weights.bin']) });
+    expect(totalBytes).toBe(3 + 5000 + 2 + readFileSync(join(dir, 'manifest.json')).length + 64);
+    const loaded = await loadBundleDir(dir, owner.publicKey);
+    expect(loaded.manifest).toEqual(manifest);
+    expect(Array.from(loaded.files['keys.bin'])).toEqual([9, 9]);
+  });
+
+  it('is refused when signed by another key, or when any file or the manifest changed', async () => {
+    const owner = generateSigningKey();
+    const refusal = async (change: (dir: string) => void, key = owner.publicKey) => {
+      const dir = join(temp(), 'b');
+      writeBundle(dir, sampleManifest(), files, owner.privateKey);
+      change(dir);
+      try {
+        await loadBundleDir(dir, key);
+      } catch (e) {
+        return (e as BundleError).code;
+      }
+      return 'accepted';
+    };
+    expect(await refusal(() => {}, generateSigningKey().publicKey)).toBe('E_SIGNATURE');
+    expect(await refusal((d) => writeFileSync(join(d, 'keys.bin'), new Uint8Array([9, 8])))).toBe('E_HASH');
+    expect(await refusal((d) => writeFileSync(join(d, 'weights.bin'), new Uint8Array(4999)))).toBe('E_HASH');
+    expect(
+      await refusal((d) => {
+        const m = readFileSync(join(d, 'manifest.json'), 'utf8').replace('"version": 1', '"version": 2');
+        writeFileSync(join(d, 'manifest.json'), m);
+      }),
+    ).toBe('E_SIGNATURE');
+    expect(await refusal((d) => writeFileSync(join(d, 'manifest.sig'), new Uint8Array(64)))).toBe('E_SIGNATURE');
+  });
+
+  it('a signed but malformed manifest is refused with the field named', () => {
+    const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+    expect(() => parseManifest(new Uint8Array([0xff, 0xfe]))).toThrow(/not UTF-8 JSON/);
+    expect(() => parseManifest(enc({ ...sampleManifest(), modelId: '../etc' }))).toThrow(/modelId/);
+    expect(() => parseManifest(enc({ ...sampleManifest(), files: {} }))).toThrow(/extractor.onnx/);
+    expect(() => parseManifest(enc({ ...sampleManifest(), format: 'v0' }))).toThrow(/format/);
+    const params = { ...sampleManifest().he.params, coeffModulusBits: [60, 60, 60, 60, 60] };
+    expect(() => parseManifest(enc({ ...sampleManifest(), he: { ...sampleManifest().he, params } }))).toThrow(/security bound/);
+  });
+});
