@@ -1,8 +1,9 @@
 import { parseArgs } from 'node:util';
-import { HeError } from '../he';
 import { approxCommand } from './approx';
 import { runDemo } from './demo';
 import { UsageError } from './errors';
+import { inspectCommand } from './inspect';
+import { deviceCommand, modelCommand, serveCommand } from './owner';
 
 const USAGE = `usage: sealed-edge <command> [options]
 
@@ -15,13 +16,33 @@ commands:
          --interval -l,l [--json]
       Fits a polynomial of the given degree to an activation on [-l, l] and prints its
       power-basis coefficients with the max and RMS errors.
+  inspect MODEL.onnx [--split NODE] [--activation METHOD-FN-DEGREE] [--json]
+      Splits an ONNX CNN into its plaintext feature extractor and its classifier head and
+      prints the extractor's input and output shapes and the head's layers. The split is
+      where the flattened features enter the first dense layer, or after NODE. --activation
+      (e.g. cryptodl-relu-3, fitted on [-6, 6]) replaces that activation in the head by a
+      polynomial approximation.
+  serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--static DIR]
+      Runs the decryption backend: device enrollment and encrypted results, the operators'
+      API and cockpit (/cockpit), and DIR as a static host with COOP/COEP headers.
+  device add NAME | list | revoke ID   [--data DIR] [--json]
+      Provisions a device (prints its one-time enrollment token), lists or revokes devices.
+  model list [ID] | retire ID VERSION   [--data DIR] [--json]
+      Lists protected model versions; a retired version's results are refused.
   help
-      Shows this text.`;
+      Shows this text.
+
+The owner's data directory (--data, default ./data) holds the database, the key-encryption
+key (or set SEALED_EDGE_KEK) and the operator token (or set SEALED_EDGE_OPERATOR_TOKEN).`;
 
 type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
   approx: approxCommand,
+  inspect: inspectCommand,
+  serve: serveCommand,
+  device: deviceCommand,
+  model: modelCommand,
   demo: async (args) => {
     const { values } = parseArgs({
       args,
@@ -63,8 +84,11 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`sealed-edge ${name}: ${(error as Error).message}\n`);
       return 2;
     }
-    if (error instanceof HeError) {
-      process.stderr.write(`sealed-edge ${name}: ${error.code}: ${error.message}\n`);
+    // The layers' typed errors (HeError, ModelError, StoreError, KeyError, BundleError)
+    // all carry a stable E_ code: refused input, reported in one line.
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('E_')) {
+      process.stderr.write(`sealed-edge ${name}: ${code}: ${(error as Error).message}\n`);
       return 1;
     }
     throw error;

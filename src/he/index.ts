@@ -16,7 +16,7 @@ export {
   type SecurityBits,
 } from './params';
 export { HeContext } from './context';
-export { OwnerKeys, DeviceKeys } from './keys';
+export { OwnerKeys, DeviceKeys, keySetInfo } from './keys';
 export {
   planClassifier,
   encryptClassifier,

@@ -28,6 +28,14 @@ function checkHeader(he: HeContext, header: KeyHeader, what: string): KeyHeader 
   return header;
 }
 
+/** What a device key set is for, read from its (checked) header without loading any key. */
+export function keySetInfo(bytes: Uint8Array): { params: HeParameters; keyId: string; steps: readonly number[] } {
+  const { header } = readContainer<KeyHeader>(bytes, 'deviceKeys');
+  const params = checkParameters(header.params);
+  if (typeof header.keyId !== 'string' || !/^[0-9a-f]{32}$/.test(header.keyId)) fail('E_CORRUPT', 'device key set has no valid key id');
+  return { params, keyId: header.keyId, steps: header.steps };
+}
+
 /** Loads one SEAL object from a checked section, turning SEAL's failures into E_CORRUPT. */
 export function loadSeal<T extends { loadArray(context: HeContext['context'], bytes: Uint8Array): void; delete(): void }>(
   he: HeContext,

@@ -1,0 +1,80 @@
+/**
+ * The operators' cockpit: per device, the latest labels and when they arrived, live from
+ * the results stream. The operator token is kept in this tab's sessionStorage only.
+ */
+export const COCKPIT_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8" />
+<meta name="viewport" content="width=device-width, initial-scale=1" />
+<title>sealed-edge cockpit</title>
+<style>
+  body { font: 15px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #1d2330; }
+  h1 { font-size: 1.4rem; margin: 0 0 0.3rem; }
+  table { border-collapse: collapse; margin-top: 1rem; min-width: 32rem; }
+  th, td { border-bottom: 1px solid #d8dce6; padding: 0.35rem 0.6rem; text-align: left; }
+  th { background: #f3f5f9; }
+  .label { font-size: 1.3rem; font-weight: 700; }
+  #status { color: #57606a; }
+  form { margin: 0.8rem 0; }
+</style>
+</head>
+<body>
+<h1>sealed-edge cockpit</h1>
+<div id="status">Labels decrypted by the backend; devices never see them.</div>
+<form id="login"><input id="token" type="password" placeholder="operator token" size="40" autocomplete="off" /> <button>Open</button></form>
+<table><thead><tr><th>device</th><th>latest label</th><th>last 10</th><th>results</th><th>received</th></tr></thead><tbody id="devices"></tbody></table>
+<script type="module">
+const devices = new Map();
+const status = document.getElementById('status');
+const body = document.getElementById('devices');
+function render() {
+  body.replaceChildren(...[...devices.entries()].sort().map(([id, d]) => {
+    const row = document.createElement('tr');
+    row.dataset.device = id;
+    for (const [text, cls] of [[id.slice(0, 8), ''], [String(d.latest.label), 'label'], [d.labels.slice(-10).join(' '), 'labels'], [String(d.count), 'count'], [new Date(d.latest.receivedAt).toLocaleTimeString(), '']]) {
+      const cell = document.createElement('td');
+      cell.textContent = text;
+      if (cls) cell.className = cls;
+      row.append(cell);
+    }
+    return row;
+  }));
+}
+function add(r) {
+  const d = devices.get(r.deviceId) ?? { labels: [], count: 0 };
+  d.labels.push(r.label); d.count++; d.latest = r;
+  devices.set(r.deviceId, d);
+}
+async function open(token) {
+  const headers = { authorization: 'Bearer ' + token };
+  const first = await fetch('api/v1/results?limit=10000', { headers });
+  if (!first.ok) { status.textContent = 'Refused: ' + (await first.json()).error.message; return; }
+  sessionStorage.setItem('sealed-edge-operator', token);
+  document.getElementById('login').hidden = true;
+  let last = 0;
+  for (const r of (await first.json()).results) { add(r); last = r.id; }
+  render();
+  status.textContent = 'Live.';
+  const stream = await fetch('api/v1/results/stream', { headers });
+  const reader = stream.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) { status.textContent = 'Stream closed; reload to reconnect.'; return; }
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf('\\n\\n')) >= 0) {
+      const event = buffer.slice(0, end); buffer = buffer.slice(end + 2);
+      const data = event.split('\\n').find((l) => l.startsWith('data: '));
+      if (data) { const r = JSON.parse(data.slice(6)); if (r.id > last) { add(r); last = r.id; render(); } }
+    }
+  }
+}
+document.getElementById('login').addEventListener('submit', (e) => { e.preventDefault(); open(document.getElementById('token').value); });
+const saved = sessionStorage.getItem('sealed-edge-operator');
+if (saved) open(saved);
+</script>
+</body>
+</html>
+`;

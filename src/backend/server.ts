@@ -1,0 +1,391 @@
+import { createHash, createPublicKey, timingSafeEqual, verify } from 'node:crypto';
+import { createReadStream, statSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+import { HeError } from '../he';
+import { isModelId } from '../model/bundle';
+import { COCKPIT_HTML } from './cockpit';
+import type { DecryptionAgent } from './decrypt';
+import { StoreError, type StoreErrorCode } from './store/errors';
+import type { DeviceRecord, ResultRecord, Store } from './store/types';
+
+/** Store refusals that a request caused, as HTTP statuses; the rest are 500s. */
+const STORE_STATUS: Partial<Record<StoreErrorCode, number>> = { E_INVALID: 400, E_NOT_FOUND: 404, E_CONFLICT: 409, E_BUSY: 503 };
+
+/** Every error a client sees: an HTTP status, a stable code and a message. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface BackendOptions {
+  store: Store;
+  decryption: DecryptionAgent;
+  /** Bearer token operators present; compared in constant time. */
+  operatorToken: string;
+  /** Directory served as static files (the kiosk and bundles), with COOP/COEP. */
+  staticDir?: string;
+  /** Largest request body accepted, in bytes. */
+  maxBodyBytes?: number;
+  /** Per-device token bucket: burst size and refill per second. */
+  rateLimit?: { burst: number; perSecond: number };
+  now?: () => number;
+}
+
+const DEFAULT_MAX_BODY = 2 * 1024 * 1024;
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
+
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+
+/** The request body a device posts to /api/v1/inferences, signed as raw bytes. */
+interface InferenceRequest {
+  modelId: string;
+  version: number;
+  keyId: string;
+  idempotencyKey: string;
+  /** Base64 of the encrypted result container. */
+  result: string;
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const bytes = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': bytes.length, 'cache-control': 'no-store', ...headers });
+  res.end(bytes);
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) throw new ApiError(413, 'E_TOO_LARGE', `the body is ${declared} bytes; the limit is ${limit}`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new ApiError(413, 'E_TOO_LARGE', `the body exceeds the limit of ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+function parseJson(bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    throw new ApiError(400, 'E_BAD_REQUEST', 'the body is not UTF-8 JSON');
+  }
+}
+
+/** Checks an ECDSA P-256 / SHA-256 signature in WebCrypto's raw r‖s form over `body`. */
+function signatureValid(device: DeviceRecord, body: Uint8Array, signature: string | undefined): boolean {
+  if (device.publicKeyJwk === null || typeof signature !== 'string') return false;
+  const sig = Buffer.from(signature, 'base64');
+  if (sig.length !== 64) return false;
+  try {
+    const key = createPublicKey({ key: device.publicKeyJwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+    return verify('sha256', body, { key, dsaEncoding: 'ieee-p1363' }, sig);
+  } catch {
+    return false;
+  }
+}
+
+/** A public key a device may register: an EC P-256 JWK with its public part only. */
+export function checkDeviceKey(value: unknown): JsonWebKey {
+  const jwk = value as JsonWebKey | null;
+  const b64url = (v: unknown) => typeof v === 'string' && /^[A-Za-z0-9_-]{43}$/.test(v);
+  if (jwk === null || typeof jwk !== 'object' || jwk.kty !== 'EC' || jwk.crv !== 'P-256' || !b64url(jwk.x) || !b64url(jwk.y)) {
+    throw new ApiError(400, 'E_BAD_KEY', 'publicKey must be an EC P-256 public JWK (kty, crv, x, y)');
+  }
+  if (jwk.d !== undefined) throw new ApiError(400, 'E_BAD_KEY', 'publicKey must not contain the private part');
+  try {
+    createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y } as import('node:crypto').JsonWebKey, format: 'jwk' });
+  } catch {
+    throw new ApiError(400, 'E_BAD_KEY', 'publicKey is not a point on P-256');
+  }
+  return { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y };
+}
+
+function checkInference(value: unknown): InferenceRequest {
+  const r = value as Partial<InferenceRequest> | null;
+  if (r === null || typeof r !== 'object') throw new ApiError(400, 'E_BAD_REQUEST', 'the body must be a JSON object');
+  if (!isModelId(r.modelId)) throw new ApiError(400, 'E_BAD_REQUEST', 'modelId is missing or malformed');
+  if (!Number.isInteger(r.version) || (r.version as number) < 1) throw new ApiError(400, 'E_BAD_REQUEST', 'version must be a positive integer');
+  if (typeof r.keyId !== 'string' || !/^[0-9a-f]{32}$/.test(r.keyId)) throw new ApiError(400, 'E_BAD_REQUEST', 'keyId must be 32 hex digits');
+  if (typeof r.idempotencyKey !== 'string' || !IDEMPOTENCY_KEY.test(r.idempotencyKey)) {
+    throw new ApiError(400, 'E_BAD_REQUEST', 'idempotencyKey must be 8–128 characters of A–Z, a–z, 0–9, ".", "_", ":", "-"');
+  }
+  if (typeof r.result !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(r.result)) {
+    throw new ApiError(400, 'E_BAD_REQUEST', 'result must be the base64 of an encrypted result');
+  }
+  return r as InferenceRequest;
+}
+
+/** What a device gets back: proof of receipt, never a label or a score. */
+function receiptOf(result: Omit<ResultRecord, 'receipt' | 'id'> & { id?: number }): Record<string, unknown> {
+  return {
+    resultId: result.id,
+    deviceId: result.deviceId,
+    modelId: result.modelId,
+    version: result.version,
+    idempotencyKey: result.idempotencyKey,
+    bodySha256: result.bodySha256,
+    receivedAt: result.receivedAt,
+  };
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.onnx': 'application/octet-stream',
+  '.bin': 'application/octet-stream',
+  '.sig': 'application/octet-stream',
+  '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+  '.y4m': 'video/x-yuv4mpeg',
+};
+
+/** Headers that make the page cross-origin isolated (onnxruntime-web's threads need it). */
+const ISOLATION = {
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
+  'cross-origin-resource-policy': 'same-origin',
+};
+
+/**
+ * The decryption backend's HTTP API: devices enroll and post encrypted results; operators
+ * read labels (JSON, server-sent events, the cockpit page); a static directory is served
+ * for the demo. Nothing decrypted is ever sent to a device.
+ */
+export class Backend {
+  readonly server: Server;
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly streams = new Set<ServerResponse>();
+  private readonly maxBody: number;
+  private readonly rate: { burst: number; perSecond: number };
+  private readonly now: () => number;
+
+  constructor(private readonly options: BackendOptions) {
+    this.maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+    this.rate = options.rateLimit ?? { burst: 20, perSecond: 10 };
+    this.now = options.now ?? Date.now;
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((error: unknown) => this.fail(res, error));
+    });
+  }
+
+  listen(port: number, host = '127.0.0.1'): Promise<number> {
+    return new Promise((done, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        const address = this.server.address();
+        done(typeof address === 'object' && address !== null ? address.port : port);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const stream of this.streams) stream.end();
+    this.streams.clear();
+    await new Promise<void>((done) => {
+      this.server.close(() => done());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private fail(res: ServerResponse, error: unknown): void {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (error instanceof ApiError) {
+      send(res, error.status, { error: { code: error.code, message: error.message } }, error.status === 413 ? { connection: 'close' } : {});
+      return;
+    }
+    if (error instanceof StoreError && STORE_STATUS[error.code] !== undefined) {
+      send(res, STORE_STATUS[error.code]!, { error: { code: error.code, message: error.message } });
+      return;
+    }
+    process.stderr.write(`sealed-edge serve: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+    send(res, 500, { error: { code: 'E_INTERNAL', message: 'internal error' } });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://backend');
+    const route = `${req.method} ${url.pathname}`;
+    switch (route) {
+      case 'POST /api/v1/devices/enroll':
+        return this.enroll(req, res);
+      case 'POST /api/v1/inferences':
+        return this.inference(req, res);
+      case 'GET /api/v1/results':
+        this.operator(req, url);
+        return send(res, 200, { results: (await this.options.store.listResults(this.listOptions(url))).map(forOperator) });
+      case 'GET /api/v1/results/stream':
+        this.operator(req, url);
+        return this.stream(res);
+      case 'GET /api/v1/devices':
+        this.operator(req, url);
+        return send(res, 200, { devices: await this.options.store.listDevices() });
+      case 'GET /cockpit':
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', ...ISOLATION });
+        res.end(COCKPIT_HTML);
+        return;
+      case 'GET /api/v1/health':
+        return send(res, 200, { ok: true, schemaVersion: await this.options.store.schemaVersion() });
+    }
+    if (url.pathname.startsWith('/api/')) throw new ApiError(404, 'E_NOT_FOUND', `no route ${route}`);
+    if ((req.method === 'GET' || req.method === 'HEAD') && this.options.staticDir !== undefined) return this.serveStatic(url.pathname, req, res);
+    throw new ApiError(404, 'E_NOT_FOUND', `no route ${route}`);
+  }
+
+  private listOptions(url: URL): { deviceId?: string; afterId?: number; limit?: number } {
+    const int = (name: string, max: number) => {
+      const raw = url.searchParams.get(name);
+      if (raw === null) return undefined;
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < 0 || n > max) throw new ApiError(400, 'E_BAD_REQUEST', `${name} must be an integer from 0 to ${max}`);
+      return n;
+    };
+    const deviceId = url.searchParams.get('deviceId') ?? undefined;
+    return { deviceId, afterId: int('afterId', Number.MAX_SAFE_INTEGER), limit: int('limit', 10_000) ?? 1000 };
+  }
+
+  private operator(req: IncomingMessage, url: URL): void {
+    const header = req.headers.authorization;
+    const presented = header?.startsWith('Bearer ') ? header.slice(7) : url.searchParams.get('access_token');
+    const expected = createHash('sha256').update(this.options.operatorToken).digest();
+    const given = createHash('sha256').update(presented ?? '').digest();
+    if (presented === null || presented === undefined || !timingSafeEqual(expected, given)) {
+      throw new ApiError(401, 'E_OPERATOR', 'operator access needs the operator token (Authorization: Bearer …)');
+    }
+  }
+
+  private async enroll(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = parseJson(await readBody(req, 16 * 1024)) as { token?: unknown; publicKey?: unknown } | null;
+    if (body === null || typeof body !== 'object' || typeof body.token !== 'string' || body.token.length < 16 || body.token.length > 256) {
+      throw new ApiError(400, 'E_BAD_REQUEST', 'enrollment needs { token, publicKey }');
+    }
+    const publicKey = checkDeviceKey(body.publicKey);
+    const device = await this.options.store.enrollDevice(sha256(new TextEncoder().encode(body.token)), publicKey);
+    if (device === null) {
+      await this.options.store.audit('anonymous', 'enroll.refused', {});
+      throw new ApiError(401, 'E_TOKEN', 'the enrollment token is unknown or already used');
+    }
+    await this.options.store.audit(device.id, 'device.enrolled', { name: device.name });
+    send(res, 201, { deviceId: device.id, name: device.name });
+  }
+
+  /** Token bucket per device; false when the device must wait. */
+  private allow(deviceId: string): boolean {
+    const now = this.now();
+    const bucket = this.buckets.get(deviceId) ?? { tokens: this.rate.burst, at: now };
+    bucket.tokens = Math.min(this.rate.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.rate.perSecond);
+    bucket.at = now;
+    this.buckets.set(deviceId, bucket);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+
+  private async inference(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { store } = this.options;
+    const deviceId = req.headers['x-device-id'];
+    const device = typeof deviceId === 'string' && /^[\w-]{1,64}$/.test(deviceId) ? await store.getDevice(deviceId) : null;
+    if (device === null || device.status === 'pending') throw new ApiError(401, 'E_DEVICE', 'unknown or unenrolled device');
+    if (device.status === 'revoked') throw new ApiError(403, 'E_REVOKED', 'this device has been revoked');
+    // The body is read (size-limited) and authenticated before anything parses it.
+    const body = await readBody(req, this.maxBody);
+    const signature = req.headers['x-signature'];
+    if (!signatureValid(device, body, typeof signature === 'string' ? signature : undefined)) {
+      await store.audit(device.id, 'inference.bad-signature', {});
+      throw new ApiError(401, 'E_SIGNATURE', 'the X-Signature header is not a valid signature of the body by this device');
+    }
+    if (!this.allow(device.id)) {
+      throw new ApiError(429, 'E_RATE', `more than ${this.rate.perSecond} requests per second`);
+    }
+    const request = checkInference(parseJson(body));
+    const model = await store.getModelVersion(request.modelId, request.version);
+    if (model === null) throw new ApiError(404, 'E_MODEL', `no model ${request.modelId} version ${request.version}`);
+    if (model.status === 'retired') throw new ApiError(410, 'E_RETIRED', `${request.modelId} version ${request.version} is retired`);
+    if (model.keyId !== request.keyId) throw new ApiError(409, 'E_KEY', `${request.modelId} version ${request.version} uses another key`);
+    let scores: Float64Array;
+    try {
+      scores = await this.options.decryption.decrypt(request.keyId, new Uint8Array(Buffer.from(request.result, 'base64')));
+    } catch (error) {
+      if (error instanceof HeError) throw new ApiError(422, 'E_CIPHERTEXT', `the encrypted result was refused: ${error.code}`);
+      throw error;
+    }
+    if (scores.length !== model.outputs || !scores.every(Number.isFinite)) {
+      throw new ApiError(422, 'E_CIPHERTEXT', 'the encrypted result does not hold this model’s scores');
+    }
+    const label = scores.reduce((best, v, i, all) => (v > all[best]! ? i : best), 0);
+    const base = {
+      deviceId: device.id,
+      modelId: request.modelId,
+      version: request.version,
+      keyId: request.keyId,
+      idempotencyKey: request.idempotencyKey,
+      bodySha256: sha256(body),
+      label,
+      scores: Array.from(scores),
+      receivedAt: new Date(this.now()).toISOString(),
+    };
+    const outcome = await store.recordResult({ ...base, receipt: receiptOf(base) });
+    if (outcome.kind === 'conflict') {
+      throw new ApiError(409, 'E_IDEMPOTENCY', 'this idempotency key was used with another body');
+    }
+    const receipt = { ...outcome.result.receipt, resultId: outcome.result.id };
+    if (outcome.kind === 'created') this.broadcast(outcome.result);
+    send(res, outcome.kind === 'created' ? 201 : 200, { receipt });
+  }
+
+  private stream(res: ServerResponse): void {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    res.write(': sealed-edge results\n\n');
+    this.streams.add(res);
+    res.on('close', () => this.streams.delete(res));
+  }
+
+  private broadcast(result: ResultRecord): void {
+    const event = `id: ${result.id}\nevent: result\ndata: ${JSON.stringify(forOperator(result))}\n\n`;
+    for (const stream of this.streams) stream.write(event);
+  }
+
+  private serveStatic(pathname: string, req: IncomingMessage, res: ServerResponse): void {
+    const root = resolve(this.options.staticDir!);
+    let relative: string;
+    try {
+      relative = normalize(decodeURIComponent(pathname));
+    } catch {
+      throw new ApiError(400, 'E_BAD_REQUEST', 'malformed path');
+    }
+    let file = resolve(join(root, relative));
+    if (file !== root && !file.startsWith(root + sep)) throw new ApiError(404, 'E_NOT_FOUND', 'not found');
+    let stat = statSync(file, { throwIfNoEntry: false });
+    if (stat?.isDirectory()) {
+      file = join(file, 'index.html');
+      stat = statSync(file, { throwIfNoEntry: false });
+    }
+    if (stat === undefined || !stat.isFile()) throw new ApiError(404, 'E_NOT_FOUND', `no file ${pathname}`);
+    res.writeHead(200, {
+      'content-type': CONTENT_TYPES[extname(file)] ?? 'application/octet-stream',
+      'content-length': stat.size,
+      'cache-control': 'no-cache',
+      ...ISOLATION,
+    });
+    if (req.method === 'HEAD') res.end();
+    else createReadStream(file).pipe(res);
+  }
+}
+
+/** What operators see of a result: the label and scores, with where and when. */
+function forOperator(r: ResultRecord): Record<string, unknown> {
+  return { id: r.id, deviceId: r.deviceId, modelId: r.modelId, version: r.version, label: r.label, scores: r.scores, receivedAt: r.receivedAt };
+}

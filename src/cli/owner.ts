@@ -1,0 +1,124 @@
+import { existsSync, statSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { DecryptionAgent } from '../backend/decrypt';
+import { Backend } from '../backend/server';
+import { nodeSeal } from '../node/seal';
+import { addDevice, openWorkspace, operatorToken, type Workspace } from '../protect/workspace';
+import { UsageError } from './errors';
+
+export const DEFAULT_DATA_DIR = 'data';
+
+const print = (line: string) => process.stdout.write(`${line}\n`);
+
+async function withWorkspace<T>(dataDir: string, work: (ws: Workspace) => Promise<T>): Promise<T> {
+  const ws = await openWorkspace(dataDir);
+  try {
+    return await work(ws);
+  } finally {
+    await ws.close();
+  }
+}
+
+function port(raw: string): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n > 65535) throw new UsageError(`--port must be an integer from 0 to 65535, got '${raw}'`);
+  return n;
+}
+
+/** `sealed-edge serve`: the decryption backend, the operators' API and cockpit, and a static host. */
+export async function serveCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      port: { type: 'string', default: '8080' },
+      host: { type: 'string', default: '127.0.0.1' },
+      data: { type: 'string', default: DEFAULT_DATA_DIR },
+      static: { type: 'string' },
+    },
+  });
+  if (values.static !== undefined && !(existsSync(values.static) && statSync(values.static).isDirectory())) {
+    throw new UsageError(`--static must be a directory, got '${values.static}'`);
+  }
+  const listenPort = port(values.port!);
+  const ws = await openWorkspace(values.data!);
+  const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
+  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir), staticDir: values.static });
+  const bound = await backend.listen(listenPort, values.host);
+  const base = `http://${values.host}:${bound}`;
+  print(`sealed-edge backend on ${base}`);
+  print(`  cockpit:  ${base}/cockpit  (operator token in ${ws.dataDir}/operator.token)`);
+  if (values.static !== undefined) print(`  static:   ${base}/  (from ${values.static})`);
+  await new Promise<void>((done) => {
+    const stop = () => done();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await backend.close();
+  await decryption.dispose();
+  await ws.close();
+  return 0;
+}
+
+/** `sealed-edge device add NAME | list | revoke ID`. */
+export async function deviceCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { data: { type: 'string', default: DEFAULT_DATA_DIR }, json: { type: 'boolean', default: false } } });
+  const [action, argument, ...extra] = positionals;
+  if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`);
+  return withWorkspace(values.data!, async (ws) => {
+    switch (action) {
+      case 'add': {
+        if (argument === undefined || !/^[\w .-]{1,64}$/.test(argument)) {
+          throw new UsageError('device add needs a NAME of 1–64 letters, digits, spaces, ".", "_" or "-"');
+        }
+        const { device, token } = await addDevice(ws, argument);
+        if (values.json) print(JSON.stringify({ deviceId: device.id, name: device.name, token }));
+        else {
+          print(`device ${device.name} (${device.id}) added; its one-time enrollment token:`);
+          print(token);
+        }
+        return 0;
+      }
+      case 'list': {
+        const devices = await ws.store.listDevices();
+        if (values.json) print(JSON.stringify(devices));
+        else for (const d of devices) print(`${d.id}  ${d.status.padEnd(8)}  ${d.name}`);
+        return 0;
+      }
+      case 'revoke': {
+        if (argument === undefined) throw new UsageError('device revoke needs a device id');
+        const device = await ws.store.revokeDevice(argument);
+        await ws.store.audit('owner', 'device.revoked', { id: device.id });
+        print(`device ${device.name} (${device.id}) revoked`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`device needs add NAME, list or revoke ID, got '${action ?? ''}'`);
+    }
+  });
+}
+
+/** `sealed-edge model list | retire ID VERSION`. */
+export async function modelCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { data: { type: 'string', default: DEFAULT_DATA_DIR }, json: { type: 'boolean', default: false } } });
+  const [action, id, version, ...extra] = positionals;
+  if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`);
+  return withWorkspace(values.data!, async (ws) => {
+    switch (action) {
+      case 'list': {
+        const versions = await ws.store.listModelVersions(id);
+        if (values.json) print(JSON.stringify(versions));
+        else for (const v of versions) print(`${v.modelId}  v${v.version}  ${v.status.padEnd(7)}  key ${v.keyId}  ${v.createdAt}`);
+        return 0;
+      }
+      case 'retire': {
+        if (id === undefined || version === undefined || !/^\d+$/.test(version)) throw new UsageError('model retire needs a model id and a version number');
+        const retired = await ws.store.retireModelVersion(id, Number(version));
+        await ws.store.audit('owner', 'model.retired', { modelId: id, version: retired.version });
+        print(`${retired.modelId} v${retired.version} retired: the backend refuses its results from now on`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`model needs list [ID] or retire ID VERSION, got '${action ?? ''}'`);
+    }
+  });
+}

@@ -1,0 +1,113 @@
+import { webcrypto } from 'node:crypto';
+import { DeviceKeys, EncryptedClassifier, HeContext, type SealRuntime } from '../he';
+import { loadVerifiedBundle, type VerifiedBundle } from '../model/bundle';
+
+const subtle = webcrypto.subtle;
+
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  return Buffer.from(await subtle.digest('SHA-256', bytes)).toString('hex');
+}
+
+/** Verifies the manifest signature with WebCrypto's Ed25519, as recent Chromium does. */
+async function ed25519Verifier(publicKey: Uint8Array) {
+  const key = await subtle.importKey('raw', publicKey, { name: 'Ed25519' }, false, ['verify']);
+  return (message: Uint8Array, signature: Uint8Array) => subtle.verify({ name: 'Ed25519' }, key, signature, message);
+}
+
+/** Fetches and verifies a bundle from a static host (`baseUrl` ends with the version's directory). */
+export async function fetchBundle(baseUrl: string, ownerPublicKey: Uint8Array): Promise<VerifiedBundle> {
+  const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
+  return loadVerifiedBundle(
+    {
+      read: async (name) => {
+        const response = await fetch(new URL(name, base));
+        if (!response.ok) throw new Error(`GET ${name}: ${response.status}`);
+        return new Uint8Array(await response.arrayBuffer());
+      },
+    },
+    await ed25519Verifier(ownerPublicKey),
+    sha256Hex,
+  );
+}
+
+export interface PostOutcome {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+/**
+ * A device in Node, doing what the kiosk does: an ECDSA P-256 key made with WebCrypto
+ * (non-extractable), enrollment with a one-time token, a verified bundle, encrypted
+ * classification, signed posts. Used by the backend's tests and load benchmark.
+ */
+export class NodeDevice {
+  private classifier?: { he: HeContext; keys: DeviceKeys; classifier: EncryptedClassifier; bundle: VerifiedBundle };
+
+  private constructor(
+    readonly backendUrl: string,
+    readonly deviceId: string,
+    private readonly privateKey: webcrypto.CryptoKey,
+  ) {}
+
+  static async enroll(backendUrl: string, token: string): Promise<NodeDevice> {
+    const pair = await subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+    const publicKey = await subtle.exportKey('jwk', pair.publicKey);
+    const response = await fetch(new URL('/api/v1/devices/enroll', backendUrl), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token, publicKey }),
+    });
+    const body = (await response.json()) as { deviceId?: string; error?: { message: string } };
+    if (response.status !== 201 || body.deviceId === undefined) throw new Error(`enrollment refused: ${response.status} ${body.error?.message}`);
+    return new NodeDevice(backendUrl, body.deviceId, pair.privateKey);
+  }
+
+  /** Loads a verified bundle's keys and encrypted weights into SEAL (once). */
+  async load(runtime: SealRuntime, bundle: VerifiedBundle): Promise<void> {
+    this.unload();
+    const he = HeContext.create(runtime, bundle.manifest.he.params);
+    const keys = DeviceKeys.load(he, bundle.files['keys.bin']);
+    const classifier = EncryptedClassifier.load(he, keys, bundle.files['weights.bin']);
+    this.classifier = { he, keys, classifier, bundle };
+  }
+
+  /** Encrypts features, evaluates the encrypted head, returns the encrypted result. */
+  classify(features: ArrayLike<number>): Uint8Array {
+    if (this.classifier === undefined) throw new Error('no bundle loaded');
+    return this.classifier.classifier.evaluate(features).result;
+  }
+
+  /** The signed request body and headers for one result. */
+  async request(result: Uint8Array, idempotencyKey: string): Promise<{ body: Uint8Array; headers: Record<string, string> }> {
+    const manifest = this.classifier?.bundle.manifest;
+    if (manifest === undefined) throw new Error('no bundle loaded');
+    const body = new TextEncoder().encode(
+      JSON.stringify({
+        modelId: manifest.modelId,
+        version: manifest.version,
+        keyId: manifest.keyId,
+        idempotencyKey,
+        result: Buffer.from(result).toString('base64'),
+      }),
+    );
+    return { body, headers: await this.signedHeaders(body) };
+  }
+
+  async signedHeaders(body: Uint8Array): Promise<Record<string, string>> {
+    const signature = await subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, this.privateKey, body);
+    return { 'content-type': 'application/json', 'x-device-id': this.deviceId, 'x-signature': Buffer.from(signature).toString('base64') };
+  }
+
+  async post(body: Uint8Array, headers: Record<string, string>): Promise<PostOutcome> {
+    const response = await fetch(new URL('/api/v1/inferences', this.backendUrl), { method: 'POST', headers, body: Buffer.from(body) });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  }
+
+  unload(): void {
+    if (this.classifier === undefined) return;
+    this.classifier.classifier.dispose();
+    this.classifier.keys.dispose();
+    this.classifier.he.dispose();
+    this.classifier = undefined;
+  }
+}

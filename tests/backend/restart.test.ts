@@ -1,0 +1,97 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fetchBundle, NodeDevice } from '../../src/node/device-client';
+import { nodeSeal } from '../../src/node/seal';
+import { startServeProcess, type ServeProcess } from '../../src/node/serve-process';
+import { protectSplitModel } from '../../src/protect/protect';
+import { addDevice, openWorkspace, signingKey } from '../../src/protect/workspace';
+import { makeHead, makeInputs } from '../he/helpers';
+
+describe('a backend killed mid-load loses nothing and stores nothing twice', () => {
+  const root = mkdtempSync(join(tmpdir(), 'sealed-edge-restart-'));
+  const data = join(root, 'data');
+  const env = { ...process.env, SEALED_EDGE_KEK: 'cd'.repeat(32), SEALED_EDGE_OPERATOR_TOKEN: 'operator-token-for-tests' };
+  let server: ServeProcess;
+  const tokens: string[] = [];
+  let ownerKey: Uint8Array;
+
+  beforeAll(async () => {
+    const ws = await openWorkspace(data, env);
+    await protectSplitModel(
+      ws,
+      await nodeSeal(),
+      {
+        head: makeHead([256, 64, 10], 'realistic', 5),
+        extractor: new Uint8Array([1]),
+        extractorInput: { name: 'input', shape: [1, 1, 28, 28] },
+        extractorOutput: { name: 'features', shape: [1, 256] },
+        preprocessing: { width: 28, height: 28, mean: 0.1307, std: 0.3081 },
+      },
+      { modelId: 'restart', security: 128, input: 'encrypted', outDir: join(root, 'public', 'models') },
+    );
+    for (let i = 0; i < 4; i++) tokens.push((await addDevice(ws, `kiosk-${i}`)).token);
+    ownerKey = (await signingKey(ws)).publicKey;
+    await ws.close();
+    server = await startServeProcess(['--port', '0', '--data', data, '--static', join(root, 'public')], env);
+  });
+  afterAll(async () => server?.stop('SIGKILL'));
+
+  it('resending every unacknowledged request after a SIGKILL stores each result exactly once', async () => {
+    const devices = await Promise.all(tokens.map((t) => NodeDevice.enroll(server.url, t)));
+    const bundle = await fetchBundle(`${server.url}/models/restart/v1/`, ownerKey);
+    const runtime = await nodeSeal();
+    await devices[0]!.load(runtime, bundle);
+    const results = makeInputs(256, 3, 'realistic', 6).map((x) => devices[0]!.classify(x));
+    devices[0]!.unload();
+    // Every device keeps an outbox; a request leaves it only when acknowledged.
+    const outboxes = await Promise.all(
+      devices.map(async (d, i) => {
+        await d.load(runtime, bundle);
+        const requests = [];
+        for (let k = 0; k < 15; k++) requests.push({ key: `d${i}-frame-${String(k).padStart(4, '0')}`, ...(await d.request(results[k % 3]!, `d${i}-frame-${String(k).padStart(4, '0')}`)) });
+        d.unload();
+        return requests;
+      }),
+    );
+    const acknowledged = new Set<string>();
+    const drain = async (url: string) => {
+      await Promise.all(
+        devices.map(async (d, i) => {
+          for (const r of outboxes[i]!) {
+            if (acknowledged.has(r.key)) continue;
+            try {
+              const response = await fetch(`${url}/api/v1/inferences`, { method: 'POST', headers: r.headers, body: Buffer.from(r.body) });
+              if (response.status === 201 || response.status === 200) acknowledged.add(r.key);
+              else throw new Error(`unexpected ${response.status}`);
+            } catch (error) {
+              if ((error as Error).message.startsWith('unexpected')) throw error;
+              return; // the server is gone: keep the rest in the outbox
+            }
+          }
+        }),
+      );
+    };
+    const sending = drain(server.url);
+    while (acknowledged.size < 8) await new Promise((r) => setTimeout(r, 5));
+    await server.stop('SIGKILL');
+    await sending;
+    const beforeRestart = acknowledged.size;
+    expect(beforeRestart).toBeGreaterThanOrEqual(8);
+    expect(beforeRestart).toBeLessThan(60);
+    server = await startServeProcess(['--port', '0', '--data', data], env);
+    await drain(server.url);
+    expect(acknowledged.size).toBe(60);
+    await server.stop('SIGTERM');
+    const ws = await openWorkspace(data, env);
+    try {
+      expect(await ws.store.integrityCheck()).toBe('ok');
+      const stored = await ws.store.listResults();
+      expect(stored).toHaveLength(60);
+      expect(new Set(stored.map((r) => `${r.idempotencyKey}`)).size).toBe(60);
+    } finally {
+      await ws.close();
+    }
+  });
+});
