@@ -1,0 +1,104 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { approximate } from '../../src/model/approx';
+import { ModelBuilder } from './onnx-builder';
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'sealed-edge-inspect-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** input [N, 2, 6, 6] → Conv → MaxPool → Flatten → fc1 → activation → fc2 → Softmax, saved to a file. */
+function saved(file: string, activation: 'square' | 'relu'): string {
+  const b = new ModelBuilder(21);
+  const x = b.input('image', ['batch', 2, 6, 6]);
+  let t = b.node('Conv', [x, b.random([3, 2, 3, 3], 0.5)], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, { name: 'conv' });
+  t = b.node('MaxPool', [t], { kernel_shape: [2, 2], strides: [2, 2] }, { name: 'pool' });
+  t = b.node('Flatten', [t], {}, { name: 'flatten' });
+  t = b.node('Gemm', [t, b.random([7, 27], 0.5), b.random([7], 0.5)], { transB: 1 }, { name: 'fc1' });
+  t = activation === 'square' ? b.node('Mul', [t, t], {}, { name: 'act' }) : b.node('Relu', [t], {}, { name: 'act' });
+  t = b.node('Gemm', [t, b.random([4, 7], 0.5)], { transB: 1 }, { name: 'fc2' });
+  t = b.node('Softmax', [t], { axis: 1 }, { name: 'softmax' });
+  const path = join(dir, file);
+  writeFileSync(path, b.build(t));
+  return path;
+}
+
+const square = saved('square.onnx', 'square');
+const relu = saved('relu.onnx', 'relu');
+
+describe('sealed-edge inspect', () => {
+  it('prints the extractor shapes and the head with --json', () => {
+    const r = cli('inspect', square, '--json');
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(r.out.trim().split('\n')).toHaveLength(1);
+    expect(JSON.parse(r.out)).toEqual({
+      extractor: { input: ['batch', 2, 6, 6], output: ['batch', 27] },
+      head: [
+        { op: 'dense', in: 27, out: 7 },
+        { op: 'poly', coeffs: [0, 0, 1] },
+        { op: 'dense', in: 7, out: 4 },
+      ],
+    });
+  });
+
+  it('prints a readable summary without --json', () => {
+    const r = cli('inspect', square);
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(r.out).toContain(`input 'image' [batch, 2, 6, 6] → 'features' [batch, 27]`);
+    expect(r.out).toMatch(/head {7}dense 27 → 7\n {13}poly {2}coeffs \(x\^0 first\) \[0,0,1\]\n {13}dense 7 → 4/);
+    expect(r.out).toContain(`left out   node 'softmax' (Softmax)`);
+  });
+
+  it('splits at a named node', () => {
+    const r = cli('inspect', square, '--split', 'act', '--json');
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(JSON.parse(r.out)).toEqual({ extractor: { input: ['batch', 2, 6, 6], output: ['batch', 7] }, head: [{ op: 'dense', in: 7, out: 4 }] });
+  });
+
+  it('refuses a ReLU head naming the node, and takes --activation to approximate it', () => {
+    const r = cli('inspect', relu);
+    expect(r).toMatchObject({ code: 1, out: '' });
+    expect(r.err).toMatch(/^sealed-edge inspect: E_ACTIVATION: node 'act' \(Relu\) is a Relu in the classifier head, .*--activation cryptodl-relu-3.*\n$/);
+    const approximated = cli('inspect', relu, '--activation', 'cryptodl-relu-3', '--json');
+    expect(approximated).toMatchObject({ code: 0, err: '' });
+    // CryptoDL's cubic for ReLU has a zero x³ term, which the head drops.
+    const coeffs = approximate({ fn: 'relu', method: 'cryptodl', degree: 3, interval: [-6, 6] }).coeffs;
+    expect(coeffs[3]).toBe(0);
+    expect(JSON.parse(approximated.out).head[1]).toEqual({ op: 'poly', coeffs: coeffs.slice(0, 3) });
+  });
+
+  it('refuses bad input with one clear line and exit code 1 or 2', () => {
+    const corrupt = join(dir, 'corrupt.onnx');
+    writeFileSync(corrupt, 'this is not a model');
+    const truncated = join(dir, 'truncated.onnx');
+    const bytes = readFileSync(square);
+    writeFileSync(truncated, bytes.subarray(0, bytes.length >> 1));
+    const cases: [string[], number, RegExp][] = [
+      [[], 2, /^sealed-edge inspect: MODEL\.onnx is required\n$/],
+      [[join(dir, 'missing.onnx')], 2, /^sealed-edge inspect: cannot read '.*missing\.onnx': no such file\n$/],
+      [[corrupt], 1, /^sealed-edge inspect: E_FORMAT: .*corrupt\.onnx: not an ONNX model/],
+      [[truncated], 1, /^sealed-edge inspect: E_TRUNCATED: .*truncated\.onnx: the data ends early .*truncated\n$/],
+      [[square, '--split', 'fc9'], 2, /^sealed-edge inspect: --split: the model has no node or tensor named 'fc9'; nodes near the output: .*'fc1' \(Gemm\)/],
+      [[square, '--activation', 'remez-relu-3'], 2, /--activation must be METHOD-FN-DEGREE/],
+      [[square, '--activation', 'cryptodl-relu-12'], 2, /--activation cryptodl-relu-12: degree must be an integer from 2 to 8/],
+      [[square, '--colour', 'red'], 2, /Unknown option '--colour'/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = cli('inspect', ...args);
+      expect(r.out).toBe('');
+      expect(r.err.split('\n').filter(Boolean)).toHaveLength(1);
+      expect(r).toMatchObject({ code, err: expect.stringMatching(message) });
+    }
+  });
+
+  it('is listed in the usage text', () => {
+    expect(cli('help').out).toContain('inspect MODEL.onnx [--split NODE]');
+  });
+});

