@@ -4,6 +4,7 @@ import { runDemo } from './demo';
 import { UsageError } from './errors';
 import { inspectCommand } from './inspect';
 import { deviceCommand, modelCommand, serveCommand } from './owner';
+import { protectCommand } from './protect';
 
 const USAGE = `usage: sealed-edge <command> [options]
 
@@ -22,6 +23,11 @@ commands:
       where the flattened features enter the first dense layer, or after NODE. --activation
       (e.g. cryptodl-relu-3, fitted on [-6, 6]) replaces that activation in the head by a
       polynomial approximation.
+  protect MODEL.onnx [--id ID] [--split NODE] [--security 128|192|256] [--input encrypted|plain]
+          [--activation METHOD-FN-DEGREE] [--out DIR] [--data DIR] [--json]
+      Splits the model, generates a key pair, encrypts the head's weights and publishes a
+      signed bundle as a new version under DIR/ID/vN (default public/models); prints the
+      time to encrypt, the bundle size and the peak memory.
   serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--static DIR]
       Runs the decryption backend: device enrollment and encrypted results, the operators'
       API and cockpit (/cockpit), and DIR as a static host with COOP/COEP headers.
@@ -40,6 +46,7 @@ type Command = (args: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   approx: approxCommand,
   inspect: inspectCommand,
+  protect: protectCommand,
   serve: serveCommand,
   device: deviceCommand,
   model: modelCommand,

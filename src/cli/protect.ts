@@ -1,0 +1,113 @@
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+import { isModelId } from '../model/bundle';
+import { importOnnx } from '../model/onnx';
+import { nodeSeal } from '../node/seal';
+import { protectSplitModel } from '../protect/protect';
+import { openWorkspace } from '../protect/workspace';
+import { parseActivations } from './activations';
+import { UsageError } from './errors';
+import { DEFAULT_DATA_DIR } from './owner';
+
+export const DEFAULT_BUNDLE_ROOT = 'public/models';
+
+function concreteShape(shape: readonly (number | string)[] | null, what: string): number[] {
+  if (shape === null) throw new UsageError(`the model's ${what} has no known shape`);
+  return shape.map((d, i) => {
+    if (typeof d === 'number') return d;
+    if (i === 0) return 1; // a symbolic batch dimension: the device sends one image at a time
+    throw new UsageError(`the model's ${what} has an unknown dimension ${i} ('${d}')`);
+  });
+}
+
+/** `sealed-edge protect MODEL.onnx`: split, encrypt the head, publish a signed bundle version. */
+export async function protectCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      id: { type: 'string' },
+      split: { type: 'string' },
+      security: { type: 'string', default: '128' },
+      input: { type: 'string', default: 'encrypted' },
+      out: { type: 'string', default: DEFAULT_BUNDLE_ROOT },
+      data: { type: 'string', default: DEFAULT_DATA_DIR },
+      activation: { type: 'string', multiple: true, default: [] },
+      mean: { type: 'string', default: '0.1307' },
+      std: { type: 'string', default: '0.3081' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError('protect needs exactly one MODEL.onnx');
+  const file = positionals[0]!;
+  const security = Number(values.security);
+  if (security !== 128 && security !== 192 && security !== 256) throw new UsageError(`--security must be 128, 192 or 256, got '${values.security}'`);
+  if (values.input !== 'encrypted' && values.input !== 'plain') throw new UsageError(`--input must be encrypted or plain, got '${values.input}'`);
+  const modelId = values.id ?? basename(file).replace(/\.onnx$/i, '').toLowerCase().replace(/[^a-z0-9._-]/g, '-');
+  if (!isModelId(modelId)) throw new UsageError(`--id must be 1–64 characters of a–z, 0–9, ".", "_", "-", got '${modelId}'`);
+  const mean = Number(values.mean);
+  const std = Number(values.std);
+  if (!Number.isFinite(mean) || !(std > 0)) throw new UsageError('--mean must be a number and --std a positive number');
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(readFileSync(file));
+  } catch (error) {
+    throw new UsageError(`cannot read ${file}: ${(error as Error).message}`);
+  }
+  const approximations = parseActivations(values.activation!);
+  const model = importOnnx(bytes, { split: values.split, source: file, approximations });
+  const input = concreteShape(model.input.shape, 'input');
+  if (input.length !== 4 || input[1] !== 1) throw new UsageError(`the extractor's input must be one grayscale image [N, 1, H, W], got [${input.join(', ')}]`);
+  const ws = await openWorkspace(values.data!);
+  try {
+    const started = performance.now();
+    let last = 0;
+    const report = await protectSplitModel(
+      ws,
+      await nodeSeal(),
+      {
+        head: model.head,
+        extractor: model.extractor,
+        extractorInput: { name: model.input.name, shape: input },
+        extractorOutput: { name: model.features.name, shape: concreteShape(model.features.shape, 'features') },
+        preprocessing: { width: input[3]!, height: input[2]!, mean, std },
+      },
+      {
+        modelId,
+        security,
+        input: values.input,
+        outDir: values.out!,
+        onProgress: values.json
+          ? undefined
+          : (done, total) => {
+              const percent = Math.floor((100 * done) / total);
+              if (percent >= last + 10 || done === total) {
+                last = percent;
+                process.stderr.write(`  encrypting weights: ${done}/${total} ciphertexts (${percent}%)\n`);
+              }
+            },
+      },
+    );
+    const totalMs = Math.round(performance.now() - started);
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify({ modelId, version: report.version, keyId: report.keyId, bundleDir: report.bundleDir, totalMs, ...report.metrics })}\n`);
+    } else {
+      const mb = (b: number) => (b / 1e6).toFixed(1);
+      process.stdout.write(
+        [
+          `protected ${modelId} v${report.version} (key ${report.keyId}) → ${report.bundleDir}`,
+          `  head: ${model.head.map((l) => (l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
+          `  ${report.manifest.he.params.polyModulusDegree} ring degree, ${security}-bit, input ${values.input}`,
+          `  time to encrypt ${(report.metrics.encryptMs / 1000).toFixed(2)} s (keys ${(report.metrics.keygenMs / 1000).toFixed(2)} s, total ${(totalMs / 1000).toFixed(2)} s)`,
+          `  bundle ${mb(report.metrics.bundleBytes)} MB (weights ${mb(report.metrics.weightsBytes)} MB, keys ${mb(report.metrics.keysBytes)} MB)`,
+          `  peak memory ${report.metrics.peakRssMB} MB resident, ${report.metrics.wasmHeapMB} MB WASM heap`,
+          '',
+        ].join('\n'),
+      );
+    }
+    return 0;
+  } finally {
+    await ws.close();
+  }
+}
