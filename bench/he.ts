@@ -51,7 +51,7 @@ export async function benchCase({ head: name, security, mode, runs }: HeCase): P
   const plan = planClassifier(he, layers, mode);
   const owner = OwnerKeys.generate(he, plan.rotationSteps);
   const t0 = performance.now();
-  const weights = encryptClassifier(he, owner, layers, mode);
+  const weights = await encryptClassifier(he, owner, layers, mode);
   const encryptMs = performance.now() - t0;
   const keys = DeviceKeys.load(he, owner.deviceKeyBytes());
   const classifier = EncryptedClassifier.load(he, keys, weights);

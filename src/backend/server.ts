@@ -149,6 +149,7 @@ const CONTENT_TYPES: Record<string, string> = {
   '.png': 'image/png',
   '.svg': 'image/svg+xml',
   '.y4m': 'video/x-yuv4mpeg',
+  '.idx': 'application/octet-stream',
 };
 
 /** Headers that make the page cross-origin isolated (onnxruntime-web's threads need it). */

@@ -69,7 +69,7 @@ export async function runDemo(
   print(`plan: depth ${plan.depth}, ${plan.counts.ctMults} ct×ct multiplications (lower bound ${plan.lowerBoundMults}), ${plan.counts.rotations} rotations, Galois keys for steps ${plan.rotationSteps.join(',')}`);
   let t = performance.now();
   const owner = OwnerKeys.generate(he, plan.rotationSteps);
-  const weights = encryptClassifier(he, owner, layers);
+  const weights = await encryptClassifier(he, owner, layers);
   print(`owner: keys and encrypted weights in ${((performance.now() - t) / 1000).toFixed(1)} s; weights ${(weights.length / 1e6).toFixed(1)} MB, device keys ${(owner.deviceKeyBytes().length / 1e6).toFixed(1)} MB`);
   const keys = DeviceKeys.load(he, owner.deviceKeyBytes());
   const classifier = EncryptedClassifier.load(he, keys, weights);

@@ -142,18 +142,27 @@ function bytesFloat64(bytes: Uint8Array, length: number, what: string): Float64A
   return Float64Array.from({ length }, (_, i) => view.getFloat64(i * 8, true));
 }
 
+/** Lets other work run (a server's requests, a test runner's heartbeats) between long steps. */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** Ciphertexts encrypted between two yields to the event loop (about 0.1 s at N=8192). */
+const SECTIONS_PER_YIELD = 16;
+
 /**
  * The owner's side: packs the float model for its plan and encrypts every weight
  * diagonal and bias with the secret key (seeded ciphertexts, half the size of public-key
- * ones), at the level and scale the device's evaluation will meet it.
+ * ones), at the level and scale the device's evaluation will meet it. Seconds of work for
+ * a large head, so it yields to the event loop as it goes.
  */
-export function encryptClassifier(
+export async function encryptClassifier(
   he: HeContext,
   owner: OwnerKeys,
   layers: readonly Layer[],
   mode: Mode = DEFAULT_MODE,
   onProgress?: Progress,
-): Uint8Array {
+): Promise<Uint8Array> {
   const plan = planClassifier(he, layers, mode);
   const missing = plan.rotationSteps.filter((s) => !owner.steps.includes(s));
   if (missing.length > 0) fail('E_KEYS', `the key set has no Galois keys for rotation steps ${missing.join(', ')}`);
@@ -176,18 +185,18 @@ export function encryptClassifier(
         serializable.delete();
       }
     };
-    plan.plans.forEach((layerPlan, i) => {
+    for (const [i, layerPlan] of plan.plans.entries()) {
       const layer = folded[i]!;
-      if (layerPlan.kind !== 'dense' || layer.kind !== 'dense') return;
+      if (layerPlan.kind !== 'dense' || layer.kind !== 'dense') continue;
       const packed = packDense(layerPlan, layer.weights, layer.bias);
-      packed.diagonals.forEach((d, k) => {
-        if (d === null) return;
-        sections.push(seal1(d, `${i}:${k}`));
+      const parts: [Float64Array, string][] = packed.diagonals.flatMap((d, k): [Float64Array, string][] => (d === null ? [] : [[d, `${i}:${k}`]]));
+      parts.push([packed.bias, `${i}:-1`]);
+      for (const [values, key] of parts) {
+        sections.push(seal1(values, key));
         onProgress?.(sections.length, total);
-      });
-      sections.push(seal1(packed.bias, `${i}:-1`));
-      onProgress?.(sections.length, total);
-    });
+        if (sections.length % SECTIONS_PER_YIELD === 0) await yieldToEventLoop();
+      }
+    }
   } finally {
     scope.dispose();
   }

@@ -83,7 +83,7 @@ export async function protectSplitModel(ws: Workspace, runtime: SealRuntime, mod
     const keygenMs = performance.now() - t;
     try {
       t = performance.now();
-      const weights = encryptClassifier(he, owner, model.head, mode, options.onProgress);
+      const weights = await encryptClassifier(he, owner, model.head, mode, options.onProgress);
       const encryptMs = performance.now() - t;
       const version = ((await ws.store.latestModelVersion(modelId))?.version ?? 0) + 1;
       const signer = await signingKey(ws);

@@ -127,7 +127,7 @@ describe('decryption backend', () => {
     const he192 = HeContext.create(await nodeSeal(), planParameters({ scheme: 'ckks', security: 192, depth: classifierDepth(head), precisionBits: 25 }));
     const owner192 = OwnerKeys.generate(he192, planClassifier(he192, head).rotationSteps);
     const keys192 = DeviceKeys.load(he192, owner192.deviceKeyBytes());
-    const clf192 = EncryptedClassifier.load(he192, keys192, (await import('../../src/he')).encryptClassifier(he192, owner192, head));
+    const clf192 = EncryptedClassifier.load(he192, keys192, await (await import('../../src/he')).encryptClassifier(he192, owner192, head));
     const foreign = Buffer.from(clf192.evaluate(x).result).toString('base64');
     [clf192, keys192, owner192, he192].forEach((o) => o.dispose());
     expect(await signed({ ...request, idempotencyKey: 'foreign-1', result: foreign })).toEqual({ status: 422, code: 'E_CIPHERTEXT' });

@@ -115,7 +115,7 @@ export async function protect(
   const he = HeContext.create(runtime, params);
   const plan = planClassifier(he, layers, mode);
   const owner = OwnerKeys.generate(he, plan.rotationSteps);
-  const classifierBytes = encryptClassifier(he, owner, layers, mode);
+  const classifierBytes = await encryptClassifier(he, owner, layers, mode);
   const keys = DeviceKeys.load(he, owner.deviceKeyBytes());
   const classifier = EncryptedClassifier.load(he, keys, classifierBytes);
   return {

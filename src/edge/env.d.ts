@@ -1,0 +1,3 @@
+/// <reference types="vite/client" />
+/** The owner's Ed25519 verification key (64 hex digits), pinned at build time by vite.config.ts; '' if none. */
+declare const __SEALED_EDGE_OWNER_KEY__: string;

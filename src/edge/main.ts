@@ -1,0 +1,12 @@
+import { Kiosk } from './app';
+
+const kiosk = new Kiosk();
+// A handle for diagnostics and the browser tests (timings, pool); it holds no plaintext result.
+(globalThis as unknown as { sealedEdgeKiosk: Kiosk }).sealedEdgeKiosk = kiosk;
+kiosk.start().catch((error: Error) => {
+  const el = document.getElementById('error');
+  if (el !== null) {
+    el.hidden = false;
+    el.textContent = `The kiosk could not start: ${error.message}`;
+  }
+});
