@@ -5,10 +5,14 @@ import { UsageError } from './errors';
 import { inspectCommand } from './inspect';
 import { deviceCommand, modelCommand, serveCommand } from './owner';
 import { protectCommand } from './protect';
+import { startCommand } from './start';
 
 const USAGE = `usage: sealed-edge <command> [options]
 
 commands:
+  start [--port 8080] [--data DIR] [--model MODEL.onnx] [--id mnist]
+      The demo (npm start): protects the model if it has no bundle yet, builds the kiosk
+      with the owner's key pinned, provisions a device and serves kiosk, bundle and cockpit.
   demo [--head mnist|small|last] [--security 128|192|256] [--inputs N]
       Encrypts a classifier head with the owner's secret key, evaluates it on encrypted
       inputs as a device would, decrypts the scores as the backend would, and prints them
@@ -47,6 +51,7 @@ const COMMANDS: Record<string, Command> = {
   approx: approxCommand,
   inspect: inspectCommand,
   protect: protectCommand,
+  start: startCommand,
   serve: serveCommand,
   device: deviceCommand,
   model: modelCommand,
