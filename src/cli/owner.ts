@@ -19,10 +19,30 @@ async function withWorkspace<T>(dataDir: string, work: (ws: Workspace) => Promis
   }
 }
 
-function port(raw: string): number {
+export function parsePort(raw: string): number {
   const n = Number(raw);
   if (!/^\d+$/.test(raw) || n > 65535) throw new UsageError(`--port must be an integer from 0 to 65535, got '${raw}'`);
   return n;
+}
+
+/**
+ * Runs the backend on the workspace until SIGINT or SIGTERM, then closes it, its
+ * decryption agent and the database. `announce` hears the base URL once it listens.
+ */
+export async function runBackend(
+  ws: Workspace,
+  options: { port: number; host: string; staticDir?: string },
+  announce: (base: string) => void,
+): Promise<void> {
+  const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
+  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir), staticDir: options.staticDir });
+  announce(`http://${options.host}:${await backend.listen(options.port, options.host)}`);
+  await new Promise<void>((done) => {
+    process.once('SIGINT', () => done());
+    process.once('SIGTERM', () => done());
+  });
+  await backend.close();
+  await decryption.dispose();
 }
 
 /** `sealed-edge serve`: the decryption backend, the operators' API and cockpit, and a static host. */
@@ -39,23 +59,14 @@ export async function serveCommand(args: string[]): Promise<number> {
   if (values.static !== undefined && !(existsSync(values.static) && statSync(values.static).isDirectory())) {
     throw new UsageError(`--static must be a directory, got '${values.static}'`);
   }
-  const listenPort = port(values.port!);
-  const ws = await openWorkspace(values.data!);
-  const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
-  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir), staticDir: values.static });
-  const bound = await backend.listen(listenPort, values.host);
-  const base = `http://${values.host}:${bound}`;
-  print(`sealed-edge backend on ${base}`);
-  print(`  cockpit:  ${base}/cockpit  (operator token in ${ws.dataDir}/operator.token)`);
-  if (values.static !== undefined) print(`  static:   ${base}/  (from ${values.static})`);
-  await new Promise<void>((done) => {
-    const stop = () => done();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  await backend.close();
-  await decryption.dispose();
-  await ws.close();
+  const port = parsePort(values.port!);
+  await withWorkspace(values.data!, (ws) =>
+    runBackend(ws, { port, host: values.host!, staticDir: values.static }, (base) => {
+      print(`sealed-edge backend on ${base}`);
+      print(`  cockpit:  ${base}/cockpit  (operator token in ${ws.dataDir}/operator.token)`);
+      if (values.static !== undefined) print(`  static:   ${base}/  (from ${values.static})`);
+    }),
+  );
   return 0;
 }
 

@@ -1,12 +1,8 @@
 import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DecryptionAgent } from '../backend/decrypt';
-import { Backend } from '../backend/server';
-import { nodeSeal } from '../node/seal';
 import { addDevice, openWorkspace, operatorToken, SIGNING_PUBLIC_FILE } from '../protect/workspace';
-import { UsageError } from './errors';
-import { DEFAULT_DATA_DIR } from './owner';
+import { DEFAULT_DATA_DIR, parsePort, runBackend } from './owner';
 import { DEFAULT_BUNDLE_ROOT, protectCommand } from './protect';
 
 const print = (line: string) => process.stdout.write(`${line}\n`);
@@ -29,8 +25,7 @@ export async function startCommand(args: string[]): Promise<number> {
       id: { type: 'string', default: 'mnist' },
     },
   });
-  const port = Number(values.port);
-  if (!/^\d+$/.test(values.port!) || port > 65535) throw new UsageError(`--port must be an integer from 0 to 65535, got '${values.port}'`);
+  const port = parsePort(values.port!);
   const data = values.data!;
   const id = values.id!;
   if (!existsSync(join(values.out!, id, 'latest.json'))) {
@@ -47,23 +42,19 @@ export async function startCommand(args: string[]): Promise<number> {
   cpSync(join(values.out!, id), join(dist, 'models', id), { recursive: true });
 
   const ws = await openWorkspace(data);
-  const { device, token } = await addDevice(ws, `demo-kiosk-${new Date().toISOString().slice(0, 19)}`);
-  const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
-  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir), staticDir: dist });
-  const base = `http://${values.host}:${await backend.listen(port, values.host)}`;
-  print('');
-  print(`kiosk:    ${base}/`);
-  print(`          set-up: enroll with the one-time token ${token} (device ${device.id})`);
-  print(`          then "Start demo" classifies MNIST test digits under encryption`);
-  print(`cockpit:  ${base}/cockpit   operator token: ${operatorToken(ws.dataDir)}`);
-  print(`bundle:   ${base}/models/${id}/latest.json (signed by ${ownerKey.slice(0, 16)}…)`);
-  print('Ctrl-C stops the backend.');
-  await new Promise<void>((done) => {
-    process.once('SIGINT', () => done());
-    process.once('SIGTERM', () => done());
-  });
-  await backend.close();
-  await decryption.dispose();
-  await ws.close();
+  try {
+    const { device, token } = await addDevice(ws, `demo-kiosk-${new Date().toISOString().slice(0, 19)}`);
+    await runBackend(ws, { port, host: values.host!, staticDir: dist }, (base) => {
+      print('');
+      print(`kiosk:    ${base}/`);
+      print(`          set-up: enroll with the one-time token ${token} (device ${device.id})`);
+      print(`          then "Start demo" classifies MNIST test digits under encryption`);
+      print(`cockpit:  ${base}/cockpit   operator token: ${operatorToken(ws.dataDir)}`);
+      print(`bundle:   ${base}/models/${id}/latest.json (signed by ${ownerKey.slice(0, 16)}…)`);
+      print('Ctrl-C stops the backend.');
+    });
+  } finally {
+    await ws.close();
+  }
   return 0;
 }
