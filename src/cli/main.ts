@@ -32,9 +32,10 @@ commands:
       Splits the model, generates a key pair, encrypts the head's weights and publishes a
       signed bundle as a new version under DIR/ID/vN (default public/models); prints the
       time to encrypt, the bundle size and the peak memory.
-  serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--static DIR]
+  serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--static DIR] [--rate N]
       Runs the decryption backend: device enrollment and encrypted results, the operators'
       API and cockpit (/cockpit), and DIR as a static host with COOP/COEP headers.
+      --rate: requests per second each device may send (default 10).
   device add NAME | list | revoke ID   [--data DIR] [--json]
       Provisions a device (prints its one-time enrollment token), lists or revokes devices.
   model list [ID] | retire ID VERSION   [--data DIR] [--json]

@@ -31,11 +31,11 @@ export function parsePort(raw: string): number {
  */
 export async function runBackend(
   ws: Workspace,
-  options: { port: number; host: string; staticDir?: string },
+  options: { port: number; host: string; staticDir?: string; rateLimit?: { burst: number; perSecond: number } },
   announce: (base: string) => void,
 ): Promise<void> {
   const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
-  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir), staticDir: options.staticDir });
+  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir), staticDir: options.staticDir, rateLimit: options.rateLimit });
   announce(`http://${options.host}:${await backend.listen(options.port, options.host)}`);
   await new Promise<void>((done) => {
     process.once('SIGINT', () => done());
@@ -54,14 +54,17 @@ export async function serveCommand(args: string[]): Promise<number> {
       host: { type: 'string', default: '127.0.0.1' },
       data: { type: 'string', default: DEFAULT_DATA_DIR },
       static: { type: 'string' },
+      rate: { type: 'string', default: '10' },
     },
   });
+  const perSecond = Number(values.rate);
+  if (!(perSecond > 0 && perSecond <= 100_000)) throw new UsageError(`--rate must be requests per second per device, from 0 to 100000, got '${values.rate}'`);
   if (values.static !== undefined && !(existsSync(values.static) && statSync(values.static).isDirectory())) {
     throw new UsageError(`--static must be a directory, got '${values.static}'`);
   }
   const port = parsePort(values.port!);
   await withWorkspace(values.data!, (ws) =>
-    runBackend(ws, { port, host: values.host!, staticDir: values.static }, (base) => {
+    runBackend(ws, { port, host: values.host!, staticDir: values.static, rateLimit: { burst: Math.max(20, 2 * perSecond), perSecond } }, (base) => {
       print(`sealed-edge backend on ${base}`);
       print(`  cockpit:  ${base}/cockpit  (operator token in ${ws.dataDir}/operator.token)`);
       if (values.static !== undefined) print(`  static:   ${base}/  (from ${values.static})`);

@@ -52,5 +52,6 @@ describe('owner commands', () => {
     expect(cli('device', 'revoke', 'no-such-device', '--data', data)).toMatchObject({ code: 1, err: expect.stringMatching(/E_NOT_FOUND/) });
     expect(cli('serve', '--static', join(root, 'nowhere'), '--data', data)).toMatchObject({ code: 2, err: expect.stringMatching(/--static must be a directory/) });
     expect(cli('serve', '--port', '99999', '--data', data)).toMatchObject({ code: 2, err: expect.stringMatching(/--port/) });
+    expect(cli('serve', '--rate', 'fast', '--data', data)).toMatchObject({ code: 2, err: expect.stringMatching(/--rate/) });
   });
 });
