@@ -9,7 +9,7 @@ import {
   planLayers,
 } from './circuit';
 import { readContainer, writeContainer } from './container';
-import { HeContext } from './context';
+import type { HeContext } from './context';
 import { fail } from './errors';
 import { type DeviceKeys, loadSeal, type OwnerKeys } from './keys';
 import { diagonalIndex, lowerBoundMults, packDense, packInput } from './packing';
@@ -352,4 +352,3 @@ export function decryptResult(he: HeContext, owner: OwnerKeys, bytes: Uint8Array
   }
 }
 
-export { HeContext };

@@ -40,7 +40,7 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
   readonly counts = zeroCounts();
   private readonly product: CipherText;
   private readonly encoded: PlainText;
-  private readonly inputs = new Map<Float64Array, Map<string, PlainText | null>>();
+  private readonly inputs = new Map<Float64Array, Map<number, PlainText | null>>();
 
   constructor(
     private readonly he: HeContext,
@@ -206,16 +206,15 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
 
   /** Encodes each rotation of the plain input once per level, not once per diagonal. */
   private encodedInput(x: PlainVector, level: number): PlainText | null {
-    const key = `${level}`;
     let byLevel = this.inputs.get(x.plain);
     if (byLevel === undefined) {
       byLevel = new Map();
       this.inputs.set(x.plain, byLevel);
     }
-    const known = byLevel.get(key);
+    const known = byLevel.get(level);
     if (known !== undefined) return known;
     const encoded = x.plain.every((v) => v === 0) ? null : this.scope.track(this.he.encode(x.plain, x.scale, level));
-    byLevel.set(key, encoded);
+    byLevel.set(level, encoded);
     return encoded;
   }
 

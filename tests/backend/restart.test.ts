@@ -58,8 +58,8 @@ describe('a backend killed mid-load loses nothing and stores nothing twice', () 
     const acknowledged = new Set<string>();
     const drain = async (url: string) => {
       await Promise.all(
-        devices.map(async (d, i) => {
-          for (const r of outboxes[i]!) {
+        outboxes.map(async (outbox) => {
+          for (const r of outbox) {
             if (acknowledged.has(r.key)) continue;
             try {
               const response = await fetch(`${url}/api/v1/inferences`, { method: 'POST', headers: r.headers, body: Buffer.from(r.body) });
