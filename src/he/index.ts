@@ -39,6 +39,6 @@ export {
   type PolyPlan,
 } from './circuit';
 export { type DensePlan, lowerBoundMults } from './packing';
-export { referenceEvaluate, floatEvaluate, outputCount } from './reference';
+export { referenceEvaluate, referenceModel, floatEvaluate, outputCount } from './reference';
 export { type OpCounts } from './trace';
 export { Scope, withScope } from './scope';

@@ -67,14 +67,23 @@ export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[])
   });
 }
 
-/** Runs the packed plan of `layers` on plain vectors and returns the outputs. */
-export function referenceEvaluate(layers: readonly Layer[], slots: number, x: ArrayLike<number>): Float64Array {
+/**
+ * The plaintext reference of a model: folds, plans and packs it once, then runs the packed
+ * plan on plain vectors for each input.
+ */
+export function referenceModel(layers: readonly Layer[], slots: number): (x: ArrayLike<number>) => Float64Array {
   const folded = foldModel(layers);
   const plans = planLayers(folded, planActivations(layers), slots);
   const first = plans[0]!;
   if (first.kind !== 'dense') throw new Error('unreachable: the first layer is dense');
-  const out = evaluateLayers(new PlainBackend(slots), plans, packModel(plans, folded), packInput(first, x));
-  return out.slice(0, outputCount(layers));
+  const weights = packModel(plans, folded);
+  const outputs = outputCount(layers);
+  return (x) => evaluateLayers(new PlainBackend(slots), plans, weights, packInput(first, x)).slice(0, outputs);
+}
+
+/** Runs the packed plan of `layers` on plain vectors and returns the outputs. */
+export function referenceEvaluate(layers: readonly Layer[], slots: number, x: ArrayLike<number>): Float64Array {
+  return referenceModel(layers, slots)(x);
 }
 
 export function outputCount(layers: readonly Layer[]): number {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { floatEvaluate, referenceEvaluate, type SecurityBits } from '../../src/he';
+import { floatEvaluate, referenceModel, type SecurityBits } from '../../src/he';
 import { nodeSeal } from '../../src/node/seal';
 import {
   argmax,
@@ -47,9 +47,10 @@ export function describeHeads(security: SecurityBits): void {
             let agree = 0;
             let heapAfterFirst = 0;
             const inputs = makeInputs(widths[0]!, INPUTS / 2, kind, seed + 1);
+            const referenceOf = referenceModel(layers, p.he.slots);
             for (const [i, x] of inputs.entries()) {
               const got = p.decrypt(p.classifier.evaluate(x).result);
-              const reference = referenceEvaluate(layers, p.he.slots, x);
+              const reference = referenceOf(x);
               const float = floatEvaluate(layers, x);
               const bound = maxAbs(float);
               expect(maxAbsDiff(reference, float)).toBeLessThan(1e-9 * Math.max(1, bound));
