@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isModelId } from '../model/bundle';
+import { MNIST_MEAN, MNIST_STD } from '../model/idx';
 import { importOnnx } from '../model/onnx';
 import { nodeSeal } from '../node/seal';
 import { protectSplitModel } from '../protect/protect';
@@ -34,8 +35,8 @@ export async function protectCommand(args: string[]): Promise<number> {
       out: { type: 'string', default: DEFAULT_BUNDLE_ROOT },
       data: { type: 'string', default: DEFAULT_DATA_DIR },
       activation: { type: 'string', multiple: true, default: [] },
-      mean: { type: 'string', default: '0.1307' },
-      std: { type: 'string', default: '0.3081' },
+      mean: { type: 'string', default: String(MNIST_MEAN) },
+      std: { type: 'string', default: String(MNIST_STD) },
       json: { type: 'boolean', default: false },
     },
   });

@@ -1,6 +1,6 @@
 import { webcrypto } from 'node:crypto';
 import { DeviceKeys, EncryptedClassifier, HeContext, type SealRuntime } from '../he';
-import { loadVerifiedBundle, type VerifiedBundle } from '../model/bundle';
+import { type BundleManifest, loadVerifiedBundle, type VerifiedBundle } from '../model/bundle';
 
 const subtle = webcrypto.subtle;
 
@@ -41,7 +41,9 @@ export interface PostOutcome {
  * classification, signed posts. Used by the backend's tests and load benchmark.
  */
 export class NodeDevice {
-  private classifier?: { he: HeContext; keys: DeviceKeys; classifier: EncryptedClassifier; bundle: VerifiedBundle };
+  private classifier?: { he: HeContext; keys: DeviceKeys; classifier: EncryptedClassifier };
+  /** The bundle's manifest: what each request names (model, version, key). */
+  private manifest?: BundleManifest;
 
   private constructor(
     readonly backendUrl: string,
@@ -62,13 +64,19 @@ export class NodeDevice {
     return new NodeDevice(backendUrl, body.deviceId, pair.privateKey);
   }
 
+  /** Posts results for `bundle` without loading it into SEAL (results computed elsewhere). */
+  attach(bundle: VerifiedBundle): void {
+    this.manifest = bundle.manifest;
+  }
+
   /** Loads a verified bundle's keys and encrypted weights into SEAL (once). */
   async load(runtime: SealRuntime, bundle: VerifiedBundle): Promise<void> {
     this.unload();
+    this.attach(bundle);
     const he = HeContext.create(runtime, bundle.manifest.he.params);
     const keys = DeviceKeys.load(he, bundle.files['keys.bin']);
     const classifier = EncryptedClassifier.load(he, keys, bundle.files['weights.bin']);
-    this.classifier = { he, keys, classifier, bundle };
+    this.classifier = { he, keys, classifier };
   }
 
   /** Encrypts features, evaluates the encrypted head, returns the encrypted result. */
@@ -79,8 +87,8 @@ export class NodeDevice {
 
   /** The signed request body and headers for one result. */
   async request(result: Uint8Array, idempotencyKey: string): Promise<{ body: Uint8Array; headers: Record<string, string> }> {
-    const manifest = this.classifier?.bundle.manifest;
-    if (manifest === undefined) throw new Error('no bundle loaded');
+    const manifest = this.manifest;
+    if (manifest === undefined) throw new Error('no bundle attached');
     const body = new TextEncoder().encode(
       JSON.stringify({
         modelId: manifest.modelId,

@@ -5,9 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchBundle, NodeDevice } from '../../src/node/device-client';
 import { nodeSeal } from '../../src/node/seal';
 import { startServeProcess, type ServeProcess } from '../../src/node/serve-process';
-import { protectSplitModel } from '../../src/protect/protect';
 import { addDevice, openWorkspace, signingKey } from '../../src/protect/workspace';
 import { makeHead, makeInputs } from '../he/helpers';
+import { protectHead } from './helpers';
 
 describe('a backend killed mid-load loses nothing and stores nothing twice', () => {
   const root = mkdtempSync(join(tmpdir(), 'sealed-edge-restart-'));
@@ -19,18 +19,7 @@ describe('a backend killed mid-load loses nothing and stores nothing twice', () 
 
   beforeAll(async () => {
     const ws = await openWorkspace(data, env);
-    await protectSplitModel(
-      ws,
-      await nodeSeal(),
-      {
-        head: makeHead([256, 64, 10], 'realistic', 5),
-        extractor: new Uint8Array([1]),
-        extractorInput: { name: 'input', shape: [1, 1, 28, 28] },
-        extractorOutput: { name: 'features', shape: [1, 256] },
-        preprocessing: { width: 28, height: 28, mean: 0.1307, std: 0.3081 },
-      },
-      { modelId: 'restart', security: 128, input: 'encrypted', outDir: join(root, 'public', 'models') },
-    );
+    await protectHead(ws, makeHead([256, 64, 10], 'realistic', 5), 'restart', root);
     for (let i = 0; i < 4; i++) tokens.push((await addDevice(ws, `kiosk-${i}`)).token);
     ownerKey = (await signingKey(ws)).publicKey;
     await ws.close();

@@ -7,9 +7,10 @@ import { DecryptionAgent } from '../../src/backend/decrypt';
 import { Backend } from '../../src/backend/server';
 import { fetchBundle, NodeDevice } from '../../src/node/device-client';
 import { nodeSeal } from '../../src/node/seal';
-import { protectSplitModel, type ProtectReport } from '../../src/protect/protect';
+import type { ProtectReport } from '../../src/protect/protect';
 import { addDevice, openWorkspace, operatorToken, signingKey, type Workspace } from '../../src/protect/workspace';
 import { argmax, makeHead, makeInputs } from '../he/helpers';
+import { protectHead } from './helpers';
 
 const head = makeHead([256, 64, 10], 'realistic', 404);
 
@@ -33,18 +34,7 @@ describe('decryption backend', () => {
   beforeAll(async () => {
     const root = mkdtempSync(join(tmpdir(), 'sealed-edge-backend-'));
     ws = await openWorkspace(join(root, 'data'), {});
-    report = await protectSplitModel(
-      ws,
-      await nodeSeal(),
-      {
-        head,
-        extractor: new Uint8Array([8, 7, 6]),
-        extractorInput: { name: 'input', shape: [1, 1, 28, 28] },
-        extractorOutput: { name: 'features', shape: [1, 256] },
-        preprocessing: { width: 28, height: 28, mean: 0.1307, std: 0.3081 },
-      },
-      { modelId: 'test-head', security: 128, input: 'encrypted', outDir: join(root, 'public', 'models') },
-    );
+    report = await protectHead(ws, head, 'test-head', root);
     ({ backend, decryption, url } = await startBackend(ws, { staticDir: join(root, 'public') }));
     const added = await addDevice(ws, 'kiosk-1');
     token = added.token;
