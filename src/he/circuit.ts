@@ -205,17 +205,26 @@ export interface Backend<V, W> {
   free(x: V): void;
 }
 
-export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, x: V): V {
-  const { baby, giant, diagonals } = plan;
+/**
+ * The giant-step groups [lo, hi) of a dense layer's products, accumulated Horner-style down
+ * to group 0: Σ_{i∈[lo,hi)} rot(part_i, i·baby), relinearized, not yet rescaled; null when
+ * the groups hold no products. Below `lo` only the rotations by `baby` remain, so shares
+ * computed by different workers add up to the whole sum with no extra Galois key.
+ */
+export function denseShare<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, x: V, lo = 0, hi = plan.giant): V | null {
+  const { baby, diagonals } = plan;
   if (weights.diagonals.length !== diagonals) {
     fail('E_SHAPE', `layer has ${weights.diagonals.length} diagonals, its plan needs ${diagonals}`);
+  }
+  if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi > plan.giant || lo >= hi) {
+    fail('E_SHAPE', `giant-step groups [${lo}, ${hi}) are not a range within [0, ${plan.giant})`);
   }
   const rotated: V[] = [x];
   for (let b = 1; b < Math.min(baby, diagonals); b++) rotated.push(be.rotate(rotated[b - 1]!, 1));
   let acc: V | null = null;
-  for (let i = giant - 1; i >= 0; i--) {
+  for (let i = hi - 1; i >= 0; i--) {
     let part: V | null = null;
-    for (let b = 0; b < baby; b++) {
+    for (let b = 0; i >= lo && b < baby; b++) {
       const w = weights.diagonals[i * baby + b];
       if (w === undefined) break;
       if (w !== null) part = be.mulAdd(part, w, rotated[b]!);
@@ -234,6 +243,11 @@ export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights:
     }
   }
   for (let b = 1; b < rotated.length; b++) be.free(rotated[b]!);
+  return acc;
+}
+
+/** Completes a dense layer from the sum of its shares: rescale, rotate-and-sum, bias. */
+export function denseFinish<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, acc: V | null): V {
   if (acc === null) return be.constant(weights.bias);
   be.rescale(acc);
   for (const step of plan.sumSteps) {
@@ -243,6 +257,54 @@ export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights:
   }
   if (weights.bias !== null) be.addWeight(acc, weights.bias);
   return acc;
+}
+
+export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, x: V): V {
+  return denseFinish(be, plan, weights, denseShare(be, plan, weights, x));
+}
+
+/**
+ * Relative cost of the operations of a share, from the median op costs measured on this
+ * kind of machine (DESIGN.md §5, N=8192): ct×ct multiply-add 1.2 ms, plaintext
+ * multiply-add 0.5, relinearization 5.5, rotation 5.5.
+ */
+const SHARE_COST = { ctMulAdd: 1.2, plainMulAdd: 0.5, relin: 5.5, rotate: 5.5 };
+
+/**
+ * Splits the first layer's giant-step groups into at most `count` contiguous ranges
+ * [lo, hi) that finish at about the same time on `count` workers. A range costs its
+ * groups' products and relinearizations plus hi − 1 rotations by `baby` (every share
+ * turns its sum down to group 0), so lower ranges get more groups. Minimizes the largest
+ * cost exactly (dynamic programming over the split points).
+ */
+export function shareRanges(plan: DensePlan, count: number, bothEncrypted: boolean): [number, number][] {
+  if (!Number.isInteger(count) || count < 1) fail('E_SHAPE', `shares must be a positive integer, got ${count}`);
+  const { giant, baby } = plan;
+  const group = baby * (bothEncrypted ? SHARE_COST.ctMulAdd : SHARE_COST.plainMulAdd) + (bothEncrypted ? SHARE_COST.relin : 0);
+  const cost = (lo: number, hi: number) => (hi - lo) * group + (hi - 1) * SHARE_COST.rotate;
+  const parts = Math.min(count, giant);
+  // best[k][h]: the smallest largest cost of splitting groups [0, h) into k ranges.
+  const best = Array.from({ length: parts + 1 }, () => new Float64Array(giant + 1).fill(Infinity));
+  const cut = Array.from({ length: parts + 1 }, () => new Int32Array(giant + 1));
+  best[0]![0] = 0;
+  for (let k = 1; k <= parts; k++) {
+    for (let h = k; h <= giant; h++) {
+      for (let lo = k - 1; lo < h; lo++) {
+        const c = Math.max(best[k - 1]![lo]!, cost(lo, h));
+        if (c < best[k]![h]!) {
+          best[k]![h] = c;
+          cut[k]![h] = lo;
+        }
+      }
+    }
+  }
+  const ranges: [number, number][] = [];
+  for (let k = parts, h = giant; k > 0; k--) {
+    const lo = cut[k]![h]!;
+    ranges.unshift([lo, h]);
+    h = lo;
+  }
+  return ranges;
 }
 
 /**
@@ -301,18 +363,52 @@ export function evaluateLayers<V, W>(
   x: V,
   onLayer?: (index: number) => void,
 ): V {
-  let current = x;
-  plans.forEach((plan, i) => {
+  onLayer?.(0);
+  return finishLayers(be, plans, weights, evaluateShare(be, plans, weights, x), onLayer);
+}
+
+function firstLayer<W>(plans: readonly LayerPlan[], weights: readonly (LayerWeights<W> | null)[]): [DensePlan, LayerWeights<W>] {
+  const plan = plans[0];
+  const w = weights[0];
+  if (plan?.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
+  if (w == null) fail('E_SHAPE', 'layer 0 has no weights');
+  return [plan, w];
+}
+
+/** The first layer's share over giant-step groups `range` (all by default); see denseShare. */
+export function evaluateShare<V, W>(
+  be: Backend<V, W>,
+  plans: readonly LayerPlan[],
+  weights: readonly (LayerWeights<W> | null)[],
+  x: V,
+  range?: readonly [number, number],
+): V | null {
+  const [plan, w] = firstLayer(plans, weights);
+  return denseShare(be, plan, w, x, range?.[0], range?.[1]);
+}
+
+/** Runs the rest of the plan from the sum of the first layer's shares (consumed). */
+export function finishLayers<V, W>(
+  be: Backend<V, W>,
+  plans: readonly LayerPlan[],
+  weights: readonly (LayerWeights<W> | null)[],
+  shares: V | null,
+  onLayer?: (index: number) => void,
+): V {
+  const [plan, w] = firstLayer(plans, weights);
+  let current = denseFinish(be, plan, w, shares);
+  plans.forEach((layer, i) => {
+    if (i === 0) return;
     onLayer?.(i);
     let next: V;
-    if (plan.kind === 'dense') {
-      const w = weights[i];
-      if (w == null) fail('E_SHAPE', `layer ${i} has no weights`);
-      next = evaluateDense(be, plan, w, current);
+    if (layer.kind === 'dense') {
+      const lw = weights[i];
+      if (lw == null) fail('E_SHAPE', `layer ${i} has no weights`);
+      next = evaluateDense(be, layer, lw, current);
     } else {
-      next = evaluatePoly(be, plan, current);
+      next = evaluatePoly(be, layer, current);
     }
-    if (current !== x) be.free(current);
+    be.free(current);
     current = next;
   });
   return current;

@@ -1,5 +1,7 @@
 import {
   evaluateLayers,
+  evaluateShare,
+  finishLayers,
   foldModel,
   type Layer,
   type LayerPlan,
@@ -7,12 +9,13 @@ import {
   type LayerWeights,
   planActivations,
   planLayers,
+  shareRanges,
 } from './circuit';
 import { readContainer, writeContainer } from './container';
 import type { HeContext } from './context';
 import { fail } from './errors';
 import { type DeviceKeys, loadSeal, type OwnerKeys } from './keys';
-import { diagonalIndex, lowerBoundMults, packDense, packInput } from './packing';
+import { type DensePlan, diagonalIndex, lowerBoundMults, packDense, packInput } from './packing';
 import { checkParameters, describeParameters, type HeParameters, sameParameters } from './params';
 import { Scope } from './scope';
 import { type SealValue, type SealWeight, SealBackend } from './seal-backend';
@@ -49,9 +52,11 @@ export interface ClassifierPlan {
   /** Level and scale each weight section is encrypted at, keyed `layer:diagonal` (−1: bias). */
   readonly weightSlots: ReadonlyMap<string, { level: number; scale: number }>;
   readonly inputScale: number;
+  /** Level and scale of a share of the first layer (see evaluateShare), before rescaling. */
+  readonly shareSlot: { level: number; scale: number };
 }
 
-function checkMode(mode: Mode): Mode {
+export function checkMode(mode: Mode): Mode {
   const ok = (v: unknown) => v === 'encrypted' || v === 'plain';
   if (mode === null || typeof mode !== 'object' || !ok(mode.weights) || !ok(mode.input)) {
     fail('E_SHAPE', `mode must be { weights, input } each 'encrypted' or 'plain', got ${JSON.stringify(mode)}`);
@@ -63,7 +68,7 @@ function checkMode(mode: Mode): Mode {
 }
 
 /** Copies the public part of a model (shapes, activations), checking it on the way. */
-function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
+export function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
   if (!Array.isArray(layers)) fail('E_SHAPE', 'layers must be an array');
   return layers.map((l: LayerShape, i): LayerShape => {
     if (l?.kind === 'dense') return { kind: 'dense', inputs: l.inputs, outputs: l.outputs };
@@ -99,6 +104,7 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
   const inputScale = 2 ** he.params.scaleBits;
   const input = { level: he.topLevel, scale: inputScale, size: checked.input === 'encrypted' ? 2 : 0 };
   evaluateLayers(trace, plans, markers, input, (i) => trace.enterLayer(i));
+  const share = evaluateShare(new TraceBackend(he.primes, checked.weights === 'encrypted'), plans, markers, input);
   const sorted = (steps: Iterable<number>) => [...steps].sort((a, b) => a - b);
   const dense = plans.filter((p) => p.kind === 'dense');
   return {
@@ -116,6 +122,7 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
     structure,
     weightSlots: trace.weightSlots,
     inputScale,
+    shareSlot: { level: share?.level ?? he.topLevel, scale: share?.scale ?? 0 },
   };
 }
 
@@ -143,12 +150,12 @@ function bytesFloat64(bytes: Uint8Array, length: number, what: string): Float64A
 }
 
 /** Lets other work run (a server's requests, a test runner's heartbeats) between long steps. */
-function yieldToEventLoop(): Promise<void> {
+export function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** Ciphertexts encrypted between two yields to the event loop (about 0.1 s at N=8192). */
-const SECTIONS_PER_YIELD = 16;
+export const SECTIONS_PER_YIELD = 16;
 
 /**
  * The owner's side: packs the float model for its plan and encrypts every weight
@@ -215,6 +222,20 @@ export interface Evaluation {
   readonly result: Uint8Array;
   readonly timings: StageTimings;
   readonly counts: OpCounts;
+}
+
+/** One worker's share of an evaluation (see EncryptedClassifier.evaluateShare). */
+export interface ShareEvaluation {
+  /** A partial container: the share's sum, still encrypted, before rescaling. */
+  readonly partial: Uint8Array;
+  readonly encryptMs: number;
+  readonly evaluateMs: number;
+}
+
+interface PartialHeader {
+  params: HeParameters;
+  keyId: string;
+  range: [number, number];
 }
 
 interface ResultHeader {
@@ -284,38 +305,146 @@ export class EncryptedClassifier {
     }
   }
 
-  /** Encrypts the features, evaluates the classifier, serializes the still-encrypted scores. */
-  evaluate(features: ArrayLike<number>): Evaluation {
+  private packed(features: ArrayLike<number>): Float64Array {
     if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
     const first = this.plan.plans[0]!;
     if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
-    const packed = packInput(first, features);
+    return packInput(first, features);
+  }
+
+  /** The packed input, encrypted with the device's public key or kept plain by mode. */
+  private input(packed: Float64Array, scope: Scope): SealValue {
+    if (this.plan.mode.input !== 'encrypted') return { plain: packed, scale: this.plan.inputScale };
     const he = this.he;
+    const encryptor = scope.track(he.seal.Encryptor(he.context, this.keys.publicKey));
+    const plain = scope.track(he.encode(packed, this.plan.inputScale, he.topLevel));
+    const input = scope.track(he.seal.CipherText());
+    encryptor.encrypt(plain, input);
+    return input;
+  }
+
+  /** Serializes the still-encrypted scores into a result container. */
+  private result(out: SealValue): Uint8Array {
+    if ('plain' in out) fail('E_SHAPE', 'the classifier produced no ciphertext');
+    const header: ResultHeader = { params: this.he.params, keyId: this.keys.keyId, outputs: this.plan.outputs };
+    return writeContainer('result', header, [out.saveArray(this.he.seal.ComprModeType.zstd)]);
+  }
+
+  /** Encrypts the features, evaluates the classifier, serializes the still-encrypted scores. */
+  evaluate(features: ArrayLike<number>): Evaluation {
+    const packed = this.packed(features);
     const scope = new Scope();
     try {
       const t0 = performance.now();
-      let input: SealValue;
-      if (this.plan.mode.input === 'encrypted') {
-        const encryptor = scope.track(he.seal.Encryptor(he.context, this.keys.publicKey));
-        const plain = scope.track(he.encode(packed, this.plan.inputScale, he.topLevel));
-        input = scope.track(he.seal.CipherText());
-        encryptor.encrypt(plain, input);
-      } else {
-        input = { plain: packed, scale: this.plan.inputScale };
-      }
+      const input = this.input(packed, scope);
       const t1 = performance.now();
-      const backend = new SealBackend(he, this.keys, scope);
+      const backend = new SealBackend(this.he, this.keys, scope);
       const out = evaluateLayers<SealValue, SealWeight>(backend, this.plan.plans, this.weights, input);
       const t2 = performance.now();
-      if ('plain' in out) fail('E_SHAPE', 'the classifier produced no ciphertext');
-      const header: ResultHeader = { params: he.params, keyId: this.keys.keyId, outputs: this.plan.outputs };
-      const result = writeContainer('result', header, [out.saveArray(he.seal.ComprModeType.zstd)]);
+      const result = this.result(out);
       const t3 = performance.now();
       return {
         result,
         timings: { encryptMs: t1 - t0, evaluateMs: t2 - t1, serializeMs: t3 - t2 },
         counts: backend.counts,
       };
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  /** The giant-step ranges of the first layer that `count` workers evaluate (see shareRanges). */
+  shares(count: number): [number, number][] {
+    const first = this.plan.plans[0]!;
+    if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
+    return shareRanges(first, count, this.plan.mode.weights === 'encrypted' && this.plan.mode.input === 'encrypted');
+  }
+
+  /**
+   * One worker's part of an evaluation shared by `count` workers: encrypts the features
+   * itself (fresh encryptions of the same input add up correctly) and evaluates share
+   * `index` of the first layer's giant-step groups. Returns a partial container that
+   * `finish` on any worker holding the same classifier combines with the others.
+   */
+  evaluateShare(features: ArrayLike<number>, index: number, count: number): ShareEvaluation {
+    const ranges = this.shares(count);
+    if (!Number.isInteger(index) || index < 0 || index >= count) fail('E_SHAPE', `share ${index} of ${count} does not exist`);
+    const giant = (this.plan.plans[0] as DensePlan).giant;
+    const range = ranges[index] ?? [giant, giant];
+    const header: PartialHeader = { params: this.he.params, keyId: this.keys.keyId, range };
+    if (range[0] === range[1]) return { partial: writeContainer('partial', header, []), encryptMs: 0, evaluateMs: 0 };
+    const packed = this.packed(features);
+    const scope = new Scope();
+    try {
+      const t0 = performance.now();
+      const input = this.input(packed, scope);
+      const t1 = performance.now();
+      const share = evaluateShare<SealValue, SealWeight>(new SealBackend(this.he, this.keys, scope), this.plan.plans, this.weights, input, range);
+      const t2 = performance.now();
+      const sections = share === null ? [] : [this.cipherOf(share).saveArray(this.he.seal.ComprModeType.none)];
+      return { partial: writeContainer('partial', header, sections), encryptMs: t1 - t0, evaluateMs: t2 - t1 };
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  private cipherOf(v: SealValue): CipherText {
+    if ('plain' in v) fail('E_SHAPE', 'a share produced no ciphertext');
+    return v;
+  }
+
+  /**
+   * Adds the partial sums of every share (whose ranges must cover the first layer's
+   * giant-step groups exactly once), runs the rest of the classifier and serializes the
+   * result. The partials are checked (kind, key, parameters, ranges, level, scale) before
+   * SEAL reads them.
+   */
+  finish(partials: readonly Uint8Array[]): Evaluation {
+    if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
+    if (!Array.isArray(partials) || partials.length === 0) fail('E_SHAPE', 'finish needs at least one partial sum');
+    const he = this.he;
+    const giant = (this.plan.plans[0] as DensePlan).giant;
+    const read = partials.map((bytes, i) => {
+      const { header, sections } = readContainer<PartialHeader>(bytes, 'partial');
+      if (header.keyId !== this.keys.keyId) fail('E_KEYS', `partial ${i} was computed under key ${header.keyId}, not ${this.keys.keyId}`);
+      if (!sameParameters(checkParameters(header.params), he.params)) fail('E_PARAMS', `partial ${i} was computed under other parameters`);
+      const r = header.range;
+      if (!Array.isArray(r) || r.length !== 2 || !r.every(Number.isInteger) || r[0] < 0 || r[0] > r[1] || r[1] > giant) {
+        fail('E_CORRUPT', `partial ${i} declares giant-step groups ${JSON.stringify(r)}, outside [0, ${giant}]`);
+      }
+      if (sections.length > 1) fail('E_CORRUPT', `partial ${i} holds ${sections.length} sections, at most 1`);
+      return { range: r, section: sections[0], index: i };
+    });
+    read.sort((a, b) => a.range[0] - b.range[0] || a.range[1] - b.range[1]);
+    let covered = 0;
+    for (const { range, index } of read) {
+      if (range[0] !== covered && range[0] !== range[1]) {
+        fail('E_SHAPE', `the partials do not cover giant-step groups [0, ${giant}) exactly once (partial ${index} starts at ${range[0]}, expected ${covered})`);
+      }
+      covered = Math.max(covered, range[1]);
+    }
+    if (covered !== giant) fail('E_SHAPE', `the partials cover giant-step groups [0, ${covered}), the layer has ${giant}`);
+    const scope = new Scope();
+    try {
+      const t0 = performance.now();
+      let sum: CipherText | null = null;
+      const expected = this.plan.shareSlot;
+      for (const { section, index } of read) {
+        if (section === undefined) continue;
+        const what = `partial ${index}`;
+        const ct = scope.track(loadSeal(he, he.seal.CipherText(), section, what));
+        if (he.levelOf(ct) !== expected.level || Math.abs(ct.scale / expected.scale - 1) > 1e-9 || ct.size !== 2) {
+          fail('E_CORRUPT', `${what} is at level ${he.levelOf(ct)} scale 2^${Math.log2(ct.scale).toFixed(2)} size ${ct.size}, a share is at level ${expected.level} scale 2^${Math.log2(expected.scale).toFixed(2)} size 2`);
+        }
+        if (sum === null) sum = ct;
+        else he.evaluator.add(sum, ct, sum);
+      }
+      const backend = new SealBackend(he, this.keys, scope);
+      const out = finishLayers<SealValue, SealWeight>(backend, this.plan.plans, this.weights, sum);
+      const t1 = performance.now();
+      const result = this.result(out);
+      const t2 = performance.now();
+      return { result, timings: { encryptMs: 0, evaluateMs: t1 - t0, serializeMs: t2 - t1 }, counts: backend.counts };
     } finally {
       scope.dispose();
     }

@@ -3,7 +3,7 @@ import { fail } from './errors';
 
 /**
  * sealed-edge's binary container, used for encrypted classifiers, device key sets, secret
- * keys and results:
+ * keys, results and partial sums (one worker's share of an evaluation):
  *
  *   "SEHE" | u16 format version | u8 kind | u8 0 | u32 header length H
  *   | header (UTF-8 JSON, H bytes) | u32 CRC-32 of the header
@@ -19,6 +19,7 @@ export const ContainerKind = {
   deviceKeys: 2,
   secretKey: 3,
   result: 4,
+  partial: 5,
 } as const;
 export type ContainerKind = keyof typeof ContainerKind;
 

@@ -26,6 +26,7 @@ export {
   type ClassifierPlan,
   type Mode,
   type Evaluation,
+  type ShareEvaluation,
   type StageTimings,
   type Progress,
 } from './classifier';
@@ -37,6 +38,7 @@ export {
   type PolyLayer,
   type LayerPlan,
   type PolyPlan,
+  shareRanges,
 } from './circuit';
 export { type DensePlan, lowerBoundMults } from './packing';
 export { referenceEvaluate, referenceModel, floatEvaluate, outputCount } from './reference';
