@@ -16,4 +16,12 @@ Comlink.expose({
     const frame = await service.evaluate(features);
     return Comlink.transfer(frame, [frame.result.buffer]);
   },
+  evaluateShare: async (features: Float32Array, index: number, count: number) => {
+    const share = await service.evaluateShare(features, index, count);
+    return Comlink.transfer(share, [share.partial.buffer]);
+  },
+  finish: async (partials: Uint8Array[]) => {
+    const frame = await service.finish(partials);
+    return Comlink.transfer(frame, [frame.result.buffer]);
+  },
 });

@@ -24,10 +24,22 @@ export interface HeFrameResult {
   heapBytes: number;
 }
 
+/** One worker's share of a frame evaluated by several workers. */
+export interface HeShareResult {
+  /** The partial container (still encrypted), transferable. */
+  partial: Uint8Array;
+  encryptMs: number;
+  evaluateMs: number;
+}
+
 /** What a worker exposes (the comlink surface). */
 export interface HeServiceApi {
   load(params: HeParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo>;
   evaluate(features: Float32Array): Promise<HeFrameResult>;
+  /** Share `index` of `count` of the first layer (see EncryptedClassifier.evaluateShare). */
+  evaluateShare(features: Float32Array, index: number, count: number): Promise<HeShareResult>;
+  /** Combines every share's partial sum and completes the frame. */
+  finish(partials: Uint8Array[]): Promise<HeFrameResult>;
   heapBytes(): Promise<number>;
   dispose(): Promise<void>;
 }
@@ -59,10 +71,23 @@ export class HeService implements HeServiceApi {
     }
   }
 
-  async evaluate(features: Float32Array): Promise<HeFrameResult> {
+  private classifier(): EncryptedClassifier {
     if (this.loaded === undefined) throw new Error('the HE service has no classifier loaded');
-    const { result, timings } = this.loaded.classifier.evaluate(features);
-    return { result, ...timings, heapBytes: this.loaded.he.runtime.heapBytes() };
+    return this.loaded.classifier;
+  }
+
+  async evaluate(features: Float32Array): Promise<HeFrameResult> {
+    const { result, timings } = this.classifier().evaluate(features);
+    return { result, ...timings, heapBytes: this.loaded!.he.runtime.heapBytes() };
+  }
+
+  async evaluateShare(features: Float32Array, index: number, count: number): Promise<HeShareResult> {
+    return this.classifier().evaluateShare(features, index, count);
+  }
+
+  async finish(partials: Uint8Array[]): Promise<HeFrameResult> {
+    const { result, timings } = this.classifier().finish(partials);
+    return { result, ...timings, heapBytes: this.loaded!.he.runtime.heapBytes() };
   }
 
   async heapBytes(): Promise<number> {

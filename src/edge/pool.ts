@@ -1,20 +1,29 @@
 /**
- * A pool of HE workers. Each worker holds its own copy of the keys and encrypted weights
- * and evaluates whole frames; frames go to the first idle worker, in arrival order.
+ * A pool of HE workers. Each worker holds its own copy of the keys and encrypted weights.
+ * With one worker, frames run whole, in arrival order. With several, every frame is shared:
+ * each worker encrypts the features and evaluates its share of the first layer's
+ * giant-step groups (the bulk of the work), one worker adds the partial sums and finishes
+ * the frame, so more cores give lower latency; frames run one after another.
  * A worker that throws, dies (error event), is killed, or does not answer within the
  * timeout (SEAL's out-of-memory hangs the module) is terminated and replaced by a fresh
- * one loaded from the pool's copy of the bundle, and the frame is retried.
+ * one loaded from the pool's copy of the bundle, and the frame is retried. A replacement
+ * that cannot load is retried with exponential backoff, and given up after
+ * `maxReloads` failures in a row; frames then use the workers that remain.
  *
  * No DOM here: workers come from a factory, so Node tests drive the pool with in-process
  * services and the browser with comlink-wrapped Web Workers (see ./workers.ts).
  */
 import type { HeParameters } from '../he';
-import type { HeFrameResult, HeLoadInfo } from './he-service';
+import type { HeFrameResult, HeLoadInfo, HeShareResult } from './he-service';
 
 export interface WorkerHandle {
   load(params: HeParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo>;
   /** May take ownership of (transfer) `features`. */
   evaluate(features: Float32Array): Promise<HeFrameResult>;
+  /** May take ownership of (transfer) `features`. */
+  evaluateShare(features: Float32Array, index: number, count: number): Promise<HeShareResult>;
+  /** May take ownership of (transfer) the partials. */
+  finish(partials: Uint8Array[]): Promise<HeFrameResult>;
   heapBytes(): Promise<number>;
   /** Registers the callback for a worker that dies by itself (uncaught error, crash). */
   onDeath(callback: (reason: Error) => void): void;
@@ -31,15 +40,21 @@ export interface PoolOptions {
   loadTimeoutMs?: number;
   /** Attempts per frame beyond the first, each on a fresh or another worker. */
   retries?: number;
+  /** A replacement that fails to load is retried after 250 ms, doubling up to 30 s, this many times. */
+  maxReloads?: number;
   onEvent?: (event: PoolEvent) => void;
 }
 
 export type PoolEvent =
   | { kind: 'worker-ready'; index: number; generation: number; info: HeLoadInfo }
-  | { kind: 'worker-replaced'; index: number; generation: number; reason: string };
+  | { kind: 'worker-replaced'; index: number; generation: number; reason: string }
+  | { kind: 'worker-lost'; index: number; generation: number; reason: string };
 
 export interface PoolFrameResult extends HeFrameResult {
+  /** The worker that completed the frame. */
   worker: number;
+  /** Workers that evaluated a share of the frame (1: evaluated whole). */
+  workers: number;
   attempts: number;
 }
 
@@ -65,9 +80,18 @@ interface Slot {
   handle: WorkerHandle;
   ready: Promise<void>;
   busy: boolean;
+  /** Loaded and not given up. */
+  live: boolean;
+  /** Failed loads in a row before this one. */
+  failures: number;
   /** Rejects the pending call when the worker dies or is killed. */
   died: Promise<never>;
   kill: (reason: Error) => void;
+}
+
+interface Waiter {
+  resolve: (slot: Slot) => void;
+  reject: (error: Error) => void;
 }
 
 interface Bundle {
@@ -84,15 +108,22 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 export class HePool {
   private readonly slots: Slot[] = [];
-  private readonly waiting: ((slot: Slot) => void)[] = [];
+  private readonly waiting: Waiter[] = [];
   private bundle?: Bundle;
   private disposed = false;
+  /** Shared frames run one after another: each uses every worker. */
+  private frames: Promise<unknown> = Promise.resolve();
   readonly size: number;
   private readonly frameTimeoutMs: number;
   private readonly loadTimeoutMs: number;
   private readonly retries: number;
+  private readonly maxReloads: number;
   /** Workers replaced since the pool started. */
   replacements = 0;
 
@@ -105,6 +136,7 @@ export class HePool {
     this.frameTimeoutMs = options.frameTimeoutMs ?? 120_000;
     this.loadTimeoutMs = options.loadTimeoutMs ?? 300_000;
     this.retries = options.retries ?? 2;
+    this.maxReloads = options.maxReloads ?? 5;
   }
 
   /** Starts every worker on the bundle; resolves when all are ready (fails if one cannot load it). */
@@ -114,28 +146,36 @@ export class HePool {
     // The pool keeps its own copy so that replacement workers can be loaded again.
     this.bundle = { params, keys: keys.slice(0), weights: weights.slice(0) };
     const infos: HeLoadInfo[] = [];
-    for (let i = 0; i < this.size; i++) this.slots.push(this.start(i, 0, (info) => (infos[i] = info)));
-    await Promise.all(this.slots.map((s) => s.ready));
+    for (let i = 0; i < this.size; i++) this.slots.push(this.start(i, 0, 0, 0, (info) => (infos[i] = info)));
+    try {
+      await Promise.all(this.slots.map((s) => s.ready));
+    } catch (error) {
+      // The bundle itself does not load: no replacement would do better.
+      for (const slot of this.slots) if (!slot.live) slot.failures = this.maxReloads + 1;
+      throw error;
+    }
     return infos;
   }
 
-  private start(index: number, generation: number, loaded?: (info: HeLoadInfo) => void): Slot {
+  private start(index: number, generation: number, failures: number, delayMs: number, loaded?: (info: HeLoadInfo) => void): Slot {
     const bundle = this.bundle!;
     const handle = this.factory(index);
     let kill!: (reason: Error) => void;
     const died = new Promise<never>((_, reject) => (kill = reject));
     died.catch(() => undefined);
     handle.onDeath((reason) => kill(new WorkerFailure(`worker ${index} died: ${reason.message}`)));
-    const slot: Slot = { index, generation, handle, busy: true, died, kill, ready: Promise.resolve() };
-    slot.ready = withTimeout(
-      Promise.race([handle.load(bundle.params, bundle.keys.slice(0), bundle.weights.slice(0)), died]),
-      this.loadTimeoutMs,
-      `loading worker ${index}`,
-    ).then((info) => {
-      loaded?.(info);
-      this.options.onEvent?.({ kind: 'worker-ready', index, generation, info });
-      this.release(slot);
-    });
+    const slot: Slot = { index, generation, handle, busy: true, live: false, failures, died, kill, ready: Promise.resolve() };
+    slot.ready = sleep(delayMs)
+      .then(() =>
+        withTimeout(Promise.race([handle.load(bundle.params, bundle.keys.slice(0), bundle.weights.slice(0)), died]), this.loadTimeoutMs, `loading worker ${index}`),
+      )
+      .then((info) => {
+        slot.live = true;
+        slot.failures = 0;
+        loaded?.(info);
+        this.options.onEvent?.({ kind: 'worker-ready', index, generation, info });
+        this.release(slot);
+      });
     slot.ready.catch(() => undefined);
     return slot;
   }
@@ -143,8 +183,13 @@ export class HePool {
   private release(slot: Slot): void {
     if (this.slots[slot.index] !== slot) return;
     const next = this.waiting.shift();
-    if (next !== undefined) next(slot);
+    if (next !== undefined) next.resolve(slot);
     else slot.busy = false;
+  }
+
+  private noWorkerLeft(): Error | undefined {
+    if (this.slots.some((s) => s.live || s.failures <= this.maxReloads)) return undefined;
+    return new Error(`no HE worker is left: every worker failed to load ${this.maxReloads + 1} times in a row`);
   }
 
   private acquire(): Promise<Slot> {
@@ -153,38 +198,124 @@ export class HePool {
       idle.busy = true;
       return Promise.resolve(idle);
     }
-    return new Promise((resolve) => this.waiting.push(resolve));
+    const gone = this.noWorkerLeft();
+    if (gone !== undefined) return Promise.reject(gone);
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
   }
 
-  /** Replaces a failed worker with a fresh one (loading in the background). */
-  private replace(slot: Slot, reason: string): void {
+  /**
+   * Replaces a failed worker with a fresh one, loading in the background; a replacement
+   * that fails to load is replaced again after a growing delay, until `maxReloads`.
+   */
+  private replace(slot: Slot, reason: string, loadFailed = false): void {
     if (this.slots[slot.index] !== slot || this.disposed) return;
     terminate(slot.handle);
     slot.kill(new WorkerFailure(reason));
+    slot.live = false;
+    const failures = loadFailed ? slot.failures + 1 : 0;
+    if (failures > this.maxReloads) {
+      slot.failures = failures;
+      this.options.onEvent?.({ kind: 'worker-lost', index: slot.index, generation: slot.generation, reason });
+      const gone = this.noWorkerLeft();
+      if (gone !== undefined) for (const waiter of this.waiting.splice(0)) waiter.reject(gone);
+      return;
+    }
     this.replacements++;
-    const fresh = this.start(slot.index, slot.generation + 1);
+    const fresh = this.start(slot.index, slot.generation + 1, failures, failures === 0 ? 0 : Math.min(30_000, 250 * 2 ** (failures - 1)));
     this.slots[slot.index] = fresh;
     this.options.onEvent?.({ kind: 'worker-replaced', index: slot.index, generation: fresh.generation, reason });
-    fresh.ready.catch((error: Error) => this.replace(fresh, `reload failed: ${error.message}`));
+    fresh.ready.catch((error: Error) => this.replace(fresh, `reload failed: ${error.message}`, true));
   }
 
-  /** Evaluates one frame; retried on another (or a fresh) worker if its worker fails. */
-  async evaluate(features: Float32Array): Promise<PoolFrameResult> {
-    if (this.bundle === undefined) throw new Error('the pool has no bundle loaded');
+  /** Evaluates one frame, shared by every worker when there are several; retried if a worker fails. */
+  evaluate(features: Float32Array): Promise<PoolFrameResult> {
+    if (this.bundle === undefined) return Promise.reject(new Error('the pool has no bundle loaded'));
+    if (this.size === 1) return this.evaluateWhole(features);
+    const frame = this.frames.then(() => this.evaluateShared(features));
+    this.frames = frame.catch(() => undefined);
+    return frame;
+  }
+
+  private call<T>(slot: Slot, work: Promise<T>, what: string): Promise<T> {
+    return withTimeout(Promise.race([work, slot.died]), this.frameTimeoutMs, `${what} on worker ${slot.index}`);
+  }
+
+  private async evaluateWhole(features: Float32Array): Promise<PoolFrameResult> {
     let lastError: Error | undefined;
     for (let attempt = 1; attempt <= this.retries + 1; attempt++) {
       if (this.disposed) throw new Error('the pool has been disposed');
       const slot = await this.acquire();
       try {
-        const frame = await withTimeout(Promise.race([slot.handle.evaluate(features.slice()), slot.died]), this.frameTimeoutMs, `a frame on worker ${slot.index}`);
+        const frame = await this.call(slot, slot.handle.evaluate(features.slice()), 'a frame');
         this.release(slot);
-        return { ...frame, worker: slot.index, attempts: attempt };
+        return { ...frame, worker: slot.index, workers: 1, attempts: attempt };
       } catch (error) {
         lastError = error as Error;
         this.replace(slot, lastError.message);
       }
     }
     throw new Error(`the frame failed on ${this.retries + 1} workers; last error: ${lastError?.message}`);
+  }
+
+  /** Waits for the workers that are loading (replacements) and takes every live one. */
+  private async takeAll(): Promise<Slot[]> {
+    for (;;) {
+      if (this.disposed) throw new Error('the pool has been disposed');
+      const gone = this.noWorkerLeft();
+      if (gone !== undefined) throw gone;
+      const loading = this.slots.filter((s) => !s.live && s.failures <= this.maxReloads);
+      if (loading.length === 0) break;
+      await Promise.allSettled(loading.map((s) => s.ready));
+      // A failed load has scheduled its own replacement; wait for that one too.
+      await sleep(0);
+    }
+    const live = this.slots.filter((s) => s.live);
+    for (const slot of live) slot.busy = true;
+    return live;
+  }
+
+  private async evaluateShared(features: Float32Array): Promise<PoolFrameResult> {
+    let lastError: Error | undefined;
+    for (let attempt = 1; attempt <= this.retries + 1; attempt++) {
+      const slots = await this.takeAll();
+      const t0 = performance.now();
+      const shares = await Promise.allSettled(
+        slots.map((slot, k) => this.call(slot, slot.handle.evaluateShare(features.slice(), k, slots.length), 'a share')),
+      );
+      const sharesMs = performance.now() - t0;
+      const failed = slots.filter((slot, k) => {
+        const share = shares[k]!;
+        if (share.status === 'fulfilled') return false;
+        lastError = share.reason as Error;
+        this.replace(slot, lastError.message);
+        return true;
+      });
+      if (failed.length > 0) {
+        for (const slot of slots) if (!failed.includes(slot)) this.release(slot);
+        continue;
+      }
+      const done = shares.map((s) => (s as PromiseFulfilledResult<HeShareResult>).value);
+      const finisher = slots[0]!;
+      try {
+        const frame = await this.call(finisher, finisher.handle.finish(done.map((d) => d.partial)), 'finishing a frame');
+        for (const slot of slots) this.release(slot);
+        const encryptMs = Math.max(...done.map((d) => d.encryptMs));
+        return {
+          ...frame,
+          encryptMs,
+          // Wall time of the shares (with the transfer of their partial sums) and of finishing.
+          evaluateMs: sharesMs - encryptMs + frame.evaluateMs,
+          worker: finisher.index,
+          workers: slots.length,
+          attempts: attempt,
+        };
+      } catch (error) {
+        lastError = error as Error;
+        this.replace(finisher, lastError.message);
+        for (const slot of slots) if (slot !== finisher) this.release(slot);
+      }
+    }
+    throw new Error(`the frame failed ${this.retries + 1} times; last error: ${lastError?.message}`);
   }
 
   /** Workers evaluating (or loading) right now. */
@@ -217,5 +348,7 @@ export class HePool {
     this.disposed = true;
     this.terminateAll();
     this.bundle = undefined;
+    const error = new Error('the pool has been disposed');
+    for (const waiter of this.waiting.splice(0)) waiter.reject(error);
   }
 }

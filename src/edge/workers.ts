@@ -15,6 +15,8 @@ export function createHeWorker(index: number): WorkerHandle {
   return {
     load: (params, keys, weights) => api.load(params, Comlink.transfer(keys, [keys]), Comlink.transfer(weights, [weights])),
     evaluate: (features) => api.evaluate(Comlink.transfer(features, [features.buffer])),
+    evaluateShare: (features, index, count) => api.evaluateShare(Comlink.transfer(features, [features.buffer]), index, count),
+    finish: (partials) => api.finish(Comlink.transfer(partials, partials.map((p) => p.buffer))),
     heapBytes: () => api.heapBytes(),
     onDeath: (callback) => (onDeath = callback),
     // Idempotent; the comlink proxy is not released (that would message a dead worker).

@@ -9,24 +9,41 @@ import { argmax, makeHead, makeInputs, protect } from '../he/helpers';
 
 const head = makeHead([64, 16, 10], 'realistic', 77);
 
+type Behaviour = { failNext?: 'throw' | 'die' | 'hang'; failFinish?: boolean; failLoad?: boolean };
+
 /** An in-process "worker": a real HeService, plus ways to make it fail like a worker does. */
-function fakeWorker(behaviour: { failNext?: 'throw' | 'die' | 'hang' }) {
+function fakeWorker(behaviour: Behaviour) {
   const service = new HeService(nodeSeal);
   let death: ((reason: Error) => void) | undefined;
   let terminated = false;
+  /** Runs `work` unless this call is to fail as a worker does. */
+  const unlessFailing = async <T>(work: () => Promise<T>): Promise<T> => {
+    if (terminated) return new Promise(() => undefined);
+    const fail = behaviour.failNext;
+    behaviour.failNext = undefined;
+    if (fail === 'throw') throw new Error('std::bad_alloc');
+    if (fail === 'die') {
+      setTimeout(() => death?.(new Error('crashed')), 5);
+      return new Promise(() => undefined);
+    }
+    if (fail === 'hang') return new Promise(() => undefined);
+    // A real worker answers in a later task, never within the caller's microtasks.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    return work();
+  };
   const handle: WorkerHandle & { terminated: () => boolean } = {
-    load: (p, k, w) => service.load(p, k, w),
-    async evaluate(features) {
-      if (terminated) return new Promise(() => undefined);
-      const fail = behaviour.failNext;
-      behaviour.failNext = undefined;
-      if (fail === 'throw') throw new Error('std::bad_alloc');
-      if (fail === 'die') {
-        setTimeout(() => death?.(new Error('crashed')), 5);
-        return new Promise(() => undefined);
+    async load(p, k, w) {
+      if (behaviour.failLoad) throw new Error('out of memory while loading');
+      return service.load(p, k, w);
+    },
+    evaluate: (features) => unlessFailing(() => service.evaluate(features)),
+    evaluateShare: (features, index, count) => unlessFailing(() => service.evaluateShare(features, index, count)),
+    async finish(partials) {
+      if (behaviour.failFinish) {
+        behaviour.failFinish = false;
+        throw new Error('std::bad_alloc while finishing');
       }
-      if (fail === 'hang') return new Promise(() => undefined);
-      return service.evaluate(features);
+      return unlessFailing(() => service.finish(partials));
     },
     heapBytes: () => service.heapBytes(),
     onDeath: (cb) => (death = cb),
@@ -93,15 +110,71 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
     pool.dispose();
   });
 
-  it('frames run concurrently on the pool and a killed worker mid-frame does not lose its frame', async () => {
-    const handles: ReturnType<typeof fakeWorker>[] = [];
-    const pool = new HePool((index) => (handles[index] = fakeWorker({})), { size: 2 });
+  it('two workers share every frame; a worker killed mid-frame does not lose its frame', async () => {
+    const pool = new HePool(() => fakeWorker({}), { size: 2 });
     await pool.load(params, ab(keys), ab(weights));
     const pending = inputs.map((x) => pool.evaluate(Float32Array.from(x)));
+    while (pool.busy < 2) await new Promise((resolve) => setTimeout(resolve, 1));
     pool.kill(0);
     const frames = await Promise.all(pending);
     expect(frames.map((f) => argmax(p.decrypt(f.result)))).toEqual(expected);
-    expect(pool.replacements).toBeGreaterThanOrEqual(1);
+    expect(frames.map((f) => f.workers)).toEqual(inputs.map(() => 2));
+    expect(frames[0]!.attempts).toBe(2);
+    expect(pool.replacements).toBe(1);
+    pool.dispose();
+  });
+
+  it('a share or the finishing step that throws, dies or hangs is retried on fresh workers', async () => {
+    const behaviours: Behaviour[] = [];
+    const pool = new HePool(
+      (index) => {
+        const b = {};
+        behaviours[index] = b;
+        return fakeWorker(b);
+      },
+      { size: 2, frameTimeoutMs: 3000 },
+    );
+    await pool.load(params, ab(keys), ab(weights));
+    // Worker 1 fails on its share three ways, then worker 0 (the finisher) while finishing.
+    const plans: Behaviour[] = [{ failNext: 'throw' }, { failNext: 'die' }, { failNext: 'hang' }];
+    for (const [i, x] of inputs.entries()) {
+      const planned = plans[i];
+      if (planned !== undefined) Object.assign(behaviours[1]!, planned);
+      if (i === plans.length) behaviours[0]!.failFinish = true;
+      const frame = await pool.evaluate(Float32Array.from(x));
+      expect(argmax(p.decrypt(frame.result))).toBe(expected[i]);
+      expect(frame.attempts).toBe(i <= plans.length ? 2 : 1);
+    }
+    expect(pool.replacements).toBe(4);
+    pool.dispose();
+  });
+
+  it('a replacement that cannot load is retried with backoff, then given up; frames use the workers left', async () => {
+    const events: string[] = [];
+    let made = 0;
+    const pool = new HePool(() => fakeWorker({ failLoad: made++ >= 2 }), {
+      size: 2,
+      maxReloads: 2,
+      onEvent: (e) => events.push(`${e.kind}:${e.index}:${e.generation}`),
+    });
+    await pool.load(params, ab(keys), ab(weights));
+    const started = performance.now();
+    pool.kill(1);
+    const frame = await pool.evaluate(Float32Array.from(inputs[0]!));
+    expect(argmax(p.decrypt(frame.result))).toBe(expected[0]);
+    expect(frame.workers).toBe(1);
+    // Reloads after 0, 250 and 500 ms all failed, then worker 1 was given up.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(750);
+    expect(events.filter((e) => e.endsWith(':1:3') || e.startsWith('worker-lost'))).toEqual(['worker-replaced:1:3', 'worker-lost:1:3']);
+    pool.kill(0);
+    await expect(pool.evaluate(Float32Array.from(inputs[1]!))).rejects.toThrow(/no HE worker is left: every worker failed to load 3 times in a row/);
+    pool.dispose();
+  });
+
+  it('a bundle that no worker can load fails the pool at once, and frames are refused', async () => {
+    const pool = new HePool(() => fakeWorker({ failLoad: true }), { size: 2 });
+    await expect(pool.load(params, ab(keys), ab(weights))).rejects.toThrow(/out of memory while loading/);
+    await expect(pool.evaluate(Float32Array.from(inputs[0]!))).rejects.toThrow(/no HE worker is left/);
     pool.dispose();
   });
 
