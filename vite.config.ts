@@ -17,11 +17,22 @@ function ownerKey(): string {
   return key.toLowerCase();
 }
 
+/**
+ * The kiosk's base path: relative by default, so the built kiosk works from any sub-path
+ * of a static host; SEALED_EDGE_BASE=/kiosk/ pins an absolute one.
+ */
+function base(): string {
+  const value = process.env.SEALED_EDGE_BASE ?? '';
+  if (value === '' || value === './') return './';
+  if (!/^\/([A-Za-z0-9._~-]+\/)*$/.test(value) || value.split('/').some((part) => part === '.' || part === '..')) {
+    throw new Error(`SEALED_EDGE_BASE must be ./ or an absolute path that starts and ends with '/', such as /kiosk/; got '${value}'`);
+  }
+  return value;
+}
+
 // One config for the kiosk build and for Vitest.
 export default defineConfig({
-  // Relative by default, so the built kiosk works from any sub-path of a static host;
-  // SEALED_EDGE_BASE=/kiosk/ pins an absolute one.
-  base: process.env.SEALED_EDGE_BASE ?? './',
+  base: base(),
   define: { __SEALED_EDGE_OWNER_KEY__: JSON.stringify(ownerKey()) },
   resolve: {
     // onnxruntime-web's non-bundled WASM build: its runtime (.mjs + .wasm) is loaded from

@@ -3,58 +3,69 @@
  * and shows the pipeline's stages and timings, the ciphertext's size and hash, the
  * outbox count and the bundle's model/version. It never holds a decrypted label or score:
  * the backend answers with receipts only.
+ *
+ * Settings come from the URL (`?bundle=`, `?backend=`, `?workers=`), else from the set-up
+ * panel (saved in localStorage), else defaults; `?kiosk=1` is the kiosk mode (full screen,
+ * Start and Stop only; the set-up panel shows until the device is enrolled) and
+ * `?source=camera|demo` is what its Start classifies. Bad input is refused visibly.
  */
-import { preprocessMnist, type MnistImages } from '../model/idx';
+import { preprocessMnist, MNIST_PIXELS, type MnistImages } from '../model/idx';
 import { Camera, digitizeFile, loadDemoDigits } from './acquire';
-import { KioskBundleError, loadBundle, type LoadedBundle } from './bundle-loader';
+import { evictBundles, KioskBundleError, loadBundle, type LoadedBundle } from './bundle-loader';
 import { toArrayBuffer } from './bytes';
 import { openKioskDb, type DeviceIdentity, type KioskDatabase } from './db';
 import { currentDevice, enroll } from './device';
 import { asMnistImages } from './digitize';
 import { configureOrt, Extractor } from './extractor';
-import { Outbox, type OutboxCounts } from './outbox';
+import { Outbox, type OutboxCounts, type SendOutcome } from './outbox';
 import { defaultPoolSize, HePool } from './pool';
+import {
+  checkBackendUrl,
+  checkBundleUrl,
+  checkEnrollmentToken,
+  checkFrameCount,
+  checkWorkers,
+  parseSavedSettings,
+  parseUrlOptions,
+  SettingsError,
+  type Settings,
+  type UrlOptions,
+} from './settings';
 import { createHeWorker } from './workers';
 
 export const STAGES = ['extract', 'encrypt', 'evaluate', 'serialize', 'store', 'send'] as const;
 export type Stage = (typeof STAGES)[number];
 
+export type FrameSource = 'demo' | 'camera' | 'file';
+
 export interface FrameRecord {
   frame: number;
+  source: FrameSource;
+  /** The 28×28 grey input as classified (plaintext; it never leaves the device). */
+  digit: Uint8Array;
   ms: Record<Stage, number | undefined>;
+  /** From the start of extraction until the encrypted result is stored in the outbox. */
   totalMs: number;
   resultBytes: number;
   resultSha256: string;
+  idempotencyKey: string;
+  /** The HE worker that completed the frame, and how many workers shared it. */
   worker: number;
+  workers: number;
   attempts: number;
 }
 
-export interface Settings {
-  backendUrl: string;
-  bundleUrl: string;
-  workers: number;
-}
+/** Frames kept for the screen's medians and the diagnostics hook, so memory stays bounded. */
+export const FRAME_HISTORY = 1000;
 
 const SETTINGS_KEY = 'sealed-edge.settings';
 
-export function loadSettings(): Settings {
-  const params = new URLSearchParams(location.search);
-  let stored: Partial<Settings> = {};
-  try {
-    stored = JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? '{}') as Partial<Settings>;
-  } catch {
-    stored = {};
-  }
-  const workers = Number(params.get('workers') ?? stored.workers ?? 0);
+function defaultSettings(): Settings {
   return {
-    backendUrl: params.get('backend') ?? stored.backendUrl ?? new URL('/', location.href).href,
-    bundleUrl: params.get('bundle') ?? stored.bundleUrl ?? 'models/mnist/latest.json',
-    workers: Number.isInteger(workers) && workers > 0 ? workers : defaultPoolSize(navigator.hardwareConcurrency),
+    backendUrl: new URL('/', location.href).href,
+    bundleUrl: 'models/mnist/latest.json',
+    workers: defaultPoolSize(navigator.hardwareConcurrency),
   };
-}
-
-export function saveSettings(settings: Settings): void {
-  localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings));
 }
 
 const $ = <T extends HTMLElement>(id: string) => {
@@ -70,6 +81,13 @@ const median = (values: number[]) => {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 };
 const fmt = (ms: number | undefined) => (ms === undefined ? '—' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+interface Frame {
+  images: MnistImages;
+  index: number;
+  source: FrameSource;
+}
 
 export class Kiosk {
   db!: KioskDatabase;
@@ -79,17 +97,37 @@ export class Kiosk {
   extractor?: Extractor;
   outbox!: Outbox;
   demo?: MnistImages;
+  /** The last FRAME_HISTORY frames classified, and how many were classified in all. */
   readonly frames: FrameRecord[] = [];
-  private readonly sendMs = new Map<string, number>();
-  private frameCount = 0;
-  private running = false;
-  private readonly camera = new Camera();
-  private cameraTimer: ReturnType<typeof setInterval> | undefined;
-  private cameraBusy = false;
+  frameCount = 0;
   state: 'starting' | 'loading' | 'ready' | 'running' | 'refused' | 'error' = 'starting';
-  settings = loadSettings();
+  settings: Settings = defaultSettings();
+  options: UrlOptions = { settings: {}, kiosk: false, source: 'camera' };
+  private readonly pending = new Map<string, FrameRecord>();
+  private running = false;
+  /** `${modelId}@${version}` the backend reported retired. */
+  private readonly retired = new Set<string>();
+  /** The running stream, settled once its last frame is done. */
+  private run?: Promise<void>;
+  private readonly camera = new Camera();
 
   async start(): Promise<void> {
+    let urlError: string | undefined;
+    try {
+      this.options = parseUrlOptions(location.search, location.href);
+    } catch (error) {
+      if (!(error instanceof SettingsError)) throw error;
+      urlError = error.message;
+    }
+    let saved: Partial<Settings> = {};
+    try {
+      saved = parseSavedSettings(localStorage.getItem(SETTINGS_KEY), location.href);
+    } catch (error) {
+      if (!(error instanceof SettingsError)) throw error;
+      localStorage.removeItem(SETTINGS_KEY);
+      this.showFormError('settings', `The saved settings were refused and reset to the defaults: ${error.message}`);
+    }
+    this.settings = { ...defaultSettings(), ...saved, ...this.options.settings };
     this.bindUi();
     this.db = await openKioskDb();
     this.device = await currentDevice(this.db);
@@ -98,6 +136,11 @@ export class Kiosk {
     this.onOutbox(await this.outbox.counts());
     this.outbox.kick();
     addEventListener('online', () => void this.outbox.retryNow());
+    if (urlError !== undefined) {
+      this.setState('error', 'bad URL');
+      this.showError(`The page's URL is refused, nothing was loaded: ${urlError}`);
+      return;
+    }
     await this.loadBundle();
   }
 
@@ -106,15 +149,20 @@ export class Kiosk {
     const el = $('state');
     el.dataset.state = state;
     el.textContent = text;
-    ($<HTMLButtonElement>('demo-start')).disabled = state !== 'ready';
-    ($<HTMLButtonElement>('camera-start')).disabled = state !== 'ready';
-    ($<HTMLInputElement>('file-input')).disabled = state !== 'ready';
+    for (const id of ['demo-start', 'camera-start', 'kiosk-start', 'file-input']) $<HTMLButtonElement | HTMLInputElement>(id).disabled = state !== 'ready';
+    $<HTMLButtonElement>('stop').disabled = state !== 'running';
   }
 
-  showError(message: string | undefined): void {
+  showError(text: string | undefined): void {
     const el = $('error');
-    el.hidden = message === undefined;
-    el.textContent = message ?? '';
+    el.hidden = text === undefined;
+    el.textContent = text ?? '';
+  }
+
+  private showFormError(form: 'settings' | 'enroll', text: string | undefined): void {
+    const el = $(`${form}-error`);
+    el.hidden = text === undefined;
+    el.textContent = text ?? '';
   }
 
   async loadBundle(): Promise<void> {
@@ -131,6 +179,7 @@ export class Kiosk {
         url: this.settings.bundleUrl,
         ownerKeyHex: __SEALED_EDGE_OWNER_KEY__,
         db: this.db,
+        retired: this.retired,
         onProgress: (loaded, total, file) => {
           progress.max = total;
           progress.value = loaded;
@@ -166,17 +215,17 @@ export class Kiosk {
       const refused = error instanceof KioskBundleError || (error as Error).name === 'BundleError';
       progress.value = 0;
       this.setState(refused ? 'refused' : 'error', refused ? 'bundle refused' : 'error');
-      this.showError(refused ? `Bundle refused — it is not used: ${(error as Error).message}` : `Could not start: ${(error as Error).message}`);
+      this.showError(refused ? `Bundle refused — it is not used: ${message(error)}` : `Could not start: ${message(error)}`);
       $('bundle-id').textContent = 'no bundle';
     }
   }
 
   /** One 28×28 grey image through the whole pipeline; the encrypted result lands in the outbox. */
-  async classify(images: MnistImages, index: number): Promise<FrameRecord> {
+  async classify(images: MnistImages, index: number, source: FrameSource = 'demo'): Promise<FrameRecord> {
     const { bundle, pool, extractor } = this;
     if (bundle === undefined || pool === undefined || extractor === undefined) throw new Error('no verified bundle loaded');
-    const frame = ++this.frameCount;
-    this.showInput(images, index);
+    const digit = images.pixels.slice(index * MNIST_PIXELS, (index + 1) * MNIST_PIXELS);
+    this.showInput(digit);
     const t0 = performance.now();
     const input = preprocessMnist(images, index);
     const features = await extractor.run(input);
@@ -186,54 +235,74 @@ export class Kiosk {
     const entry = await this.outbox.enqueue(bundle.manifest, he.result);
     const t3 = performance.now();
     const record: FrameRecord = {
-      frame,
-      ms: { extract: t1 - t0, encrypt: he.encryptMs, evaluate: he.evaluateMs, serialize: he.serializeMs, store: t3 - t2, send: this.sendMs.get(entry.idempotencyKey) },
+      frame: ++this.frameCount,
+      source,
+      digit,
+      ms: { extract: t1 - t0, encrypt: he.encryptMs, evaluate: he.evaluateMs, serialize: he.serializeMs, store: t3 - t2, send: undefined },
       totalMs: t3 - t0,
       resultBytes: entry.resultBytes,
       resultSha256: entry.resultSha256,
+      idempotencyKey: entry.idempotencyKey,
       worker: he.worker,
+      workers: he.workers,
       attempts: he.attempts,
     };
     this.frames.push(record);
+    if (this.frames.length > FRAME_HISTORY) this.pending.delete(this.frames.shift()!.idempotencyKey);
+    // The acknowledgement comes back over the network, so always after this line.
     this.pending.set(entry.idempotencyKey, record);
     this.render(record);
     return record;
   }
 
-  private readonly pending = new Map<string, FrameRecord>();
-
-  private onOutbox(counts: OutboxCounts, sent?: { idempotencyKey: string; status: number | 'network'; ms: number }): void {
+  private onOutbox(counts: OutboxCounts, sent?: SendOutcome): void {
     $('outbox-pending').textContent = String(counts.pending);
     $('outbox-refused').textContent = String(counts.refused);
     $('outbox-delivered').textContent = String(counts.delivered);
     $('outbox').dataset.pending = String(counts.pending);
     $('outbox').dataset.delivered = String(counts.delivered);
     $('outbox').dataset.refused = String(counts.refused);
-    if (sent !== undefined) {
-      $('last-send').textContent = `last POST: ${sent.status === 'network' ? 'network error' : `HTTP ${sent.status}`} in ${fmt(sent.ms)}`;
-      const record = this.pending.get(sent.idempotencyKey);
-      if (record !== undefined && (sent.status === 200 || sent.status === 201)) {
-        record.ms.send = sent.ms;
-        this.pending.delete(sent.idempotencyKey);
-        this.renderStages();
-      } else if (record === undefined) this.sendMs.set(sent.idempotencyKey, sent.ms);
+    if (sent === undefined) return;
+    $('last-send').textContent = `last POST: ${sent.status === 'network' ? 'network error' : `HTTP ${sent.status}`} in ${fmt(sent.ms)}`;
+    if (sent.retired !== undefined) void this.onRetired(sent.retired.modelId, sent.retired.version);
+    const record = this.pending.get(sent.idempotencyKey);
+    if (record === undefined || sent.outcome === 'retry') return;
+    this.pending.delete(sent.idempotencyKey);
+    if (sent.outcome === 'refused') return;
+    record.ms.send = sent.ms;
+    this.renderStages();
+  }
+
+  /**
+   * The backend refused a result because the owner retired its model version: the kiosk
+   * evicts that version from its cache and loads the owner's current one (refusing the
+   * retired one if the host still offers it).
+   */
+  private async onRetired(modelId: string, version: number): Promise<void> {
+    const key = `${modelId}@${version}`;
+    if (this.retired.has(key)) return;
+    this.retired.add(key);
+    await evictBundles(this.db, modelId, version);
+    const manifest = this.bundle?.manifest;
+    if (manifest?.modelId === modelId && manifest.version <= version) {
+      await this.stop();
+      await this.loadBundle();
     }
   }
 
-  private showInput(images: MnistImages, index: number): void {
-    const canvas = $<HTMLCanvasElement>('input-preview');
-    const context = canvas.getContext('2d');
+  private showInput(digit: Uint8Array): void {
+    const context = $<HTMLCanvasElement>('input-preview').getContext('2d');
     if (context === null) return;
     const data = context.createImageData(28, 28);
-    for (let i = 0; i < 784; i++) {
-      const v = images.pixels[index * 784 + i]!;
+    for (let i = 0; i < MNIST_PIXELS; i++) {
+      const v = digit[i]!;
       data.data.set([v, v, v, 255], 4 * i);
     }
     context.putImageData(data, 0, 0);
   }
 
   private render(record: FrameRecord): void {
-    $('frame-count').textContent = String(this.frames.length);
+    $('frame-count').textContent = String(this.frameCount);
     $('ct-size').textContent = `${(record.resultBytes / 1024).toFixed(1)} KiB`;
     $('ct-hash').textContent = record.resultSha256;
     $('frame-total').textContent = fmt(record.totalMs);
@@ -248,126 +317,193 @@ export class Kiosk {
     }
   }
 
-  /** Runs `count` demo digits, as many in flight as there are HE workers. */
-  async runDemo(count: number): Promise<void> {
-    const demo = this.demo;
-    if (demo === undefined || this.pool === undefined) return;
+  /**
+   * Classifies frames from `next`, one at a time (the pool shares each frame among its
+   * workers, so a second frame in flight would only wait), until `next` has no more or
+   * stop() is called; the frame in flight is finished, never dropped.
+   */
+  private async runStream(status: string, next: () => Promise<Frame | undefined>): Promise<void> {
+    if (this.pool === undefined || this.state !== 'ready') return;
     this.running = true;
-    this.setState('running', 'classifying the demo stream…');
-    let next = 0;
-    const lane = async () => {
-      while (this.running && next < count) {
-        const index = next++ % demo.count;
-        await this.classify(demo, index);
+    this.setState('running', status);
+    const loop = async () => {
+      while (this.running) {
+        const frame = await next();
+        if (frame === undefined) return;
+        await this.classify(frame.images, frame.index, frame.source);
       }
     };
-    try {
-      await Promise.all(Array.from({ length: this.pool.size }, lane));
-      this.setState('ready', 'ready');
-    } catch (error) {
-      this.setState('error', 'error');
-      this.showError(`A frame failed: ${(error as Error).message}`);
-    } finally {
-      this.running = false;
-    }
+    this.run = loop().then(
+      () => {
+        this.running = false;
+        if (this.state === 'running') this.setState('ready', 'ready');
+      },
+      (error: unknown) => {
+        this.running = false;
+        this.setState('error', 'error');
+        this.showError(`A frame failed: ${message(error)}`);
+      },
+    );
+    await this.run;
   }
 
-  stop(): void {
-    this.running = false;
-    this.stopCamera();
+  /** Runs `count` demo digits (Infinity: until stopped), looping over the demo stream. */
+  async runDemo(count: number): Promise<void> {
+    const demo = this.demo;
+    if (demo === undefined) return;
+    let next = 0;
+    await this.runStream('classifying the demo stream…', async () => (next < count ? { images: demo, index: next++ % demo.count, source: 'demo' } : undefined));
   }
 
-  async classifyFiles(files: Iterable<File>): Promise<void> {
-    for (const file of files) {
-      try {
-        await this.classify(asMnistImages(await digitizeFile(file)), 0);
-      } catch (error) {
-        this.showError(`${file.name}: ${(error as Error).message}`);
-      }
-    }
-  }
-
+  /** Classifies camera frames until stopped. */
   async startCamera(): Promise<void> {
+    if (this.state !== 'ready') return;
     try {
       await this.camera.start();
     } catch (error) {
-      this.showError(`camera: ${(error as Error).message}`);
+      this.camera.stop();
+      this.showError(`The camera could not start: ${message(error)}`);
       return;
     }
     $('camera-view').replaceChildren(this.camera.video);
-    this.setState('running', 'classifying camera frames…');
-    this.cameraTimer = setInterval(() => {
-      if (this.cameraBusy) return;
-      const pixels = this.camera.grab();
-      if (pixels === undefined) return;
-      this.cameraBusy = true;
-      this.classify(asMnistImages(pixels), 0)
-        .catch((error: Error) => this.showError(`camera frame: ${error.message}`))
-        .finally(() => (this.cameraBusy = false));
-    }, 250);
+    try {
+      await this.runStream('classifying camera frames…', async () => {
+        const pixels = this.running ? await this.camera.next() : undefined;
+        return pixels === undefined ? undefined : { images: asMnistImages(pixels), index: 0, source: 'camera' };
+      });
+    } finally {
+      this.camera.stop();
+    }
   }
 
-  stopCamera(): void {
-    clearInterval(this.cameraTimer);
-    this.cameraTimer = undefined;
-    if (this.camera.running) {
-      this.camera.stop();
-      if (this.state === 'running') this.setState('ready', 'ready');
+  /** Stops the running stream; the frames in flight still complete (awaited). */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.camera.stop();
+    await this.run;
+  }
+
+  async classifyFiles(files: Iterable<File>): Promise<void> {
+    this.showError(undefined);
+    for (const file of files) {
+      try {
+        const pixels = await digitizeFile(file);
+        await this.classify(asMnistImages(pixels), 0, 'file');
+      } catch (error) {
+        this.showError(`${file.name} was not classified: ${message(error)}`);
+      }
     }
   }
 
   private showDevice(): void {
-    $('device-id').textContent = this.device === undefined ? 'not enrolled' : `device ${this.device.deviceId}`;
-    $('device-id').dataset.enrolled = String(this.device !== undefined);
+    const enrolled = this.device !== undefined;
+    $('device-id').textContent = enrolled ? `device ${this.device!.deviceId}` : 'not enrolled';
+    $('device-id').dataset.enrolled = String(enrolled);
+    document.body.classList.toggle('enrolled', enrolled);
+  }
+
+  private fillSettingsForm(): void {
+    $<HTMLInputElement>('backend-url').value = this.settings.backendUrl;
+    $<HTMLInputElement>('bundle-url').value = this.settings.bundleUrl;
+    $<HTMLInputElement>('worker-count').value = String(this.settings.workers);
+  }
+
+  private async saveSettings(): Promise<void> {
+    const problems: string[] = [];
+    const check = <T>(read: () => T): T | undefined => {
+      try {
+        return read();
+      } catch (error) {
+        if (!(error instanceof SettingsError)) throw error;
+        problems.push(error.message);
+        return undefined;
+      }
+    };
+    const backendUrl = check(() => checkBackendUrl($<HTMLInputElement>('backend-url').value));
+    const bundleUrl = check(() => checkBundleUrl($<HTMLInputElement>('bundle-url').value, location.href));
+    const workers = check(() => checkWorkers($<HTMLInputElement>('worker-count').value));
+    if (backendUrl === undefined || bundleUrl === undefined || workers === undefined) {
+      this.showFormError('settings', `Not saved: ${problems.join('; ')}`);
+      return;
+    }
+    this.showFormError('settings', undefined);
+    this.settings = { backendUrl, bundleUrl, workers };
+    localStorage.setItem(SETTINGS_KEY, JSON.stringify(this.settings));
+    $('settings-status').textContent = 'saved';
+    await this.stop();
+    await this.loadBundle();
+  }
+
+  private async enrollDevice(): Promise<void> {
+    const status = $('enroll-status');
+    status.textContent = '';
+    let token: string;
+    try {
+      token = checkEnrollmentToken($<HTMLInputElement>('enroll-token').value);
+    } catch (error) {
+      if (!(error instanceof SettingsError)) throw error;
+      this.showFormError('enroll', `Not enrolled: ${error.message}`);
+      return;
+    }
+    this.showFormError('enroll', undefined);
+    status.textContent = 'enrolling…';
+    try {
+      this.device = await enroll(this.db, this.settings.backendUrl, token);
+    } catch (error) {
+      status.textContent = '';
+      this.showFormError('enroll', `Not enrolled: ${message(error)}`);
+      return;
+    }
+    $<HTMLInputElement>('enroll-token').value = '';
+    status.textContent = 'enrolled: the private key was generated here and cannot be exported';
+    this.showDevice();
+    this.outbox.kick();
   }
 
   private bindUi(): void {
-    const s = this.settings;
-    $<HTMLInputElement>('backend-url').value = s.backendUrl;
-    $<HTMLInputElement>('bundle-url').value = s.bundleUrl;
-    $<HTMLInputElement>('worker-count').value = String(s.workers);
+    this.fillSettingsForm();
     $('settings-form').addEventListener('submit', (event) => {
       event.preventDefault();
-      this.settings = {
-        backendUrl: $<HTMLInputElement>('backend-url').value.trim(),
-        bundleUrl: $<HTMLInputElement>('bundle-url').value.trim(),
-        workers: Math.max(1, Math.min(16, Number($<HTMLInputElement>('worker-count').value) || 1)),
-      };
-      saveSettings(this.settings);
-      void this.loadBundle();
+      void this.saveSettings();
     });
     $('enroll-form').addEventListener('submit', (event) => {
       event.preventDefault();
-      const token = $<HTMLInputElement>('enroll-token');
-      const status = $('enroll-status');
-      status.textContent = 'enrolling…';
-      enroll(this.db, this.settings.backendUrl, token.value)
-        .then((device) => {
-          this.device = device;
-          token.value = '';
-          status.textContent = 'enrolled: the private key was generated here and cannot be exported';
-          this.showDevice();
-          this.outbox.kick();
-        })
-        .catch((error: Error) => (status.textContent = error.message));
+      void this.enrollDevice();
     });
-    $('demo-start').addEventListener('click', () => void this.runDemo(Number($<HTMLInputElement>('demo-count').value) || 10));
-    $('stop').addEventListener('click', () => this.stop());
+    $('demo-start').addEventListener('click', () => {
+      let count: number;
+      try {
+        count = checkFrameCount($<HTMLInputElement>('demo-count').value);
+      } catch (error) {
+        this.showError(message(error));
+        return;
+      }
+      this.showError(undefined);
+      void this.runDemo(count);
+    });
+    $('stop').addEventListener('click', () => void this.stop());
     $('camera-start').addEventListener('click', () => void this.startCamera());
+    $('kiosk-start').addEventListener('click', () => {
+      // Full screen needs the click's user activation: asked for before anything is awaited.
+      void document.documentElement.requestFullscreen().catch(() => undefined);
+      void (this.options.source === 'demo' ? this.runDemo(Infinity) : this.startCamera());
+    });
     const fileInput = $<HTMLInputElement>('file-input');
     fileInput.addEventListener('change', () => {
-      if (fileInput.files !== null) void this.classifyFiles(Array.from(fileInput.files));
+      const files = Array.from(fileInput.files ?? []);
+      fileInput.value = '';
+      void this.classifyFiles(files);
     });
     const drop = $('drop-zone');
     drop.addEventListener('dragover', (event) => event.preventDefault());
     drop.addEventListener('drop', (event) => {
       event.preventDefault();
-      if (this.state === 'ready' && event.dataTransfer !== null) void this.classifyFiles(Array.from(event.dataTransfer.files));
+      const files = Array.from(event.dataTransfer?.files ?? []);
+      if (this.state !== 'ready') this.showError('Files can be dropped once the bundle is ready and nothing else runs');
+      else if (files.length === 0) this.showError('Only files can be classified: drop digit images');
+      else void this.classifyFiles(files);
     });
-    if (new URLSearchParams(location.search).has('kiosk')) {
-      document.body.classList.add('kiosk-mode');
-      document.addEventListener('click', () => void document.documentElement.requestFullscreen?.().catch(() => undefined), { once: true });
-    }
+    document.body.classList.toggle('kiosk-mode', this.options.kiosk);
+    $('source').textContent = this.options.source === 'demo' ? 'the demo digits' : 'the camera';
   }
 }
-

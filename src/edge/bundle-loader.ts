@@ -4,7 +4,8 @@
  * pinned at build time (WebCrypto), every file's size and SHA-256 (crypto.subtle.digest),
  * all through src/model/bundle's `loadVerifiedBundle`. Verified bundles are cached in
  * IndexedDB keyed by model, version and manifest hash, and verified again when read back
- * from the cache; older versions of the model are evicted once a newer one verifies.
+ * from the cache; older versions of the model are evicted once a newer one verifies, and
+ * a version the backend reports retired is evicted and refused (evictBundles, `retired`).
  * A bundle that fails any check is refused with a BundleError and never used.
  */
 import { BUNDLE_FILES, BundleError, loadVerifiedBundle, parseManifest, type BundleManifest, type VerifiedBundle } from '../model/bundle';
@@ -15,7 +16,7 @@ export type Progress = (loadedBytes: number, totalBytes: number, file: string) =
 
 export class KioskBundleError extends Error {
   constructor(
-    readonly code: 'E_NO_OWNER_KEY' | 'E_NO_ED25519' | 'E_FETCH' | 'E_ROLLBACK' | BundleError['code'],
+    readonly code: 'E_NO_OWNER_KEY' | 'E_NO_ED25519' | 'E_FETCH' | 'E_ROLLBACK' | 'E_RETIRED' | BundleError['code'],
     message: string,
   ) {
     super(message);
@@ -112,6 +113,21 @@ export interface LoadBundleOptions {
   db: KioskDatabase;
   onProgress?: Progress;
   fetch?: typeof fetch;
+  /** `${modelId}@${version}` of versions the backend said are retired: refused even if offered. */
+  retired?: ReadonlySet<string>;
+}
+
+/** Deletes the cached bundles of `modelId` up to `version` (a version the owner retired, and older ones). */
+export async function evictBundles(db: KioskDatabase, modelId: string, version: number): Promise<void> {
+  const tx = db.transaction('bundles', 'readwrite');
+  for (const entry of await tx.store.index('modelId').getAll(modelId)) if (entry.version <= version) await tx.store.delete(entry.key);
+  await tx.done;
+}
+
+function refuseRetired(manifest: BundleManifest, retired: ReadonlySet<string> | undefined): void {
+  if (retired?.has(`${manifest.modelId}@${manifest.version}`)) {
+    throw new KioskBundleError('E_RETIRED', `the owner retired ${manifest.modelId} v${manifest.version} (the backend refuses its results), and the host offers no newer version`);
+  }
 }
 
 export async function loadBundle(options: LoadBundleOptions): Promise<LoadedBundle> {
@@ -140,6 +156,7 @@ export async function loadBundle(options: LoadBundleOptions): Promise<LoadedBund
     const cached = await newestCached(options.db, modelId);
     if (cached === undefined) throw new KioskBundleError('E_FETCH', `${error.message}, and no verified bundle is cached`);
     const bundle = await verifyCached(cached, verify);
+    refuseRetired(bundle.manifest, options.retired);
     return { ...bundle, source: 'cache', manifestSha256: cached.manifestSha256, loadMs: performance.now() - started };
   }
   const manifestSha256 = await sha256Hex(manifestBytes);
@@ -167,6 +184,7 @@ export async function loadBundle(options: LoadBundleOptions): Promise<LoadedBund
     sha256Hex,
   );
   const { manifest } = bundle;
+  refuseRetired(manifest, options.retired);
   const newest = await newestCached(options.db, manifest.modelId);
   if (newest !== undefined && newest.version > manifest.version) {
     throw new KioskBundleError('E_ROLLBACK', `the host offers ${manifest.modelId} v${manifest.version}, but this kiosk already verified v${newest.version}: refusing a rollback`);

@@ -3,6 +3,7 @@
  * with its idempotency key, and deleted only once the backend acknowledges it (201, or
  * 200 for a retry of a result it already holds). Network errors, 429 and 5xx are retried
  * with exponential backoff; other refusals are kept as 'refused' (never silently lost).
+ * A 410 says the owner retired the result's model version: the outcome names it.
  */
 import type { BundleManifest } from '../model/bundle';
 import { base64, sha256Hex, toArrayBuffer } from './bytes';
@@ -20,6 +21,10 @@ export interface SendOutcome {
   status: number | 'network';
   /** ms from the start of the POST to its answer. */
   ms: number;
+  /** delivered: acknowledged; retry: will be sent again; refused: kept, not sent again. */
+  outcome: 'delivered' | 'retry' | 'refused';
+  /** Set when the backend refused the result because the owner retired its model version (410). */
+  retired?: { modelId: string; version: number };
 }
 
 export function backoffMs(attempts: number, random = Math.random): number {
@@ -130,16 +135,21 @@ export class Outbox {
       status = 'network';
       message = (error as Error).message;
     }
-    const sent: SendOutcome = { idempotencyKey: entry.idempotencyKey, status, ms: performance.now() - started };
+    const delivered = status === 200 || status === 201;
+    const transient = status === 'network' || status === 429 || status === 408 || status >= 500;
+    const sent: SendOutcome = { idempotencyKey: entry.idempotencyKey, status, ms: performance.now() - started, outcome: delivered ? 'delivered' : transient ? 'retry' : 'refused' };
+    if (status === 410) {
+      const { modelId, version } = JSON.parse(new TextDecoder().decode(body)) as { modelId: string; version: number };
+      sent.retired = { modelId, version };
+    }
     entry.attempts++;
-    if (status === 200 || status === 201) {
+    if (delivered) {
       await this.db.delete('outbox', entry.idempotencyKey);
       this.delivered++;
       await this.report(sent);
       return 'done';
     }
     entry.lastError = `${status === 'network' ? 'network error' : `HTTP ${status}`}${message ? ` ${message}` : ''}`;
-    const transient = status === 'network' || status === 429 || status === 408 || status >= 500;
     if (transient) {
       entry.nextAttemptAt = Date.now() + backoffMs(entry.attempts);
       await this.db.put('outbox', entry);

@@ -1,37 +1,21 @@
 // Browser end-to-end tests of the kiosk. NEEDS /usr/bin/chromium (Debian's `chromium`
 // package) and playwright-core; skipped, loudly, when chromium is missing.
-import { readFileSync } from 'node:fs';
-import * as ort from 'onnxruntime-node';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MNIST_INPUT_SHAPE, preprocessMnist, readMnistImages } from '../../src/model/idx';
-import { addDevice } from '../../src/protect/workspace';
+import { MNIST_PIXELS, readMnistImages } from '../../src/model/idx';
 import { demoDigitsIdx } from '../../scripts/kiosk-assets';
-import { argmax } from '../he/helpers';
-import { buildSite, hasChromium, launch, MODEL, type Site } from './kiosk';
+import { buildSite, enrollKiosk, floatModel, hasChromium, kioskFrames, launch, PLAINTEXT, screenText, type Site } from './kiosk';
 
 if (!hasChromium) console.warn('tests/browser/kiosk.test.ts SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
-interface FrameRecord {
-  ms: Record<string, number | undefined>;
-  totalMs: number;
-  attempts: number;
-  worker: number;
-}
-
-/** The float model's labels for the first `count` demo digits (onnxruntime-node, original ONNX). */
+/** The float model's labels for demo digits from..from+count-1 (onnxruntime-node, original ONNX). */
 async function floatLabels(from: number, count: number): Promise<number[]> {
-  const session = await ort.InferenceSession.create(readFileSync(MODEL));
+  const label = await floatModel();
   const images = readMnistImages(demoDigitsIdx());
   const labels: number[] = [];
-  for (let i = from; i < from + count; i++) {
-    const input = new ort.Tensor('float32', preprocessMnist(images, i), [...MNIST_INPUT_SHAPE]);
-    labels.push(argmax(Object.values(await session.run({ [session.inputNames[0]!]: input }))[0]!.data as Float32Array));
-  }
+  for (let i = from; i < from + count; i++) labels.push(await label(images.pixels.subarray(i * MNIST_PIXELS, (i + 1) * MNIST_PIXELS)));
   return labels;
 }
-
-const PLAINTEXT = /label|score|predict/i;
 
 describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-core)', () => {
   let site: Site;
@@ -57,14 +41,6 @@ describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-co
     await site?.close();
   });
 
-  async function enroll(p: Page, name: string): Promise<string> {
-    const { token, device } = await addDevice(site.ws, name);
-    await p.fill('#enroll-token', token);
-    await p.click('#enroll');
-    await p.waitForSelector('#device-id[data-enrolled="true"]', { timeout: 30_000 });
-    return device.id;
-  }
-
   async function runDemo(p: Page, count: number, deliveredAfter: number): Promise<void> {
     await p.fill('#demo-count', String(count));
     await p.click('#demo-start');
@@ -72,20 +48,13 @@ describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-co
     await p.waitForSelector('#state[data-state="ready"]');
   }
 
-  /** The page's text outside the static explanations ("what is encrypted where"). */
-  const screenText = (p: Page) => p.evaluate(() => {
-    const clone = document.body.cloneNode(true) as HTMLElement;
-    clone.querySelectorAll('#about, .explain').forEach((e) => e.remove());
-    return clone.innerText;
-  });
-
   it('verifies the bundle, enrolls, classifies demo digits, and the backend stores the float model’s labels', async () => {
     await page.goto(`${site.url}/?workers=1`);
     await page.waitForSelector('#state[data-state="ready"]', { timeout: 5 * 60_000 });
     expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
     expect(await page.textContent('#bundle-id')).toBe('mnist v1');
     expect(await page.textContent('#bundle-status')).toMatch(/verified .* from the network/);
-    const deviceId = await enroll(page, 'kiosk-e2e');
+    const deviceId = await enrollKiosk(page, site.ws, 'kiosk-e2e');
     const count = 5;
     await runDemo(page, count, count);
     const stored = await site.ws.store.listResults({ deviceId });
@@ -98,10 +67,10 @@ describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-co
     expect(apiResponses.length).toBeGreaterThanOrEqual(count + 1);
     for (const body of apiResponses) expect(body).not.toMatch(PLAINTEXT);
     expect(await screenText(page)).not.toMatch(PLAINTEXT);
-    const frames = await page.evaluate(() => (globalThis as unknown as { sealedEdgeKiosk: { frames: unknown[] } }).sealedEdgeKiosk.frames);
-    expect(JSON.stringify(frames)).not.toMatch(PLAINTEXT);
+    const frames = await kioskFrames(page);
+    expect(JSON.stringify(frames.map((f) => ({ ...f, digit: [] })))).not.toMatch(PLAINTEXT);
     // Per-frame timings with 1 worker (reported, not asserted: benchmarks measure performance).
-    const ms = (frames as FrameRecord[]).map((f) => ({ ...f.ms, total: f.totalMs }));
+    const ms = frames.map((f) => ({ ...f.ms, total: f.totalMs }));
     console.log(`kiosk frame timings, 1 HE worker, Chromium (ms): ${JSON.stringify(ms, (_, v: unknown) => (typeof v === 'number' ? Math.round(v) : v))}`);
   });
 
@@ -113,7 +82,7 @@ describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-co
     await page.waitForFunction(() => (globalThis as unknown as { sealedEdgeKiosk: { pool: { busy: number } } }).sealedEdgeKiosk.pool.busy > 0, undefined, { polling: 5 });
     await page.evaluate(() => (globalThis as unknown as { sealedEdgeKiosk: { pool: { kill(i: number): void } } }).sealedEdgeKiosk.pool.kill(0));
     await page.waitForSelector(`#outbox[data-delivered="6"]`, { timeout: 5 * 60_000 });
-    const frames = await page.evaluate(() => (globalThis as unknown as { sealedEdgeKiosk: { frames: FrameRecord[] } }).sealedEdgeKiosk.frames);
+    const frames = await kioskFrames(page);
     expect(frames.at(-1)!.attempts).toBe(2);
     const results = await site.ws.store.listResults({});
     expect(results).toHaveLength(before + 1);

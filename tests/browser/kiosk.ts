@@ -1,38 +1,65 @@
 /**
- * Shared set-up for the kiosk's browser tests. NEEDS: Debian's chromium at
+ * Shared set-up for the kiosk's browser tests and benchmark. NEEDS: Debian's chromium at
  * /usr/bin/chromium (`apt-get install -y chromium`; never a downloaded browser) and
  * playwright-core. Builds the kiosk with Vite's JS API into a temp directory, protects
- * models/paper-cnn-x2+2x.onnx into `<site>/models/mnist/`, and starts the real backend
- * serving both.
+ * models/paper-cnn-x2+2x.onnx into `<kiosk>/models/mnist/` (or takes a model protected
+ * beforehand), and starts the real backend serving both.
  */
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { basename, join, resolve } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { DecryptionAgent } from '../../src/backend/decrypt';
 import { Backend } from '../../src/backend/server';
 import { protectCommand } from '../../src/cli/protect';
+import type { FrameRecord, Kiosk } from '../../src/edge/app';
+import { MNIST_INPUT_SHAPE, preprocessMnist } from '../../src/model/idx';
 import { nodeSeal } from '../../src/node/seal';
-import { openWorkspace, operatorToken, type Workspace } from '../../src/protect/workspace';
+import { addDevice, openWorkspace, operatorToken, type Workspace } from '../../src/protect/workspace';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const MODEL = 'models/paper-cnn-x2+2x.onnx';
 export const hasChromium = existsSync(CHROMIUM);
 const KEK = '01'.repeat(32);
 
+export interface SiteOptions {
+  /**
+   * A model protected beforehand (`sealed-edge protect MODEL --id ID --data DATA --out OUT`):
+   * its data directory (database, keys; opened with `env`, default process.env) and its
+   * model directory OUT/ID. Default: MODEL protected into a temp directory as 'mnist'.
+   */
+  model?: { dataDir: string; modelDir: string; env?: NodeJS.ProcessEnv };
+  /** Where the kiosk sits under the static root, e.g. 'edge/kiosk/' (default: the root). */
+  mount?: string;
+  /** SEALED_EDGE_BASE for the build (default: unset, i.e. a relative base). */
+  base?: string;
+}
+
 export interface Site {
   root: string;
+  /** The directory the backend serves. */
+  staticRoot: string;
+  /** The built kiosk (staticRoot/mount); the bundle is under its models/<modelId>/. */
   site: string;
   ws: Workspace;
+  dataDir: string;
+  modelId: string;
   ownerKeyHex: string;
+  /** The backend's origin. */
   url: string;
+  /** The kiosk's page (url + mount). */
+  kioskUrl: string;
   port: number;
   backend: Backend;
   decryption: DecryptionAgent;
+  /** Protects MODEL again as the next version of the site's model and publishes it; returns the version. */
+  publishNextVersion(): Promise<number>;
   /** Stops the backend (the static host too); `restart` brings it back on the same port. */
   stop(): Promise<void>;
   restart(): Promise<void>;
+  /** Stops the backend and deletes the temp directory (close the browsers first). */
   close(): Promise<void>;
 }
 
@@ -46,43 +73,83 @@ async function quietly<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
-export async function buildSite(): Promise<Site> {
-  const root = mkdtempSync(join(tmpdir(), 'sealed-edge-kiosk-'));
-  const data = join(root, 'data');
-  const models = join(root, 'models');
-  const previous = process.env.SEALED_EDGE_KEK;
-  process.env.SEALED_EDGE_KEK = KEK;
+async function withEnv<T>(name: string, value: string | undefined, run: () => Promise<T>): Promise<T> {
+  const previous = process.env[name];
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
   try {
-    const code = await quietly(() => protectCommand([MODEL, '--id', 'mnist', '--data', data, '--out', models, '--json']));
-    if (code !== 0) throw new Error(`protect exited with ${code}`);
+    return await run();
   } finally {
-    if (previous === undefined) delete process.env.SEALED_EDGE_KEK;
-    else process.env.SEALED_EDGE_KEK = previous;
+    if (previous === undefined) delete process.env[name];
+    else process.env[name] = previous;
   }
-  const ownerKeyHex = readFileSync(join(data, 'owner-signing.pub'), 'utf8').trim();
-  const site = join(root, 'site');
-  await build({
-    configFile: resolve('vite.config.ts'),
-    root: resolve('.'),
-    logLevel: 'warn',
-    define: { __SEALED_EDGE_OWNER_KEY__: JSON.stringify(ownerKeyHex) },
-    build: { outDir: site, emptyOutDir: true },
-  });
+}
+
+/** Protects MODEL as a new version of 'mnist' under `out`; returns the manifest's version. */
+async function protectMnist(data: string, out: string): Promise<number> {
+  const code = await withEnv('SEALED_EDGE_KEK', KEK, () => quietly(() => protectCommand([MODEL, '--id', 'mnist', '--data', data, '--out', out, '--json'])));
+  if (code !== 0) throw new Error(`protect exited with ${code}`);
+  return (JSON.parse(readFileSync(join(out, 'mnist', 'latest.json'), 'utf8')) as { version: number }).version;
+}
+
+/** Builds the kiosk with `ownerKeyHex` pinned into `outDir`. */
+export async function buildKiosk(outDir: string, ownerKeyHex: string, base?: string): Promise<void> {
+  await withEnv('SEALED_EDGE_BASE', base, () =>
+    build({
+      configFile: resolve('vite.config.ts'),
+      root: resolve('.'),
+      logLevel: 'warn',
+      define: { __SEALED_EDGE_OWNER_KEY__: JSON.stringify(ownerKeyHex) },
+      build: { outDir, emptyOutDir: true },
+    }),
+  );
+}
+
+export async function buildSite(options: SiteOptions = {}): Promise<Site> {
+  const root = mkdtempSync(join(tmpdir(), 'sealed-edge-kiosk-'));
+  let dataDir: string;
+  let modelDir: string;
+  let env: NodeJS.ProcessEnv;
+  if (options.model === undefined) {
+    dataDir = join(root, 'data');
+    await protectMnist(dataDir, join(root, 'models'));
+    modelDir = join(root, 'models', 'mnist');
+    env = { SEALED_EDGE_KEK: KEK };
+  } else {
+    ({ dataDir, modelDir } = options.model);
+    env = options.model.env ?? process.env;
+  }
+  const modelId = basename(modelDir);
+  const ownerKeyHex = readFileSync(join(dataDir, 'owner-signing.pub'), 'utf8').trim();
+  const staticRoot = join(root, 'static');
+  const mount = options.mount ?? '';
+  const site = join(staticRoot, mount);
+  await buildKiosk(site, ownerKeyHex, options.base);
   rmSync(join(site, 'models'), { recursive: true, force: true });
   mkdirSync(join(site, 'models'), { recursive: true });
-  cpSync(models, join(site, 'models'), { recursive: true });
-  const ws = await openWorkspace(data, { SEALED_EDGE_KEK: KEK });
+  cpSync(modelDir, join(site, 'models', modelId), { recursive: true });
+  const ws = await openWorkspace(dataDir, env);
   const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
-  const make = () => new Backend({ store: ws.store, decryption, operatorToken: operatorToken(data, {}), staticDir: site, rateLimit: { burst: 100, perSecond: 50 } });
+  const make = () => new Backend({ store: ws.store, decryption, operatorToken: operatorToken(dataDir, env), staticDir: staticRoot, rateLimit: { burst: 100, perSecond: 50 } });
   const s: Site = {
     root,
+    staticRoot,
     site,
     ws,
+    dataDir,
+    modelId,
     ownerKeyHex,
     decryption,
     backend: make(),
     port: 0,
     url: '',
+    kioskUrl: '',
+    async publishNextVersion() {
+      if (options.model !== undefined) throw new Error('publishNextVersion protects MODEL: the site must have been built without options.model');
+      const version = await protectMnist(dataDir, join(root, 'models'));
+      cpSync(modelDir, join(site, 'models', modelId), { recursive: true });
+      return version;
+    },
     async stop() {
       await s.backend.close();
     },
@@ -94,10 +161,12 @@ export async function buildSite(): Promise<Site> {
       await s.backend.close().catch(() => undefined);
       await decryption.dispose();
       await ws.close();
+      rmSync(root, { recursive: true, force: true });
     },
   };
   s.port = await s.backend.listen(0);
   s.url = `http://127.0.0.1:${s.port}`;
+  s.kioskUrl = `${s.url}/${mount}`;
   return s;
 }
 
@@ -117,4 +186,83 @@ export async function launch(root: string, extraArgs: string[] = []): Promise<Br
       ...extraArgs,
     ],
   });
+}
+
+/** Enrolls the page's kiosk through its set-up panel with a fresh device token; returns the device id. */
+export async function enrollKiosk(page: Page, ws: Workspace, name: string): Promise<string> {
+  const { token, device } = await addDevice(ws, name);
+  await page.fill('#enroll-token', token);
+  await page.click('#enroll');
+  await page.waitForSelector('#device-id[data-enrolled="true"]', { timeout: 30_000 });
+  return device.id;
+}
+
+/** The kiosk's frame records as plain JSON (the 28×28 input as a number array). */
+export type FrameJson = Omit<FrameRecord, 'digit'> & { digit: number[] };
+
+export function kioskFrames(page: Page): Promise<FrameJson[]> {
+  return page.evaluate(() =>
+    (globalThis as unknown as { sealedEdgeKiosk: Kiosk }).sealedEdgeKiosk.frames.map((f) => ({ ...f, digit: Array.from(f.digit) })),
+  );
+}
+
+/** What no text the device receives or shows may contain: a decrypted label or score. */
+export const PLAINTEXT = /label|score|predict/i;
+
+/**
+ * Watches the page's DOM from its first node on: every text or attribute value the page
+ * adds or changes outside the static explanations (#about, .explain) and style sheets that matches
+ * PLAINTEXT is recorded; `plaintextSeen` reads the record.
+ */
+export async function watchDom(context: BrowserContext): Promise<void> {
+  await context.addInitScript((pattern: string) => {
+    const re = new RegExp(pattern, 'i');
+    const seen: string[] = [];
+    (globalThis as unknown as { __plaintextSeen: string[] }).__plaintextSeen = seen;
+    const check = (node: Node | null, text: string | null) => {
+      const element = node instanceof Element ? node : node?.parentElement;
+      if (text === null || element?.closest('#about, .explain, style, script')) return;
+      if (re.test(text)) seen.push(text.slice(0, 200));
+    };
+    new MutationObserver((records) => {
+      for (const r of records) {
+        if (r.type === 'characterData') check(r.target, r.target.textContent);
+        else if (r.type === 'attributes') check(r.target, (r.target as Element).getAttribute(r.attributeName!));
+        else {
+          for (const n of r.addedNodes) {
+            if (!(n instanceof Element)) check(n, n.textContent);
+            else {
+              for (const e of [n, ...n.querySelectorAll('*')]) {
+                for (const child of e.childNodes) if (child.nodeType === Node.TEXT_NODE) check(e, child.textContent);
+                for (const a of e.attributes) check(e, a.value);
+              }
+            }
+          }
+        }
+      }
+    }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+  }, PLAINTEXT.source);
+}
+
+export function plaintextSeen(page: Page): Promise<string[]> {
+  return page.evaluate(() => (globalThis as unknown as { __plaintextSeen: string[] }).__plaintextSeen);
+}
+
+/** The page's text outside the static explanations ("what is encrypted where"). */
+export function screenText(page: Page): Promise<string> {
+  return page.evaluate(() => {
+    const clone = document.body.cloneNode(true) as HTMLElement;
+    clone.querySelectorAll('#about, .explain').forEach((e) => e.remove());
+    return clone.innerText;
+  });
+}
+
+/** The float model (the original ONNX in onnxruntime-node): the label of 28×28 grey images. */
+export async function floatModel(): Promise<(pixels: Uint8Array) => Promise<number>> {
+  const session = await ort.InferenceSession.create(readFileSync(MODEL));
+  return async (pixels) => {
+    const input = new ort.Tensor('float32', preprocessMnist({ count: 1, pixels }, 0), [...MNIST_INPUT_SHAPE]);
+    const scores = Object.values(await session.run({ [session.inputNames[0]!]: input }))[0]!.data as Float32Array;
+    return scores.reduce((best, v, i) => (v > scores[best]! ? i : best), 0);
+  };
 }
