@@ -2,11 +2,13 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendTable, benchBackend } from './backend';
+import { benchBrowser, browserTable } from './browser';
 import { benchHe, heTable } from './he';
 
 const SUITES = {
   he: { run: (quick: boolean) => benchHe({ quick }), table: heTable },
   backend: { run: (quick: boolean) => benchBackend({ quick }), table: backendTable },
+  browser: { run: (quick: boolean) => benchBrowser({ quick }), table: browserTable },
 } as const;
 
 const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE]
