@@ -4,11 +4,14 @@ import { parseArgs } from 'node:util';
 import { backendTable, benchBackend } from './backend';
 import { benchBrowser, browserTable } from './browser';
 import { benchHe, heTable } from './he';
+import { benchPaper } from './paper';
+import { paperTable } from './paper-report';
 
 const SUITES = {
   he: { run: (quick: boolean) => benchHe({ quick }), table: heTable },
   backend: { run: (quick: boolean) => benchBackend({ quick }), table: backendTable },
   browser: { run: (quick: boolean) => benchBrowser({ quick }), table: browserTable },
+  paper: { run: (quick: boolean) => benchPaper({ quick }), table: paperTable },
 } as const;
 
 const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE]

