@@ -106,8 +106,23 @@ export interface PaperReport {
   readonly runs: number;
   readonly results: readonly PaperRow[];
   readonly testSet: TestSetReport;
-  /** The kiosk in headless Chromium: figures, or why there are none. */
-  readonly browser: { readonly note: string; readonly results?: readonly Record<string, unknown>[] };
+  /** The kiosk in headless Chromium on the MNIST x²+2x head with encrypted input. */
+  readonly browser: readonly BrowserRow[];
+}
+
+/** One bundle in the kiosk (bench/browser.ts): per worker count, the frame and its HE evaluation. */
+export interface BrowserRow {
+  readonly scheme: Scheme;
+  readonly security: SecurityBits;
+  readonly browser: string;
+  readonly bundleLoadMs: number;
+  readonly wasmHeapMB: number;
+  readonly runs: readonly {
+    readonly workers: number;
+    readonly frames: number;
+    readonly frameMs: { readonly median: number; readonly p95: number; readonly min: number; readonly max: number };
+    readonly evaluateMs: number;
+  }[];
 }
 
 const LEVELS: readonly SecurityBits[] = [128, 192, 256];
@@ -479,11 +494,39 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
     '',
     '## In Chromium',
     '',
-    report.browser.note,
+    'The kiosk (`npm run bench -- browser` on each bundle): headless Chromium, the extractor in onnxruntime-web, the encrypted classifier in 1 or 2 HE Web Workers (with 2, every frame is shared: each worker evaluates part of the first layer\'s giant-step groups), the signed POST to the backend. A frame runs from extraction until the encrypted result is stored in the outbox; medians over the frames, with p95, min and max. The paper\'s figure is its Table 3 (x²+2x, encrypted input, Jetson TX2).',
     '',
   );
-  if (report.browser.results !== undefined) {
-    out.push('```json', JSON.stringify(report.browser.results, null, 2), '```', '');
+  if (report.browser.length === 0) {
+    out.push('No Chromium run in this report.', '');
+  } else {
+    out.push(
+      mdTable(
+        ['scheme', 'security', 'HE workers', 'frames', 'frame median', 'p95', 'min–max', 'HE evaluation (median)', 'paper (Table 3)', 'paper ÷ ours', 'bundle download + verify', 'WASM heap per worker'],
+        report.browser.flatMap((b) =>
+          b.runs.map((r) => {
+            const paper = paperCells('x2+2x', b.security, 'encrypted').processS * 1000;
+            return [
+              b.scheme.toUpperCase(),
+              b.security,
+              r.workers,
+              r.frames,
+              formatMs(r.frameMs.median),
+              formatMs(r.frameMs.p95),
+              `${formatMs(r.frameMs.min)}–${formatMs(r.frameMs.max)}`,
+              formatMs(r.evaluateMs),
+              formatMs(paper),
+              formatRatio(ratio(paper, r.frameMs.median)),
+              formatMs(b.bundleLoadMs),
+              `${b.wasmHeapMB} MB`,
+            ];
+          }),
+        ),
+      ),
+      '',
+      `Browser: ${report.browser[0]!.browser}.`,
+      '',
+    );
   }
   out.push(
     '## Rerun',

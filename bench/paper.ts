@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
   classifierDepth,
   encryptClassifier,
@@ -16,11 +16,12 @@ import {
 } from '../src/he';
 import { preprocessMnist } from '../src/model/idx';
 import { nodeSeal } from '../src/node/seal';
+import { benchBrowser } from './browser';
 import { machine, round, summary } from './machine';
 import type { BaselineOutcome, CaseInputs, CaseSpec, DecryptOutcome, DeviceOutcome, ProtectOutcome, StreamOutcome } from './paper-case';
 import { PAPER_MODELS, PEERS } from './paper-figures';
 import { describeLayers, HEADS, type ModelSpec, MNIST_X2_MODEL, mnistTestSet, paperSplitModel, syntheticFeatures, weightsUsed } from './paper-models';
-import { type EncryptionFigures, paperCells, paperCharts, paperMarkdown, type PaperReport, type PaperRow, rowRatios, type TestSetReport, type TestSetRow } from './paper-report';
+import { type BrowserRow, type EncryptionFigures, paperCells, paperCharts, paperMarkdown, type PaperReport, type PaperRow, rowRatios, type TestSetReport, type TestSetRow } from './paper-report';
 
 /** The schemes the engine implements; each gets every row. */
 const SCHEMES: readonly Scheme[] = ['ckks'];
@@ -66,7 +67,15 @@ async function mnistFeatures(extractor: Uint8Array, count: number): Promise<numb
 }
 
 /** One model variant of one head at every security level and input: protect, evaluate, decrypt. */
-async function benchModel(spec: ModelSpec, scheme: Scheme, levels: readonly SecurityBits[], runs: number, root: string, env: NodeJS.ProcessEnv): Promise<PaperRow[]> {
+async function benchModel(
+  spec: ModelSpec,
+  scheme: Scheme,
+  levels: readonly SecurityBits[],
+  runs: number,
+  root: string,
+  env: NodeJS.ProcessEnv,
+  browser: BrowserRow[],
+): Promise<PaperRow[]> {
   const split = paperSplitModel(spec);
   const features =
     spec.head === 'mnist' ? await mnistFeatures(split.extractor, runs + 1) : syntheticFeatures(split.extractorOutput.shape[1]!, runs + 1).map((x) => Array.from(x));
@@ -83,6 +92,18 @@ async function benchModel(spec: ModelSpec, scheme: Scheme, levels: readonly Secu
       const protectedModel = await runStep<ProtectOutcome>({ phase: 'protect', ...spec, ...dirs, scheme, security, input, modelId }, env);
       const device = await runStep<DeviceOutcome>({ phase: 'device', bundleDir: protectedModel.bundleDir, dataDir: dirs.dataDir, inputsFile, resultsDir }, env);
       const decryption = await runStep<DecryptOutcome>({ phase: 'decrypt', dataDir: dirs.dataDir, keyId: protectedModel.keyId, inputsFile, resultsDir, results: runs + 1 }, env);
+      if (spec.head === 'mnist' && spec.model === 'x2+2x' && input === 'encrypted') {
+        process.stderr.write(`  ${modelId} in Chromium…\n`);
+        const kiosk = await benchBrowser({ model: { dataDir: dirs.dataDir, modelDir: dirname(protectedModel.bundleDir), env }, workers: [1, 2], frames: runs * 4 });
+        browser.push({
+          scheme,
+          security,
+          browser: `Chromium ${kiosk.browser.version}, headless`,
+          bundleLoadMs: kiosk.bundleLoadMs,
+          wasmHeapMB: kiosk.wasmHeapMB,
+          runs: kiosk.runs.map((r) => ({ workers: r.workers, frames: r.frames, frameMs: r.frameMs, evaluateMs: r.stagesMs.evaluate })),
+        });
+      }
       const m = protectedModel.metrics;
       const encryption: EncryptionFigures = {
         keygenMs: m.keygenMs,
@@ -188,9 +209,10 @@ export async function benchPaper(options: { quick: boolean }): Promise<PaperRepo
   const env = { ...process.env, SEALED_EDGE_KEK: 'ab'.repeat(32) };
   try {
     const results: PaperRow[] = [];
+    const browser: BrowserRow[] = [];
     for (const scheme of SCHEMES) {
       for (const head of HEADS) {
-        for (const model of PAPER_MODELS) results.push(...(await benchModel({ head, model }, scheme, levels, runs, root, env)));
+        for (const model of PAPER_MODELS) results.push(...(await benchModel({ head, model }, scheme, levels, runs, root, env, browser)));
       }
     }
     const testSet = await benchTestSet(options.quick ? QUICK_TEST_IMAGES : TEST_IMAGES, root, env);
@@ -202,9 +224,7 @@ export async function benchPaper(options: { quick: boolean }): Promise<PaperRepo
       runs,
       results,
       testSet,
-      browser: {
-        note: 'Not measured by this suite: the kiosk\'s headless-Chromium benchmark (`npm run bench -- browser`) is not wired into it yet, so every figure above is from Node.',
-      },
+      browser,
     };
     const charts = paperCharts(report);
     mkdirSync('docs', { recursive: true });
