@@ -1,7 +1,8 @@
 import { Kiosk } from './app';
 
 const kiosk = new Kiosk();
-// A handle for diagnostics and the browser tests (timings, pool); it holds no plaintext result.
+// A handle for diagnostics and the browser tests (timings, pool, each frame's input digit,
+// which the device has anyway); it holds no decrypted label or score.
 (globalThis as unknown as { sealedEdgeKiosk: Kiosk }).sealedEdgeKiosk = kiosk;
 kiosk.start().catch((error: Error) => {
   const el = document.getElementById('error');
