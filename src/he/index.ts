@@ -16,7 +16,7 @@ export {
   type SecurityBits,
 } from './params';
 export { HeContext } from './context';
-export { OwnerKeys, DeviceKeys, keySetInfo } from './keys';
+export { OwnerKeys, DeviceKeys, keySetInfo, containerScheme } from './keys';
 export {
   planClassifier,
   encryptClassifier,
@@ -44,3 +44,18 @@ export { type DensePlan, lowerBoundMults } from './packing';
 export { referenceEvaluate, referenceModel, floatEvaluate, outputCount } from './reference';
 export { type OpCounts } from './trace';
 export { Scope, withScope } from './scope';
+export { type BgvParameters, checkBgvParameters, describeBgvParameters, isBgvParameters } from './bgv/params';
+export { type FixedPoint, type LayerBound } from './bgv/fixed-point';
+export { planBgv, planBgvClassifier, type BgvPlan, type BgvPlanOptions, type BgvClassifierPlan } from './bgv/plan';
+export { BgvContext } from './bgv/context';
+export { BgvOwnerKeys, BgvDeviceKeys, bgvKeySetInfo, type BgvDecoding } from './bgv/keys';
+export {
+  encryptBgvClassifier,
+  EncryptedBgvClassifier,
+  decryptBgvResult,
+  mergeBgvResults,
+  verifyBgvClassifier,
+  bgvClassifierInfo,
+  type BgvScores,
+} from './bgv/classifier';
+export { bgvReferenceModel } from './bgv/reference';

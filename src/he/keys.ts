@@ -1,8 +1,8 @@
-import { checkSealBlob, readContainer, writeContainer } from './container';
+import { checkSealBlob, type ContainerKind, readContainer, writeContainer } from './container';
 import { HeContext, sealMessage } from './context';
 import { fail, HeError } from './errors';
-import { checkParameters, describeParameters, type HeParameters, sameParameters } from './params';
-import type { GaloisKeys, PublicKey, RelinKeys, SecretKey } from './seal';
+import { checkParameters, describeParameters, type HeParameters, sameParameters, type Scheme } from './params';
+import type { Context, GaloisKeys, PublicKey, RelinKeys, SecretKey } from './seal';
 
 interface KeyHeader {
   params: HeParameters;
@@ -10,7 +10,8 @@ interface KeyHeader {
   steps: number[];
 }
 
-function randomKeyId(): string {
+/** A fresh key id: 16 random bytes in hex. */
+export function randomKeyId(): string {
   const bytes = new Uint8Array(16);
   globalThis.crypto.getRandomValues(bytes);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
@@ -36,9 +37,20 @@ export function keySetInfo(bytes: Uint8Array): { params: HeParameters; keyId: st
   return { params, keyId: header.keyId, steps: header.steps };
 }
 
+/**
+ * The scheme a container (key set, secret key, classifier, result) was made for, read
+ * from its checked header, so callers can pick the CKKS or the BGV API.
+ */
+export function containerScheme(bytes: Uint8Array, kind: ContainerKind): Scheme {
+  const { header } = readContainer<{ params?: { scheme?: unknown } }>(bytes, kind);
+  const scheme = header.params?.scheme;
+  if (scheme !== 'ckks' && scheme !== 'bgv') fail('E_PARAMS', `the ${kind} file names no known scheme: ${JSON.stringify(scheme)}`);
+  return scheme;
+}
+
 /** Loads one SEAL object from a checked section, turning SEAL's failures into E_CORRUPT. */
-export function loadSeal<T extends { loadArray(context: HeContext['context'], bytes: Uint8Array): void; delete(): void }>(
-  he: HeContext,
+export function loadSeal<T extends { loadArray(context: Context, bytes: Uint8Array): void; delete(): void }>(
+  he: { readonly context: Context },
   object: T,
   blob: Uint8Array,
   what: string,

@@ -61,9 +61,10 @@ const NOISE_MARGIN_BITS = 10;
 export function planParameters(request: ParameterRequest): HeParameters {
   const { scheme, security, depth, precisionBits } = request;
   const integerBits = request.integerBits ?? 14;
-  if (scheme !== 'ckks') {
-    fail('E_UNSUPPORTED', `scheme '${scheme}' is not implemented yet; use 'ckks'`);
+  if (scheme === 'bgv') {
+    fail('E_UNSUPPORTED', "BGV parameters depend on the model's weights and calibration data: plan them with planBgv");
   }
+  if (scheme !== 'ckks') fail('E_UNSUPPORTED', `unknown scheme '${String(scheme)}': use 'ckks' or 'bgv'`);
   if (!(security in MAX_MODULUS_BITS)) {
     fail('E_PARAMS', `security must be 128, 192 or 256 bits, got ${String(security)}`);
   }
