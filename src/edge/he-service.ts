@@ -4,7 +4,27 @@
  * (no DOM): the worker entry (`workers/he.worker.ts`) exposes it through comlink, and
  * Node tests run it in-process. Only ArrayBuffers and typed arrays cross its API.
  */
-import { checkParameters, DeviceKeys, EncryptedClassifier, HeContext, type HeParameters, type SealRuntime } from '../he';
+import {
+  type BgvParameters,
+  BgvContext,
+  BgvDeviceKeys,
+  checkBgvParameters,
+  checkParameters,
+  DeviceKeys,
+  EncryptedBgvClassifier,
+  EncryptedClassifier,
+  type Evaluation,
+  HeContext,
+  type HeParameters,
+  isBgvParameters,
+  mergeBgvResults,
+  type SealRuntime,
+  type ShareEvaluation,
+  zeroCounts,
+} from '../he';
+
+/** A bundle's parameters: CKKS (the default) or BGV. */
+export type KioskParameters = HeParameters | BgvParameters;
 
 export interface HeLoadInfo {
   keyId: string;
@@ -34,7 +54,7 @@ export interface HeShareResult {
 
 /** What a worker exposes (the comlink surface). */
 export interface HeServiceApi {
-  load(params: HeParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo>;
+  load(params: KioskParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo>;
   evaluate(features: Float32Array): Promise<HeFrameResult>;
   /** Share `index` of `count` of the first layer (see EncryptedClassifier.evaluateShare). */
   evaluateShare(features: Float32Array, index: number, count: number): Promise<HeShareResult>;
@@ -44,50 +64,136 @@ export interface HeServiceApi {
   dispose(): Promise<void>;
 }
 
+/** A loaded classifier of either scheme, as the service uses it. */
+interface Loaded {
+  readonly keyId: string;
+  evaluate(features: Float32Array): Evaluation;
+  share(features: Float32Array, index: number, count: number): ShareEvaluation;
+  finish(partials: Uint8Array[]): Evaluation;
+  dispose(): void;
+}
+
+type Timed = { loaded: Loaded; contextMs: number; keysMs: number };
+
+/** Runs `step` timed; on failure disposes what was made before it. */
+function timed<T>(step: () => T, cleanup: () => void): [T, number] {
+  const t0 = performance.now();
+  try {
+    return [step(), performance.now() - t0];
+  } catch (error) {
+    cleanup();
+    throw error;
+  }
+}
+
+/** CKKS: shares split the first layer's giant-step groups (EncryptedClassifier.evaluateShare). */
+function loadCkks(runtime: SealRuntime, params: HeParameters, keys: Uint8Array, weights: Uint8Array): Timed {
+  const [he, contextMs] = timed(() => HeContext.create(runtime, checkParameters(params)), () => undefined);
+  const [deviceKeys, keysMs] = timed(() => DeviceKeys.load(he, keys), () => he.dispose());
+  const [classifier] = timed(
+    () => EncryptedClassifier.load(he, deviceKeys, weights),
+    () => {
+      deviceKeys.dispose();
+      he.dispose();
+    },
+  );
+  return {
+    contextMs,
+    keysMs,
+    loaded: {
+      keyId: deviceKeys.keyId,
+      evaluate: (features) => classifier.evaluate(features),
+      share: (features, index, count) => classifier.evaluateShare(features, index, count),
+      finish: (partials) => classifier.finish(partials),
+      dispose() {
+        classifier.dispose();
+        deviceKeys.dispose();
+        he.dispose();
+      },
+    },
+  };
+}
+
+/**
+ * BGV: each CRT component is a whole evaluation, so shares split the components (share i
+ * takes components i, i + count, …) and finishing only joins the partial results.
+ */
+function loadBgv(runtime: SealRuntime, params: BgvParameters, keys: Uint8Array, weights: Uint8Array): Timed {
+  const [ctx, contextMs] = timed(() => BgvContext.create(runtime, checkBgvParameters(params)), () => undefined);
+  const [deviceKeys, keysMs] = timed(() => BgvDeviceKeys.load(ctx, keys), () => ctx.dispose());
+  const [classifier] = timed(
+    () => EncryptedBgvClassifier.load(ctx, deviceKeys, weights),
+    () => {
+      deviceKeys.dispose();
+      ctx.dispose();
+    },
+  );
+  const components = ctx.components.map((c) => c.index);
+  return {
+    contextMs,
+    keysMs,
+    loaded: {
+      keyId: deviceKeys.keyId,
+      evaluate: (features) => classifier.evaluate(features),
+      share(features, index, count) {
+        if (!Number.isInteger(count) || count < 1 || !Number.isInteger(index) || index < 0 || index >= count) {
+          throw new Error(`share ${index} of ${count} does not exist`);
+        }
+        const { result, timings } = classifier.evaluate(
+          features,
+          components.filter((c) => c % count === index),
+        );
+        return { partial: result, encryptMs: timings.encryptMs, evaluateMs: timings.evaluateMs + timings.serializeMs };
+      },
+      finish(partials) {
+        const t0 = performance.now();
+        const result = mergeBgvResults(partials, true);
+        return { result, timings: { encryptMs: 0, evaluateMs: 0, serializeMs: performance.now() - t0 }, counts: zeroCounts() };
+      },
+      dispose() {
+        classifier.dispose();
+        deviceKeys.dispose();
+        ctx.dispose();
+      },
+    },
+  };
+}
+
 export class HeService implements HeServiceApi {
-  private loaded?: { he: HeContext; keys: DeviceKeys; classifier: EncryptedClassifier };
+  private loaded?: Loaded;
 
   /** `runtime` is created lazily (once) so a worker can be constructed before SEAL is ready. */
   constructor(private readonly runtime: () => Promise<SealRuntime>) {}
 
-  async load(params: HeParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo> {
+  async load(params: KioskParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo> {
     await this.dispose();
     const runtime = await this.runtime();
     const t0 = performance.now();
-    const he = HeContext.create(runtime, checkParameters(params));
-    const t1 = performance.now();
-    let deviceKeys: DeviceKeys | undefined;
-    try {
-      deviceKeys = DeviceKeys.load(he, new Uint8Array(keys));
-      const t2 = performance.now();
-      const classifier = EncryptedClassifier.load(he, deviceKeys, new Uint8Array(weights));
-      const t3 = performance.now();
-      this.loaded = { he, keys: deviceKeys, classifier };
-      return { keyId: deviceKeys.keyId, contextMs: t1 - t0, keysMs: t2 - t1, weightsMs: t3 - t2, heapBytes: runtime.heapBytes() };
-    } catch (error) {
-      deviceKeys?.dispose();
-      he.dispose();
-      throw error;
-    }
+    const load = isBgvParameters(params) ? loadBgv : loadCkks;
+    const { loaded, contextMs, keysMs } = load(runtime, params as HeParameters & BgvParameters, new Uint8Array(keys), new Uint8Array(weights));
+    this.loaded = loaded;
+    return { keyId: loaded.keyId, contextMs, keysMs, weightsMs: performance.now() - t0 - contextMs - keysMs, heapBytes: runtime.heapBytes() };
   }
 
-  private classifier(): EncryptedClassifier {
+  private classifier(): Loaded {
     if (this.loaded === undefined) throw new Error('the HE service has no classifier loaded');
-    return this.loaded.classifier;
+    return this.loaded;
+  }
+
+  private async frame(evaluation: Evaluation): Promise<HeFrameResult> {
+    return { result: evaluation.result, ...evaluation.timings, heapBytes: (await this.runtime()).heapBytes() };
   }
 
   async evaluate(features: Float32Array): Promise<HeFrameResult> {
-    const { result, timings } = this.classifier().evaluate(features);
-    return { result, ...timings, heapBytes: this.loaded!.he.runtime.heapBytes() };
+    return this.frame(this.classifier().evaluate(features));
   }
 
   async evaluateShare(features: Float32Array, index: number, count: number): Promise<HeShareResult> {
-    return this.classifier().evaluateShare(features, index, count);
+    return this.classifier().share(features, index, count);
   }
 
   async finish(partials: Uint8Array[]): Promise<HeFrameResult> {
-    const { result, timings } = this.classifier().finish(partials);
-    return { result, ...timings, heapBytes: this.loaded!.he.runtime.heapBytes() };
+    return this.frame(this.classifier().finish(partials));
   }
 
   async heapBytes(): Promise<number> {
@@ -95,10 +201,7 @@ export class HeService implements HeServiceApi {
   }
 
   async dispose(): Promise<void> {
-    if (this.loaded === undefined) return;
-    this.loaded.classifier.dispose();
-    this.loaded.keys.dispose();
-    this.loaded.he.dispose();
+    this.loaded?.dispose();
     this.loaded = undefined;
   }
 }

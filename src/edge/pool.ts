@@ -13,11 +13,10 @@
  * No DOM here: workers come from a factory, so Node tests drive the pool with in-process
  * services and the browser with comlink-wrapped Web Workers (see ./workers.ts).
  */
-import type { HeParameters } from '../he';
-import type { HeFrameResult, HeLoadInfo, HeShareResult } from './he-service';
+import type { HeFrameResult, HeLoadInfo, HeShareResult, KioskParameters } from './he-service';
 
 export interface WorkerHandle {
-  load(params: HeParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo>;
+  load(params: KioskParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo>;
   /** May take ownership of (transfer) `features`. */
   evaluate(features: Float32Array): Promise<HeFrameResult>;
   /** May take ownership of (transfer) `features`. */
@@ -95,7 +94,7 @@ interface Waiter {
 }
 
 interface Bundle {
-  params: HeParameters;
+  params: KioskParameters;
   keys: ArrayBuffer;
   weights: ArrayBuffer;
 }
@@ -140,7 +139,7 @@ export class HePool {
   }
 
   /** Starts every worker on the bundle; resolves when all are ready (fails if one cannot load it). */
-  async load(params: HeParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo[]> {
+  async load(params: KioskParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo[]> {
     if (this.disposed) throw new Error('the pool has been disposed');
     this.terminateAll();
     // The pool keeps its own copy so that replacement workers can be loaded again.

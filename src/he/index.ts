@@ -42,7 +42,7 @@ export {
 } from './circuit';
 export { type DensePlan, lowerBoundMults } from './packing';
 export { referenceEvaluate, referenceModel, floatEvaluate, outputCount } from './reference';
-export { type OpCounts } from './trace';
+export { type OpCounts, zeroCounts } from './trace';
 export { Scope, withScope } from './scope';
 export { type BgvParameters, checkBgvParameters, describeBgvParameters, isBgvParameters } from './bgv/params';
 export { type FixedPoint, type LayerBound } from './bgv/fixed-point';

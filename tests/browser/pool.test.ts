@@ -5,6 +5,8 @@ import { floatEvaluate, type HeParameters } from '../../src/he';
 import { HeService } from '../../src/edge/he-service';
 import { defaultPoolSize, HePool, type WorkerHandle } from '../../src/edge/pool';
 import { nodeSeal } from '../../src/node/seal';
+import { bgvReferenceModel } from '../../src/he';
+import { protectBgv } from '../he/bgv-helpers';
 import { argmax, makeHead, makeInputs, protect } from '../he/helpers';
 
 const head = makeHead([64, 16, 10], 'realistic', 77);
@@ -176,6 +178,34 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
     await expect(pool.load(params, ab(keys), ab(weights))).rejects.toThrow(/out of memory while loading/);
     await expect(pool.evaluate(Float32Array.from(inputs[0]!))).rejects.toThrow(/no HE worker is left/);
     pool.dispose();
+  });
+
+  it('a BGV bundle: each of 2 workers evaluates its CRT components, the joined result equals the integer reference', async () => {
+    const bgv = await protectBgv(head, { security: 128, calibration: makeInputs(64, 200, 'realistic', 79), maxModuli: 4, precision: 0.001 });
+    try {
+      const components = bgv.ctx.components.length;
+      const reference = bgvReferenceModel(bgv.plan, head);
+      expect(components).toBeGreaterThanOrEqual(2);
+      const pool = new HePool(() => fakeWorker({}), { size: 2 });
+      await pool.load(bgv.ctx.params, ab(bgv.owner.deviceKeyBytes()), ab(bgv.classifierBytes));
+      for (const [i, x] of inputs.slice(0, 3).entries()) {
+        const frame = await pool.evaluate(Float32Array.from(x));
+        expect(frame.workers).toBe(2);
+        const scores = bgv.decrypt(frame.result);
+        expect(scores.integers).toEqual(reference(Float32Array.from(x)));
+        expect(argmax(scores.scores)).toBe(expected[i]);
+      }
+      // A share that lost its components is refused when the frame is finished.
+      const service = new HeService(nodeSeal);
+      await service.load(bgv.ctx.params, ab(bgv.owner.deviceKeyBytes()), ab(bgv.classifierBytes));
+      const half = await service.evaluateShare(Float32Array.from(inputs[0]!), 0, 2);
+      await expect(service.finish([half.partial])).rejects.toThrow(new RegExp(`the partial results hold components \\[0\\] of ${components}`));
+      await expect(service.evaluateShare(Float32Array.from(inputs[0]!), 2, 2)).rejects.toThrow(/share 2 of 2 does not exist/);
+      await service.dispose();
+      pool.dispose();
+    } finally {
+      bgv.dispose();
+    }
   });
 
   it('sizes the pool from hardwareConcurrency', () => {

@@ -157,12 +157,16 @@ export class EncryptedBgvClassifier {
 
   /**
    * Clamps the features to the calibrated range and quantizes them, evaluates every open
-   * component (encrypting the input under each one's public key, or using it in the clear
-   * in the plaintext-input mode) and serializes the still-encrypted scores. Timings and
-   * counts are summed over the components.
+   * component, or only those listed in `components` (encrypting the input under each one's
+   * public key, or using it in the clear in the plaintext-input mode) and serializes the
+   * still-encrypted scores. Timings and counts are summed over the components.
    */
-  evaluate(features: ArrayLike<number>): Evaluation {
+  evaluate(features: ArrayLike<number>, components?: readonly number[]): Evaluation {
     if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
+    const open = this.ctx.components.map((c) => c.index);
+    if (components !== undefined && (!Array.isArray(components) || components.some((i) => !open.includes(i)))) {
+      fail('E_SHAPE', `components ${JSON.stringify(components)} are not among the open ones [${open.join(', ')}]`);
+    }
     const first = this.plan.plans[0]!;
     if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
     if (features?.length !== this.plan.inputs) fail('E_SHAPE', `input has ${features?.length} values, the classifier expects ${this.plan.inputs}`);
@@ -172,6 +176,7 @@ export class EncryptedBgvClassifier {
     const sections: Uint8Array[] = [];
     const moduli: number[] = [];
     for (const c of this.ctx.components) {
+      if (components !== undefined && !components.includes(c.index)) continue;
       const keys = this.keys.component(c.index);
       const scope = new Scope();
       try {
@@ -231,10 +236,11 @@ function readResult(bytes: Uint8Array): { header: ResultHeader; sections: Uint8A
 
 /**
  * Joins partial results (each from a device or worker that opened some CRT components)
- * into one result holding every component once. Pure container work: no SEAL.
+ * into one result holding every component once (all of them when `complete`). Pure
+ * container work: no SEAL.
  */
-export function mergeBgvResults(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 0) fail('E_SHAPE', 'no results to merge');
+export function mergeBgvResults(parts: readonly Uint8Array[], complete = false): Uint8Array {
+  if (!Array.isArray(parts) || parts.length === 0) fail('E_SHAPE', 'no results to merge');
   const read = parts.map(readResult);
   const { params, keyId, outputs } = read[0]!.header;
   const byModulus = new Map<number, Uint8Array>();
@@ -248,6 +254,9 @@ export function mergeBgvResults(parts: readonly Uint8Array[]): Uint8Array {
     });
   }
   const moduli = [...byModulus.keys()].sort((a, b) => a - b);
+  if (complete && moduli.length !== params.plainModulusBits.length) {
+    fail('E_SHAPE', `the partial results hold components [${moduli.join(', ')}] of ${params.plainModulusBits.length}`);
+  }
   const header: ResultHeader = { params, keyId, outputs, moduli };
   return writeContainer('result', header, moduli.map((m) => byModulus.get(m)!));
 }
