@@ -9,8 +9,8 @@ import { digitAt, mnistTestImages, writeY4m } from './media';
 
 if (!hasChromium) console.warn('tests/browser/camera.test.ts SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
-/** Frames to classify: at 99% agreement, at most 2 may differ from the float model. */
-const FRAMES = 200;
+/** Frames to classify: at 99% agreement, at most 1 may differ from the float model. */
+const FRAMES = 100;
 /** The video: MNIST test digits 1000…1299 (not the demo stream's 0…99), each held 5 frames at 10 fps. */
 const FIRST_DIGIT = 1000;
 const VIDEO_DIGITS = 300;
