@@ -28,10 +28,15 @@ commands:
       (e.g. cryptodl-relu-3, fitted on [-6, 6]) replaces that activation in the head by a
       polynomial approximation.
   protect MODEL.onnx [--id ID] [--split NODE] [--security 128|192|256] [--input encrypted|plain]
-          [--activation METHOD-FN-DEGREE] [--out DIR] [--data DIR] [--json]
+          [--scheme ckks|bgv] [--calibration IMAGES.idx] [--activation METHOD-FN-DEGREE]
+          [--out DIR] [--data DIR] [--json]
       Splits the model, generates a key pair, encrypts the head's weights and publishes a
       signed bundle as a new version under DIR/ID/vN (default public/models); prints the
-      time to encrypt, the bundle size and the peak memory.
+      time to encrypt, the bundle size and the peak memory. --scheme bgv (the paper's
+      scheme; default ckks) calibrates its fixed point on the extractor's features of 300
+      images (default: the first MNIST training images; --calibration: an IDX file of
+      28×28 images), plans CRT moduli and chain, and verifies the noise budget with one
+      real evaluation before publishing.
   serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--static DIR] [--rate N]
       Runs the decryption backend: device enrollment and encrypted results, the operators'
       API and cockpit (/cockpit), and DIR as a static host with COOP/COEP headers.

@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { Layer } from '../he';
 import { isModelId } from '../model/bundle';
-import { MNIST_MEAN, MNIST_STD } from '../model/idx';
+import { MNIST_MEAN, MNIST_SIDE, MNIST_STD } from '../model/idx';
 import { importOnnx } from '../model/onnx';
 import { nodeSeal } from '../node/seal';
-import { protectSplitModel } from '../protect/protect';
+import { type CalibrationImages, readCalibrationImages } from '../protect/calibration';
+import { type ProtectReport, protectSplitModel } from '../protect/protect';
 import { openWorkspace } from '../protect/workspace';
 import { parseActivations } from './activations';
 import { UsageError } from './errors';
@@ -31,6 +33,8 @@ export async function protectCommand(args: string[]): Promise<number> {
       id: { type: 'string' },
       split: { type: 'string' },
       security: { type: 'string', default: '128' },
+      scheme: { type: 'string', default: 'ckks' },
+      calibration: { type: 'string' },
       input: { type: 'string', default: 'encrypted' },
       out: { type: 'string', default: DEFAULT_BUNDLE_ROOT },
       data: { type: 'string', default: DEFAULT_DATA_DIR },
@@ -45,6 +49,9 @@ export async function protectCommand(args: string[]): Promise<number> {
   const security = Number(values.security);
   if (security !== 128 && security !== 192 && security !== 256) throw new UsageError(`--security must be 128, 192 or 256, got '${values.security}'`);
   if (values.input !== 'encrypted' && values.input !== 'plain') throw new UsageError(`--input must be encrypted or plain, got '${values.input}'`);
+  const scheme = values.scheme;
+  if (scheme !== 'ckks' && scheme !== 'bgv') throw new UsageError(`--scheme must be ckks or bgv, got '${scheme}'`);
+  if (values.calibration !== undefined && scheme !== 'bgv') throw new UsageError('--calibration is for --scheme bgv: CKKS needs no calibration data');
   const modelId = values.id ?? basename(file).replace(/\.onnx$/i, '').toLowerCase().replace(/[^a-z0-9._-]/g, '-');
   if (!isModelId(modelId)) throw new UsageError(`--id must be 1–64 characters of a–z, 0–9, ".", "_", "-", got '${modelId}'`);
   const mean = Number(values.mean);
@@ -56,10 +63,23 @@ export async function protectCommand(args: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError(`cannot read ${file}: ${(error as Error).message}`);
   }
+  let calibrationImages: CalibrationImages | undefined;
+  if (values.calibration !== undefined) {
+    let calibrationBytes: Uint8Array;
+    try {
+      calibrationBytes = new Uint8Array(readFileSync(values.calibration));
+    } catch (error) {
+      throw new UsageError(`cannot read the calibration images ${values.calibration}: ${(error as Error).message}`);
+    }
+    calibrationImages = readCalibrationImages(values.calibration, calibrationBytes);
+  }
   const approximations = parseActivations(values.activation!);
   const model = importOnnx(bytes, { split: values.split, source: file, approximations });
   const input = concreteShape(model.input.shape, 'input');
   if (input.length !== 4 || input[1] !== 1) throw new UsageError(`the extractor's input must be one grayscale image [N, 1, H, W], got [${input.join(', ')}]`);
+  if (scheme === 'bgv' && (input[2] !== MNIST_SIDE || input[3] !== MNIST_SIDE)) {
+    throw new UsageError(`--scheme bgv calibrates on ${MNIST_SIDE}×${MNIST_SIDE} images; the extractor's input is [${input.join(', ')}]`);
+  }
   const ws = await openWorkspace(values.data!);
   try {
     const started = performance.now();
@@ -78,6 +98,8 @@ export async function protectCommand(args: string[]): Promise<number> {
         modelId,
         security,
         input: values.input,
+        scheme,
+        calibrationImages,
         outDir: values.out!,
         onProgress: values.json
           ? undefined
@@ -92,23 +114,41 @@ export async function protectCommand(args: string[]): Promise<number> {
     );
     const totalMs = Math.round(performance.now() - started);
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ modelId, version: report.version, keyId: report.keyId, bundleDir: report.bundleDir, totalMs, ...report.metrics })}\n`);
+      const { modelId: id, version, keyId, bundleDir, metrics, bgv } = report;
+      process.stdout.write(`${JSON.stringify({ modelId: id, version, keyId, scheme, bundleDir, totalMs, ...metrics, bgv })}\n`);
     } else {
-      const mb = (b: number) => (b / 1e6).toFixed(1);
-      process.stdout.write(
-        [
-          `protected ${modelId} v${report.version} (key ${report.keyId}) → ${report.bundleDir}`,
-          `  head: ${model.head.map((l) => (l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
-          `  ${report.manifest.he.params.polyModulusDegree} ring degree, ${security}-bit, input ${values.input}`,
-          `  time to encrypt ${(report.metrics.encryptMs / 1000).toFixed(2)} s (keys ${(report.metrics.keygenMs / 1000).toFixed(2)} s, total ${(totalMs / 1000).toFixed(2)} s)`,
-          `  bundle ${mb(report.metrics.bundleBytes)} MB (weights ${mb(report.metrics.weightsBytes)} MB, keys ${mb(report.metrics.keysBytes)} MB)`,
-          `  peak memory ${report.metrics.peakRssMB} MB resident, ${report.metrics.wasmHeapMB} MB WASM heap`,
-          '',
-        ].join('\n'),
-      );
+      process.stdout.write(describeReport(report, model.head, values.input, totalMs));
     }
     return 0;
   } finally {
     await ws.close();
   }
+}
+
+/** The human-readable summary: the paper's Table 1 figures, and for BGV what the planner chose and the noise budget. */
+function describeReport(report: ProtectReport, head: Layer[], input: string, totalMs: number): string {
+  const { metrics: m, manifest } = report;
+  const mb = (b: number) => (b / 1e6).toFixed(1);
+  const s = (ms: number) => (ms / 1000).toFixed(2);
+  const lines = [
+    `protected ${report.modelId} v${report.version} (key ${report.keyId}) → ${report.bundleDir}`,
+    `  head: ${head.map((l) => (l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
+    `  ${report.scheme.toUpperCase()}, ${manifest.he.params.polyModulusDegree} ring degree, ${manifest.he.params.security}-bit, input ${input}`,
+  ];
+  const bgv = report.bgv;
+  if (bgv !== undefined) {
+    lines.push(
+      `  CRT moduli t = ${bgv.plainModuli.join(' × ')} (${bgv.plainModulusBits.join(' + ')} bits), coefficient modulus [${bgv.coeffModulusBits.join(', ')}] bits`,
+      `  calibration: ${bgv.calibrationSource}; features clamped to [${bgv.inputRange.map((v) => +v.toPrecision(4)).join(', ')}], worst-case bound 2^${bgv.boundBits.toFixed(1)}, ` +
+        `scores within ${(100 * bgv.quantizationError).toFixed(2)}% of the float model's (${s(m.calibrateMs!)} s, planning ${s(m.planMs!)} s)`,
+      `  noise budget: predicted ${m.predictedNoiseBudgetBits} bits, verified ${m.noiseBudgetBits} bits (one real evaluation, exact against the integer reference, ${s(m.verifyMs!)} s)`,
+    );
+  }
+  lines.push(
+    `  time to encrypt ${s(m.encryptMs)} s (keys ${s(m.keygenMs)} s, total ${s(totalMs)} s)`,
+    `  bundle ${mb(m.bundleBytes)} MB (weights ${mb(m.weightsBytes)} MB, keys ${mb(m.keysBytes)} MB)`,
+    `  peak memory ${m.peakRssMB} MB resident, ${m.wasmHeapMB} MB WASM heap`,
+    '',
+  );
+  return lines.join('\n');
 }

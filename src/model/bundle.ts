@@ -1,4 +1,4 @@
-import { checkParameters, type HeParameters, type LayerShape, type Mode } from '../he';
+import { type BgvParameters, checkBgvParameters, checkParameters, type HeParameters, type LayerShape, type Mode } from '../he';
 
 /**
  * The static bundle's manifest (DESIGN.md 3), shared by the owner's side, which writes and
@@ -20,20 +20,34 @@ export interface Preprocessing {
   readonly std: number;
 }
 
+/** What both schemes' manifests record about the encrypted head. */
+interface BundleHeCommon {
+  readonly mode: Mode;
+  /** The head's public part: dense shapes and activation coefficients, no weights. */
+  readonly layers: readonly LayerShape[];
+  /** Rotation steps the device performs: keys.bin holds Galois keys for exactly these. */
+  readonly rotationSteps: readonly number[];
+  /** Rescalings (CKKS) or modulus switches (BGV) of one evaluation. */
+  readonly depth: number;
+}
+
+/**
+ * The encrypted head, by scheme. `scheme` is the discriminant (it always equals
+ * `params.scheme`); a manifest written before BGV existed has no `scheme` and is CKKS.
+ * BGV encrypts the weights always (`mode.weights` is 'encrypted'); its CRT components are
+ * `params.plainModulusBits.length` and its fixed-point encoding is in weights.bin's header.
+ */
+export type BundleHe =
+  | (BundleHeCommon & { readonly scheme: 'ckks'; readonly params: HeParameters })
+  | (BundleHeCommon & { readonly scheme: 'bgv'; readonly params: BgvParameters });
+
 export interface BundleManifest {
   readonly format: typeof BUNDLE_FORMAT;
   readonly modelId: string;
   readonly version: number;
   readonly keyId: string;
   readonly createdAt: string;
-  readonly he: {
-    readonly params: HeParameters;
-    readonly mode: Mode;
-    /** The head's public part: dense shapes and activation coefficients, no weights. */
-    readonly layers: readonly LayerShape[];
-    readonly rotationSteps: readonly number[];
-    readonly depth: number;
-  };
+  readonly he: BundleHe;
   readonly extractor: {
     readonly input: { readonly name: string; readonly shape: readonly number[] };
     readonly output: { readonly name: string; readonly shape: readonly number[] };
@@ -78,16 +92,7 @@ export function parseManifest(bytes: Uint8Array): BundleManifest {
   if (!Number.isInteger(m.version) || (m.version as number) < 1) bad('version must be a positive integer');
   if (typeof m.keyId !== 'string' || !/^[0-9a-f]{32}$/.test(m.keyId)) bad('keyId must be 32 hex digits');
   if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt))) bad('createdAt must be an ISO date');
-  const he = m.he as BundleManifest['he'] | undefined;
-  if (he === undefined || he === null || typeof he !== 'object') bad('missing he');
-  try {
-    checkParameters(he.params);
-  } catch (error) {
-    bad((error as Error).message);
-  }
-  if (!Array.isArray(he.layers) || he.layers.length === 0) bad('he.layers must be a non-empty list');
-  if (!Array.isArray(he.rotationSteps) || !he.rotationSteps.every((s) => Number.isInteger(s) && s > 0)) bad('he.rotationSteps');
-  if (!Number.isInteger(he.depth) || he.depth < 1) bad('he.depth');
+  const he = parseHe(m.he);
   const ex = m.extractor as BundleManifest['extractor'] | undefined;
   if (ex === undefined || ex === null || typeof ex !== 'object') bad('missing extractor');
   for (const side of ['input', 'output'] as const) {
@@ -107,7 +112,38 @@ export function parseManifest(bytes: Uint8Array): BundleManifest {
   }
   const extra = Object.keys(files).filter((k) => !(BUNDLE_FILES as readonly string[]).includes(k));
   if (extra.length > 0) bad(`unexpected files ${extra.join(', ')}`);
-  return m as unknown as BundleManifest;
+  return { ...(m as unknown as BundleManifest), he };
+}
+
+/** The `he` section: the scheme's parameters checked as the engine checks them, the plan's public part. */
+function parseHe(value: unknown): BundleHe {
+  const he = value as Record<string, unknown> | null | undefined;
+  if (he === undefined || he === null || typeof he !== 'object') bad('missing he');
+  const scheme = he.scheme ?? (he.params as { scheme?: unknown } | null | undefined)?.scheme;
+  if (scheme !== 'ckks' && scheme !== 'bgv') bad(`he.scheme must be "ckks" or "bgv", got ${JSON.stringify(scheme)}`);
+  let params: HeParameters | BgvParameters;
+  try {
+    params = scheme === 'bgv' ? checkBgvParameters(he.params) : checkParameters(he.params);
+  } catch (error) {
+    bad(`he.params: ${(error as Error).message}`);
+  }
+  const mode = he.mode as Partial<Mode> | null | undefined;
+  const sides = ['encrypted', 'plain'];
+  if (mode === null || typeof mode !== 'object' || !sides.includes(mode.weights as string) || !sides.includes(mode.input as string)) {
+    bad('he.mode must be { weights, input }, each "encrypted" or "plain"');
+  }
+  if (scheme === 'bgv' && mode.weights !== 'encrypted') bad('he.mode: BGV has no plaintext-weights mode, its weights are always encrypted');
+  if (!Array.isArray(he.layers) || he.layers.length === 0) bad('he.layers must be a non-empty list');
+  const slots = params.polyModulusDegree / 2;
+  if (!Array.isArray(he.rotationSteps) || !he.rotationSteps.every((s) => Number.isInteger(s) && s > 0 && s < slots)) {
+    bad(`he.rotationSteps must be integers from 1 to ${slots - 1}`);
+  }
+  if (!Number.isInteger(he.depth) || (he.depth as number) < 1) bad('he.depth must be a positive integer');
+  if (scheme === 'bgv' && he.depth !== (params as BgvParameters).switchPrimes.length) {
+    bad(`he.depth is ${String(he.depth)}, the BGV parameters switch modulus ${(params as BgvParameters).switchPrimes.length} times`);
+  }
+  const common = { mode: { weights: mode.weights!, input: mode.input! }, layers: he.layers as LayerShape[], rotationSteps: he.rotationSteps as number[], depth: he.depth as number };
+  return scheme === 'bgv' ? { ...common, scheme, params: params as BgvParameters } : { ...common, scheme, params: params as HeParameters };
 }
 
 export interface BundleSource {

@@ -6,6 +6,7 @@ import {
   type BundleFile,
   type BundleManifest,
   loadVerifiedBundle,
+  parseManifest,
   type VerifiedBundle,
 } from '../model/bundle';
 import { signBytes, verifyBytes } from './signing';
@@ -18,7 +19,8 @@ export function sha256Hex(bytes: Uint8Array): string {
  * Writes a static bundle to `dir` (replacing one already there): the files, manifest.json
  * with every file's size and SHA-256, and manifest.sig, the owner's Ed25519 signature of
  * the manifest's exact bytes. Written to a sibling directory first and renamed into
- * place, so a static host never serves half a bundle.
+ * place, so a static host never serves half a bundle. The manifest is parsed as devices
+ * parse it before anything is signed: a manifest they would refuse is never published.
  */
 export function writeBundle(
   dir: string,
@@ -31,6 +33,7 @@ export function writeBundle(
     files: Object.fromEntries(BUNDLE_FILES.map((name) => [name, { size: files[name].length, sha256: sha256Hex(files[name]) }])) as BundleManifest['files'],
   };
   const manifestBytes = new TextEncoder().encode(`${JSON.stringify(full, null, 2)}\n`);
+  const parsed = parseManifest(manifestBytes);
   const signature = signBytes(signingKey, manifestBytes);
   const staging = `${dir}.staging-${process.pid}`;
   rmSync(staging, { recursive: true, force: true });
@@ -42,7 +45,7 @@ export function writeBundle(
   rmSync(dir, { recursive: true, force: true });
   renameSync(staging, dir);
   const totalBytes = BUNDLE_FILES.reduce((n, name) => n + files[name].length, manifestBytes.length + signature.length);
-  return { manifest: full, manifestBytes, totalBytes };
+  return { manifest: parsed, manifestBytes, totalBytes };
 }
 
 /** Loads a bundle from a directory exactly as a device does: signature first, then hashes. */

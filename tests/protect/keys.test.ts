@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, statSync, writeFileSync, chmodSync, readdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -79,6 +79,7 @@ function sampleManifest(): Omit<BundleManifest, 'files'> {
     keyId: 'ab'.repeat(16),
     createdAt: new Date(0).toISOString(),
     he: {
+      scheme: 'ckks',
       params: { scheme: 'ckks', security: 128, polyModulusDegree: 8192, coeffModulusBits: [49, 35, 35, 35, 60], scaleBits: 35, depth: 3 },
       mode: { weights: 'encrypted', input: 'encrypted' },
       layers: [{ kind: 'dense', inputs: 4, outputs: 2 }],
@@ -147,5 +148,73 @@ describe('static bundle', () => {
     expect(() => parseManifest(enc({ ...sampleManifest(), format: 'v0' }))).toThrow(/format/);
     const params = { ...sampleManifest().he.params, coeffModulusBits: [60, 60, 60, 60, 60] };
     expect(() => parseManifest(enc({ ...sampleManifest(), he: { ...sampleManifest().he, params } }))).toThrow(/security bound/);
+    const he = (change: Record<string, unknown>) => enc({ ...sampleManifest(), he: { ...sampleManifest().he, ...change } });
+    expect(() => parseManifest(he({ mode: { weights: 'encrypted', input: 'sometimes' } }))).toThrow(/he.mode must be/);
+    expect(() => parseManifest(he({ rotationSteps: [1, 4096] }))).toThrow(/he.rotationSteps must be integers from 1 to 4095/);
+    expect(() => parseManifest(he({ scheme: 'bfv' }))).toThrow(/he.scheme must be "ckks" or "bgv", got "bfv"/);
+  });
+
+  it('a manifest written before BGV existed (no he.scheme) is read as CKKS', () => {
+    const { scheme, ...legacy } = sampleManifest().he;
+    expect(scheme).toBe('ckks');
+    const parsed = parseManifest(new TextEncoder().encode(JSON.stringify({ ...sampleManifest(), he: legacy, files: fileEntries() })));
+    expect(parsed.he.scheme).toBe('ckks');
+    expect(parsed.he.params).toEqual(sampleManifest().he.params);
+  });
+});
+
+/** The `files` section of a manifest: any well-formed sizes and hashes. */
+function fileEntries() {
+  return Object.fromEntries(['extractor.onnx', 'weights.bin', 'keys.bin'].map((name) => [name, { size: 1, sha256: 'cd'.repeat(32) }]));
+}
+
+/** A BGV manifest as protect writes it for the MNIST head at 128 bits (two 27-bit CRT moduli). */
+function bgvManifest(): Omit<BundleManifest, 'files'> {
+  return {
+    ...sampleManifest(),
+    he: {
+      scheme: 'bgv',
+      params: { scheme: 'bgv', security: 128, polyModulusDegree: 16384, coeffModulusBits: [60, 50, 54, 50, 60], plainModulusBits: [27, 27], switchPrimes: [1, 1, 1] },
+      mode: { weights: 'encrypted', input: 'encrypted' },
+      layers: [{ kind: 'dense', inputs: 1600, outputs: 512 }, { kind: 'poly', coeffs: [0, 2, 1] }, { kind: 'dense', inputs: 512, outputs: 10 }],
+      rotationSteps: [1, 32, 512, 1024, 2048, 4096],
+      depth: 3,
+    },
+    classes: 10,
+  };
+}
+
+describe('BGV bundles', () => {
+  const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify({ files: fileEntries(), ...(v as object) }));
+  const withHe = (change: Record<string, unknown>) => enc({ ...bgvManifest(), he: { ...bgvManifest().he, ...change } });
+
+  it('are written, signed and load back with their scheme and BGV parameters', async () => {
+    const owner = generateSigningKey();
+    const dir = join(temp(), 'bgv');
+    const files = { 'extractor.onnx': new Uint8Array([1]), 'weights.bin': new Uint8Array([2, 3]), 'keys.bin': new Uint8Array([4]) };
+    const { manifest } = writeBundle(dir, bgvManifest(), files, owner.privateKey);
+    const loaded = await loadBundleDir(dir, owner.publicKey);
+    expect(loaded.manifest).toEqual(manifest);
+    expect(loaded.manifest.he.scheme).toBe('bgv');
+    if (loaded.manifest.he.scheme !== 'bgv') throw new Error('not a BGV manifest');
+    expect(loaded.manifest.he.params.plainModulusBits).toEqual([27, 27]);
+    expect(loaded.manifest.he.params.switchPrimes).toEqual([1, 1, 1]);
+  });
+
+  it('a malformed BGV manifest is refused with the field named, and the owner never signs one', () => {
+    const params = bgvManifest().he.params;
+    expect(() => parseManifest(withHe({ mode: { weights: 'plain', input: 'encrypted' } }))).toThrow(/BGV has no plaintext-weights mode/);
+    expect(() => parseManifest(withHe({ depth: 2 }))).toThrow(/he.depth is 2, the BGV parameters switch modulus 3 times/);
+    expect(() => parseManifest(withHe({ params: { ...params, plainModulusBits: [] } }))).toThrow(/he.params: invalid BGV parameters/);
+    expect(() => parseManifest(withHe({ params: { ...params, coeffModulusBits: [60, 60, 60, 60, 60, 60, 60, 60] } }))).toThrow(/he.params: .*the 128-bit bound at N=16384 is 438/);
+    expect(() => parseManifest(withHe({ rotationSteps: [8192] }))).toThrow(/he.rotationSteps must be integers from 1 to 8191/);
+    // The scheme names the parameters it goes with: BGV parameters under "ckks", CKKS ones under "bgv".
+    expect(() => parseManifest(withHe({ scheme: 'ckks' }))).toThrow(/he.params: invalid HE parameters/);
+    expect(() => parseManifest(withHe({ params: sampleManifest().he.params }))).toThrow(/he.params: invalid BGV parameters/);
+    const owner = generateSigningKey();
+    const dir = join(temp(), 'never');
+    const bad = { ...bgvManifest(), he: { ...bgvManifest().he, depth: 5 } };
+    expect(() => writeBundle(dir, bad, { 'extractor.onnx': new Uint8Array(1), 'weights.bin': new Uint8Array(1), 'keys.bin': new Uint8Array(1) }, owner.privateKey)).toThrow(BundleError);
+    expect(existsSync(dir)).toBe(false);
   });
 });
