@@ -1,6 +1,7 @@
 /**
- * The operators' cockpit: per device, the latest labels and when they arrived, live from
- * the results stream. The operator token is kept in this tab's sessionStorage only.
+ * The operators' cockpit: per device, the latest labels, the noise budget the latest BGV
+ * result had left when it was decrypted, and when they arrived, live from the results
+ * stream. The operator token is kept in this tab's sessionStorage only.
  */
 export const COCKPIT_HTML = `<!doctype html>
 <html lang="en">
@@ -23,7 +24,7 @@ export const COCKPIT_HTML = `<!doctype html>
 <h1>sealed-edge cockpit</h1>
 <div id="status">Labels decrypted by the backend; devices never see them.</div>
 <form id="login"><input id="token" type="password" placeholder="operator token" size="40" autocomplete="off" /> <button>Open</button></form>
-<table><thead><tr><th>device</th><th>latest label</th><th>last 10</th><th>results</th><th>received</th></tr></thead><tbody id="devices"></tbody></table>
+<table><thead><tr><th>device</th><th>latest label</th><th>last 10</th><th>results</th><th>noise budget</th><th>received</th></tr></thead><tbody id="devices"></tbody></table>
 <script type="module">
 const devices = new Map();
 const status = document.getElementById('status');
@@ -32,7 +33,8 @@ function render() {
   body.replaceChildren(...[...devices.entries()].sort().map(([id, d]) => {
     const row = document.createElement('tr');
     row.dataset.device = id;
-    for (const [text, cls] of [[id.slice(0, 8), ''], [String(d.latest.label), 'label'], [d.labels.slice(-10).join(' '), 'labels'], [String(d.count), 'count'], [new Date(d.latest.receivedAt).toLocaleTimeString(), '']]) {
+    const budget = d.latest.noiseBudgetBits === null || d.latest.noiseBudgetBits === undefined ? '—' : d.latest.noiseBudgetBits + ' bits';
+    for (const [text, cls] of [[id.slice(0, 8), ''], [String(d.latest.label), 'label'], [d.labels.slice(-10).join(' '), 'labels'], [String(d.count), 'count'], [budget, 'budget'], [new Date(d.latest.receivedAt).toLocaleTimeString(), '']]) {
       const cell = document.createElement('td');
       cell.textContent = text;
       if (cls) cell.className = cls;

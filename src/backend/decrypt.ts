@@ -1,4 +1,16 @@
-import { decryptResult, HeContext, HeError, keySetInfo, OwnerKeys, type SealRuntime } from '../he';
+import {
+  BgvContext,
+  bgvKeySetInfo,
+  BgvOwnerKeys,
+  containerScheme,
+  decryptBgvResult,
+  decryptResult,
+  HeContext,
+  HeError,
+  keySetInfo,
+  OwnerKeys,
+  type SealRuntime,
+} from '../he';
 import { unwrapSecret } from '../protect/kek';
 import type { Store } from './store/types';
 
@@ -7,15 +19,26 @@ export function secretKeyContext(keyId: string): string {
   return `seal-secret-key:${keyId}`;
 }
 
+/** A decrypted result, as the backend keeps it. */
+export interface Decrypted {
+  readonly scores: Float64Array;
+  /** BGV: the smallest remaining noise budget over the CRT components, in bits. CKKS has none: null. */
+  readonly noiseBudgetBits: number | null;
+}
+
+/** An unwrapped key pair with the context it lives in. */
+type Opened = { scheme: 'ckks'; he: HeContext; owner: OwnerKeys } | { scheme: 'bgv'; ctx: BgvContext; owner: BgvOwnerKeys };
+
 /**
- * The Decryption Agent: opens results under the key pair they name. Contexts (0.25–1.5 s
- * to create) are shared per parameter set and unwrapped keys kept per key id, until
- * dispose() frees them.
+ * The Decryption Agent: opens results under the key pair they name, CKKS or BGV as the
+ * stored key set says. Contexts (0.25–1.5 s each to create; a BGV parameter set has one
+ * per CRT component) are shared per parameter set and unwrapped keys kept per key id,
+ * until dispose() frees them.
  */
 export class DecryptionAgent {
-  private readonly contexts = new Map<string, HeContext>();
+  private readonly contexts = new Map<string, HeContext | BgvContext>();
   /** Promises, so that concurrent first requests for a key open it once. */
-  private readonly keys = new Map<string, Promise<{ he: HeContext; owner: OwnerKeys }>>();
+  private readonly keys = new Map<string, Promise<Opened>>();
 
   constructor(
     private readonly runtime: SealRuntime,
@@ -23,7 +46,7 @@ export class DecryptionAgent {
     private readonly kek: Buffer,
   ) {}
 
-  private open(keyId: string): Promise<{ he: HeContext; owner: OwnerKeys }> {
+  private open(keyId: string): Promise<Opened> {
     let opened = this.keys.get(keyId);
     if (opened === undefined) {
       opened = this.load(keyId);
@@ -33,29 +56,49 @@ export class DecryptionAgent {
     return opened;
   }
 
-  private async load(keyId: string): Promise<{ he: HeContext; owner: OwnerKeys }> {
-    const record = await this.store.getKeyPair(keyId);
-    if (record === null) throw new HeError('E_KEYS', `no key pair ${keyId}`);
-    const { params } = keySetInfo(record.deviceKeys);
-    const contextKey = JSON.stringify(params);
-    let he = this.contexts.get(contextKey);
-    if (he === undefined) {
-      he = HeContext.create(this.runtime, params);
-      this.contexts.set(contextKey, he);
+  private context<T extends HeContext | BgvContext>(params: object, create: () => T): T {
+    const key = JSON.stringify(params);
+    let context = this.contexts.get(key);
+    if (context === undefined) {
+      context = create();
+      this.contexts.set(key, context);
     }
-    const secret = unwrapSecret(this.kek, record.wrappedSecretKey, secretKeyContext(keyId));
-    return { he, owner: OwnerKeys.load(he, secret, record.deviceKeys) };
+    return context as T;
   }
 
-  /** The scores of an encrypted result made under `keyId`. Throws HeError on bad data. */
-  async decrypt(keyId: string, result: Uint8Array): Promise<Float64Array> {
-    const { he, owner } = await this.open(keyId);
-    return decryptResult(he, owner, result);
+  private async load(keyId: string): Promise<Opened> {
+    const record = await this.store.getKeyPair(keyId);
+    if (record === null) throw new HeError('E_KEYS', `no key pair ${keyId}`);
+    const secret = unwrapSecret(this.kek, record.wrappedSecretKey, secretKeyContext(keyId));
+    if (containerScheme(record.deviceKeys, 'deviceKeys') === 'bgv') {
+      const { params } = bgvKeySetInfo(record.deviceKeys);
+      const ctx = this.context(params, () => BgvContext.create(this.runtime, params));
+      return { scheme: 'bgv', ctx, owner: BgvOwnerKeys.load(ctx, secret, record.deviceKeys) };
+    }
+    const { params } = keySetInfo(record.deviceKeys);
+    const he = this.context(params, () => HeContext.create(this.runtime, params));
+    return { scheme: 'ckks', he, owner: OwnerKeys.load(he, secret, record.deviceKeys) };
+  }
+
+  /**
+   * The scores of an encrypted result made under `keyId`, and for BGV the noise budget it
+   * has left. A result of the other scheme than the key pair's is refused. Throws HeError
+   * on bad data.
+   */
+  async decrypt(keyId: string, result: Uint8Array): Promise<Decrypted> {
+    const opened = await this.open(keyId);
+    const scheme = containerScheme(result, 'result');
+    if (scheme !== opened.scheme) throw new HeError('E_PARAMS', `the result is a ${scheme.toUpperCase()} result; key ${keyId} is a ${opened.scheme.toUpperCase()} key`);
+    if (opened.scheme === 'bgv') {
+      const { scores, noiseBudgetBits } = decryptBgvResult(opened.ctx, opened.owner, result);
+      return { scores, noiseBudgetBits };
+    }
+    return { scores: decryptResult(opened.he, opened.owner, result), noiseBudgetBits: null };
   }
 
   async dispose(): Promise<void> {
     for (const opened of this.keys.values()) (await opened.catch(() => null))?.owner.dispose();
-    for (const he of this.contexts.values()) he.dispose();
+    for (const context of this.contexts.values()) context.dispose();
     this.keys.clear();
     this.contexts.clear();
   }

@@ -5,7 +5,7 @@ import { extname, join, normalize, resolve, sep } from 'node:path';
 import { HeError } from '../he';
 import { isModelId } from '../model/bundle';
 import { COCKPIT_HTML } from './cockpit';
-import type { DecryptionAgent } from './decrypt';
+import type { Decrypted, DecryptionAgent } from './decrypt';
 import { StoreError, type StoreErrorCode } from './store/errors';
 import type { DeviceRecord, ResultRecord, Store } from './store/types';
 
@@ -124,7 +124,7 @@ function checkInference(value: unknown): InferenceRequest {
 }
 
 /** What a device gets back: proof of receipt, never a label or a score. */
-function receiptOf(result: Omit<ResultRecord, 'receipt' | 'id'> & { id?: number }): Record<string, unknown> {
+function receiptOf(result: Omit<ResultRecord, 'receipt' | 'id' | 'noiseBudgetBits'> & { id?: number }): Record<string, unknown> {
   return {
     resultId: result.id,
     deviceId: result.deviceId,
@@ -316,13 +316,14 @@ export class Backend {
     if (model === null) throw new ApiError(404, 'E_MODEL', `no model ${request.modelId} version ${request.version}`);
     if (model.status === 'retired') throw new ApiError(410, 'E_RETIRED', `${request.modelId} version ${request.version} is retired`);
     if (model.keyId !== request.keyId) throw new ApiError(409, 'E_KEY', `${request.modelId} version ${request.version} uses another key`);
-    let scores: Float64Array;
+    let decrypted: Decrypted;
     try {
-      scores = await this.options.decryption.decrypt(request.keyId, new Uint8Array(Buffer.from(request.result, 'base64')));
+      decrypted = await this.options.decryption.decrypt(request.keyId, new Uint8Array(Buffer.from(request.result, 'base64')));
     } catch (error) {
       if (error instanceof HeError) throw new ApiError(422, 'E_CIPHERTEXT', `the encrypted result was refused: ${error.code}`);
       throw error;
     }
+    const { scores, noiseBudgetBits } = decrypted;
     if (scores.length !== model.outputs || !scores.every(Number.isFinite)) {
       throw new ApiError(422, 'E_CIPHERTEXT', 'the encrypted result does not hold this model’s scores');
     }
@@ -338,7 +339,8 @@ export class Backend {
       scores: Array.from(scores),
       receivedAt: new Date(this.now()).toISOString(),
     };
-    const outcome = await store.recordResult({ ...base, receipt: receiptOf(base) });
+    // The receipt is made from `base`, which holds no noise budget: the device learns nothing decryption found.
+    const outcome = await store.recordResult({ ...base, noiseBudgetBits, receipt: receiptOf(base) });
     if (outcome.kind === 'conflict') {
       throw new ApiError(409, 'E_IDEMPOTENCY', 'this idempotency key was used with another body');
     }
@@ -386,7 +388,16 @@ export class Backend {
   }
 }
 
-/** What operators see of a result: the label and scores, with where and when. */
+/** What operators see of a result: the label and scores, the noise budget left (BGV; null for CKKS), where and when. */
 function forOperator(r: ResultRecord): Record<string, unknown> {
-  return { id: r.id, deviceId: r.deviceId, modelId: r.modelId, version: r.version, label: r.label, scores: r.scores, receivedAt: r.receivedAt };
+  return {
+    id: r.id,
+    deviceId: r.deviceId,
+    modelId: r.modelId,
+    version: r.version,
+    label: r.label,
+    scores: r.scores,
+    noiseBudgetBits: r.noiseBudgetBits,
+    receivedAt: r.receivedAt,
+  };
 }

@@ -1,5 +1,14 @@
 import { webcrypto } from 'node:crypto';
-import { DeviceKeys, EncryptedClassifier, HeContext, type SealRuntime } from '../he';
+import {
+  BgvContext,
+  BgvDeviceKeys,
+  DeviceKeys,
+  EncryptedBgvClassifier,
+  EncryptedClassifier,
+  type Evaluation,
+  HeContext,
+  type SealRuntime,
+} from '../he';
 import { type BundleManifest, loadVerifiedBundle, type VerifiedBundle } from '../model/bundle';
 
 const subtle = webcrypto.subtle;
@@ -30,6 +39,47 @@ export async function fetchBundle(baseUrl: string, ownerPublicKey: Uint8Array): 
   );
 }
 
+/** A bundle's encrypted head loaded into SEAL, of either scheme. */
+export interface LoadedClassifier {
+  /** Encrypts the features, evaluates the encrypted head (every CRT component for BGV), serializes the encrypted scores. */
+  evaluate(features: ArrayLike<number>): Evaluation;
+  /** Frees the classifier, the keys and the context. */
+  dispose(): void;
+}
+
+/**
+ * Loads a verified bundle's keys and encrypted weights as a device does, for the scheme
+ * its manifest names: a CKKS context, or a BGV context with every CRT component open.
+ */
+export function loadBundleClassifier(runtime: SealRuntime, bundle: VerifiedBundle): LoadedClassifier {
+  const { he } = bundle.manifest;
+  const keysBin = bundle.files['keys.bin'];
+  const weightsBin = bundle.files['weights.bin'];
+  const owned: { dispose(): void }[] = [];
+  const free = () => owned.splice(0).reverse().forEach((o) => o.dispose());
+  try {
+    if (he.scheme === 'bgv') {
+      const ctx = BgvContext.create(runtime, he.params);
+      owned.push(ctx);
+      const keys = BgvDeviceKeys.load(ctx, keysBin);
+      owned.push(keys);
+      const classifier = EncryptedBgvClassifier.load(ctx, keys, weightsBin);
+      owned.push(classifier);
+      return { evaluate: (features) => classifier.evaluate(features), dispose: free };
+    }
+    const context = HeContext.create(runtime, he.params);
+    owned.push(context);
+    const keys = DeviceKeys.load(context, keysBin);
+    owned.push(keys);
+    const classifier = EncryptedClassifier.load(context, keys, weightsBin);
+    owned.push(classifier);
+    return { evaluate: (features) => classifier.evaluate(features), dispose: free };
+  } catch (error) {
+    free();
+    throw error;
+  }
+}
+
 export interface PostOutcome {
   status: number;
   body: Record<string, unknown>;
@@ -41,7 +91,7 @@ export interface PostOutcome {
  * classification, signed posts. Used by the backend's tests and load benchmark.
  */
 export class NodeDevice {
-  private classifier?: { he: HeContext; keys: DeviceKeys; classifier: EncryptedClassifier };
+  private classifier?: LoadedClassifier;
   /** The bundle's manifest: what each request names (model, version, key). */
   private manifest?: BundleManifest;
 
@@ -69,20 +119,17 @@ export class NodeDevice {
     this.manifest = bundle.manifest;
   }
 
-  /** Loads a verified bundle's keys and encrypted weights into SEAL (once). */
+  /** Loads a verified bundle's keys and encrypted weights into SEAL (once), CKKS or BGV. */
   async load(runtime: SealRuntime, bundle: VerifiedBundle): Promise<void> {
     this.unload();
     this.attach(bundle);
-    const he = HeContext.create(runtime, bundle.manifest.he.params);
-    const keys = DeviceKeys.load(he, bundle.files['keys.bin']);
-    const classifier = EncryptedClassifier.load(he, keys, bundle.files['weights.bin']);
-    this.classifier = { he, keys, classifier };
+    this.classifier = loadBundleClassifier(runtime, bundle);
   }
 
   /** Encrypts features, evaluates the encrypted head, returns the encrypted result. */
   classify(features: ArrayLike<number>): Uint8Array {
     if (this.classifier === undefined) throw new Error('no bundle loaded');
-    return this.classifier.classifier.evaluate(features).result;
+    return this.classifier.evaluate(features).result;
   }
 
   /** The signed request body and headers for one result. */
@@ -113,9 +160,7 @@ export class NodeDevice {
 
   unload(): void {
     if (this.classifier === undefined) return;
-    this.classifier.classifier.dispose();
-    this.classifier.keys.dispose();
-    this.classifier.he.dispose();
+    this.classifier.dispose();
     this.classifier = undefined;
   }
 }

@@ -148,9 +148,11 @@ describe('decryption backend', () => {
     expect((await fetch(`${url}/api/v1/results?deviceId=`, { headers: authorized })).status).toBe(400);
     expect((await fetch(`${url}/api/v1/results?limit=-1`, { headers: authorized })).status).toBe(400);
     const auth = { authorization: `Bearer ${operatorToken(ws.dataDir, {})}` };
-    const listed = (await (await fetch(`${url}/api/v1/results?limit=5`, { headers: auth })).json()) as { results: { label: number }[] };
+    const listed = (await (await fetch(`${url}/api/v1/results?limit=5`, { headers: auth })).json()) as { results: { label: number; noiseBudgetBits: number | null }[] };
     expect(listed.results).toHaveLength(5);
     expect(typeof listed.results[0]!.label).toBe('number');
+    // CKKS results have no noise budget.
+    expect(listed.results.map((r) => r.noiseBudgetBits)).toEqual([null, null, null, null, null]);
     const stream = await fetch(`${url}/api/v1/results/stream`, { headers: auth });
     const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
     const x = makeInputs(256, 1, 'realistic', 77)[0]!;
@@ -162,7 +164,7 @@ describe('decryption backend', () => {
     const event = JSON.parse(text.split('data: ')[1]!.split('\n')[0]!) as { label: number };
     expect(event.label).toBe(argmax(floatEvaluate(head, x)));
     const cockpit = await fetch(`${url}/cockpit`);
-    expect(await cockpit.text()).toMatch(/sealed-edge cockpit/);
+    expect(await cockpit.text()).toMatch(/sealed-edge cockpit[\s\S]*<th>noise budget<\/th>/);
   });
 
   it('serves the static bundle with the isolation headers and nothing outside its directory', async () => {

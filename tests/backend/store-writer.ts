@@ -5,7 +5,7 @@
  *   "ack <id> <key>" after each commit (the parent SIGKILLs it mid-way).
  * MODE 'race': records the idempotency keys race-0 … race-<COUNT-1> and prints one JSON
  *   line of outcome counts.
- * Every result is self-checking: body hash, scores and receipt are all derived from the
+ * Every result is self-checking: body hash, scores, noise budget and receipt are all derived from the
  * idempotency key, so the parent can tell a complete row from a torn one.
  */
 import { createHash } from 'node:crypto';
@@ -27,6 +27,7 @@ export function resultFor(deviceId: string, modelId: string, keyId: string, idem
     bodySha256: digest.toString('hex'),
     label,
     scores,
+    noiseBudgetBits: digest[10]! % 40,
     receivedAt: new Date().toISOString(),
     // Padding makes each row span several pages, so a kill lands mid-write more often.
     receipt: { idempotencyKey, sum: scores.reduce((a, b) => a + b, 0), padding: 'x'.repeat(20_000) },

@@ -198,6 +198,56 @@ describe('opening and migrations', () => {
     await expectStoreError(openSqliteStoreWithMigrations(path, [m1, { ...m2, name: 'another two' }]), 'E_SCHEMA');
   });
 
+  it('migrates a database created by the previous schema, keeping every row; its results have no noise budget', async () => {
+    const path = dbPath('schema-1');
+    const previous = MIGRATIONS.slice(0, 1);
+    const old = await openSqliteStoreWithMigrations(path, previous);
+    expect(await old.schemaVersion()).toBe(1);
+    const { version, keyPair } = versionInput('mnist', 'k1');
+    await old.addModelVersion(version, keyPair);
+    await old.addDevice({ id: 'dev-1', name: 'Kiosk 1', tokenSha256: sha('token-1') });
+    await old.enrollDevice(sha('token-1'), jwk());
+    await old.audit('owner', 'model.protected', { modelId: 'mnist' });
+    await old.close();
+    // Results as schema 1 stored them, with its columns: this code's store no longer writes that shape.
+    const raw = new Database(path);
+    const insert = raw.prepare(
+      `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const olds = ['old-1', 'old-2', 'old-3'].map((key) => result(key));
+    for (const r of olds) insert.run(r.deviceId, r.modelId, r.version, r.keyId, r.idempotencyKey, r.bodySha256, r.label, JSON.stringify(r.scores), r.receivedAt, JSON.stringify(r.receipt));
+    raw.close();
+
+    const store = await openSqliteStore(path);
+    expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
+    expect(SCHEMA_VERSION).toBe(2);
+    expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(olds.map((r, i) => [i + 1, { ...r, noiseBudgetBits: null }]));
+    expect(await store.getKeyPair('k1')).toMatchObject({ modelId: 'mnist', deviceKeys: keyPair.deviceKeys });
+    expect((await store.getDevice('dev-1'))?.status).toBe('active');
+    expect((await store.listAudit()).map((e) => e.event)).toEqual(['model.protected']);
+    // An old result is still recognized by its idempotency key; new results record a budget (BGV) or none (CKKS).
+    expect((await store.recordResult(result('old-2'))).kind).toBe('replayed');
+    expect((await store.recordResult({ ...result('bgv-1'), noiseBudgetBits: 17 })).result).toMatchObject({ id: 4, noiseBudgetBits: 17 });
+    expect((await store.recordResult({ ...result('ckks-1'), noiseBudgetBits: null })).result).toMatchObject({ id: 5, noiseBudgetBits: null });
+    expect((await store.recordResult(result('ckks-2'))).result.noiseBudgetBits).toBeNull();
+    expect(await store.integrityCheck()).toBe('ok');
+    await store.close();
+
+    const check = new Database(path, { readonly: true });
+    expect(check.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all()).toEqual([
+      { version: 1, name: 'initial schema' },
+      { version: 2, name: 'result noise budget' },
+    ]);
+    expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 6 });
+    check.close();
+    // The column keeps its constraint, and results stay append-only.
+    const writer = new Database(path);
+    expect(() => writer.prepare("INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt) VALUES ('dev-1', 'mnist', 1, 'k1', 'raw', ?, 0, '[]', -3, 'now', '{}')").run(sha('raw'))).toThrow(/CHECK constraint/);
+    expect(() => writer.prepare('UPDATE results SET noise_budget_bits = 1 WHERE id = 1').run()).toThrow(/never modified/);
+    writer.close();
+  });
+
   it('gives clear errors for a missing directory, a foreign database and a non-database file', async () => {
     const missing = join(dir, 'no-such-dir', 'db.sqlite');
     const e = await expectStoreError(openSqliteStore(missing), 'E_OPEN');
@@ -473,6 +523,10 @@ describe('results', () => {
       ['receipt with a function', { ...good, receipt: { f: () => 1 } }],
       ['receipt with a cycle', { ...good, receipt: (() => { const o: Record<string, unknown> = {}; o.self = o; return o; })() }],
       ['version zero', { ...good, version: 0 }],
+      ['negative noise budget', { ...good, noiseBudgetBits: -1 }],
+      ['fractional noise budget', { ...good, noiseBudgetBits: 16.5 }],
+      ['noise budget beyond any modulus', { ...good, noiseBudgetBits: 5000 }],
+      ['noise budget as text', { ...good, noiseBudgetBits: '17' }],
       ['missing fields', { deviceId: 'dev-1' }],
       ['null', null],
     ];

@@ -50,6 +50,9 @@ const HEX64_CHECK = (column: string): string =>
 const JSON_CHECK = (column: string, type: 'object' | 'array'): string =>
   `json_valid(${column}) AND json_type(${column}) = '${type}'`;
 
+/** The largest noise budget a result may record (far above any SEAL modulus allows); migration 2's CHECK says the same. */
+const MAX_NOISE_BUDGET_BITS = 4096;
+
 /** The schema, in order. Append new steps; never edit a step that has shipped. */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -174,6 +177,16 @@ export const MIGRATIONS: readonly Migration[] = [
       BEGIN
         SELECT RAISE(ABORT, 'audit events are append-only');
       END;
+    `,
+  },
+  {
+    version: 2,
+    name: 'result noise budget',
+    // BGV results carry the noise budget left when they were decrypted; CKKS results and
+    // every row stored before this step have none (NULL).
+    sql: `
+      ALTER TABLE results ADD COLUMN noise_budget_bits INTEGER
+        CHECK (noise_budget_bits IS NULL OR noise_budget_bits BETWEEN 0 AND 4096);
     `,
   },
 ];
@@ -565,6 +578,7 @@ interface ResultRow {
   body_sha256: string;
   label: number;
   scores: string;
+  noise_budget_bits: number | null;
   received_at: string;
   receipt: string;
 }
@@ -632,6 +646,7 @@ function toResult(row: ResultRow): ResultRecord {
     bodySha256: row.body_sha256,
     label: row.label,
     scores: JSON.parse(row.scores) as number[],
+    noiseBudgetBits: row.noise_budget_bits,
     receivedAt: row.received_at,
     receipt: JSON.parse(row.receipt) as Record<string, unknown>,
   };
@@ -651,7 +666,7 @@ const MODEL_VERSION_COLUMNS =
   'model_id, version, key_id, status, created_at, bundle_dir, manifest_sha256, outputs, protect_metrics';
 const DEVICE_COLUMNS = 'id, name, status, created_at, enrolled_at, public_key_jwk';
 const RESULT_COLUMNS =
-  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt';
+  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt';
 
 /** @internal The connection settings of a store opened here: for tests and diagnostics. */
 export function connectionSettings(store: Store): Record<string, unknown> {
@@ -936,6 +951,8 @@ class SqliteStore implements Store {
     const bodySha256 = checkHex64(result.bodySha256, 'bodySha256');
     const label = checkInt(result.label, 'label', 0, (1 << 20) - 1);
     const scores = checkScores(result.scores);
+    const noiseBudgetBits =
+      result.noiseBudgetBits === undefined || result.noiseBudgetBits === null ? null : checkInt(result.noiseBudgetBits, 'noiseBudgetBits', 0, MAX_NOISE_BUDGET_BITS);
     const receivedAt = checkTimestamp(result.receivedAt, 'receivedAt');
     const receipt = jsonObject(result.receipt, 'receipt');
 
@@ -962,10 +979,10 @@ class SqliteStore implements Store {
         invalid(`recordResult: label ${label} is out of range for a model with ${mv.outputs} outputs`);
       }
       const row = this.stmt(
-        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          RETURNING ${RESULT_COLUMNS}`,
-      ).get(deviceId, modelId, version, keyId, idempotencyKey, bodySha256, label, scores, receivedAt, receipt) as ResultRow;
+      ).get(deviceId, modelId, version, keyId, idempotencyKey, bodySha256, label, scores, noiseBudgetBits, receivedAt, receipt) as ResultRow;
       return { kind: 'created', result: toResult(row) };
     });
   }

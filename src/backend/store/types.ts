@@ -64,6 +64,12 @@ export interface ResultRecord {
   bodySha256: string;
   label: number;
   scores: number[];
+  /**
+   * BGV: the remaining noise budget of the result when it was decrypted, in bits (the
+   * smallest over its CRT components). Null for CKKS, which has none, and for results
+   * stored before the column existed.
+   */
+  noiseBudgetBits: number | null;
   receivedAt: string;
   /** What the device was answered; holds no plaintext. */
   receipt: Record<string, unknown>;
@@ -77,7 +83,8 @@ export interface AuditEvent {
   details: Record<string, unknown>;
 }
 
-export type NewResult = Omit<ResultRecord, 'id'>;
+/** A result to store; `noiseBudgetBits` may be left out (null: a CKKS result). */
+export type NewResult = Omit<ResultRecord, 'id' | 'noiseBudgetBits'> & { noiseBudgetBits?: number | null };
 
 /** Outcome of recording a result under an idempotency key. */
 export type RecordOutcome =
