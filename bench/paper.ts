@@ -21,10 +21,10 @@ import { machine, round, summary } from './machine';
 import type { BaselineOutcome, CaseInputs, CaseSpec, DecryptOutcome, DeviceOutcome, ProtectOutcome, StreamOutcome } from './paper-case';
 import { PAPER_MODELS, PEERS } from './paper-figures';
 import { describeLayers, HEADS, type ModelSpec, MNIST_X2_MODEL, mnistTestSet, paperSplitModel, syntheticFeatures, weightsUsed } from './paper-models';
-import { type BrowserRow, type EncryptionFigures, paperCells, paperCharts, paperMarkdown, type PaperReport, type PaperRow, rowRatios, type TestSetReport, type TestSetRow } from './paper-report';
+import { type BgvFigures, type BrowserRow, type EncryptionFigures, paperCells, paperCharts, paperMarkdown, type PaperReport, type PaperRow, rowRatios, type TestSetReport, type TestSetRow } from './paper-report';
 
-/** The schemes the engine implements; each gets every row. */
-const SCHEMES: readonly Scheme[] = ['ckks'];
+/** The schemes the engine implements; each gets every row, the kiosk in Chromium included. */
+const SCHEMES: readonly Scheme[] = ['ckks', 'bgv'];
 const INPUTS = ['plain', 'encrypted'] as const;
 /** The precision protectSplitModel plans for by default: the test-set run uses the same. */
 const PRECISION_BITS = 25;
@@ -126,18 +126,38 @@ async function benchModel(
         layers: describeLayers(split.head),
         polyModulusDegree: protectedModel.polyModulusDegree,
         coeffModulusBits: protectedModel.coeffModulusBits,
+        bgv: bgvFigures(protectedModel),
         encryption,
         processing: device,
         decryption,
         paper,
         ratios: rowRatios(paper, { encryption, processing: device, decryption }),
       });
+      const budget = decryption.noiseBudgetBits === null ? '' : `, noise budget left ${decryption.noiseBudgetBits} bits`;
       process.stderr.write(
-        `  ${modelId}: encrypt ${encryption.totalMs} ms, device ${device.latencyMs.median} ms, decrypt ${decryption.ms.median} ms, ${decryption.precisionBits} bits\n`,
+        `  ${modelId}: encrypt ${encryption.totalMs} ms, device ${device.latencyMs.median} ms, decrypt ${decryption.ms.median} ms, ${decryption.precisionBits} bits${budget}\n`,
       );
     }
   }
   return rows;
+}
+
+/** What a BGV protection chose and measured (null for CKKS). */
+function bgvFigures(outcome: ProtectOutcome): BgvFigures | null {
+  const m = outcome.metrics;
+  if (outcome.plainModulusBits === null) return null;
+  const need = (value: number | undefined, what: string) => {
+    if (value === undefined) throw new Error(`a BGV protection reported no ${what}`);
+    return value;
+  };
+  return {
+    plainModulusBits: outcome.plainModulusBits,
+    calibrateMs: need(m.calibrateMs, 'calibration time'),
+    planMs: need(m.planMs, 'planning time'),
+    verifyMs: need(m.verifyMs, 'verification time'),
+    predictedNoiseBudgetBits: need(m.predictedNoiseBudgetBits, 'predicted noise budget'),
+    verifiedNoiseBudgetBits: need(m.noiseBudgetBits, 'verified noise budget'),
+  };
 }
 
 /** Encrypts the MNIST x²+2x head for the test-set run: weights.bin, keys.bin, secret.bin in `dir`. */

@@ -19,7 +19,7 @@ const summary = (median: number) => ({ median, min: median * 0.9, max: median * 
 function row(input: 'plain' | 'encrypted'): PaperRow {
   const encryption = { keygenMs: 300, encryptMs: 1200, totalMs: 1500, weightsBytes: 51e6, keysBytes: 11.5e6, bundleBytes: 66e6, peakRssMB: 411, wasmHeapMB: 100 };
   const processing = { latencyMs: summary(input === 'plain' ? 262 : 513), stagesMs: { encrypt: 5, evaluate: 507, serialize: 1 }, loadMs: 550, resultBytes: 115_733, wasmHeapMB: 225, peakRssMB: 396 };
-  const decryption = { ms: summary(1.5), openMs: 381, wasmHeapMB: 16, peakRssMB: 149, remainingLevels: 0, maxAbsError: 1.7e-6, precisionBits: 19.1, argmaxAgreement: 1 };
+  const decryption = { ms: summary(1.5), openMs: 381, wasmHeapMB: 16, peakRssMB: 149, remainingLevels: 0, noiseBudgetBits: null, maxAbsError: 1.7e-6, precisionBits: 19.1, argmaxAgreement: 1 };
   const paper = paperCells('x2+2x', 128, input);
   return {
     scheme: 'ckks',
@@ -31,6 +31,27 @@ function row(input: 'plain' | 'encrypted'): PaperRow {
     layers: '1600→512→x²+2x→10',
     polyModulusDegree: 8192,
     coeffModulusBits: [49, 35, 35, 35, 60],
+    bgv: null,
+    encryption,
+    processing,
+    decryption,
+    paper,
+    ratios: rowRatios(paper, { encryption, processing, decryption }),
+  };
+}
+
+/** The same head under BGV with encrypted input: two 27-bit CRT moduli, a noise budget instead of levels. */
+function bgvRow(): PaperRow {
+  const encryption = { keygenMs: 980, encryptMs: 2490, totalMs: 3470, weightsBytes: 143.1e6, keysBytes: 61e6, bundleBytes: 204.3e6, peakRssMB: 1038, wasmHeapMB: 618 };
+  const processing = { latencyMs: summary(1380), stagesMs: { encrypt: 40, evaluate: 1330, serialize: 10 }, loadMs: 2100, resultBytes: 400_000, wasmHeapMB: 618, peakRssMB: 900 };
+  const decryption = { ms: summary(5), openMs: 3100, wasmHeapMB: 80, peakRssMB: 300, remainingLevels: null, noiseBudgetBits: 17, maxAbsError: 0.02, precisionBits: 5.6, argmaxAgreement: 1 };
+  const paper = paperCells('x2+2x', 128, 'encrypted');
+  return {
+    ...row('encrypted'),
+    scheme: 'bgv',
+    polyModulusDegree: 16384,
+    coeffModulusBits: [60, 50, 54, 50, 60],
+    bgv: { plainModulusBits: [27, 27], calibrateMs: 190, planMs: 1440, verifyMs: 3170, predictedNoiseBudgetBits: 16, verifiedNoiseBudgetBits: 18 },
     encryption,
     processing,
     decryption,
@@ -42,10 +63,10 @@ function row(input: 'plain' | 'encrypted'): PaperRow {
 const report: PaperReport = {
   machine: { cpu: 'Test CPU', cores: 2, memoryGB: 8, os: 'linux', node: 'v20', nodeSeal: '6.0.3', date: '2025-01-02T03:04:05.000Z' },
   baseline: { peakRssMB: 104, wasmHeapMB: 16 },
-  schemes: ['ckks'],
+  schemes: ['ckks', 'bgv'],
   securityLevels: [128],
   runs: 5,
-  results: [row('encrypted'), row('plain')],
+  results: [bgvRow(), row('encrypted'), row('plain')],
   testSet: {
     model: 'models/paper-cnn-x2+2x.onnx',
     scheme: 'ckks',
@@ -147,6 +168,7 @@ describe('the report', () => {
     const encrypted = charts[3]!.svg;
     expect(encrypted).toContain('paper (BGV, native SEAL), x²+2x 128-bit: 2,903 s');
     expect(encrypted).toContain('sealed-edge MNIST (CKKS), x²+2x 128-bit: 0.513 s');
+    expect(encrypted).toContain('sealed-edge MNIST (BGV), x²+2x 128-bit: 1.38 s');
     expect(encrypted).not.toContain('192-bit');
     expect(charts[5]!.svg).toContain('CryptoDL: 163,840 predictions/h');
     expect(charts[5]!.svg).toContain('LoLa: 1,636 predictions/h');
@@ -155,14 +177,21 @@ describe('the report', () => {
   it('says what ran, puts each figure beside the paper’s, and says how to rerun', () => {
     const md = paperMarkdown(report, charts, true);
     expect(md).toContain('**Quick run**: 128-bit rows only, and 200 of the 10,000 MNIST test images');
-    expect(md).toContain('Schemes: CKKS. Security levels: 128 bits.');
+    expect(md).toContain('Schemes: CKKS, BGV. Security levels: 128 bits.');
     expect(md).toContain('Test CPU, 2 cores');
     expect(md).toContain('peaks at 104 MB resident');
     expect(md).toContain('![Processing per image, encrypted input (Table 3)](paper-processing-encrypted.svg)');
-    expect(md).toContain('| x²+2x | 128 | MNIST | 8192 | 513 ms [462–564 ms] | 2902.6 s | 5,660× | 396 | 225 | 5047.8 | 12.7× | 0 | 19.1 | 206 |');
-    expect(md).toContain('| x²+2x | 128 | MNIST | 8192 | 262 ms [236–288 ms] | 287.2 s | 1,100× |');
-    // Table 1 lists plaintext input before encrypted, as the paper's Tables 2 and 3 come.
-    expect(md.indexOf('| x²+2x | 128 | MNIST | plain |')).toBeLessThan(md.indexOf('| x²+2x | 128 | MNIST | encrypted |'));
+    // Tables 2 and 3: CKKS gives levels left, BGV the noise budget left, beside the paper's budget.
+    expect(md).toContain('| CKKS | x²+2x | 128 | MNIST | 8192 | 513 ms [462–564 ms] | 2902.6 s | 5,660× | 396 | 225 | 5047.8 | 12.7× | 0 | 19.1 | — | 206 |');
+    expect(md).toContain('| CKKS | x²+2x | 128 | MNIST | 8192 | 262 ms [236–288 ms] | 287.2 s | 1,100× |');
+    expect(md).toContain('| BGV | x²+2x | 128 | MNIST | 16384 | 1.38 s [1,242–1,518 ms] | 2902.6 s | 2,100× | 900 | 618 | 5047.8 | 5.6× | — | 5.6 | 17 | 206 |');
+    // Table 1 lists CKKS before BGV, and plaintext input before encrypted, as the paper's Tables 2 and 3 come.
+    expect(md.indexOf('| CKKS | x²+2x | 128 | MNIST | plain |')).toBeLessThan(md.indexOf('| CKKS | x²+2x | 128 | MNIST | encrypted |'));
+    expect(md.indexOf('| CKKS | x²+2x | 128 | MNIST | encrypted |')).toBeLessThan(md.indexOf('| BGV | x²+2x | 128 | MNIST | encrypted |'));
+    // What the BGV planner chose, and the budget predicted, verified at protect time and left after the runs.
+    expect(md).toContain('| x²+2x | 128 | MNIST | encrypted | 16384 | 27 + 27 | [60, 50, 54, 50, 60] | 190 ms | 1.44 s | 3.17 s | 16 | 18 | 17 | 206 |');
+    expect(md).toContain('BGV always encrypts the weights: it has no plaintext-weights mode');
+    expect(md).toContain('No BGV run in Chromium in this report.');
     expect(md).toContain('| sealed-edge, encrypted weights, 1 core | **encrypted** | 99.50% | 100.00% | 6,923 |');
     expect(md).toContain('| CryptoDL | plaintext | 99.52% | — | 163,840 |');
     expect(md).toContain('| CKKS | 128 | 2 | 20 | 376 ms | 410 ms | 350 ms–452 ms | 340 ms | 2,903 s | 7,720× | 1.12 s | 224.8 MB |');
