@@ -192,7 +192,7 @@ export class Kiosk {
       $('bundle-id').textContent = `${manifest.modelId} v${manifest.version}`;
       $('bundle-status').textContent =
         `verified (Ed25519 signature, ${Object.keys(manifest.files).length} SHA-256s) from the ${bundle.source} in ${fmt(bundle.loadMs)}; ` +
-        `key ${manifest.keyId.slice(0, 8)}…, CKKS N=${manifest.he.params.polyModulusDegree}, ${manifest.he.params.security}-bit`;
+        `key ${manifest.keyId.slice(0, 8)}…, ${manifest.he.scheme.toUpperCase()} N=${manifest.he.params.polyModulusDegree}, ${manifest.he.params.security}-bit`;
       this.setState('loading', 'starting the extractor and the HE workers…');
       const { threads } = configureOrt(new URL(`${import.meta.env.BASE_URL}ort/`, location.href).href);
       const pool = new HePool(createHeWorker, {
