@@ -305,11 +305,16 @@ export class EncryptedClassifier {
     }
   }
 
-  private packed(features: ArrayLike<number>): Float64Array {
-    if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
+  /** The first layer's plan: it packs the input and is the layer shares split. */
+  private get first(): DensePlan {
     const first = this.plan.plans[0]!;
     if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
-    return packInput(first, features);
+    return first;
+  }
+
+  private packed(features: ArrayLike<number>): Float64Array {
+    if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
+    return packInput(this.first, features);
   }
 
   /** The packed input, encrypted with the device's public key or kept plain by mode. */
@@ -355,9 +360,7 @@ export class EncryptedClassifier {
 
   /** The giant-step ranges of the first layer that `count` workers evaluate (see shareRanges). */
   shares(count: number): [number, number][] {
-    const first = this.plan.plans[0]!;
-    if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
-    return shareRanges(first, count, this.plan.mode.weights === 'encrypted' && this.plan.mode.input === 'encrypted');
+    return shareRanges(this.first, count, this.plan.mode.weights === 'encrypted' && this.plan.mode.input === 'encrypted');
   }
 
   /**
@@ -369,7 +372,7 @@ export class EncryptedClassifier {
   evaluateShare(features: ArrayLike<number>, index: number, count: number): ShareEvaluation {
     const ranges = this.shares(count);
     if (!Number.isInteger(index) || index < 0 || index >= count) fail('E_SHAPE', `share ${index} of ${count} does not exist`);
-    const giant = (this.plan.plans[0] as DensePlan).giant;
+    const { giant } = this.first;
     const range = ranges[index] ?? [giant, giant];
     const header: PartialHeader = { params: this.he.params, keyId: this.keys.keyId, range };
     if (range[0] === range[1]) return { partial: writeContainer('partial', header, []), encryptMs: 0, evaluateMs: 0 };
@@ -403,7 +406,7 @@ export class EncryptedClassifier {
     if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
     if (!Array.isArray(partials) || partials.length === 0) fail('E_SHAPE', 'finish needs at least one partial sum');
     const he = this.he;
-    const giant = (this.plan.plans[0] as DensePlan).giant;
+    const { giant } = this.first;
     const read = partials.map((bytes, i) => {
       const { header, sections } = readContainer<PartialHeader>(bytes, 'partial');
       if (header.keyId !== this.keys.keyId) fail('E_KEYS', `partial ${i} was computed under key ${header.keyId}, not ${this.keys.keyId}`);
