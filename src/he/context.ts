@@ -2,7 +2,43 @@ import { fail, HeError } from './errors';
 import type { HeParameters } from './params';
 import type { CipherText, Context, ParmsIdType, PlainText, SealRuntime } from './seal';
 
-const SECURITY = { 128: 'tc128', 192: 'tc192', 256: 'tc256' } as const;
+/** SEAL's names of the security levels the project plans for. */
+export const SECURITY = { 128: 'tc128', 192: 'tc192', 256: 'tc256' } as const;
+
+/** A context's modulus chain: the parms id of every level (level ℓ holds q_0 … q_ℓ). */
+export class ModulusChain {
+  /** Chain index of the freshest ciphertexts. */
+  readonly topLevel: number;
+  private readonly ids: ParmsIdType[] = [];
+
+  constructor(context: Context) {
+    let data = context.firstContextData;
+    this.topLevel = data.chainIndex;
+    for (let level = this.topLevel; ; level--) {
+      this.ids[level] = data.parmsId;
+      if (level === 0) break;
+      const next = data.nextContextData;
+      data.delete();
+      data = next;
+    }
+    data.delete();
+  }
+
+  parmsIdAt(level: number): ParmsIdType {
+    const id = this.ids[level];
+    if (id === undefined) fail('E_PARAMS', `level ${level} is outside the modulus chain 0…${this.topLevel}`);
+    return id;
+  }
+
+  /** The level of a ciphertext: one below the number of primes it still holds. */
+  levelOf(ct: CipherText): number {
+    return ct.coeffModulusSize - 1;
+  }
+
+  delete(): void {
+    for (const id of this.ids) id?.delete();
+  }
+}
 
 /**
  * A SEAL context for one parameter set, with its encoder and evaluator. Creating one
@@ -14,7 +50,7 @@ export class HeContext {
   readonly primes: readonly number[];
   readonly encoder;
   readonly evaluator;
-  private readonly parmsIds: ParmsIdType[] = [];
+  private readonly chain: ModulusChain;
   private disposed = false;
 
   private constructor(
@@ -26,18 +62,10 @@ export class HeContext {
     this.slots = params.polyModulusDegree / 2;
     this.encoder = seal.CKKSEncoder(context);
     this.evaluator = seal.Evaluator(context);
-    let data = context.firstContextData;
-    const primes: number[] = [];
-    for (const q of data.parms.coeffModulus) primes.push(Number(q));
-    this.primes = primes;
-    for (let level = primes.length - 1; ; level--) {
-      this.parmsIds[level] = data.parmsId;
-      if (level === 0) break;
-      const next = data.nextContextData;
-      data.delete();
-      data = next;
-    }
-    data.delete();
+    const first = context.firstContextData;
+    this.primes = Array.from(first.parms.coeffModulus, Number);
+    first.delete();
+    this.chain = new ModulusChain(context);
   }
 
   static create(runtime: SealRuntime, params: HeParameters): HeContext {
@@ -73,14 +101,12 @@ export class HeContext {
 
   parmsIdAt(level: number): ParmsIdType {
     this.check();
-    const id = this.parmsIds[level];
-    if (id === undefined) fail('E_PARAMS', `level ${level} is outside the modulus chain 0…${this.topLevel}`);
-    return id;
+    return this.chain.parmsIdAt(level);
   }
 
-  /** Level of a ciphertext: its number of primes minus one. */
+  /** The level of a ciphertext: one below the number of primes it still holds. */
   levelOf(ct: CipherText): number {
-    return ct.coeffModulusSize - 1;
+    return this.chain.levelOf(ct);
   }
 
   /** Encodes `values` (at most `slots` of them) at `scale` and level `level`. */
@@ -99,7 +125,7 @@ export class HeContext {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const id of this.parmsIds) id?.delete();
+    this.chain.delete();
     this.encoder.delete();
     this.evaluator.delete();
     this.context.delete();

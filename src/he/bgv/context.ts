@@ -1,10 +1,8 @@
-import { sealMessage } from '../context';
+import { ModulusChain, SECURITY, sealMessage } from '../context';
 import { fail, HeError } from '../errors';
 import type { CipherText, Context, ParmsIdType, PlainText, SealRuntime } from '../seal';
 import { type BgvParameters, checkBgvParameters } from './params';
 import { realizeBgvPrimes } from './primes';
-
-const SECURITY = { 128: 'tc128', 192: 'tc192', 256: 'tc256' } as const;
 
 /**
  * One CRT component: a SEAL BGV context whose plaintext modulus is the component's
@@ -18,7 +16,7 @@ export class BgvComponent {
   readonly evaluator;
   /** Level ℓ holds primes q_0 … q_ℓ. */
   readonly topLevel: number;
-  private readonly parmsIds: ParmsIdType[] = [];
+  private readonly chain: ModulusChain;
   /** t as a number when it fits 32 bits (encoding then avoids BigInt), else 0. */
   private readonly small: number;
 
@@ -33,16 +31,8 @@ export class BgvComponent {
     this.evaluator = seal.Evaluator(context);
     this.slots = this.encoder.slotCount / 2;
     this.small = plainModulus < 2n ** 32n ? Number(plainModulus) : 0;
-    let data = context.firstContextData;
-    this.topLevel = data.chainIndex;
-    for (let level = this.topLevel; ; level--) {
-      this.parmsIds[level] = data.parmsId;
-      if (level === 0) break;
-      const next = data.nextContextData;
-      data.delete();
-      data = next;
-    }
-    data.delete();
+    this.chain = new ModulusChain(context);
+    this.topLevel = this.chain.topLevel;
   }
 
   get seal() {
@@ -50,13 +40,11 @@ export class BgvComponent {
   }
 
   parmsIdAt(level: number): ParmsIdType {
-    const id = this.parmsIds[level];
-    if (id === undefined) fail('E_PARAMS', `level ${level} is outside the modulus chain 0…${this.topLevel}`);
-    return id;
+    return this.chain.parmsIdAt(level);
   }
 
   levelOf(ct: CipherText): number {
-    return ct.coeffModulusSize - 1;
+    return this.chain.levelOf(ct);
   }
 
   /** Batch-encodes integers (held exactly in doubles), reduced mod t, into both rows. */
@@ -90,7 +78,7 @@ export class BgvComponent {
   }
 
   dispose(): void {
-    for (const id of this.parmsIds) id?.delete();
+    this.chain.delete();
     this.encoder.delete();
     this.evaluator.delete();
     this.context.delete();
