@@ -75,41 +75,71 @@ interface Loaded {
 
 type Timed = { loaded: Loaded; contextMs: number; keysMs: number };
 
-/** Runs `step` timed; on failure disposes what was made before it. */
-function timed<T>(step: () => T, cleanup: () => void): [T, number] {
+interface Disposable {
+  dispose(): void;
+}
+
+interface Opened<C, K, L> {
+  context: C;
+  keys: K;
+  classifier: L;
+  contextMs: number;
+  keysMs: number;
+  dispose(): void;
+}
+
+/**
+ * Opens a scheme's context, device key set and classifier in turn, timing the first two;
+ * if a step fails, what the steps before it opened is disposed.
+ */
+function open<C extends Disposable, K extends Disposable, L extends Disposable>(
+  createContext: () => C,
+  loadKeys: (context: C) => K,
+  loadClassifier: (context: C, keys: K) => L,
+): Opened<C, K, L> {
   const t0 = performance.now();
+  const context = createContext();
+  const t1 = performance.now();
+  let keys: K | undefined;
   try {
-    return [step(), performance.now() - t0];
+    keys = loadKeys(context);
+    const keysMs = performance.now() - t1;
+    const classifier = loadClassifier(context, keys);
+    return {
+      context,
+      keys,
+      classifier,
+      contextMs: t1 - t0,
+      keysMs,
+      dispose() {
+        classifier.dispose();
+        keys!.dispose();
+        context.dispose();
+      },
+    };
   } catch (error) {
-    cleanup();
+    keys?.dispose();
+    context.dispose();
     throw error;
   }
 }
 
 /** CKKS: shares split the first layer's giant-step groups (EncryptedClassifier.evaluateShare). */
-function loadCkks(runtime: SealRuntime, params: HeParameters, keys: Uint8Array, weights: Uint8Array): Timed {
-  const [he, contextMs] = timed(() => HeContext.create(runtime, checkParameters(params)), () => undefined);
-  const [deviceKeys, keysMs] = timed(() => DeviceKeys.load(he, keys), () => he.dispose());
-  const [classifier] = timed(
-    () => EncryptedClassifier.load(he, deviceKeys, weights),
-    () => {
-      deviceKeys.dispose();
-      he.dispose();
-    },
+function loadCkks(runtime: SealRuntime, params: HeParameters, keyBytes: Uint8Array, weights: Uint8Array): Timed {
+  const { keys, classifier, contextMs, keysMs, dispose } = open(
+    () => HeContext.create(runtime, checkParameters(params)),
+    (he) => DeviceKeys.load(he, keyBytes),
+    (he, keys) => EncryptedClassifier.load(he, keys, weights),
   );
   return {
     contextMs,
     keysMs,
     loaded: {
-      keyId: deviceKeys.keyId,
+      keyId: keys.keyId,
       evaluate: (features) => classifier.evaluate(features),
       share: (features, index, count) => classifier.evaluateShare(features, index, count),
       finish: (partials) => classifier.finish(partials),
-      dispose() {
-        classifier.dispose();
-        deviceKeys.dispose();
-        he.dispose();
-      },
+      dispose,
     },
   };
 }
@@ -118,22 +148,18 @@ function loadCkks(runtime: SealRuntime, params: HeParameters, keys: Uint8Array, 
  * BGV: each CRT component is a whole evaluation, so shares split the components (share i
  * takes components i, i + count, …) and finishing only joins the partial results.
  */
-function loadBgv(runtime: SealRuntime, params: BgvParameters, keys: Uint8Array, weights: Uint8Array): Timed {
-  const [ctx, contextMs] = timed(() => BgvContext.create(runtime, checkBgvParameters(params)), () => undefined);
-  const [deviceKeys, keysMs] = timed(() => BgvDeviceKeys.load(ctx, keys), () => ctx.dispose());
-  const [classifier] = timed(
-    () => EncryptedBgvClassifier.load(ctx, deviceKeys, weights),
-    () => {
-      deviceKeys.dispose();
-      ctx.dispose();
-    },
+function loadBgv(runtime: SealRuntime, params: BgvParameters, keyBytes: Uint8Array, weights: Uint8Array): Timed {
+  const { context, keys, classifier, contextMs, keysMs, dispose } = open(
+    () => BgvContext.create(runtime, checkBgvParameters(params)),
+    (ctx) => BgvDeviceKeys.load(ctx, keyBytes),
+    (ctx, keys) => EncryptedBgvClassifier.load(ctx, keys, weights),
   );
-  const components = ctx.components.map((c) => c.index);
+  const components = context.components.map((c) => c.index);
   return {
     contextMs,
     keysMs,
     loaded: {
-      keyId: deviceKeys.keyId,
+      keyId: keys.keyId,
       evaluate: (features) => classifier.evaluate(features),
       share(features, index, count) {
         if (!Number.isInteger(count) || count < 1 || !Number.isInteger(index) || index < 0 || index >= count) {
@@ -150,11 +176,7 @@ function loadBgv(runtime: SealRuntime, params: BgvParameters, keys: Uint8Array, 
         const result = mergeBgvResults(partials, true);
         return { result, timings: { encryptMs: 0, evaluateMs: 0, serializeMs: performance.now() - t0 }, counts: zeroCounts() };
       },
-      dispose() {
-        classifier.dispose();
-        deviceKeys.dispose();
-        ctx.dispose();
-      },
+      dispose,
     },
   };
 }
