@@ -134,7 +134,11 @@ interface Point {
 }
 
 /** The device's polynomial evaluation on the integers of one input (unpacked). */
-class PointBackend implements Backend<Point, never> {
+/**
+ * What the backends below share: they evaluate activations only (evaluatePoly), so the
+ * dense layer's operations refuse.
+ */
+abstract class ActivationBackend {
   private unused(): never {
     fail('E_SHAPE', 'an activation has no dense operations');
   }
@@ -150,6 +154,9 @@ class PointBackend implements Backend<Point, never> {
   constant(): never {
     this.unused();
   }
+}
+
+class PointBackend extends ActivationBackend implements Backend<Point, never> {
   mul(a: Point, b: Point): Point {
     return { v: a.v.map((x, i) => x * b.v[i]!), scale: a.scale * b.scale };
   }
@@ -242,29 +249,12 @@ interface Interval {
  * evaluation the device performs (evaluatePoly), so every power and term is bounded.
  * Records the largest magnitude any value reaches.
  */
-class IntervalBackend implements Backend<Interval, never> {
+class IntervalBackend extends ActivationBackend implements Backend<Interval, never> {
   largest = 0;
 
   private record(v: Interval): Interval {
     for (let i = 0; i < v.lo.length; i++) this.largest = Math.max(this.largest, -v.lo[i]!, v.hi[i]!);
     return v;
-  }
-
-  private unused(): never {
-    fail('E_SHAPE', 'an activation has no dense operations');
-  }
-
-  rotate(): never {
-    this.unused();
-  }
-  mulAdd(): never {
-    this.unused();
-  }
-  addWeight(): never {
-    this.unused();
-  }
-  constant(): never {
-    this.unused();
   }
 
   mul(a: Interval, b: Interval): Interval {
