@@ -63,6 +63,12 @@ export function defaultPoolSize(hardwareConcurrency: number | undefined, max = 4
   return Math.max(1, Math.min(max, cores));
 }
 
+/** `value` if it is an integer of at least `min`; a clear error otherwise. */
+function checked(name: string, value: number, min: number): number {
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer of at least ${min}, got ${value}`);
+  return value;
+}
+
 class WorkerFailure extends Error {}
 
 function terminate(handle: WorkerHandle): void {
@@ -130,12 +136,11 @@ export class HePool {
     private readonly factory: WorkerFactory,
     private readonly options: PoolOptions,
   ) {
-    if (!Number.isInteger(options.size) || options.size < 1) throw new Error(`pool size must be a positive integer, got ${options.size}`);
-    this.size = options.size;
-    this.frameTimeoutMs = options.frameTimeoutMs ?? 120_000;
-    this.loadTimeoutMs = options.loadTimeoutMs ?? 300_000;
-    this.retries = options.retries ?? 2;
-    this.maxReloads = options.maxReloads ?? 5;
+    this.size = checked('pool size', options.size, 1);
+    this.frameTimeoutMs = checked('frameTimeoutMs', options.frameTimeoutMs ?? 120_000, 1);
+    this.loadTimeoutMs = checked('loadTimeoutMs', options.loadTimeoutMs ?? 300_000, 1);
+    this.retries = checked('retries', options.retries ?? 2, 0);
+    this.maxReloads = checked('maxReloads', options.maxReloads ?? 5, 0);
   }
 
   /** Starts every worker on the bundle; resolves when all are ready (fails if one cannot load it). */

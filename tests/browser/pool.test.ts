@@ -208,6 +208,17 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
     }
   });
 
+  it('refuses options that are not integers in range', () => {
+    const make = (options: Partial<ConstructorParameters<typeof HePool>[1]>) => () => new HePool(() => fakeWorker({}), { size: 2, ...options });
+    expect(make({ size: 0 })).toThrow('pool size must be an integer of at least 1, got 0');
+    expect(make({ size: 1.5 })).toThrow('pool size must be an integer of at least 1, got 1.5');
+    expect(make({ retries: -1 })).toThrow('retries must be an integer of at least 0, got -1');
+    expect(make({ maxReloads: Number.NaN })).toThrow('maxReloads must be an integer of at least 0, got NaN');
+    expect(make({ frameTimeoutMs: 0 })).toThrow('frameTimeoutMs must be an integer of at least 1, got 0');
+    expect(make({ loadTimeoutMs: Infinity })).toThrow('loadTimeoutMs must be an integer of at least 1, got Infinity');
+    expect(make({ retries: 0, maxReloads: 0 })).not.toThrow();
+  });
+
   it('sizes the pool from hardwareConcurrency', () => {
     expect(defaultPoolSize(undefined)).toBe(1);
     expect(defaultPoolSize(2)).toBe(2);
