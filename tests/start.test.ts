@@ -1,26 +1,41 @@
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
+const ENV = { ...process.env, SEALED_EDGE_KEK: '3c'.repeat(32) };
+const dirs = (root: string) => ['--port', '0', '--data', join(root, 'data'), '--out', join(root, 'models'), '--dist', join(root, 'dist')];
+
+/** Runs `sealed-edge start` until it serves, hands its output to `check`, then stops it. */
+async function whileServing(args: string[], check: (output: string) => Promise<void>): Promise<void> {
+  const child = spawn(process.execPath, ['bin/sealed-edge.mjs', 'start', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: ENV });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  try {
+    while (!/Ctrl-C stops/.test(output)) {
+      if (child.exitCode !== null) throw new Error(`start exited early:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await check(output);
+  } finally {
+    child.kill('SIGTERM');
+  }
+  expect(await exited).toBe(0);
+}
+
+/** Runs `sealed-edge start` expecting it to refuse before serving. */
+function refused(args: string[]) {
+  const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', 'start', ...args], { encoding: 'utf8', env: ENV, timeout: 60_000 });
+  return { code: r.status, err: r.stderr };
+}
+
 describe('npm start (sealed-edge start)', () => {
-  it('protects the committed model, builds the kiosk and serves kiosk, signed bundle and cockpit', async () => {
+  it('protects the committed model, builds the kiosk and serves kiosk, signed bundle and cockpit; refuses another scheme for the same id', async () => {
     const root = mkdtempSync(join(tmpdir(), 'sealed-edge-start-'));
-    const child = spawn(
-      process.execPath,
-      ['bin/sealed-edge.mjs', 'start', '--port', '0', '--data', join(root, 'data'), '--out', join(root, 'models'), '--dist', join(root, 'dist')],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SEALED_EDGE_KEK: '3c'.repeat(32) } },
-    );
-    let output = '';
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
-    try {
-      while (!/Ctrl-C stops/.test(output)) {
-        if (child.exitCode !== null) throw new Error(`start exited early:\n${output}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+    await whileServing(dirs(root), async (output) => {
       const kiosk = /kiosk: +(http:\S+)/.exec(output)![1]!;
       expect(output).toMatch(/protected mnist v1/);
       expect(output).toMatch(/enroll with the one-time token [\w-]{32}/);
@@ -31,9 +46,31 @@ describe('npm start (sealed-edge start)', () => {
       expect(latest).toMatchObject({ version: 1, path: 'v1/' });
       expect((await fetch(`${kiosk}models/mnist/v1/manifest.sig`)).status).toBe(200);
       expect((await fetch(`${kiosk}cockpit`)).status).toBe(200);
-    } finally {
-      child.kill('SIGTERM');
-    }
-    expect(await exited).toBe(0);
+    });
+    expect(refused([...dirs(root), '--scheme', 'bgv', '--id', 'mnist'])).toEqual({
+      code: 2,
+      err: expect.stringMatching(/model mnist is already published with CKKS, not BGV: give another --id/),
+    });
+  });
+
+  it('--scheme bgv protects with BGV as mnist-bgv and prints a kiosk URL that names its bundle', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'sealed-edge-start-bgv-'));
+    await whileServing([...dirs(root), '--scheme', 'bgv'], async (output) => {
+      expect(output).toMatch(/protecting models\/paper-cnn-x2\+2x\.onnx as mnist-bgv with BGV/);
+      const kiosk = /kiosk: +(http:\S+)/.exec(output)![1]!;
+      const url = new URL(kiosk);
+      expect(url.searchParams.get('bundle')).toBe('models/mnist-bgv/latest.json');
+      const manifest = (await (await fetch(new URL('models/mnist-bgv/v1/manifest.json', url))).json()) as { he: { scheme: string } };
+      expect(manifest.he.scheme).toBe('bgv');
+    });
+  });
+
+  it('refuses a scheme it does not know, and a published pointer it cannot read', () => {
+    const root = mkdtempSync(join(tmpdir(), 'sealed-edge-start-bad-'));
+    expect(refused([...dirs(root), '--scheme', 'rsa'])).toEqual({ code: 2, err: expect.stringMatching(/--scheme must be ckks or bgv, got 'rsa'/) });
+    mkdirSync(join(root, 'models', 'mnist'), { recursive: true });
+    writeFileSync(join(root, 'models', 'mnist', 'latest.json'), '{"version": 1, "path": "v1/"');
+    expect(refused(dirs(root))).toEqual({ code: 1, err: expect.stringMatching(/cannot read the published bundle of mnist \(.*latest\.json\): .*JSON/) });
+    expect(existsSync(join(root, 'data'))).toBe(false);
   });
 });

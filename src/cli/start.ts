@@ -1,7 +1,10 @@
 import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseManifest } from '../model/bundle';
+import { latestPointer } from '../protect/protect';
 import { addDevice, openWorkspace, operatorToken, SIGNING_PUBLIC_FILE } from '../protect/workspace';
+import { UsageError } from './errors';
 import { DEFAULT_DATA_DIR, parsePort, runBackend } from './owner';
 import { DEFAULT_BUNDLE_ROOT, protectCommand } from './protect';
 
@@ -22,16 +25,22 @@ export async function startCommand(args: string[]): Promise<number> {
       out: { type: 'string', default: DEFAULT_BUNDLE_ROOT },
       dist: { type: 'string', default: 'dist' },
       model: { type: 'string', default: 'models/paper-cnn-x2+2x.onnx' },
-      id: { type: 'string', default: 'mnist' },
+      id: { type: 'string' },
+      scheme: { type: 'string', default: 'ckks' },
     },
   });
   const port = parsePort(values.port!);
   const data = values.data!;
-  const id = values.id!;
-  if (!existsSync(join(values.out!, id, 'latest.json'))) {
-    print(`protecting ${values.model} as ${id} (first start)…`);
-    const code = await protectCommand([values.model!, '--id', id, '--data', data, '--out', values.out!]);
+  const scheme = values.scheme!;
+  if (scheme !== 'ckks' && scheme !== 'bgv') throw new UsageError(`--scheme must be ckks or bgv, got '${scheme}'`);
+  const id = values.id ?? (scheme === 'ckks' ? 'mnist' : 'mnist-bgv');
+  const published = publishedScheme(values.out!, id);
+  if (published === undefined) {
+    print(`protecting ${values.model} as ${id} with ${scheme.toUpperCase()} (first start)…`);
+    const code = await protectCommand([values.model!, '--id', id, '--scheme', scheme, '--data', data, '--out', values.out!]);
     if (code !== 0) return code;
+  } else if (published !== scheme) {
+    throw new UsageError(`model ${id} is already published with ${published.toUpperCase()}, not ${scheme.toUpperCase()}: give another --id, or protect a new version with sealed-edge protect`);
   }
   print('building the kiosk…');
   const ownerKey = readFileSync(join(data, SIGNING_PUBLIC_FILE), 'utf8').trim();
@@ -46,7 +55,8 @@ export async function startCommand(args: string[]): Promise<number> {
     const { device, token } = await addDevice(ws, `demo-kiosk-${new Date().toISOString().slice(0, 19)}`);
     await runBackend(ws, { port, host: values.host!, staticDir: dist }, (base) => {
       print('');
-      print(`kiosk:    ${base}/`);
+      // The kiosk opens models/mnist/latest.json unless told otherwise.
+      print(`kiosk:    ${base}/${id === 'mnist' ? '' : `?bundle=models/${id}/latest.json`}`);
       print(`          set-up: enroll with the one-time token ${token} (device ${device.id})`);
       print(`          then "Start demo" classifies MNIST test digits under encryption`);
       print(`cockpit:  ${base}/cockpit   operator token: ${operatorToken(ws.dataDir)}`);
@@ -57,4 +67,16 @@ export async function startCommand(args: string[]): Promise<number> {
     await ws.close();
   }
   return 0;
+}
+
+/** The scheme of the model's published version, read from its pointer and manifest; undefined if none is published. */
+function publishedScheme(outDir: string, id: string): 'ckks' | 'bgv' | undefined {
+  const pointer = latestPointer(outDir, id);
+  if (!existsSync(pointer)) return undefined;
+  try {
+    const { path } = JSON.parse(readFileSync(pointer, 'utf8')) as { path: string };
+    return parseManifest(readFileSync(join(outDir, id, path, 'manifest.json'))).he.scheme;
+  } catch (error) {
+    throw new Error(`cannot read the published bundle of ${id} (${pointer}): ${(error as Error).message}`);
+  }
 }
