@@ -18,6 +18,7 @@ import {
   type HeParameters,
   isBgvParameters,
   mergeBgvResults,
+  openClassifier,
   type SealRuntime,
   type ShareEvaluation,
   zeroCounts,
@@ -75,58 +76,9 @@ interface Loaded {
 
 type Timed = { loaded: Loaded; contextMs: number; keysMs: number };
 
-interface Disposable {
-  dispose(): void;
-}
-
-interface Opened<C, K, L> {
-  context: C;
-  keys: K;
-  classifier: L;
-  contextMs: number;
-  keysMs: number;
-  dispose(): void;
-}
-
-/**
- * Opens a scheme's context, device key set and classifier in turn, timing the first two;
- * if a step fails, what the steps before it opened is disposed.
- */
-function open<C extends Disposable, K extends Disposable, L extends Disposable>(
-  createContext: () => C,
-  loadKeys: (context: C) => K,
-  loadClassifier: (context: C, keys: K) => L,
-): Opened<C, K, L> {
-  const t0 = performance.now();
-  const context = createContext();
-  const t1 = performance.now();
-  let keys: K | undefined;
-  try {
-    keys = loadKeys(context);
-    const keysMs = performance.now() - t1;
-    const classifier = loadClassifier(context, keys);
-    return {
-      context,
-      keys,
-      classifier,
-      contextMs: t1 - t0,
-      keysMs,
-      dispose() {
-        classifier.dispose();
-        keys!.dispose();
-        context.dispose();
-      },
-    };
-  } catch (error) {
-    keys?.dispose();
-    context.dispose();
-    throw error;
-  }
-}
-
 /** CKKS: shares split the first layer's giant-step groups (EncryptedClassifier.evaluateShare). */
 function loadCkks(runtime: SealRuntime, params: HeParameters, keyBytes: Uint8Array, weights: Uint8Array): Timed {
-  const { keys, classifier, contextMs, keysMs, dispose } = open(
+  const { keys, classifier, contextMs, keysMs, dispose } = openClassifier(
     () => HeContext.create(runtime, checkParameters(params)),
     (he) => DeviceKeys.load(he, keyBytes),
     (he, keys) => EncryptedClassifier.load(he, keys, weights),
@@ -149,7 +101,7 @@ function loadCkks(runtime: SealRuntime, params: HeParameters, keyBytes: Uint8Arr
  * takes components i, i + count, …) and finishing only joins the partial results.
  */
 function loadBgv(runtime: SealRuntime, params: BgvParameters, keyBytes: Uint8Array, weights: Uint8Array): Timed {
-  const { context, keys, classifier, contextMs, keysMs, dispose } = open(
+  const { context, keys, classifier, contextMs, keysMs, dispose } = openClassifier(
     () => BgvContext.create(runtime, checkBgvParameters(params)),
     (ctx) => BgvDeviceKeys.load(ctx, keyBytes),
     (ctx, keys) => EncryptedBgvClassifier.load(ctx, keys, weights),

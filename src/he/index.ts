@@ -43,7 +43,7 @@ export {
 export { type DensePlan, lowerBoundMults } from './packing';
 export { referenceEvaluate, referenceModel, floatEvaluate, outputCount } from './reference';
 export { type OpCounts, zeroCounts } from './trace';
-export { Scope, withScope } from './scope';
+export { type Disposable, openClassifier, type OpenedClassifier, Scope, withScope } from './scope';
 export { type BgvParameters, checkBgvParameters, describeBgvParameters, isBgvParameters } from './bgv/params';
 export { type FixedPoint, type LayerBound } from './bgv/fixed-point';
 export { planBgv, planBgvClassifier, type BgvPlan, type BgvPlanOptions, type BgvClassifierPlan } from './bgv/plan';

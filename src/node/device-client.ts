@@ -7,6 +7,7 @@ import {
   EncryptedClassifier,
   type Evaluation,
   HeContext,
+  openClassifier,
   type SealRuntime,
 } from '../he';
 import { type BundleManifest, loadVerifiedBundle, type VerifiedBundle } from '../model/bundle';
@@ -55,29 +56,20 @@ export function loadBundleClassifier(runtime: SealRuntime, bundle: VerifiedBundl
   const { he } = bundle.manifest;
   const keysBin = bundle.files['keys.bin'];
   const weightsBin = bundle.files['weights.bin'];
-  const owned: { dispose(): void }[] = [];
-  const free = () => owned.splice(0).reverse().forEach((o) => o.dispose());
-  try {
-    if (he.scheme === 'bgv') {
-      const ctx = BgvContext.create(runtime, he.params);
-      owned.push(ctx);
-      const keys = BgvDeviceKeys.load(ctx, keysBin);
-      owned.push(keys);
-      const classifier = EncryptedBgvClassifier.load(ctx, keys, weightsBin);
-      owned.push(classifier);
-      return { evaluate: (features) => classifier.evaluate(features), dispose: free };
-    }
-    const context = HeContext.create(runtime, he.params);
-    owned.push(context);
-    const keys = DeviceKeys.load(context, keysBin);
-    owned.push(keys);
-    const classifier = EncryptedClassifier.load(context, keys, weightsBin);
-    owned.push(classifier);
-    return { evaluate: (features) => classifier.evaluate(features), dispose: free };
-  } catch (error) {
-    free();
-    throw error;
+  if (he.scheme === 'bgv') {
+    const { classifier, dispose } = openClassifier(
+      () => BgvContext.create(runtime, he.params),
+      (ctx) => BgvDeviceKeys.load(ctx, keysBin),
+      (ctx, keys) => EncryptedBgvClassifier.load(ctx, keys, weightsBin),
+    );
+    return { evaluate: (features) => classifier.evaluate(features), dispose };
   }
+  const { classifier, dispose } = openClassifier(
+    () => HeContext.create(runtime, he.params),
+    (context) => DeviceKeys.load(context, keysBin),
+    (context, keys) => EncryptedClassifier.load(context, keys, weightsBin),
+  );
+  return { evaluate: (features) => classifier.evaluate(features), dispose };
 }
 
 export interface PostOutcome {
