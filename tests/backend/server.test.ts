@@ -10,16 +10,9 @@ import { nodeSeal } from '../../src/node/seal';
 import type { ProtectReport } from '../../src/protect/protect';
 import { addDevice, openWorkspace, operatorToken, signingKey, type Workspace } from '../../src/protect/workspace';
 import { argmax, makeHead, makeInputs } from '../he/helpers';
-import { protectHead } from './helpers';
+import { protectHead, startBackend } from './helpers';
 
 const head = makeHead([256, 64, 10], 'realistic', 404);
-
-async function startBackend(ws: Workspace, options: Partial<ConstructorParameters<typeof Backend>[0]> = {}) {
-  const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
-  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir, {}), ...options });
-  const port = await backend.listen(0);
-  return { backend, decryption, url: `http://127.0.0.1:${port}` };
-}
 
 describe('decryption backend', () => {
   let ws: Workspace;
