@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Layer } from '../src/he';
+import { describeConv, type Layer } from '../src/he';
 import { MNIST_INPUT_SHAPE, MNIST_MEAN, MNIST_SIDE, MNIST_STD, type MnistImages, readMnistImages, readMnistLabels } from '../src/model/idx';
 import { importOnnx } from '../src/model/onnx';
 import type { SplitModel } from '../src/protect/protect';
@@ -54,7 +54,7 @@ export function polynomialText(coeffs: readonly number[]): string {
 
 /** "1600→512→x²+2x→10". */
 export function describeLayers(layers: readonly Layer[]): string {
-  return layers.map((l, i) => (l.kind === 'poly' ? polynomialText(l.coeffs) : i === 0 ? `${l.inputs}→${l.outputs}` : String(l.outputs))).join('→');
+  return layers.map((l, i) => (l.kind === 'poly' ? polynomialText(l.coeffs) : l.kind === 'conv' ? describeConv(l) : i === 0 ? `${l.inputs}→${l.outputs}` : String(l.outputs))).join('→');
 }
 
 const mnistPreprocessing = { width: MNIST_SIDE, height: MNIST_SIDE, mean: MNIST_MEAN, std: MNIST_STD };

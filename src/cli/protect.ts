@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Layer } from '../he';
+import { describeConv, type Layer } from '../he';
 import { isModelId } from '../model/bundle';
 import { MNIST_MEAN, MNIST_SIDE, MNIST_STD } from '../model/idx';
 import { importOnnx } from '../model/onnx';
@@ -132,7 +132,7 @@ function describeReport(report: ProtectReport, head: Layer[], input: string, tot
   const s = (ms: number) => (ms / 1000).toFixed(2);
   const lines = [
     `protected ${report.modelId} v${report.version} (key ${report.keyId}) → ${report.bundleDir}`,
-    `  head: ${head.map((l) => (l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
+    `  head: ${head.map((l) => (l.kind === 'conv' ? describeConv(l) : l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
     `  ${report.scheme.toUpperCase()}, ${manifest.he.params.polyModulusDegree} ring degree, ${manifest.he.params.security}-bit, input ${input}`,
   ];
   const bgv = report.bgv;

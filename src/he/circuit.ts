@@ -1,5 +1,6 @@
+import { type ConvLayer, type ConvPlan, type ConvShape, convGeometry, packConvInput, planConv } from './conv';
 import { fail } from './errors';
-import { type DensePlan, planDense } from './packing';
+import { type DensePlan, inputColumns, packInput, planDense } from './packing';
 
 /** A dense layer of the float model: z = W·x + b, W row-major (outputs × inputs). */
 export interface DenseLayer {
@@ -16,7 +17,7 @@ export interface PolyLayer {
   readonly coeffs: readonly number[];
 }
 
-export type Layer = DenseLayer | PolyLayer;
+export type Layer = ConvLayer | DenseLayer | PolyLayer;
 
 /**
  * How a polynomial activation p(x) = Σ a_i·x^i is evaluated. With x = σ·u, the device
@@ -36,7 +37,7 @@ export interface PolyPlan {
   readonly folded: boolean;
 }
 
-export type LayerPlan = DensePlan | PolyPlan;
+export type LayerPlan = ConvPlan | DensePlan | PolyPlan;
 
 /** Multiplicative depth of the monic evaluation: ⌈log2 d⌉, as many levels as x^d needs. */
 export function monicDepth(degree: number): number {
@@ -44,7 +45,7 @@ export function monicDepth(degree: number): number {
 }
 
 export function layerDepth(plan: LayerPlan): number {
-  if (plan.kind === 'dense') return 1;
+  if (plan.kind !== 'poly') return 1;
   return monicDepth(plan.monic.length - 1) + (!plan.folded && Math.abs(plan.lead) !== 1 ? 1 : 0);
 }
 
@@ -60,7 +61,20 @@ function trimmedCoeffs(layer: PolyLayer, index: number): number[] {
 }
 
 /** What planning needs of a model: its shapes and its activations, not its weights. */
-export type LayerShape = { readonly kind: 'dense'; readonly inputs: number; readonly outputs: number } | PolyLayer;
+export type LayerShape = ConvShape | { readonly kind: 'dense'; readonly inputs: number; readonly outputs: number } | PolyLayer;
+
+/** A model made of dense layers and activations only (what BGV plans today). */
+export type DenseModelLayer = DenseLayer | PolyLayer;
+
+/** Narrows a model to dense layers and activations, refusing a convolution with `why`. */
+export function denseOnly<L extends LayerShape | Layer>(layers: readonly L[], why: string): Exclude<L, { kind: 'conv' }>[] {
+  const conv = layers.findIndex((l) => l?.kind === 'conv');
+  if (conv >= 0) fail('E_UNSUPPORTED', `layer ${conv} is a convolution: ${why}`);
+  return layers as Exclude<L, { kind: 'conv' }>[];
+}
+
+/** A layer that multiplies by weights: a convolution or a dense layer. */
+const isLinear = (layer: LayerShape | undefined): boolean => layer?.kind === 'dense' || layer?.kind === 'conv';
 
 /**
  * Checks a model's shapes and plans each activation. An activation followed by a dense
@@ -69,10 +83,19 @@ export type LayerShape = { readonly kind: 'dense'; readonly inputs: number; read
  */
 export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
   if (layers.length === 0) fail('E_SHAPE', 'a classifier needs at least one layer');
-  if (layers[0]!.kind !== 'dense') fail('E_SHAPE', 'the first layer of a classifier must be dense');
+  const first = layers[0]!;
+  if (!isLinear(first)) fail('E_SHAPE', 'the first layer of a classifier must be a convolution or a dense layer');
+  if (!layers.some((l) => l.kind === 'dense')) fail('E_SHAPE', 'a classifier needs a dense layer after its convolution');
   const polys: PolyPlan[] = [];
-  let width = layers[0]!.inputs;
+  let width = first.kind === 'conv' ? convGeometry(first, 'layer 0').inputs : (first as DenseLayer).inputs;
   layers.forEach((layer, i) => {
+    if (layer.kind === 'conv') {
+      if (i !== 0) {
+        fail('E_UNSUPPORTED', `layer ${i}: a convolution after the first encrypted layer is not supported yet; split after it so that it runs before the encrypted part`);
+      }
+      width = convGeometry(layer, `layer ${i}`).outputs;
+      return;
+    }
     if (layer.kind === 'dense') {
       if (!Number.isInteger(layer.inputs) || !Number.isInteger(layer.outputs) || layer.inputs < 1 || layer.outputs < 1) {
         fail('E_SHAPE', `layer ${i}: dense sizes must be positive integers, got ${layer.outputs}×${layer.inputs}`);
@@ -89,7 +112,7 @@ export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
     // σ = |a_d|^(−1/d) makes the leading coefficient ±1: the folded weights keep their
     // magnitude (CKKS encodes with absolute precision, so tiny weights lose digits) and the
     // monic polynomial's values stay those of the activation.
-    const scaled = layers[i - 1]?.kind === 'dense';
+    const scaled = isLinear(layers[i - 1]);
     const sigma = scaled ? Math.abs(ad) ** (-1 / d) : 1;
     const lead = scaled ? Math.sign(ad) : ad;
     const monic = coeffs.map((c, k) => (k === 0 ? 0 : (c * sigma ** k) / lead));
@@ -105,12 +128,13 @@ export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
  * gets W/σ, b/σ; the one after gets W' = lead·W, b' = b + constant·W·1.
  * Returns the layers as they will be packed.
  */
-export function foldModel(layers: readonly Layer[]): Layer[] {
+export function foldModel<L extends Layer>(layers: readonly L[]): L[] {
   const polys = planActivations(layers);
   const planOf = new Map<number, PolyPlan>();
   let next = 0;
   layers.forEach((layer, i) => layer.kind === 'poly' && planOf.set(i, polys[next++]!));
-  return layers.map((layer, i) => {
+  return layers.map((layer: Layer, i): Layer => {
+    if (layer.kind === 'conv') return foldConv(layer, planOf.get(i + 1)?.inputScale ?? 1);
     if (layer.kind !== 'dense') return layer;
     if (layer.weights.length !== layer.inputs * layer.outputs) {
       fail('E_SHAPE', `layer ${i}: weights have ${layer.weights.length} values, ${layer.outputs}×${layer.inputs} needs ${layer.inputs * layer.outputs}`);
@@ -135,44 +159,80 @@ export function foldModel(layers: readonly Layer[]): Layer[] {
       return ((layer.bias?.[r] ?? 0) + constant * rowSum) / sigma;
     });
     return { ...layer, weights, bias };
-  });
+  }) as L[];
+}
+
+/** A first-layer convolution with the next activation's input scaling folded in: W/σ, b/σ. */
+function foldConv(layer: ConvLayer, sigma: number): ConvLayer {
+  const g = convGeometry(layer, 'layer 0');
+  if (layer.weights.length !== layer.outChannels * g.planes) {
+    fail('E_SHAPE', `layer 0: conv weights have ${layer.weights.length} values, ${layer.outChannels}×${layer.inChannels}×${layer.kernel[0]}×${layer.kernel[1]} needs ${layer.outChannels * g.planes}`);
+  }
+  if (layer.bias !== undefined && layer.bias.length !== layer.outChannels) {
+    fail('E_SHAPE', `layer 0: conv bias has ${layer.bias.length} values, the layer has ${layer.outChannels} output channels`);
+  }
+  const finite = (values: ArrayLike<number>, what: string) => {
+    for (let k = 0; k < values.length; k++) if (!Number.isFinite(values[k]!)) fail('E_SHAPE', `layer 0: conv ${what} ${k} is not a finite number`);
+  };
+  finite(layer.weights, 'weight');
+  if (layer.bias !== undefined) finite(layer.bias, 'bias');
+  return {
+    ...layer,
+    weights: Float64Array.from(layer.weights, (v) => v / sigma),
+    bias: Float64Array.from({ length: layer.outChannels }, (_, o) => (layer.bias?.[o] ?? 0) / sigma),
+  };
 }
 
 /** Multiplicative depth of a whole classifier: what planParameters needs. */
 export function classifierDepth(layers: readonly LayerShape[]): number {
   const polys = planActivations(layers);
   let poly = 0;
-  return layers.reduce((depth, layer) => depth + (layer.kind === 'dense' ? 1 : layerDepth(polys[poly++]!)), 0);
+  return layers.reduce((depth, layer) => depth + (layer.kind !== 'poly' ? 1 : layerDepth(polys[poly++]!)), 0);
 }
 
 /**
  * Plans every layer for `slots` slots: the first dense layer reads the device's own
  * shifted layout (or, if cheaper, a replicated one), later layers read the replicated
- * output of the layer before them.
+ * output of the layer before them. A convolution in front lays its output out directly
+ * in the first dense layer's input layout (the device packs the im2col planes so).
  */
 export function planLayers(layers: readonly LayerShape[], polyPlans: readonly PolyPlan[], slots: number): LayerPlan[] {
-  const plans: LayerPlan[] = [];
+  const plans: (LayerPlan | undefined)[] = [];
   let period: number | undefined;
   let poly = 0;
   const lastDense = layers.map((l) => l.kind).lastIndexOf('dense');
+  const firstDense = layers.findIndex((l) => l.kind === 'dense');
   layers.forEach((layer, i) => {
     if (layer.kind === 'poly') {
       plans.push(polyPlans[poly++]!);
       return;
     }
+    if (layer.kind === 'conv') {
+      plans.push(undefined);
+      return;
+    }
     const plan = planDense(layer.inputs, layer.outputs, slots, {
-      inputLayout: i === 0 ? 'shifted' : 'replicated',
+      inputLayout: i === firstDense ? 'shifted' : 'replicated',
       inputPeriod: period,
       finalLayer: i === lastDense,
     });
     period = plan.outPeriod;
     plans.push(plan);
   });
-  return plans;
+  const first = layers[0]!;
+  if (first.kind === 'conv') {
+    const next = plans[firstDense] as DensePlan;
+    if (next.inputs !== convGeometry(first).outputs) {
+      fail('E_SHAPE', `layer ${firstDense}: expects ${next.inputs} inputs but the convolution produces ${convGeometry(first).outputs}`);
+    }
+    plans[0] = planConv(first, slots, inputColumns(next), 'layer 0');
+  }
+  return plans as LayerPlan[];
 }
 
 /** One layer's weights in the backend's representation. */
 export interface LayerWeights<W> {
+  /** A dense layer's diagonals, or a convolution's weight planes; null: structurally zero. */
   readonly diagonals: readonly (W | null)[];
   readonly bias: W | null;
 }
@@ -264,6 +324,51 @@ export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights:
 }
 
 /**
+ * A convolution's share: Σ_{p∈[lo,hi)} W_p ⊙ X_p over its im2col planes, relinearized, not
+ * yet rescaled; null when no plane contributes. `planes[p]` is plane p's packed input
+ * (only those in the range are read).
+ */
+export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: LayerWeights<W>, planes: readonly V[], lo = 0, hi = plan.geometry.planes): V | null {
+  const count = plan.geometry.planes;
+  if (weights.diagonals.length !== count) fail('E_SHAPE', `the convolution has ${weights.diagonals.length} weight planes, its plan needs ${count}`);
+  if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi > count || lo >= hi) {
+    fail('E_SHAPE', `planes [${lo}, ${hi}) are not a range within [0, ${count})`);
+  }
+  let acc: V | null = null;
+  for (let p = lo; p < hi; p++) {
+    const x = planes[p];
+    if (x === undefined) fail('E_SHAPE', `input plane ${p} is missing`);
+    const w = weights.diagonals[p];
+    if (w != null) acc = be.mulAdd(acc, w, x);
+  }
+  if (acc !== null) be.relinearize(acc);
+  return acc;
+}
+
+/** Completes a convolution from the sum of its shares: rescale, bias. */
+export function convFinish<V, W>(be: Backend<V, W>, weights: LayerWeights<W>, acc: V | null): V {
+  if (acc === null) return be.constant(weights.bias);
+  be.rescale(acc);
+  if (weights.bias !== null) be.addWeight(acc, weights.bias);
+  return acc;
+}
+
+/** How many independent groups the first layer's products split into: giant steps or planes. */
+export function shareGroups(plan: ConvPlan | DensePlan): number {
+  return plan.kind === 'conv' ? plan.geometry.planes : plan.giant;
+}
+
+/** How many slot vectors the device packs for the first layer: im2col planes or one. */
+export function inputCount(plan: ConvPlan | DensePlan): number {
+  return plan.kind === 'conv' ? plan.geometry.planes : 1;
+}
+
+/** Packs the device's input for the first layer: its im2col planes, or one slot vector. */
+export function packInputs(plan: ConvPlan | DensePlan, features: ArrayLike<number>): Float64Array[] {
+  return plan.kind === 'conv' ? packConvInput(plan, features) : [packInput(plan, features)];
+}
+
+/**
  * Relative cost of the operations of a share, from the median op costs measured on this
  * kind of machine (DESIGN.md §5, N=8192): ct×ct multiply-add 1.2 ms, plaintext
  * multiply-add 0.5, relinearization 5.5, rotation 5.5.
@@ -277,8 +382,14 @@ const SHARE_COST = { ctMulAdd: 1.2, plainMulAdd: 0.5, relin: 5.5, rotate: 5.5 };
  * turns its sum down to group 0), so lower ranges get more groups. Minimizes the largest
  * cost exactly (dynamic programming over the split points).
  */
-export function shareRanges(plan: DensePlan, count: number, bothEncrypted: boolean): [number, number][] {
+export function shareRanges(plan: ConvPlan | DensePlan, count: number, bothEncrypted: boolean): [number, number][] {
   if (!Number.isInteger(count) || count < 1) fail('E_SHAPE', `shares must be a positive integer, got ${count}`);
+  if (plan.kind === 'conv') {
+    // Every plane costs the same (its encryption and one product): split them evenly.
+    const planes = plan.geometry.planes;
+    const parts = Math.min(count, planes);
+    return Array.from({ length: parts }, (_, k): [number, number] => [Math.floor((k * planes) / parts), Math.floor(((k + 1) * planes) / parts)]);
+  }
   const { giant, baby } = plan;
   const group = baby * (bothEncrypted ? SHARE_COST.ctMulAdd : SHARE_COST.plainMulAdd) + (bothEncrypted ? SHARE_COST.relin : 0);
   const cost = (lo: number, hi: number) => (hi - lo) * group + (hi - 1) * SHARE_COST.rotate;
@@ -352,7 +463,8 @@ export function evaluatePoly<V, W>(be: Backend<V, W>, plan: PolyPlan, x: V): V {
 }
 
 /**
- * Runs the packed plan. `x` is the packed input and stays the caller's; the result is
+ * Runs the packed plan. `inputs` are the packed input vectors (one for a dense first
+ * layer, one per im2col plane for a convolution) and stay the caller's; the result is
  * fresh. `onLayer` hears each layer's index before it runs (the tracer attributes
  * rotations to layers with it).
  */
@@ -360,30 +472,33 @@ export function evaluateLayers<V, W>(
   be: Backend<V, W>,
   plans: readonly LayerPlan[],
   weights: readonly (LayerWeights<W> | null)[],
-  x: V,
+  inputs: readonly V[],
   onLayer?: (index: number) => void,
 ): V {
   onLayer?.(0);
-  return finishLayers(be, plans, weights, evaluateShare(be, plans, weights, x), onLayer);
+  return finishLayers(be, plans, weights, evaluateShare(be, plans, weights, inputs), onLayer);
 }
 
-function firstLayer<W>(plans: readonly LayerPlan[], weights: readonly (LayerWeights<W> | null)[]): [DensePlan, LayerWeights<W>] {
+function firstLayer<W>(plans: readonly LayerPlan[], weights: readonly (LayerWeights<W> | null)[]): [ConvPlan | DensePlan, LayerWeights<W>] {
   const plan = plans[0];
   const w = weights[0];
-  if (plan?.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
+  if (plan === undefined || plan.kind === 'poly') fail('E_SHAPE', 'the first layer must be a convolution or a dense layer');
   if (w == null) fail('E_SHAPE', 'layer 0 has no weights');
   return [plan, w];
 }
 
-/** The first layer's share over giant-step groups `range` (all by default); see denseShare. */
+/** The first layer's share over groups `range` (all by default): see denseShare and convShare. */
 export function evaluateShare<V, W>(
   be: Backend<V, W>,
   plans: readonly LayerPlan[],
   weights: readonly (LayerWeights<W> | null)[],
-  x: V,
+  inputs: readonly V[],
   range?: readonly [number, number],
 ): V | null {
   const [plan, w] = firstLayer(plans, weights);
+  if (plan.kind === 'conv') return convShare(be, plan, w, inputs, range?.[0], range?.[1]);
+  const x = inputs[0];
+  if (x === undefined) fail('E_SHAPE', 'the dense first layer needs its packed input');
   return denseShare(be, plan, w, x, range?.[0], range?.[1]);
 }
 
@@ -396,11 +511,12 @@ export function finishLayers<V, W>(
   onLayer?: (index: number) => void,
 ): V {
   const [plan, w] = firstLayer(plans, weights);
-  let current = denseFinish(be, plan, w, shares);
+  let current = plan.kind === 'conv' ? convFinish(be, w, shares) : denseFinish(be, plan, w, shares);
   plans.forEach((layer, i) => {
     if (i === 0) return;
     onLayer?.(i);
     let next: V;
+    if (layer.kind === 'conv') fail('E_UNSUPPORTED', `layer ${i}: a convolution can only be the first layer`);
     if (layer.kind === 'dense') {
       const lw = weights[i];
       if (lw == null) fail('E_SHAPE', `layer ${i} has no weights`);

@@ -3,6 +3,9 @@ import {
   evaluateShare,
   finishLayers,
   foldModel,
+  inputCount,
+  packInputs,
+  shareGroups,
   type Layer,
   type LayerPlan,
   type LayerShape,
@@ -12,10 +15,11 @@ import {
   shareRanges,
 } from './circuit';
 import { readContainer, writeContainer } from './container';
+import { type ConvPlan, convLowerBound, packConvWeights } from './conv';
 import type { HeContext } from './context';
 import { fail } from './errors';
 import { type DeviceKeys, loadSeal, type OwnerKeys } from './keys';
-import { type DensePlan, diagonalIndex, lowerBoundMults, packDense, packInput } from './packing';
+import { type DensePlan, diagonalIndex, lowerBoundMults, packDense } from './packing';
 import { checkParameters, describeParameters, type HeParameters, sameParameters } from './params';
 import { Scope } from './scope';
 import { type SealValue, type SealWeight, SealBackend } from './seal-backend';
@@ -45,9 +49,9 @@ export interface ClassifierPlan {
   readonly layerRotationSteps: readonly (readonly number[])[];
   /** Operations of one evaluation, by kind. */
   readonly counts: OpCounts;
-  /** Σ ⌈m·n/slots⌉ over the dense layers. */
+  /** Σ ⌈m·n/slots⌉ over the dense layers, plus ⌈planes·outputs/slots⌉ for a convolution. */
   readonly lowerBoundMults: number;
-  /** Per dense layer, which diagonals carry weights (the rest are structurally zero). */
+  /** Per dense layer, which diagonals carry weights (the rest are structurally zero); per convolution, its planes. */
   readonly structure: readonly (readonly boolean[] | null)[];
   /** Level and scale each weight section is encrypted at, keyed `layer:diagonal` (−1: bias). */
   readonly weightSlots: ReadonlyMap<string, { level: number; scale: number }>;
@@ -72,10 +76,15 @@ export function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
   if (!Array.isArray(layers)) fail('E_SHAPE', 'layers must be an array');
   return layers.map((l: LayerShape, i): LayerShape => {
     if (l?.kind === 'dense') return { kind: 'dense', inputs: l.inputs, outputs: l.outputs };
+    if (l?.kind === 'conv') {
+      const { inChannels, inHeight, inWidth, outChannels, kernel, stride, pads } = l;
+      const copy = (v: unknown) => (Array.isArray(v) ? [...v] : v);
+      return { kind: 'conv', inChannels, inHeight, inWidth, outChannels, kernel: copy(kernel), stride: copy(stride), pads: copy(pads) } as LayerShape;
+    }
     if (l?.kind === 'poly' && Array.isArray(l.coeffs) && l.coeffs.every((c) => typeof c === 'number')) {
       return { kind: 'poly', coeffs: [...l.coeffs] };
     }
-    fail('E_SHAPE', `layer ${i} is neither a dense layer nor a polynomial activation`);
+    fail('E_SHAPE', `layer ${i} is neither a convolution, a dense layer nor a polynomial activation`);
   });
 }
 
@@ -88,13 +97,14 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
   const shapes = shapesOf(layers);
   const plans = planLayers(shapes, planActivations(shapes), he.slots);
   const structure = plans.map((plan) => {
+    if (plan.kind === 'conv') return Array<boolean>(plan.geometry.planes).fill(true);
     if (plan.kind !== 'dense') return null;
     const index = diagonalIndex(plan);
     return Array.from({ length: plan.diagonals }, (_, k) => index.subarray(k * he.slots, (k + 1) * he.slots).some((v) => v >= 0));
   });
   const trace = new TraceBackend(he.primes, checked.weights === 'encrypted');
   const markers = plans.map((plan, layer): LayerWeights<TraceWeight> | null =>
-    plan.kind !== 'dense'
+    plan.kind === 'poly'
       ? null
       : {
           diagonals: structure[layer]!.map((used, diagonal) => (used ? { layer, diagonal } : null)),
@@ -103,27 +113,36 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
   );
   const inputScale = 2 ** he.params.scaleBits;
   const input = { level: he.topLevel, scale: inputScale, size: checked.input === 'encrypted' ? 2 : 0 };
-  evaluateLayers(trace, plans, markers, input, (i) => trace.enterLayer(i));
-  const share = evaluateShare(new TraceBackend(he.primes, checked.weights === 'encrypted'), plans, markers, input);
+  const inputs = Array.from({ length: inputCount(firstPlan(plans)) }, () => ({ ...input }));
+  evaluateLayers(trace, plans, markers, inputs, (i) => trace.enterLayer(i));
+  const share = evaluateShare(new TraceBackend(he.primes, checked.weights === 'encrypted'), plans, markers, inputs);
   const sorted = (steps: Iterable<number>) => [...steps].sort((a, b) => a - b);
   const dense = plans.filter((p) => p.kind === 'dense');
+  const first = firstPlan(plans);
   return {
     params: he.params,
     mode: checked,
     layers: shapes,
     plans,
-    inputs: dense[0]!.inputs,
+    inputs: first.kind === 'conv' ? first.geometry.inputs : first.inputs,
     outputs: dense[dense.length - 1]!.outputs,
     depth: he.topLevel - trace.minLevel,
     rotationSteps: sorted(trace.steps),
     layerRotationSteps: plans.map((_, i) => sorted(trace.layerSteps.get(i) ?? [])),
     counts: trace.counts,
-    lowerBoundMults: dense.reduce((n, p) => n + lowerBoundMults(p.outputs, p.inputs, he.slots), 0),
+    lowerBoundMults: dense.reduce((n, p) => n + lowerBoundMults(p.outputs, p.inputs, he.slots), first.kind === 'conv' ? convLowerBound(first) : 0),
     structure,
     weightSlots: trace.weightSlots,
     inputScale,
     shareSlot: { level: share?.level ?? he.topLevel, scale: share?.scale ?? 0 },
   };
+}
+
+/** The first layer: it packs the device's input and is the layer shares split. */
+function firstPlan(plans: readonly LayerPlan[]): ConvPlan | DensePlan {
+  const first = plans[0];
+  if (first === undefined || first.kind === 'poly') fail('E_SHAPE', 'the first layer must be a convolution or a dense layer');
+  return first;
 }
 
 interface ClassifierHeader {
@@ -194,8 +213,13 @@ export async function encryptClassifier(
     };
     for (const [i, layerPlan] of plan.plans.entries()) {
       const layer = folded[i]!;
-      if (layerPlan.kind !== 'dense' || layer.kind !== 'dense') continue;
-      const packed = packDense(layerPlan, layer.weights, layer.bias);
+      const packed =
+        layerPlan.kind === 'dense' && layer.kind === 'dense'
+          ? packDense(layerPlan, layer.weights, layer.bias)
+          : layerPlan.kind === 'conv' && layer.kind === 'conv'
+            ? (({ planes, bias }) => ({ diagonals: planes, bias }))(packConvWeights(layerPlan, layer.weights, layer.bias))
+            : null;
+      if (packed === null) continue;
       const parts: [Float64Array, string][] = packed.diagonals.flatMap((d, k): [Float64Array, string][] => (d === null ? [] : [[d, `${i}:${k}`]]));
       parts.push([packed.bias, `${i}:-1`]);
       for (const [values, key] of parts) {
@@ -294,7 +318,7 @@ export class EncryptedClassifier {
         return ct;
       };
       const weights = plan.plans.map((layerPlan, i): LayerWeights<SealWeight> | null => {
-        if (layerPlan.kind !== 'dense') return null;
+        if (layerPlan.kind === 'poly') return null;
         const diagonals = plan.structure[i]!.map((used, k) => (used ? load(`${i}:${k}`) : null));
         return { diagonals, bias: load(`${i}:-1`) };
       });
@@ -306,26 +330,35 @@ export class EncryptedClassifier {
   }
 
   /** The first layer's plan: it packs the input and is the layer shares split. */
-  private get first(): DensePlan {
-    const first = this.plan.plans[0]!;
-    if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
-    return first;
+  private get first(): ConvPlan | DensePlan {
+    return firstPlan(this.plan.plans);
   }
 
-  private packed(features: ArrayLike<number>): Float64Array {
+  private packed(features: ArrayLike<number>): Float64Array[] {
     if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
-    return packInput(this.first, features);
+    return packInputs(this.first, features);
   }
 
-  /** The packed input, encrypted with the device's public key or kept plain by mode. */
-  private input(packed: Float64Array, scope: Scope): SealValue {
-    if (this.plan.mode.input !== 'encrypted') return { plain: packed, scale: this.plan.inputScale };
+  /**
+   * The packed input vectors in `range` (all by default), encrypted with the device's
+   * public key or kept plain by mode; the others stay holes (a share reads only its own).
+   */
+  private input(packed: readonly Float64Array[], scope: Scope, range: readonly [number, number] = [0, packed.length]): SealValue[] {
+    const inputs: SealValue[] = [];
+    if (this.plan.mode.input !== 'encrypted') {
+      for (let i = range[0]; i < range[1]; i++) inputs[i] = { plain: packed[i]!, scale: this.plan.inputScale };
+      return inputs;
+    }
     const he = this.he;
     const encryptor = scope.track(he.seal.Encryptor(he.context, this.keys.publicKey));
-    const plain = scope.track(he.encode(packed, this.plan.inputScale, he.topLevel));
-    const input = scope.track(he.seal.CipherText());
-    encryptor.encrypt(plain, input);
-    return input;
+    const plain = scope.track(he.seal.PlainText());
+    for (let i = range[0]; i < range[1]; i++) {
+      he.encode(packed[i]!, this.plan.inputScale, he.topLevel, plain);
+      const input = scope.track(he.seal.CipherText());
+      encryptor.encrypt(plain, input);
+      inputs[i] = input;
+    }
+    return inputs;
   }
 
   /** Serializes the still-encrypted scores into a result container. */
@@ -335,7 +368,7 @@ export class EncryptedClassifier {
     return writeContainer('result', header, [out.saveArray(this.he.seal.ComprModeType.zstd)]);
   }
 
-  /** Encrypts the features, evaluates the classifier, serializes the still-encrypted scores. */
+  /** Encrypts the input (features, or the image for a convolution), evaluates, serializes the still-encrypted scores. */
   evaluate(features: ArrayLike<number>): Evaluation {
     const packed = this.packed(features);
     const scope = new Scope();
@@ -372,15 +405,15 @@ export class EncryptedClassifier {
   evaluateShare(features: ArrayLike<number>, index: number, count: number): ShareEvaluation {
     const ranges = this.shares(count);
     if (!Number.isInteger(index) || index < 0 || index >= count) fail('E_SHAPE', `share ${index} of ${count} does not exist`);
-    const { giant } = this.first;
-    const range = ranges[index] ?? [giant, giant];
+    const groups = shareGroups(this.first);
+    const range = ranges[index] ?? [groups, groups];
     const header: PartialHeader = { params: this.he.params, keyId: this.keys.keyId, range };
     if (range[0] === range[1]) return { partial: writeContainer('partial', header, []), encryptMs: 0, evaluateMs: 0 };
     const packed = this.packed(features);
     const scope = new Scope();
     try {
       const t0 = performance.now();
-      const input = this.input(packed, scope);
+      const input = this.input(packed, scope, this.first.kind === 'conv' ? range : undefined);
       const t1 = performance.now();
       const share = evaluateShare<SealValue, SealWeight>(new SealBackend(this.he, this.keys, scope), this.plan.plans, this.weights, input, range);
       const t2 = performance.now();
@@ -406,7 +439,7 @@ export class EncryptedClassifier {
     if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
     if (!Array.isArray(partials) || partials.length === 0) fail('E_SHAPE', 'finish needs at least one partial sum');
     const he = this.he;
-    const { giant } = this.first;
+    const giant = shareGroups(this.first);
     const read = partials.map((bytes, i) => {
       const { header, sections } = readContainer<PartialHeader>(bytes, 'partial');
       if (header.keyId !== this.keys.keyId) fail('E_KEYS', `partial ${i} was computed under key ${header.keyId}, not ${this.keys.keyId}`);

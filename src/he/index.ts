@@ -40,7 +40,7 @@ export {
   type PolyPlan,
   shareRanges,
 } from './circuit';
-export { type ConvLayer, type ConvShape, type ConvGeometry, convGeometry } from './conv';
+export { type ConvLayer, type ConvShape, type ConvGeometry, convGeometry, describeConv, floatConv } from './conv';
 export { type DensePlan, lowerBoundMults } from './packing';
 export { referenceEvaluate, referenceModel, floatEvaluate, outputCount } from './reference';
 export { type OpCounts, zeroCounts } from './trace';

@@ -6,9 +6,11 @@ import {
   type LayerPlan,
   type LayerWeights,
   planActivations,
+  packInputs,
   planLayers,
 } from './circuit';
-import { packDense, packInput, rotateLeft } from './packing';
+import { floatConv, packConvWeights } from './conv';
+import { packDense, rotateLeft } from './packing';
 
 /**
  * The plaintext reference: the same packed plan (layouts, pre-rotated diagonals, baby and
@@ -57,10 +59,14 @@ export class PlainBackend implements Backend<Float64Array, Float64Array> {
   free(): void {}
 }
 
-/** Packs every dense layer of an already folded model for its plan. */
+/** Packs every convolution and dense layer of an already folded model for its plan. */
 export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[]): (LayerWeights<Float64Array> | null)[] {
   return plans.map((plan, i) => {
     const layer = folded[i]!;
+    if (plan.kind === 'conv' && layer.kind === 'conv') {
+      const packed = packConvWeights(plan, layer.weights, layer.bias);
+      return { diagonals: packed.planes, bias: packed.bias };
+    }
     if (plan.kind !== 'dense' || layer.kind !== 'dense') return null;
     const packed = packDense(plan, layer.weights, layer.bias);
     return { diagonals: packed.diagonals, bias: packed.bias };
@@ -75,10 +81,10 @@ export function referenceModel(layers: readonly Layer[], slots: number): (x: Arr
   const folded = foldModel(layers);
   const plans = planLayers(folded, planActivations(layers), slots);
   const first = plans[0]!;
-  if (first.kind !== 'dense') throw new Error('unreachable: the first layer is dense');
+  if (first.kind === 'poly') throw new Error('unreachable: the first layer is linear');
   const weights = packModel(plans, folded);
   const outputs = outputCount(layers);
-  return (x) => evaluateLayers(new PlainBackend(slots), plans, weights, packInput(first, x)).slice(0, outputs);
+  return (x) => evaluateLayers(new PlainBackend(slots), plans, weights, packInputs(first, x)).slice(0, outputs);
 }
 
 /** Runs the packed plan of `layers` on plain vectors and returns the outputs. */
@@ -94,9 +100,11 @@ export function outputCount(layers: readonly Layer[]): number {
 
 /** The float model itself, evaluated directly: no packing, no folding. */
 export function floatEvaluate(layers: readonly Layer[], x: ArrayLike<number>): Float64Array {
-  let v = Float64Array.from(x);
+  let v: Float64Array = Float64Array.from(x);
   for (const layer of layers) {
-    if (layer.kind === 'dense') {
+    if (layer.kind === 'conv') {
+      v = floatConv(layer, v);
+    } else if (layer.kind === 'dense') {
       const out = new Float64Array(layer.outputs);
       for (let r = 0; r < layer.outputs; r++) {
         let s = layer.bias?.[r] ?? 0;

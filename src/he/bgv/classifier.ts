@@ -193,7 +193,7 @@ export class EncryptedBgvClassifier {
         }
         const t1 = performance.now();
         const backend = new BgvSealBackend(c, keys, scope, switchLevels(this.plan.params));
-        const out = evaluateLayers<BgvValue, BgvCipher>(backend, this.plan.plans, this.weights.get(c.index)!, input);
+        const out = evaluateLayers<BgvValue, BgvCipher>(backend, this.plan.plans, this.weights.get(c.index)!, [input]);
         const t2 = performance.now();
         if ('plain' in out) fail('E_SHAPE', 'the classifier produced no ciphertext');
         sections.push(out.ct.saveArray(c.seal.ComprModeType.zstd));

@@ -1,4 +1,5 @@
-import { type Backend, evaluatePoly, foldModel, type Layer, planActivations, type PolyPlan } from '../circuit';
+import { type Backend, type DenseModelLayer, denseOnly, evaluatePoly, type Layer, foldModel, planActivations, type PolyPlan } from '../circuit';
+import { BGV_NO_CONV } from './params';
 import { fail } from '../errors';
 
 /**
@@ -66,7 +67,7 @@ function maxAbs(values: ArrayLike<number>): number {
  * Scales that give the largest feature `inputBits` bits and each dense layer's largest
  * folded weight (`folded`: foldModel's output) `weightBits` bits, both signed magnitudes.
  */
-export function chooseFixedPoint(folded: readonly Layer[], range: readonly [number, number], inputBits: number, weightBits: number): FixedPoint {
+export function chooseFixedPoint(folded: readonly DenseModelLayer[], range: readonly [number, number], inputBits: number, weightBits: number): FixedPoint {
   for (const [name, bits] of [['inputBits', inputBits], ['weightBits', weightBits]] as const) {
     if (!Number.isInteger(bits) || bits < 1 || bits > 40) fail('E_PARAMS', `${name} must be an integer from 1 to 40, got ${bits}`);
   }
@@ -111,7 +112,7 @@ export function constAddend(c: number, scale: number): number {
 }
 
 /** A folded model with each dense layer's weights rounded to integers at its scale (biases stay real). */
-export function quantizeFolded(folded: readonly Layer[], fp: FixedPoint): Layer[] {
+export function quantizeFolded(folded: readonly DenseModelLayer[], fp: FixedPoint): DenseModelLayer[] {
   let dense = 0;
   return folded.map((layer) => {
     if (layer.kind !== 'dense') return layer;
@@ -123,7 +124,7 @@ export function quantizeFolded(folded: readonly Layer[], fp: FixedPoint): Layer[
 }
 
 /** The model folded, with each dense layer's weights rounded to integers at its scale (biases stay real). */
-export function quantizeWeights(layers: readonly Layer[], fp: FixedPoint): Layer[] {
+export function quantizeWeights(layers: readonly DenseModelLayer[], fp: FixedPoint): DenseModelLayer[] {
   return quantizeFolded(foldModel(layers), fp);
 }
 
@@ -200,7 +201,7 @@ export function clampInput(fp: FixedPoint, x: ArrayLike<number>): Float64Array {
  * encoding costs in precision, computed as the device would.
  */
 export function quantizationError(
-  folded: readonly Layer[],
+  folded: readonly DenseModelLayer[],
   polys: readonly PolyPlan[],
   fp: FixedPoint,
   calibration: readonly ArrayLike<number>[],
@@ -343,7 +344,8 @@ export interface LayerBound {
  * output within the interval its signed weights give; an activation is bounded by interval
  * arithmetic through the device's own evaluation order.
  */
-export function layerBounds(layers: readonly Layer[], fp: FixedPoint): LayerBound[] {
+export function layerBounds(model: readonly Layer[], fp: FixedPoint): LayerBound[] {
+  const layers = denseOnly(model, BGV_NO_CONV);
   const quantized = quantizeWeights(layers, fp);
   const polys = planActivations(layers);
   const [lo, hi] = fp.inputRange;

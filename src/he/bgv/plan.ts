@@ -1,4 +1,4 @@
-import { evaluateLayers, foldModel, type Layer, type LayerPlan, type LayerShape, type LayerWeights, planActivations, planLayers } from '../circuit';
+import { type DenseModelLayer, denseOnly, evaluateLayers, foldModel, type Layer, type LayerPlan, type LayerShape, type LayerWeights, planActivations, planLayers } from '../circuit';
 import { checkMode, DEFAULT_MODE, type Mode, shapesOf } from '../classifier';
 import { fail, HeError } from '../errors';
 import { diagonalIndex, lowerBoundMults } from '../packing';
@@ -6,7 +6,7 @@ import { MAX_MODULUS_BITS, type SecurityBits } from '../params';
 import { floatEvaluate } from '../reference';
 import type { OpCounts, TraceWeight } from '../trace';
 import { calibrateRange, chooseFixedPoint, clampInput, type FixedPoint, type LayerBound, layerBounds, quantizationError } from './fixed-point';
-import { BGV_RING_DEGREES, type BgvParameters, checkBgvParameters, finalPrimes, MAX_MODULI, MAX_PRIME_BITS, maxPlainBits, minDataBits, minPlainBits, switchLevels } from './params';
+import { BGV_NO_CONV, BGV_RING_DEGREES, type BgvParameters, checkBgvParameters, finalPrimes, MAX_MODULI, MAX_PRIME_BITS, maxPlainBits, minDataBits, minPlainBits, switchLevels } from './params';
 import { plainPrimes, realizeBgvPrimes } from './primes';
 import { BgvTraceBackend, NoiseModel, opCostMs, primesToDrop, type TraceChain } from './trace';
 
@@ -92,7 +92,7 @@ function trace(
   const be = new BgvTraceBackend(model, chain, weightScaleOf(shapes, fp), mode.weights === 'encrypted');
   const encrypted = mode.input === 'encrypted';
   const input = { depth: 0, scale: fp.inputScale, size: encrypted ? 2 : 0, noise: encrypted ? model.freshPublic() : 0 };
-  const out = evaluateLayers(be, plans, markersOf(plans, structure), input, (i) => be.enterLayer(i));
+  const out = evaluateLayers(be, plans, markersOf(plans, structure), [input], (i) => be.enterLayer(i));
   return { be, noise: out.noise, depth: out.depth, scale: out.scale };
 }
 
@@ -192,7 +192,7 @@ const PRECISION_SAMPLES = 128;
  * calibration vectors.
  */
 function fixedPointFor(
-  layers: readonly Layer[],
+  layers: readonly DenseModelLayer[],
   calibration: readonly ArrayLike<number>[],
   range: readonly [number, number],
   options: { precision: number; inputBits?: number; weightBits?: number },
@@ -295,7 +295,8 @@ function candidate(
  * security level. Refuses with E_PARAMS, before anything is encrypted, a configuration
  * whose bound needs more than `maxModuli` moduli or whose noise no ring degree can hold.
  */
-export function planBgv(layers: readonly Layer[], options: BgvPlanOptions): BgvPlan {
+export function planBgv(model: readonly Layer[], options: BgvPlanOptions): BgvPlan {
+  const layers = denseOnly(model, BGV_NO_CONV);
   const { security } = options;
   if (!(security in MAX_MODULUS_BITS)) fail('E_PARAMS', `security must be 128, 192 or 256 bits, got ${String(security)}`);
   const mode = checkBgvMode(options.mode ?? DEFAULT_MODE);

@@ -1,8 +1,9 @@
-import { type Backend, evaluateLayers, type Layer, type LayerWeights } from '../circuit';
+import { type Backend, denseOnly, evaluateLayers, type Layer, type LayerWeights } from '../circuit';
 import { shapesOf } from '../classifier';
 import { fail } from '../errors';
 import { packDense, packInput } from '../packing';
 import { constAddend, constMultiplier, quantizeInput, quantizeWeights, scaleByMultiplier } from './fixed-point';
+import { BGV_NO_CONV } from './params';
 import type { BgvClassifierPlan } from './plan';
 
 /** Integers held exactly in doubles, at a scale: a packed weight or bias as it is encrypted. */
@@ -15,7 +16,8 @@ export interface IntVector {
  * The folded model quantized and packed for the plan: every weight diagonal and bias as
  * the integers the owner encrypts (the same for every CRT component, reduced mod t_i there).
  */
-export function packBgvModel(plan: BgvClassifierPlan, layers: readonly Layer[]): (LayerWeights<IntVector> | null)[] {
+export function packBgvModel(plan: BgvClassifierPlan, model: readonly Layer[]): (LayerWeights<IntVector> | null)[] {
+  const layers = denseOnly(model, BGV_NO_CONV);
   if (JSON.stringify(shapesOf(layers)) !== JSON.stringify(plan.layers)) fail('E_SHAPE', 'the layers are not the ones the plan was made for');
   const quantized = quantizeWeights(layers, plan.fixedPoint);
   return plan.plans.map((layerPlan, i) => {
@@ -123,6 +125,6 @@ export function bgvReferenceModel(plan: BgvClassifierPlan, layers: readonly Laye
   );
   return (x) => {
     const input = { v: big(packInput(first, quantizeInput(plan.fixedPoint, x))), scale: plan.fixedPoint.inputScale };
-    return evaluateLayers(new IntegerBackend(slots), plan.plans, weights, input).v.slice(0, plan.outputs);
+    return evaluateLayers(new IntegerBackend(slots), plan.plans, weights, [input]).v.slice(0, plan.outputs);
   };
 }

@@ -1,0 +1,198 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ConvLayer,
+  convGeometry,
+  floatConv,
+  floatEvaluate,
+  type Layer,
+  type Mode,
+  planClassifier,
+  referenceModel,
+} from '../../src/he';
+import { packConvInput, planConv } from '../../src/he/conv';
+import { gaussian, argmax, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+
+type Geometry = Omit<ConvLayer, 'kind' | 'weights' | 'bias'>;
+
+function makeConv(g: Geometry, seed: number): ConvLayer {
+  const n = gaussian(rng(seed));
+  const fanIn = g.inChannels * g.kernel[0] * g.kernel[1];
+  return {
+    kind: 'conv',
+    ...g,
+    weights: Float64Array.from({ length: g.outChannels * fanIn }, () => n() * Math.sqrt(1 / fanIn)),
+    bias: Float64Array.from({ length: g.outChannels }, () => 0.1 * n()),
+  };
+}
+
+function dense(inputs: number, outputs: number, seed: number): Layer {
+  const n = gaussian(rng(seed));
+  return {
+    kind: 'dense',
+    inputs,
+    outputs,
+    weights: Float64Array.from({ length: inputs * outputs }, () => n() * Math.sqrt(1 / inputs)),
+    bias: Float64Array.from({ length: outputs }, () => 0.1 * n()),
+  };
+}
+
+/** conv → activation → dense → activation → dense, the CryptoNets/LoLa shape for any conv. */
+function network(g: Geometry, seed: number, activation = [0, 0, 1], hidden = 20): Layer[] {
+  const conv = makeConv(g, seed);
+  const features = convGeometry(conv).outputs;
+  return [conv, { kind: 'poly', coeffs: activation }, dense(features, hidden, seed + 1), { kind: 'poly', coeffs: activation }, dense(hidden, 10, seed + 2)];
+}
+
+function images(g: Geometry, count: number, seed: number): Float64Array[] {
+  const u = rng(seed);
+  return Array.from({ length: count }, () => Float64Array.from({ length: g.inChannels * g.inHeight * g.inWidth }, () => u()));
+}
+
+const LOLA: Geometry = { inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 5, kernel: [5, 5], stride: [2, 2], pads: [1, 1, 1, 1] };
+
+/** Odd sizes, strides, asymmetric padding, channels that divide nothing. */
+const GEOMETRIES: [string, Geometry][] = [
+  ['LoLa 1×28×28 → 5×13×13, 5×5 stride 2 pad 1', LOLA],
+  ['3×9×11 → 7 maps, 3×2 kernel, stride 1×2, pads [0,1,2,1]', { inChannels: 3, inHeight: 9, inWidth: 11, outChannels: 7, kernel: [3, 2], stride: [1, 2], pads: [0, 1, 2, 1] }],
+  ['2×7×7 → 3 maps, 1×1 kernel', { inChannels: 2, inHeight: 7, inWidth: 7, outChannels: 3, kernel: [1, 1], stride: [1, 1], pads: [0, 0, 0, 0] }],
+  ['3×32×32 → 4 maps, 5×5 stride 3, valid', { inChannels: 3, inHeight: 32, inWidth: 32, outChannels: 4, kernel: [5, 5], stride: [3, 3], pads: [0, 0, 0, 0] }],
+];
+
+describe('convolution geometry', () => {
+  it('derives the output size as ONNX does and refuses bad geometry', () => {
+    expect(convGeometry(LOLA)).toEqual({ outHeight: 13, outWidth: 13, inputs: 784, outputs: 845, planes: 25 });
+    expect(convGeometry(GEOMETRIES[1]![1])).toMatchObject({ outHeight: 9, outWidth: 6, planes: 18 });
+    const bad = (patch: Partial<Geometry>) => () => convGeometry({ kind: 'conv', ...LOLA, ...patch });
+    expect(bad({ inChannels: 0 })).toThrow(/positive integers/);
+    expect(bad({ kernel: [5, 0] as never })).toThrow(/kernel must be two positive integers/);
+    expect(bad({ stride: [2] as never })).toThrow(/stride must be two positive integers/);
+    expect(bad({ pads: [1, 1, -1, 1] })).toThrow(/pads must be four non-negative integers/);
+    expect(bad({ kernel: [31, 5] })).toThrow(/does not fit the padded 30×30 input/);
+    expect(bad({ pads: [5, 0, 0, 0] })).toThrow(/reaches a whole kernel/);
+  });
+
+  it('im2col planes times weight planes is the convolution, in any output layout', () => {
+    for (const [, g] of GEOMETRIES) {
+      const conv = makeConv(g, 3);
+      const geometry = convGeometry(conv);
+      const slots = 8192;
+      // A scattered layout: feature f at slot 3f + 1, the others empty.
+      const columns = new Int32Array(slots).fill(-1);
+      for (let f = 0; f < geometry.outputs; f++) columns[3 * f + 1] = f;
+      const plan = planConv(conv, slots, columns);
+      const image = images(g, 1, 5)[0]!;
+      const planes = packConvInput(plan, image);
+      expect(planes.length).toBe(geometry.planes);
+      const expected = floatConv(conv, image);
+      for (let f = 0; f < geometry.outputs; f++) {
+        let sum = conv.bias![Math.floor(f / (geometry.outHeight * geometry.outWidth))]!;
+        const o = Math.floor(f / (geometry.outHeight * geometry.outWidth));
+        for (let p = 0; p < geometry.planes; p++) sum += conv.weights[o * geometry.planes + p]! * planes[p]![3 * f + 1]!;
+        expect(sum).toBeCloseTo(expected[f]!, 12);
+      }
+    }
+  });
+
+  it('refuses a layout that loses outputs, inputs of the wrong size or not finite', () => {
+    const conv = makeConv(LOLA, 1);
+    expect(() => planConv(conv, 4096, new Int32Array(4096).fill(-1))).toThrow(/leaves some of the 845 outputs out/);
+    const columns = Int32Array.from({ length: 4096 }, (_, s) => (s < 845 ? s : -1));
+    const plan = planConv(conv, 4096, columns);
+    expect(() => packConvInput(plan, new Float64Array(783))).toThrow(/input has 783 values, the convolution reads 1×28×28 = 784/);
+    expect(() => packConvInput(plan, new Float64Array(784).fill(Number.NaN))).toThrow(/input value 0 is not a finite number/);
+  });
+});
+
+describe('the packed plan of a network that starts with a convolution', () => {
+  it('matches the float model (the plaintext reference of the same packing)', () => {
+    for (const [, g] of GEOMETRIES) {
+      for (const activation of [[0, 0, 1], [0, 2, 1], [0.1, 0.5, 0.25, 0.02]]) {
+        const layers = network(g, 7, activation);
+        const ref = referenceModel(layers, 4096);
+        for (const x of images(g, 3, 9)) {
+          const float = floatEvaluate(layers, x);
+          expect(maxAbsDiff(ref(x), float)).toBeLessThan(1e-9 * Math.max(1, maxAbs(float)));
+        }
+      }
+    }
+  });
+
+  it('reports products, rotations and the lower bound it is measured against', () => {
+    const layers = network(LOLA, 3, [0, 0, 1], 100);
+    const plan = planClassifier({ slots: 4096, primes: [2 ** 40, ...Array(5).fill(2 ** 30)], params: { scaleBits: 30 }, topLevel: 5 } as never, layers);
+    const conv = plan.plans[0]!;
+    expect(conv.kind).toBe('conv');
+    // 25 planes; the next dense layer reads the shifted layout (32 diagonals), the last 16.
+    expect(plan.counts.ctMults).toBe(25 + 32 + 16 + 2);
+    expect(plan.lowerBoundMults).toBe(Math.ceil((25 * 845) / 4096) + Math.ceil((845 * 100) / 4096) + Math.ceil((100 * 10) / 4096));
+    expect(plan.layerRotationSteps[0]).toEqual([]);
+    expect(plan.depth).toBe(5);
+    expect(plan.inputs).toBe(784);
+  });
+
+  it('refuses a convolution after the first layer, and a network with no dense layer', () => {
+    const layers = network(LOLA, 3);
+    expect(() => referenceModel([layers[0]!, { kind: 'poly', coeffs: [0, 0, 1] }, makeConv({ ...LOLA, inChannels: 5, inHeight: 13, inWidth: 13 }, 2), dense(5 * 5 * 5, 10, 1)], 4096)).toThrow(
+      /layer 2: a convolution after the first encrypted layer is not supported yet/,
+    );
+    expect(() => referenceModel([layers[0]!, { kind: 'poly', coeffs: [0, 0, 1] }], 4096)).toThrow(/needs a dense layer after its convolution/);
+  });
+});
+
+const MODES: [string, Mode][] = [
+  ['ct(W)×ct(x)', { weights: 'encrypted', input: 'encrypted' }],
+  ['ct(W)×pt(x), the device’s frame in plaintext', { weights: 'encrypted', input: 'plain' }],
+  ['pt(W)×ct(x)', { weights: 'plain', input: 'encrypted' }],
+];
+
+for (const [name, mode] of MODES) {
+  describe(`the CryptoNets/LoLa network encrypted from its first layer, ${name}, 128-bit`, () => {
+    let p: Protected;
+    const layers = network(LOLA, 11, [0, 0, 1], 100);
+    beforeAll(async () => {
+      p = await protect(layers, 128, mode, 14);
+    });
+    afterAll(() => p?.dispose());
+
+    it('fits N=8192 and matches the reference and the float model on 4 images', async () => {
+      expect(p.he.params.polyModulusDegree).toBe(8192);
+      const ref = referenceModel(layers, p.he.slots);
+      for (const x of images(LOLA, 4, 21)) {
+        await yieldToEventLoop();
+        const float = floatEvaluate(layers, x);
+        const { result, counts } = p.classifier.evaluate(x);
+        const got = p.decrypt(result);
+        expect(maxAbsDiff(got, ref(x))).toBeLessThan(1e-2 * maxAbs(float));
+        expect(argmax(got)).toBe(argmax(float));
+        expect(counts).toEqual(planClassifier(p.he, layers, mode).counts);
+      }
+    });
+
+    it('shares of 2 and 3 workers (each encrypting its own planes) add up to the same scores', async () => {
+      const x = images(LOLA, 1, 23)[0]!;
+      const float = floatEvaluate(layers, x);
+      for (const count of [2, 3]) {
+        await yieldToEventLoop();
+        const ranges = p.classifier.shares(count);
+        expect(ranges.map(([lo, hi]) => hi - lo)).toEqual(count === 2 ? [12, 13] : [8, 8, 9]);
+        const partials = ranges.map((_, i) => p.classifier.evaluateShare(x, i, count).partial);
+        const got = p.decrypt(p.classifier.finish(partials.reverse()).result);
+        expect(maxAbsDiff(got, float)).toBeLessThan(1e-2 * maxAbs(float));
+        expect(() => p.classifier.finish(partials.slice(1))).toThrow(/do not cover|cover giant-step groups/);
+      }
+    });
+  });
+}
+
+it('a blank frame in plaintext-input mode still yields the encrypted bias (no transparent ciphertext)', async () => {
+  const layers = network(LOLA, 5, [0, 0, 1], 100);
+  const p = await protect(layers, 128, { weights: 'encrypted', input: 'plain' }, 14);
+  try {
+    const x = new Float64Array(784);
+    const got = p.decrypt(p.classifier.evaluate(x).result);
+    const float = floatEvaluate(layers, x);
+    expect(maxAbsDiff(got, float)).toBeLessThan(1e-2 * maxAbs(float));
+  } finally {
+    p.dispose();
+  }
+});
