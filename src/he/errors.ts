@@ -8,6 +8,7 @@ export type HeErrorCode =
   | 'E_CORRUPT' // checksums or SEAL's own structure checks fail
   | 'E_KEYS' // keys that do not belong to this classifier, or a missing Galois key
   | 'E_UNSUPPORTED' // a valid request this engine does not implement
+  | 'E_RANGE' // values that the planned parameters cannot hold
   | 'E_DISPOSED'; // an object used after dispose()
 
 export class HeError extends Error {

@@ -25,6 +25,11 @@ export interface ParameterRequest {
   depth: number;
   /** Bits of precision wanted in the result, relative to 1.0. */
   precisionBits: number;
+  /**
+   * If set, precision may drop from `precisionBits` down to this many bits to keep the
+   * smallest ring degree that fits at this precision (rings are 5–8× slower per step).
+   */
+  minPrecisionBits?: number;
   /** Bits above the binary point the final values may need (|value| < 2^integerBits). Default 14. */
   integerBits?: number;
   /** Slots the packing needs at least; raises the ring degree if set. */
@@ -59,6 +64,28 @@ const NOISE_MARGIN_BITS = 10;
  * are most of the work here.
  */
 export function planParameters(request: ParameterRequest): HeParameters {
+  const { minPrecisionBits, ...exact } = request;
+  if (minPrecisionBits === undefined) return planExact(exact);
+  if (!Number.isInteger(minPrecisionBits) || minPrecisionBits < 1 || minPrecisionBits > request.precisionBits) {
+    fail('E_PARAMS', `minPrecisionBits must be an integer from 1 to precisionBits (${request.precisionBits}), got ${minPrecisionBits}`);
+  }
+  const smallest = planExact({ ...exact, precisionBits: minPrecisionBits }).polyModulusDegree;
+  for (let bits = request.precisionBits; bits > minPrecisionBits; bits--) {
+    const params = tryPlan({ ...exact, precisionBits: bits });
+    if (params?.polyModulusDegree === smallest) return params;
+  }
+  return planExact({ ...exact, precisionBits: minPrecisionBits });
+}
+
+function tryPlan(request: ParameterRequest): HeParameters | undefined {
+  try {
+    return planExact(request);
+  } catch {
+    return undefined;
+  }
+}
+
+function planExact(request: ParameterRequest): HeParameters {
   const { scheme, security, depth, precisionBits } = request;
   const integerBits = request.integerBits ?? 14;
   if (scheme === 'bgv') {

@@ -49,7 +49,7 @@ export class PlainBackend implements Backend<Float64Array, Float64Array> {
     this.add(acc, w);
   }
   relinearize(): void {}
-  rescale(): void {}
+  rescale(_x: Float64Array): void {}
   constant(w: Float64Array | null): Float64Array {
     return w === null ? new Float64Array(this.slots) : w.slice();
   }
