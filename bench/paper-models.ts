@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { describeConv, type Layer } from '../src/he';
 import { MNIST_INPUT_SHAPE, MNIST_MEAN, MNIST_SIDE, MNIST_STD, type MnistImages, readMnistImages, readMnistLabels } from '../src/model/idx';
 import { importOnnx } from '../src/model/onnx';
 import type { SplitModel } from '../src/protect/protect';
@@ -35,26 +34,6 @@ export function weightsUsed({ head, model }: ModelSpec): string {
   if (model === 'no-activation') return `${MNIST_RELU_MODEL} with its classifier ReLU replaced by the identity (not retrained)`;
   if (model === 'last-layer') return `${MNIST_X2_MODEL}, FC 1600→512 and x²+2x in plaintext on the device`;
   return MNIST_X2_MODEL;
-}
-
-const SUPERSCRIPTS = ['', '', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸'];
-
-/** A polynomial activation as it is written by hand: [0, 2, 1] → "x²+2x". */
-export function polynomialText(coeffs: readonly number[]): string {
-  const terms: string[] = [];
-  for (let d = coeffs.length - 1; d >= 0; d--) {
-    const c = coeffs[d]!;
-    if (c === 0) continue;
-    const magnitude = Math.abs(c) === 1 && d > 0 ? '' : String(Number(Math.abs(c).toPrecision(4)));
-    const term = `${magnitude}${d > 0 ? 'x' : ''}${SUPERSCRIPTS[d] ?? `^${d}`}`;
-    terms.push(terms.length === 0 ? `${c < 0 ? '−' : ''}${term}` : `${c < 0 ? '−' : '+'}${term}`);
-  }
-  return terms.length === 0 ? '0' : terms.join('');
-}
-
-/** "1600→512→x²+2x→10". */
-export function describeLayers(layers: readonly Layer[]): string {
-  return layers.map((l, i) => (l.kind === 'poly' ? polynomialText(l.coeffs) : l.kind === 'conv' ? describeConv(l) : i === 0 ? `${l.inputs}→${l.outputs}` : String(l.outputs))).join('→');
 }
 
 const mnistPreprocessing = { width: MNIST_SIDE, height: MNIST_SIDE, mean: MNIST_MEAN, std: MNIST_STD };

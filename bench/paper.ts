@@ -20,7 +20,8 @@ import { benchBrowser } from './browser';
 import { machine, round, summary } from './machine';
 import type { BaselineOutcome, CaseInputs, CaseSpec, DecryptOutcome, DeviceOutcome, ProtectOutcome, StreamOutcome } from './paper-case';
 import { PAPER_MODELS, PEERS } from './paper-figures';
-import { describeLayers, HEADS, type ModelSpec, MNIST_X2_MODEL, mnistTestSet, paperSplitModel, syntheticFeatures, weightsUsed } from './paper-models';
+import { describeLayers } from '../src/he';
+import { HEADS, type ModelSpec, MNIST_X2_MODEL, mnistTestSet, paperSplitModel, syntheticFeatures, weightsUsed } from './paper-models';
 import { type BgvFigures, type BrowserRow, type EncryptionFigures, paperCells, paperCharts, paperMarkdown, type PaperReport, type PaperRow, rowRatios, type TestSetReport, type TestSetRow } from './paper-report';
 
 /** The schemes the engine implements; each gets every row, the kiosk in Chromium included. */
@@ -77,8 +78,10 @@ async function benchModel(
   browser: BrowserRow[],
 ): Promise<PaperRow[]> {
   const split = paperSplitModel(spec);
+  const { extractor } = split;
+  if (extractor === null) throw new Error(`${spec.model}: the paper's cases split at the classifier, after an extractor`);
   const features =
-    spec.head === 'mnist' ? await mnistFeatures(split.extractor, runs + 1) : syntheticFeatures(split.extractorOutput.shape[1]!, runs + 1).map((x) => Array.from(x));
+    spec.head === 'mnist' ? await mnistFeatures(extractor, runs + 1) : syntheticFeatures(split.extractorOutput.shape[1]!, runs + 1).map((x) => Array.from(x));
   const caseInputs: CaseInputs = { features, expected: features.map((x) => Array.from(floatEvaluate(split.head, x))) };
   const name = `${scheme}-${spec.head}-${spec.model.replace('+', '-')}`;
   const inputsFile = join(root, `${name}.inputs.json`);

@@ -51,7 +51,6 @@ export async function protectCommand(args: string[]): Promise<number> {
   if (values.input !== 'encrypted' && values.input !== 'plain') throw new UsageError(`--input must be encrypted or plain, got '${values.input}'`);
   const scheme = values.scheme;
   if (scheme !== 'ckks' && scheme !== 'bgv') throw new UsageError(`--scheme must be ckks or bgv, got '${scheme}'`);
-  if (values.calibration !== undefined && scheme !== 'bgv') throw new UsageError('--calibration is for --scheme bgv: CKKS needs no calibration data');
   const modelId = values.id ?? basename(file).replace(/\.onnx$/i, '').toLowerCase().replace(/[^a-z0-9._-]/g, '-');
   if (!isModelId(modelId)) throw new UsageError(`--id must be 1–64 characters of a–z, 0–9, ".", "_", "-", got '${modelId}'`);
   const mean = Number(values.mean);
@@ -77,8 +76,8 @@ export async function protectCommand(args: string[]): Promise<number> {
   const model = importOnnx(bytes, { split: values.split, source: file, approximations });
   const input = concreteShape(model.input.shape, 'input');
   if (input.length !== 4 || input[1] !== 1) throw new UsageError(`the extractor's input must be one grayscale image [N, 1, H, W], got [${input.join(', ')}]`);
-  if (scheme === 'bgv' && (input[2] !== MNIST_SIDE || input[3] !== MNIST_SIDE)) {
-    throw new UsageError(`--scheme bgv calibrates on ${MNIST_SIDE}×${MNIST_SIDE} images; the extractor's input is [${input.join(', ')}]`);
+  if (input[2] !== MNIST_SIDE || input[3] !== MNIST_SIDE) {
+    throw new UsageError(`protect calibrates on ${MNIST_SIDE}×${MNIST_SIDE} images; the extractor's input is [${input.join(', ')}]`);
   }
   const ws = await openWorkspace(values.data!);
   try {
@@ -114,8 +113,8 @@ export async function protectCommand(args: string[]): Promise<number> {
     );
     const totalMs = Math.round(performance.now() - started);
     if (values.json) {
-      const { modelId: id, version, keyId, bundleDir, metrics, bgv } = report;
-      process.stdout.write(`${JSON.stringify({ modelId: id, version, keyId, scheme, bundleDir, totalMs, ...metrics, bgv })}\n`);
+      const { modelId: id, version, keyId, bundleDir, metrics, bgv, ckks } = report;
+      process.stdout.write(`${JSON.stringify({ modelId: id, version, keyId, scheme, bundleDir, totalMs, ...metrics, bgv, ckks })}\n`);
     } else {
       process.stdout.write(describeReport(report, model.head, values.input, totalMs));
     }
@@ -135,7 +134,13 @@ function describeReport(report: ProtectReport, head: Layer[], input: string, tot
     `  head: ${head.map((l) => (l.kind === 'conv' ? describeConv(l) : l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
     `  ${report.scheme.toUpperCase()}, ${manifest.he.params.polyModulusDegree} ring degree, ${manifest.he.params.security}-bit, input ${input}`,
   ];
-  const bgv = report.bgv;
+  const { bgv, ckks } = report;
+  if (ckks !== undefined) {
+    lines.push(
+      `  calibration: ${ckks.calibrationSource}; scores up to ${+ckks.outputMax.toPrecision(4)}, any slot up to ${+ckks.resultMax.toPrecision(4)}: ` +
+        `first prime holds ${ckks.integerBits} integer bits, ${ckks.precisionBits} bits of precision, modulus [${manifest.he.params.coeffModulusBits.join(', ')}] bits (${s(m.calibrateMs!)} s)`,
+    );
+  }
   if (bgv !== undefined) {
     lines.push(
       `  CRT moduli t = ${bgv.plainModuli.join(' × ')} (${bgv.plainModulusBits.join(' + ')} bits), coefficient modulus [${bgv.coeffModulusBits.join(', ')}] bits`,

@@ -9,6 +9,8 @@
  * Start and Stop only; the set-up panel shows until the device is enrolled) and
  * `?source=camera|demo` is what its Start classifies. Bad input is refused visibly.
  */
+import { describeLayers } from '../he/describe';
+import type { BundleManifest } from '../model/bundle';
 import { preprocessMnist, MNIST_PIXELS, type MnistImages } from '../model/idx';
 import { Camera, digitizeFile, loadDemoDigits } from './acquire';
 import { evictBundles, KioskBundleError, loadBundle, type LoadedBundle } from './bundle-loader';
@@ -94,7 +96,8 @@ export class Kiosk {
   device?: DeviceIdentity;
   bundle?: LoadedBundle;
   pool?: HePool;
-  extractor?: Extractor;
+  /** null: the bundle is encrypted from its first layer and has no extractor. */
+  extractor?: Extractor | null;
   outbox!: Outbox;
   demo?: MnistImages;
   /** The last FRAME_HISTORY frames classified, and how many were classified in all. */
@@ -201,15 +204,19 @@ export class Kiosk {
           if (e.kind === 'worker-replaced') $('workers').textContent = `${this.settings.workers} HE worker(s); worker ${e.index} replaced (${e.reason})`;
         },
       });
+      const onnx = bundle.files['extractor.onnx'];
       const [extractor] = await Promise.all([
-        Extractor.create(bundle.files['extractor.onnx'], manifest),
+        onnx === undefined ? null : Extractor.create(onnx, manifest),
         pool.load(manifest.he.params, toArrayBuffer(bundle.files['keys.bin']), toArrayBuffer(bundle.files['weights.bin'])),
         (async () => (this.demo ??= await loadDemoDigits(import.meta.env.BASE_URL)))(),
       ]);
       this.bundle = bundle;
       this.pool = pool;
       this.extractor = extractor;
-      $('workers').textContent = `${pool.size} HE worker(s), extractor on ${threads} thread(s)${crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
+      $('workers').textContent =
+        `${pool.size} HE worker(s), ` +
+        (extractor === null ? 'no extractor (every layer encrypted)' : `extractor on ${threads} thread(s)${crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`);
+      this.showWhere(manifest, extractor !== null);
       this.setState('ready', 'ready');
     } catch (error) {
       const refused = error instanceof KioskBundleError || (error as Error).name === 'BundleError';
@@ -228,7 +235,7 @@ export class Kiosk {
     this.showInput(digit);
     const t0 = performance.now();
     const input = preprocessMnist(images, index);
-    const features = await extractor.run(input);
+    const features = extractor === null ? input : await extractor.run(input);
     const t1 = performance.now();
     const he = await pool.evaluate(features);
     const t2 = performance.now();
@@ -253,6 +260,19 @@ export class Kiosk {
     this.pending.set(entry.idempotencyKey, record);
     this.render(record);
     return record;
+  }
+
+  /** The "what is encrypted where" table, as this bundle really splits the model. */
+  private showWhere(manifest: BundleManifest, hasExtractor: boolean): void {
+    const { he } = manifest;
+    $('where-plain').textContent = hasExtractor ? 'plain ONNX (onnxruntime-web)' : 'none: every layer is encrypted';
+    $('where-layers').textContent = describeLayers(he.layers);
+    $('where-weights').textContent =
+      he.mode.weights === 'encrypted' ? `encrypted (${he.scheme.toUpperCase()}, owner's key)` : `plain (${he.scheme.toUpperCase()} plaintexts: only the input is protected)`;
+    $('where-weights').className = he.mode.weights === 'encrypted' ? 'lock' : 'open';
+    $('where-input-what').textContent = hasExtractor ? 'features entering the encrypted layers' : 'preprocessed image entering the encrypted layers';
+    $('where-input').textContent = he.mode.input === 'encrypted' ? 'encrypted (public key)' : 'plain, multiplied into the encrypted weights';
+    $('where-input').className = he.mode.input === 'encrypted' ? 'lock' : 'open';
   }
 
   private onOutbox(counts: OutboxCounts, sent?: SendOutcome): void {

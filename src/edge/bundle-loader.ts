@@ -8,7 +8,7 @@
  * a version the backend reports retired is evicted and refused (evictBundles, `retired`).
  * A bundle that fails any check is refused with a BundleError and never used.
  */
-import { BUNDLE_FILES, BundleError, loadVerifiedBundle, parseManifest, type BundleManifest, type VerifiedBundle } from '../model/bundle';
+import { BundleError, bundleFiles, loadVerifiedBundle, parseManifest, type BundleManifest, type VerifiedBundle } from '../model/bundle';
 import { fromHex, sha256Hex, toArrayBuffer } from './bytes';
 import type { CachedBundle, KioskDatabase } from './db';
 
@@ -172,8 +172,8 @@ export async function loadBundle(options: LoadBundleOptions): Promise<LoadedBund
         const cached = await options.db.get('bundles', cacheKey(manifest, manifestSha256));
         const fromCache = cached?.files[name];
         if (fromCache !== undefined) return new Uint8Array(fromCache);
-        if (total === 0) total = BUNDLE_FILES.reduce((n, f) => n + manifest.files[f].size, 0);
-        const bytes = await download(new URL(name, base), manifest.files[name as (typeof BUNDLE_FILES)[number]]?.size ?? 0, (n) => {
+        if (total === 0) total = bundleFiles(manifest.files).reduce((n, f) => n + manifest.files[f]!.size, 0);
+        const bytes = await download(new URL(name, base), bundleFiles(manifest.files).includes(name as never) ? manifest.files[name as 'weights.bin'].size : 0, (n) => {
           loaded += n;
           options.onProgress?.(loaded, total, name);
         }, fetcher);
@@ -200,7 +200,7 @@ export async function loadBundle(options: LoadBundleOptions): Promise<LoadedBund
       manifestSha256,
       manifest: toArrayBuffer(manifestBytes),
       signature: toArrayBuffer(signature),
-      files: Object.fromEntries(BUNDLE_FILES.map((f) => [f, toArrayBuffer(bundle.files[f])])),
+      files: Object.fromEntries(bundleFiles(manifest.files).map((f) => [f, toArrayBuffer(bundle.files[f]!)])),
       storedAt: new Date().toISOString(),
     });
     // Older versions of this model are retired by the new one: evict them.

@@ -10,12 +10,15 @@ export {
   checkParameters,
   describeParameters,
   MAX_MODULUS_BITS,
+  NOISE_MARGIN_BITS,
   type HeParameters,
   type ParameterRequest,
   type Scheme,
   type SecurityBits,
 } from './params';
 export { HeContext } from './context';
+export { describeLayers, polynomialText } from './describe';
+export { calibrateRanges, type CalibratedRanges, integerBitsFor } from './ranges';
 export { OwnerKeys, DeviceKeys, keySetInfo, containerScheme } from './keys';
 export {
   planClassifier,

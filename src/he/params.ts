@@ -53,7 +53,7 @@ export interface HeParameters {
  * noise at N ≤ 32768 stays below 2^10 in the slots, so this margin keeps the requested
  * precision after a few levels.
  */
-const NOISE_MARGIN_BITS = 10;
+export const NOISE_MARGIN_BITS = 10;
 
 /**
  * Chooses the smallest ring degree (the fastest parameters) whose modulus chain fits the

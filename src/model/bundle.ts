@@ -9,6 +9,18 @@ export const BUNDLE_FORMAT = 'sealed-edge-bundle/1';
 
 export const BUNDLE_FILES = ['extractor.onnx', 'weights.bin', 'keys.bin'] as const;
 export type BundleFile = (typeof BUNDLE_FILES)[number];
+/**
+ * A bundle encrypted from its very first layer (`--split input`) has no extractor: the
+ * device only preprocesses and encrypts the image, and `extractor.output` is its input.
+ */
+export type OptionalBundleFile = 'extractor.onnx';
+/** Per-file contents (or their size and hash): the extractor may be absent, the rest never. */
+export type BundleFiles<T> = Readonly<Record<Exclude<BundleFile, OptionalBundleFile>, T>> & Readonly<Partial<Record<OptionalBundleFile, T>>>;
+
+/** The files present (in a manifest's list, or a bundle's contents), in BUNDLE_FILES order. */
+export function bundleFiles(files: Readonly<Partial<Record<BundleFile, unknown>>>): BundleFile[] {
+  return BUNDLE_FILES.filter((name) => files[name] !== undefined);
+}
 
 /** How the device turns a grayscale image into the extractor's input tensor. */
 export interface Preprocessing {
@@ -54,7 +66,7 @@ export interface BundleManifest {
     readonly preprocessing: Preprocessing;
   };
   readonly classes: number;
-  readonly files: Readonly<Record<BundleFile, { readonly size: number; readonly sha256: string }>>;
+  readonly files: BundleFiles<{ readonly size: number; readonly sha256: string }>;
 }
 
 export class BundleError extends Error {
@@ -104,9 +116,12 @@ export function parseManifest(bytes: Uint8Array): BundleManifest {
   if (!Number.isInteger(m.classes) || (m.classes as number) < 2) bad('classes must be an integer ≥ 2');
   const files = m.files as BundleManifest['files'] | undefined;
   if (files === undefined || files === null || typeof files !== 'object') bad('missing files');
+  const sameTensor = JSON.stringify(ex.input) === JSON.stringify(ex.output);
+  if (files['extractor.onnx'] === undefined && !sameTensor) bad('a bundle without extractor.onnx must have extractor.output equal to extractor.input');
   for (const name of BUNDLE_FILES) {
     const f = files[name];
-    if (!Number.isSafeInteger(f?.size) || f.size < 0 || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) {
+    if (f === undefined && name === 'extractor.onnx') continue;
+    if (f === undefined || !Number.isSafeInteger(f.size) || f.size < 0 || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) {
       bad(`files["${name}"] needs a size and a SHA-256`);
     }
   }
@@ -154,7 +169,7 @@ export interface BundleSource {
 export interface VerifiedBundle {
   readonly manifest: BundleManifest;
   readonly manifestBytes: Uint8Array;
-  readonly files: Readonly<Record<BundleFile, Uint8Array>>;
+  readonly files: BundleFiles<Uint8Array>;
 }
 
 /**
@@ -173,15 +188,15 @@ export async function loadVerifiedBundle(
     throw new BundleError('E_SIGNATURE', 'manifest.sig is not a valid signature of manifest.json by the pinned owner key');
   }
   const manifest = parseManifest(manifestBytes);
-  const files = {} as Record<BundleFile, Uint8Array>;
-  for (const name of BUNDLE_FILES) {
+  const files: Partial<Record<BundleFile, Uint8Array>> = {};
+  for (const name of bundleFiles(manifest.files)) {
     const bytes = await source.read(name);
-    const expected = manifest.files[name];
+    const expected = manifest.files[name]!;
     if (bytes.length !== expected.size) {
       throw new BundleError('E_HASH', `${name} has ${bytes.length} bytes, the manifest says ${expected.size}`);
     }
     if ((await sha256Hex(bytes)) !== expected.sha256) throw new BundleError('E_HASH', `${name} does not match its SHA-256 in the manifest`);
     files[name] = bytes;
   }
-  return { manifest, manifestBytes, files };
+  return { manifest, manifestBytes, files: files as BundleFiles<Uint8Array> };
 }

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import {
-  BUNDLE_FILES,
-  type BundleFile,
+  type BundleFiles,
+  bundleFiles,
   type BundleManifest,
   loadVerifiedBundle,
   parseManifest,
@@ -25,12 +25,13 @@ export function sha256Hex(bytes: Uint8Array): string {
 export function writeBundle(
   dir: string,
   manifest: Omit<BundleManifest, 'files'>,
-  files: Record<BundleFile, Uint8Array>,
+  files: BundleFiles<Uint8Array>,
   signingKey: Uint8Array,
 ): { manifest: BundleManifest; manifestBytes: Uint8Array; totalBytes: number } {
+  const names = bundleFiles(files);
   const full: BundleManifest = {
     ...manifest,
-    files: Object.fromEntries(BUNDLE_FILES.map((name) => [name, { size: files[name].length, sha256: sha256Hex(files[name]) }])) as BundleManifest['files'],
+    files: Object.fromEntries(names.map((name) => [name, { size: files[name]!.length, sha256: sha256Hex(files[name]!) }])) as BundleManifest['files'],
   };
   const manifestBytes = new TextEncoder().encode(`${JSON.stringify(full, null, 2)}\n`);
   const parsed = parseManifest(manifestBytes);
@@ -38,13 +39,13 @@ export function writeBundle(
   const staging = `${dir}.staging-${process.pid}`;
   rmSync(staging, { recursive: true, force: true });
   mkdirSync(staging, { recursive: true });
-  for (const name of BUNDLE_FILES) writeFileSync(join(staging, name), files[name]);
+  for (const name of names) writeFileSync(join(staging, name), files[name]!);
   writeFileSync(join(staging, 'manifest.json'), manifestBytes);
   writeFileSync(join(staging, 'manifest.sig'), signature);
   mkdirSync(dirname(dir), { recursive: true });
   rmSync(dir, { recursive: true, force: true });
   renameSync(staging, dir);
-  const totalBytes = BUNDLE_FILES.reduce((n, name) => n + files[name].length, manifestBytes.length + signature.length);
+  const totalBytes = names.reduce((n, name) => n + files[name]!.length, manifestBytes.length + signature.length);
   return { manifest: parsed, manifestBytes, totalBytes };
 }
 

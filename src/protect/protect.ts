@@ -10,6 +10,10 @@ import {
   type Layer,
   type Mode,
   OwnerKeys,
+  HeError,
+  type HeParameters,
+  integerBitsFor,
+  NOISE_MARGIN_BITS,
   outputCount,
   planBgv,
   planClassifier,
@@ -19,6 +23,8 @@ import {
   type SealRuntime,
   type SecurityBits,
   verifyBgvClassifier,
+  calibrateRanges,
+  type CalibratedRanges,
 } from '../he';
 import { secretKeyContext } from '../backend/decrypt';
 import { BUNDLE_FORMAT, type BundleHe, type BundleManifest, isModelId, type Preprocessing } from '../model/bundle';
@@ -30,8 +36,11 @@ import { signingKey, type Workspace } from './workspace';
 /** A model split for protection: the plaintext extractor and the head to encrypt. */
 export interface SplitModel {
   readonly head: Layer[];
-  /** The extractor as ONNX bytes; its output is the head's input. */
-  readonly extractor: Uint8Array;
+  /**
+   * The extractor as ONNX bytes; its output is the head's input. null when the head starts
+   * at the model's input (`--split input`): the preprocessed image is the head's input.
+   */
+  readonly extractor: Uint8Array | null;
   readonly extractorInput: { name: string; shape: number[] };
   readonly extractorOutput: { name: string; shape: number[] };
   readonly preprocessing: Preprocessing;
@@ -45,14 +54,18 @@ export interface ProtectOptions {
   readonly outDir: string;
   /** The scheme: 'ckks' (default) or 'bgv', the paper's (integer fixed point, CRT, noise budget). */
   readonly scheme?: Scheme;
-  /** CKKS: the bits of precision the parameters are planned for (default 25). */
+  /**
+   * CKKS: the bits of precision the parameters are planned for. Default: up to 25, less
+   * (down to 12) where that keeps the smallest ring degree the circuit fits.
+   */
   readonly precisionBits?: number;
   /**
-   * BGV: the feature vectors the fixed-point encoding is calibrated on (a few hundred real
-   * inputs). Default: the extractor's features of `calibrationImages`.
+   * The inputs of the encrypted part the ranges (CKKS) or the fixed-point encoding (BGV)
+   * are calibrated on (a few hundred real inputs). Default: `calibrationImages` through the
+   * extractor.
    */
   readonly calibration?: readonly ArrayLike<number>[];
-  /** BGV: the images whose features calibrate, when `calibration` is not given (default: the first 300 MNIST training images). */
+  /** The images that calibrate, when `calibration` is not given (default: the first 300 MNIST training images). */
   readonly calibrationImages?: CalibrationImages;
   readonly onProgress?: Progress;
 }
@@ -83,6 +96,19 @@ export interface ProtectMetrics {
   noiseBudgetBits?: number;
 }
 
+/** What a CKKS protection measured on real inputs and chose from it. */
+export interface CkksProtectDetails {
+  readonly calibrationVectors: number;
+  readonly calibrationSource: string;
+  /** Largest |score| on the calibration inputs. */
+  readonly outputMax: number;
+  /** Largest |value| in any slot of the result: what the first prime holds. */
+  readonly resultMax: number;
+  /** Bits above the scale the first prime holds: the range with a ×4 margin and the sign. */
+  readonly integerBits: number;
+  readonly precisionBits: number;
+}
+
 /** What a BGV protection chose, beside its metrics. */
 export interface BgvProtectDetails {
   /** The CRT plaintext moduli t_i, in decimal (primes ≡ 1 mod 2N). */
@@ -110,6 +136,8 @@ export interface ProtectReport {
   readonly metrics: ProtectMetrics;
   /** BGV only. */
   readonly bgv?: BgvProtectDetails;
+  /** CKKS only. */
+  readonly ckks?: CkksProtectDetails;
 }
 
 /** A head encrypted under a fresh key pair: what the bundle and the database need. */
@@ -122,14 +150,62 @@ interface EncryptedHead {
   readonly secretKey: Uint8Array;
   readonly metrics: Pick<ProtectMetrics, 'keygenMs' | 'encryptMs' | 'calibrateMs' | 'planMs' | 'verifyMs' | 'crtModuli' | 'predictedNoiseBudgetBits' | 'noiseBudgetBits'>;
   readonly bgv?: BgvProtectDetails;
+  readonly ckks?: CkksProtectDetails;
+}
+
+/** The inputs of the encrypted part to calibrate on: given ones, or calibration images through the extractor. */
+async function calibrationInputs(model: SplitModel, options: ProtectOptions): Promise<{ inputs: readonly ArrayLike<number>[]; source: string }> {
+  if (options.calibration !== undefined) return { inputs: options.calibration, source: 'feature vectors given' };
+  const images = options.calibrationImages ?? defaultCalibrationImages();
+  const inputs = await extractorFeatures(model, images);
+  return { inputs, source: `the extractor on the first ${inputs.length} images of ${images.source}` };
+}
+
+/** CKKS precision when none is asked for: the most up to this, down to the floor, in the smallest ring. */
+const CKKS_PRECISION_BITS = 25;
+const CKKS_MIN_PRECISION_BITS = 12;
+
+/**
+ * CKKS parameters for the head's depth, with a first prime sized from the ranges the head
+ * reaches on real inputs (CKKS wraps around silently past it). The ranges depend on the
+ * packing and so on the ring degree: measured again until the ring settles.
+ */
+function ckksParameters(model: SplitModel, options: ProtectOptions, inputs: readonly ArrayLike<number>[]): { params: HeParameters; ranges: CalibratedRanges; integerBits: number } {
+  const request = {
+    scheme: 'ckks' as const,
+    security: options.security,
+    depth: classifierDepth(model.head),
+    precisionBits: options.precisionBits ?? CKKS_PRECISION_BITS,
+    ...(options.precisionBits === undefined ? { minPrecisionBits: CKKS_MIN_PRECISION_BITS } : {}),
+  };
+  let params = planParameters(request);
+  for (;;) {
+    const ranges = calibrateRanges(model.head, params.polyModulusDegree / 2, inputs);
+    const integerBits = integerBitsFor(ranges.resultMax);
+    let next: HeParameters;
+    try {
+      next = planParameters({ ...request, integerBits });
+    } catch (error) {
+      throw new HeError(
+        'E_RANGE',
+        `the encrypted part reaches |values| up to ${ranges.resultMax.toPrecision(3)} on the calibration inputs (scores up to ${ranges.outputMax.toPrecision(3)}): ` +
+          `${integerBits} integer bits above the scale do not fit (${(error as Error).message}); rescale the model's last layer or ask for less precision`,
+      );
+    }
+    if (next.polyModulusDegree === params.polyModulusDegree && next.coeffModulusBits[0]! - next.scaleBits >= integerBits) return { params: next, ranges, integerBits };
+    params = next;
+  }
 }
 
 async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: ProtectOptions, mode: Mode): Promise<EncryptedHead> {
-  const params = planParameters({ scheme: 'ckks', security: options.security, depth: classifierDepth(model.head), precisionBits: options.precisionBits ?? 25 });
+  let t = performance.now();
+  const { inputs, source } = await calibrationInputs(model, options);
+  const { params, ranges, integerBits } = ckksParameters(model, options, inputs);
+  const calibrateMs = performance.now() - t;
   const he = HeContext.create(runtime, params);
   try {
     const plan = planClassifier(he, model.head, mode);
-    let t = performance.now();
+    t = performance.now();
     const owner = OwnerKeys.generate(he, plan.rotationSteps);
     const keygenMs = performance.now() - t;
     try {
@@ -142,7 +218,15 @@ async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: Pro
         weights,
         deviceKeys: owner.deviceKeyBytes(),
         secretKey: owner.secretKeyBytes(),
-        metrics: { keygenMs: Math.round(keygenMs), encryptMs: Math.round(encryptMs) },
+        metrics: { keygenMs: Math.round(keygenMs), encryptMs: Math.round(encryptMs), calibrateMs: Math.round(calibrateMs) },
+        ckks: {
+          calibrationVectors: ranges.inputs,
+          calibrationSource: source,
+          outputMax: ranges.outputMax,
+          resultMax: ranges.resultMax,
+          integerBits,
+          precisionBits: params.scaleBits - NOISE_MARGIN_BITS,
+        },
       };
     } finally {
       owner.dispose();
@@ -160,16 +244,7 @@ async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: Pro
  */
 async function encryptBgv(runtime: SealRuntime, model: SplitModel, options: ProtectOptions, mode: Mode): Promise<EncryptedHead> {
   let t = performance.now();
-  let calibration: readonly ArrayLike<number>[];
-  let calibrationSource: string;
-  if (options.calibration !== undefined) {
-    calibration = options.calibration;
-    calibrationSource = 'feature vectors given';
-  } else {
-    const images = options.calibrationImages ?? defaultCalibrationImages();
-    calibration = await extractorFeatures(model, images);
-    calibrationSource = `the extractor on the first ${calibration.length} images of ${images.source}`;
-  }
+  const { inputs: calibration, source: calibrationSource } = await calibrationInputs(model, options);
   const calibrateMs = performance.now() - t;
   t = performance.now();
   const plan = planBgv(model.head, { security: options.security, calibration: [...calibration], mode });
@@ -238,9 +313,6 @@ export async function protectSplitModel(ws: Workspace, runtime: SealRuntime, mod
   const scheme = options.scheme ?? 'ckks';
   if (!isModelId(modelId)) throw new Error(`model id '${modelId}' must be 1–64 characters of a–z, 0–9, ".", "_", "-"`);
   if (scheme !== 'ckks' && scheme !== 'bgv') throw new Error(`scheme must be 'ckks' or 'bgv', got '${String(scheme)}'`);
-  if (scheme === 'ckks' && (options.calibration !== undefined || options.calibrationImages !== undefined)) {
-    throw new Error('calibration data is for BGV: CKKS needs none');
-  }
   if (scheme === 'bgv' && options.precisionBits !== undefined) throw new Error('precisionBits is for CKKS: BGV plans its fixed point from calibration data');
   if (options.calibration !== undefined && options.calibrationImages !== undefined) throw new Error('give calibration feature vectors or calibration images, not both');
   const mode: Mode = { weights: 'encrypted', input: options.input };
@@ -260,7 +332,7 @@ export async function protectSplitModel(ws: Workspace, runtime: SealRuntime, mod
       extractor: { input: model.extractorInput, output: model.extractorOutput, preprocessing: model.preprocessing },
       classes: outputCount(model.head),
     },
-    { 'extractor.onnx': model.extractor, 'weights.bin': head.weights, 'keys.bin': head.deviceKeys },
+    { ...(model.extractor === null ? {} : { 'extractor.onnx': model.extractor }), 'weights.bin': head.weights, 'keys.bin': head.deviceKeys },
     signer.privateKey,
   );
   const metrics: ProtectMetrics = {
@@ -286,5 +358,15 @@ export async function protectSplitModel(ws: Workspace, runtime: SealRuntime, mod
   mkdirSync(join(options.outDir, modelId), { recursive: true });
   writeFileSync(latestPointer(options.outDir, modelId), `${JSON.stringify({ modelId, version, path: `v${version}/` })}\n`);
   await ws.store.audit('owner', 'model.protected', { modelId, version, keyId: head.keyId, scheme, security, input: options.input });
-  return { modelId, version, keyId: head.keyId, scheme, bundleDir, manifest, metrics, ...(head.bgv === undefined ? {} : { bgv: head.bgv }) };
+  return {
+    modelId,
+    version,
+    keyId: head.keyId,
+    scheme,
+    bundleDir,
+    manifest,
+    metrics,
+    ...(head.bgv === undefined ? {} : { bgv: head.bgv }),
+    ...(head.ckks === undefined ? {} : { ckks: head.ckks }),
+  };
 }

