@@ -41,7 +41,10 @@ export class VecPoly {
 
   add(other: VecPoly): VecPoly {
     const n = Math.max(this.coeffs.length, other.coeffs.length);
-    return VecPoly.of(this.width, Array.from({ length: n }, (_, i) => this.coeff(i).map((c, j) => c + other.coeff(i)[j]!)));
+    return VecPoly.of(this.width, Array.from({ length: n }, (_, i) => {
+      const theirs = other.coeff(i);
+      return this.coeff(i).map((c, j) => c + theirs[j]!);
+    }));
   }
 
   /** Multiplies every coefficient by c elementwise (c·p). */
