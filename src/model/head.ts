@@ -1,19 +1,44 @@
 /**
- * The classifier head: the part of the graph after the split, converted to the engine's
- * layer list. Each tensor of the head is tracked as an elementwise polynomial (VecPoly) of
- * the current "base": the output of the last dense layer, or the features before the
- * first one. A dense op (Gemm, MatMul) first turns the expression it reads into layers —
- * affine parts fold into a neighbouring dense layer, the rest becomes one polynomial
- * activation — and then starts a new base. So a bias Add, a batch norm, x²+2x written as
- * Mul/Add or Pow, and scalings all reduce to dense and poly layers, whatever the exporter.
+ * The encrypted part of the model (the head): the graph after the split, converted to the
+ * engine's layer list. It may start with one convolution (the first encrypted layer);
+ * dense layers and polynomial activations follow. Each tensor of the head is tracked as an
+ * elementwise polynomial (VecPoly) of the current "base" — the output of the last layer,
+ * or the features before the first one — read through a permutation (a gather) where
+ * transposes reorder it. A layer op (Conv, Gemm, MatMul, an average pool) first turns the
+ * expression it reads into layers — affine parts fold into a neighbouring layer, the rest
+ * becomes one polynomial activation — and then starts a new base. So a bias Add, a batch
+ * norm, x²+2x written as Mul/Add or Pow, scalings and transposes all reduce to conv, dense
+ * and poly layers, whatever the exporter. Average pools are linear: one right after the
+ * convolution merges into it (kernel and stride grow), others fold into the next dense
+ * layer, or become a dense layer of their own when an activation follows them.
  */
-import type { Layer } from '../he';
+import { convGeometry, type Layer } from '../he';
 import type { Activation } from './approx';
 import { fail } from './errors';
 import { describeNode, type Graph, type GraphNode } from './graph';
 import { MAX_POLY_DEGREE, VecPoly, isUniform } from './polynomial';
-import { floatAttribute, intAttribute, tensorDims, tensorValues } from './proto';
-import { type Shape, ShapeInference } from './shapes';
+import { floatAttribute, intAttribute, intsAttribute, stringAttribute, tensorDims, tensorValues } from './proto';
+import type { ShapeInference } from './shapes';
+import {
+  broadcastConstant,
+  imageDims,
+  isIdentity,
+  mergePool,
+  type MutableConv,
+  type Pads,
+  poolMatrix,
+  sampleSize,
+  type SparseLinear,
+  transposeGather,
+  windowPads,
+} from './spatial';
+
+/**
+ * How the head reads its input tensor: 'nchw', its values in the order they are stored
+ * (row-major, whatever the rank); 'nhwc', an image [N, H, W, C] that the head reads
+ * channel-major (C×H×W), so the device transposes it before packing (tf2onnx's Keras input).
+ */
+export type InputLayout = 'nchw' | 'nhwc';
 
 export interface HeadOptions {
   /** Polynomials (coeffs[i] multiplies x^i) that stand in for these activations; others are refused. */
@@ -24,6 +49,7 @@ export interface Head {
   readonly layers: Layer[];
   /** Nodes that are left out of the head on purpose (a trailing Softmax). */
   readonly dropped: GraphNode[];
+  readonly layout: InputLayout;
 }
 
 /** Activations that are not polynomials, with the approximation name that could replace each. */
@@ -45,14 +71,31 @@ const NON_POLYNOMIAL: Record<string, Activation | undefined> = {
   ThresholdedRelu: undefined,
 };
 
+/** Pooling by a maximum or a norm: no exact polynomial form. */
+const NON_LINEAR_POOLS = new Set(['MaxPool', 'GlobalMaxPool', 'LpPool', 'GlobalLpPool', 'MaxRoiPool']);
 /** Ops that only compute shapes (for a dynamic Reshape): skipped when their values are known. */
 const SHAPE_OPS = new Set(['Shape', 'Gather', 'Concat', 'Unsqueeze', 'Squeeze', 'Slice', 'Cast', 'ConstantOfShape']);
-/** Ops that rearrange a vector without changing it: identities on the head's per-sample vector. */
-const RESHAPES = new Set(['Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Transpose']);
+/** Ops that keep the flattened order of one sample's values: identities on the head's vector. */
+const RESHAPES = new Set(['Flatten', 'Reshape', 'Squeeze', 'Unsqueeze']);
+/** Elementwise ops: they need a layer before them to fold into. */
+const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div', 'Sum', 'Neg', 'Pow', 'BatchNormalization']);
 
-interface Expr {
-  readonly base: string;
+/**
+ * An average pool that can fold into neither the convolution before it nor the dense layer
+ * after it becomes a dense layer of its own; beyond this many weights, refuse instead.
+ */
+const MAX_POOL_WEIGHTS = 1 << 24;
+
+/** A tensor of the head as the builder knows it. */
+interface Value {
+  /** Element j of the tensor (flattened) is poly_j of base element gather[j] (of element j without a gather). */
   readonly poly: VecPoly;
+  readonly gather?: Int32Array;
+}
+
+interface Expr extends Value {
+  /** The base `poly` refers to: a skip connection reads an expression of an earlier base. */
+  readonly base: string;
 }
 
 interface MutableDense {
@@ -65,6 +108,72 @@ interface MutableDense {
 
 const filled = (width: number, value: number) => new Float64Array(width).fill(value);
 
+const sameOrder = (a: Int32Array | undefined, b: Int32Array | undefined) =>
+  (a === undefined || isIdentity(a)) && (b === undefined || isIdentity(b)) ? true : a !== undefined && b !== undefined && a.every((v, i) => v === b[i]);
+
+/** A --split argument as the user would type it in a shell. */
+function shellWord(name: string): string {
+  return /^[\w./:@+-]+$/.test(name) ? name : `'${name.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The remedy that moves a node into the plaintext extractor. */
+function splitAfter(node: GraphNode): string {
+  return `split after it (--split ${shellWord(node.proto.name || node.outputs[0]!)})`;
+}
+
+/** The coefficients of element j moved to base element gather[j]. */
+function inBaseOrder(poly: VecPoly, gather: Int32Array | undefined): VecPoly {
+  if (gather === undefined) return poly;
+  return VecPoly.of(poly.width, poly.coeffs.map((c) => {
+    const out = new Float64Array(c.length);
+    gather.forEach((g, j) => (out[g] = c[j]!));
+    return out;
+  }));
+}
+
+/** layer(x) ← layer(x reordered): column j of the layer reads base element gather[j]. */
+function permuteColumns(layer: MutableDense, gather: Int32Array): void {
+  const weights = new Float64Array(layer.weights.length);
+  for (let r = 0; r < layer.outputs; r++) {
+    for (let j = 0; j < layer.inputs; j++) weights[r * layer.inputs + gather[j]!] = layer.weights[r * layer.inputs + j]!;
+  }
+  layer.weights = weights;
+}
+
+/** dense ∘ sparse as one dense layer: W·S, with bias W·s + b. */
+function composeDense(dense: MutableDense, sparse: SparseLinear): MutableDense {
+  const weights = new Float64Array(dense.outputs * sparse.inputs);
+  const bias = Float64Array.from(dense.bias);
+  for (let r = 0; r < dense.outputs; r++) {
+    for (let q = 0; q < sparse.outputs; q++) {
+      const w = dense.weights[r * dense.inputs + q]!;
+      if (w === 0) continue;
+      bias[r]! += w * sparse.bias[q]!;
+      const [cols, values] = [sparse.cols[q]!, sparse.values[q]!];
+      for (let k = 0; k < cols.length; k++) weights[r * sparse.inputs + cols[k]!]! += w * values[k]!;
+    }
+  }
+  return { kind: 'dense', inputs: sparse.inputs, outputs: dense.outputs, weights, bias };
+}
+
+/** outer ∘ inner, both sparse. */
+function composeSparse(outer: SparseLinear, inner: SparseLinear): SparseLinear {
+  const cols: Int32Array[] = [];
+  const values: Float64Array[] = [];
+  const bias = Float64Array.from(outer.bias);
+  for (let r = 0; r < outer.outputs; r++) {
+    const row = new Map<number, number>();
+    outer.cols[r]!.forEach((q, k) => {
+      const w = outer.values[r]![k]!;
+      bias[r]! += w * inner.bias[q]!;
+      inner.cols[q]!.forEach((c, i) => row.set(c, (row.get(c) ?? 0) + w * inner.values[q]![i]!));
+    });
+    cols.push(Int32Array.from(row.keys()));
+    values.push(Float64Array.from(row.values()));
+  }
+  return { kind: 'sparse', inputs: inner.inputs, outputs: outer.outputs, cols, values, bias };
+}
+
 class HeadBuilder {
   private readonly layers: Layer[] = [];
   private readonly exprs = new Map<string, Expr>();
@@ -73,8 +182,16 @@ class HeadBuilder {
   private readonly processed = new Set<GraphNode>();
   private readonly members: ReadonlySet<GraphNode>;
   private base: string;
-  private lastDense: MutableDense | undefined;
+  /**
+   * The last layer, whose output `base` names. A sparse one (an average pool) is pending:
+   * it joins `layers` only if it cannot fold into the dense layer after it.
+   */
+  private last: MutableDense | MutableConv | SparseLinear | undefined;
+  /** The pool a pending sparse layer comes from, for messages. */
+  private pendingPool: GraphNode | undefined;
+  /** Values per sample of the base; undefined only for features of unknown shape. */
   private width: number | undefined;
+  private layout: InputLayout = 'nchw';
 
   constructor(
     private readonly graph: Graph,
@@ -86,6 +203,8 @@ class HeadBuilder {
   ) {
     this.base = features;
     this.members = new Set(nodes);
+    this.width = sampleSize(shapes.shapeOf(features));
+    if (this.width !== undefined) this.exprs.set(features, { base: features, poly: VecPoly.identity(this.width) });
   }
 
   build(): Head {
@@ -94,11 +213,12 @@ class HeadBuilder {
       this.processed.add(node);
       this.visit(node);
     }
-    if (this.lastDense === undefined) {
-      fail('E_SPLIT', `the head after the split at '${this.features}' has no dense layer (Gemm or MatMul): split before a dense layer`);
+    if (this.last === undefined) {
+      fail('E_SPLIT', `the head after the split at '${this.features}' has no dense layer (Gemm or MatMul) or convolution: split before one`);
     }
     this.materialize(this.exprOf(this.output, undefined), undefined, undefined);
-    return { layers: this.layers, dropped: this.dropped };
+    this.flush();
+    return { layers: this.layers, dropped: this.dropped, layout: this.layout };
   }
 
   private visit(node: GraphNode): void {
@@ -113,67 +233,93 @@ class HeadBuilder {
     }
     const data = node.inputs.filter((name) => name !== '' && !this.graph.isConstant(name) && !this.shapeTensors.has(name));
     if (data.length === 0) fail('E_UNSUPPORTED', `${describeNode(node)} in the classifier head computes from constants only; fold constants before exporting`);
-    const out = node.outputs[0]!;
+    if (ELEMENTWISE.has(op)) this.requireWidth(node);
     switch (op) {
       case 'Gemm':
       case 'MatMul':
         return this.dense(node, data);
+      case 'Conv':
+        return this.conv(node, data);
+      case 'AveragePool':
+      case 'GlobalAveragePool':
+        return this.pool(node);
       case 'Add':
       case 'Sub':
       case 'Mul':
       case 'Div':
-        return this.set(node, out, this.binary(node));
-      case 'Sum':
-        return this.set(node, out, node.inputs.map((name) => this.operand(node, name)).reduce((a, b) => a.add(b)));
-      case 'Neg':
-        return this.set(node, out, this.operand(node, node.inputs[0]!).scale(filled(this.width!, -1)));
+        return this.derive(node, this.binary(node));
+      case 'Sum': {
+        const { polys, gather } = this.operands(node, node.inputs);
+        return this.derive(node, { poly: polys.reduce((a, b) => a.add(b)), gather });
+      }
+      case 'Neg': {
+        const { polys, gather } = this.operands(node, [node.inputs[0]!]);
+        return this.derive(node, { poly: polys[0]!.scale(filled(this.width!, -1)), gather });
+      }
       case 'Pow':
-        return this.set(node, out, this.pow(node));
+        return this.derive(node, this.pow(node));
       case 'BatchNormalization':
-        return this.set(node, out, this.batchNorm(node));
+        return this.derive(node, this.batchNorm(node));
+      case 'Transpose':
+        return this.derive(node, this.transpose(node));
       case 'Softmax':
       case 'LogSoftmax':
-        if (out !== this.output) {
+        if (node.outputs[0] !== this.output) {
           fail('E_UNSUPPORTED', `${describeNode(node)} is inside the classifier head; only a Softmax at the very end can be left out (the backend takes the argmax of the scores)`);
         }
         this.dropped.push(node);
-        return this.set(node, out, this.exprOf(node.inputs[0]!, node).poly);
+        return this.derive(node, this.exprOf(node.inputs[0]!, node));
     }
-    if (RESHAPES.has(op)) return this.set(node, out, this.reshape(node));
-    if (Object.hasOwn(NON_POLYNOMIAL, op)) return this.set(node, out, this.activation(node));
-    fail('E_UNSUPPORTED', `${describeNode(node)}: ${op} is not supported in the classifier head (dense layers: Gemm, MatMul [+ Add]; activations: polynomials of Add/Sub/Mul/Pow with constants; BatchNormalization after a dense layer). Split after it with --split to keep it in the plaintext extractor`);
+    if (RESHAPES.has(op)) return this.derive(node, this.reshape(node));
+    if (Object.hasOwn(NON_POLYNOMIAL, op)) return this.derive(node, this.activation(node));
+    if (NON_LINEAR_POOLS.has(op)) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} is a ${op} in the classifier head, which homomorphic encryption cannot evaluate exactly: retrain with average pooling (AveragePool), or ${splitAfter(node)} to keep it in the plaintext extractor`);
+    }
+    fail(
+      'E_UNSUPPORTED',
+      `${describeNode(node)}: ${op} is not supported in the classifier head (a Conv as the first layer; dense layers: Gemm, MatMul [+ Add]; AveragePool; ` +
+        `activations: polynomials of Add/Sub/Mul/Pow with constants; BatchNormalization after a layer). Split after it with --split to keep it in the plaintext extractor`,
+    );
   }
 
   private exprOf(name: string, node: GraphNode | undefined): Expr {
-    if (node !== undefined && name === this.features) this.requireWidth(node);
     const expr = this.exprs.get(name);
+    const where = node ? describeNode(node) : 'the graph output';
     if (expr === undefined) {
-      const where = node ? describeNode(node) : 'the graph output';
+      if (name === this.features) fail('E_UNSUPPORTED', `${where} reads the features '${name}', whose shape is unknown: declare the model input's shape`);
       fail('E_UNSUPPORTED', `${where} reads '${name}', which the classifier head does not compute: the head must be a chain from the features to the output`);
     }
     if (expr.base !== this.base) {
-      fail('E_UNSUPPORTED', `${node ? describeNode(node) : 'the graph output'} reads '${name}' from before the last dense layer: skip connections in the classifier head are not supported`);
+      fail(
+        'E_UNSUPPORTED',
+        `${where} reads '${name}' from before the last encrypted layer: skip connections (residual adds) in the classifier head are not supported yet; ` +
+          `${node ? splitAfter(node) : 'split after the last layer'} to keep it in the plaintext extractor`,
+      );
     }
     return expr;
   }
 
-  /** A data input as a polynomial of the base, or a constant as a constant polynomial. */
-  private operand(node: GraphNode, name: string): VecPoly {
-    if (this.graph.isConstant(name)) return VecPoly.constant(this.vectorConstant(node, name));
-    return this.exprOf(name, node).poly;
+  /** The inputs as polynomials of the base (constants as constant polynomials), in the one element order they share. */
+  private operands(node: GraphNode, names: readonly string[]): { polys: VecPoly[]; gather: Int32Array | undefined } {
+    const exprs = names.map((name) => (this.graph.isConstant(name) ? undefined : this.exprOf(name, node)));
+    const gathers = exprs.flatMap((e) => (e === undefined ? [] : [e.gather]));
+    if (gathers.some((g) => !sameOrder(g, gathers[0]))) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} combines the same values in two different orders (one transposed): ${splitAfter(node)} to keep it in the plaintext extractor`);
+    }
+    return { polys: names.map((name, i) => exprs[i]?.poly ?? VecPoly.constant(this.vectorConstant(node, name))), gather: gathers[0] };
   }
 
   private requireWidth(node: GraphNode): number {
-    if (this.width === undefined) {
-      fail('E_SPLIT', `${describeNode(node)} comes before the first dense layer of the head: split at the input of a dense layer (Gemm or MatMul)`);
+    if (this.last === undefined) {
+      fail('E_SPLIT', `${describeNode(node)} comes before the first layer of the head: split at the input of a dense layer (Gemm or MatMul) or of a convolution`);
     }
-    return this.width;
+    return this.width!;
   }
 
   /**
-   * A constant operand broadcast to the head's vector: a scalar, or one value per feature
-   * laid out along the data tensor's feature axis. Anything else would broadcast the data
-   * to a bigger tensor or mix samples, which no per-sample vector can express.
+   * A constant operand broadcast to one sample of the data tensor, in its flattened order:
+   * a scalar, one value per feature, one per channel of an image, … Anything that would
+   * enlarge the data or mix samples is refused.
    */
   private vectorConstant(node: GraphNode, name: string): Float64Array {
     const width = this.requireWidth(node);
@@ -183,43 +329,41 @@ class HeadBuilder {
     const dims = tensorDims(tensor);
     const data = node.inputs.find((n) => this.exprs.has(n));
     const shape = data === undefined ? undefined : this.shapes.shapeOf(data);
-    if (values.length === width && this.alongFeatureAxis(dims, shape, width)) return Float64Array.from(values);
+    if (shape !== undefined) {
+      const broadcast = broadcastConstant(values, dims, shape);
+      if (broadcast?.length === width) return broadcast;
+    } else if (values.length === width && dims.filter((d) => d !== 1).length === 1) {
+      return Float64Array.from(values);
+    }
     fail(
       'E_UNSUPPORTED',
       `${describeNode(node)} combines the head's ${width} features${shape ? ` (shape [${shape.join(', ')}])` : ''} with constant '${name}' of shape [${dims.join(', ')}]: ` +
-        `only scalars and one value per feature are supported`,
+        `only scalars and one value per feature or per channel are supported`,
     );
   }
 
-  private alongFeatureAxis(dims: readonly number[], shape: Shape | undefined, width: number): boolean {
-    const big = dims.flatMap((d, i) => (d === 1 ? [] : [dims.length - i]));
-    if (big.length !== 1 || dims[dims.length - big[0]!] !== width) return false;
-    if (shape === undefined) return true;
-    const featureAxisFromEnd = [...shape].reverse().findIndex((d) => d === width) + 1;
-    return dims.length <= shape.length && featureAxisFromEnd === big[0];
-  }
-
-  private set(node: GraphNode, out: string, poly: VecPoly): void {
-    if (poly.degree > MAX_POLY_DEGREE) {
-      fail('E_UNSUPPORTED', `${describeNode(node)} raises the activation's degree to ${poly.degree}, above the engine's ${MAX_POLY_DEGREE}`);
+  private derive(node: GraphNode, value: Value): void {
+    if (value.poly.degree > MAX_POLY_DEGREE) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} raises the activation's degree to ${value.poly.degree}, above the engine's ${MAX_POLY_DEGREE}`);
     }
-    this.exprs.set(out, { base: this.base, poly });
-    this.foldEagerly(out);
+    const out = node.outputs[0]!;
+    this.exprs.set(out, { base: this.base, ...value });
+    this.foldEagerly(out, node);
   }
 
   /**
-   * A per-feature affine map of the last dense layer's output (its bias Add, a batch
-   * norm) folds into that layer at once when nothing else still reads the layer's output,
-   * so the polynomial that may follow is a plain scalar one of the folded output.
+   * A per-feature affine map of the last layer's output (its bias Add, a batch norm) folds
+   * into that layer at once when nothing else still reads the layer's output, so the
+   * polynomial that may follow is a plain scalar one of the folded output.
    */
-  private foldEagerly(tensor: string): void {
-    const { poly } = this.exprs.get(tensor)!;
-    if (this.lastDense === undefined || poly.degree > 1 || poly.uniform() !== undefined) return;
+  private foldEagerly(tensor: string, node: GraphNode): void {
+    const { poly, gather } = this.exprs.get(tensor)!;
+    if (this.last === undefined || poly.degree > 1 || poly.uniform() !== undefined) return;
     for (const [name, expr] of this.exprs) {
       if (name !== tensor && expr.base === this.base && this.isLive(name)) return;
     }
-    this.foldBackward(this.lastDense, poly);
-    this.rebase(tensor);
+    this.foldBackward(inBaseOrder(poly, gather), node);
+    this.rebase(tensor, gather);
   }
 
   private isLive(name: string): boolean {
@@ -227,33 +371,33 @@ class HeadBuilder {
     return (this.graph.consumers.get(name) ?? []).some((c) => this.members.has(c) && !this.processed.has(c));
   }
 
-  private rebase(tensor: string): void {
+  private rebase(tensor: string, gather?: Int32Array): void {
     this.base = tensor;
-    this.exprs.set(tensor, { base: tensor, poly: VecPoly.identity(this.width!) });
+    this.exprs.set(tensor, { base: tensor, poly: VecPoly.identity(this.width!), gather });
   }
 
-  private binary(node: GraphNode): VecPoly {
-    const [a, b] = [node.inputs[0]!, node.inputs[1]!];
-    const [pa, pb] = [this.operand(node, a), this.operand(node, b)];
+  private binary(node: GraphNode): Value {
+    const { polys, gather } = this.operands(node, [node.inputs[0]!, node.inputs[1]!]);
+    const [pa, pb] = polys as [VecPoly, VecPoly];
     switch (node.op) {
       case 'Add':
-        return pa.add(pb);
+        return { poly: pa.add(pb), gather };
       case 'Sub':
-        return pa.add(pb.scale(filled(this.width!, -1)));
+        return { poly: pa.add(pb.scale(filled(this.width!, -1))), gather };
       case 'Mul':
-        return pa.mul(pb);
+        return { poly: pa.mul(pb), gather };
       default: {
-        if (!this.graph.isConstant(b)) {
+        if (!this.graph.isConstant(node.inputs[1]!)) {
           fail('E_UNSUPPORTED', `${describeNode(node)} divides by a computed tensor, which is not a polynomial: only division by constants is supported`);
         }
         const divisor = pb.coeff(0);
         if (divisor.some((d) => d === 0)) fail('E_UNSUPPORTED', `${describeNode(node)} divides by zero`);
-        return pa.scale(divisor.map((d) => 1 / d));
+        return { poly: pa.scale(divisor.map((d) => 1 / d)), gather };
       }
     }
   }
 
-  private pow(node: GraphNode): VecPoly {
+  private pow(node: GraphNode): Value {
     const exponent = node.inputs[1]!;
     if (!this.graph.isConstant(exponent)) fail('E_UNSUPPORTED', `${describeNode(node)} has a computed exponent: only constant integer exponents are polynomials`);
     const values = tensorValues(this.graph.constants.get(exponent)!, describeNode(node));
@@ -261,76 +405,266 @@ class HeadBuilder {
     if (values.length !== 1 || !Number.isInteger(k) || k < 1 || k > MAX_POLY_DEGREE) {
       fail('E_UNSUPPORTED', `${describeNode(node)} raises to the power [${Array.from(values).join(', ')}]: only a scalar integer exponent from 1 to ${MAX_POLY_DEGREE} is a polynomial`);
     }
-    return this.exprOf(node.inputs[0]!, node).poly.pow(k);
+    const { poly, gather } = this.exprOf(node.inputs[0]!, node);
+    return { poly: poly.pow(k), gather };
   }
 
-  private batchNorm(node: GraphNode): VecPoly {
-    const width = this.requireWidth(node);
+  /** Batch norm per channel (axis 1) of [batch, C] or [batch, C, H, W]: an affine map per element. */
+  private batchNorm(node: GraphNode): Value {
+    const { poly, gather } = this.exprOf(node.inputs[0]!, node);
+    const width = poly.width;
+    const shape = this.shapes.shapeOf(node.inputs[0]!);
+    const spatial = shape?.slice(2).reduce<number | undefined>((p, d) => (p !== undefined && typeof d === 'number' ? p * d : undefined), 1);
+    const channels = shape === undefined ? width : shape[1];
+    if (shape !== undefined && (typeof channels !== 'number' || spatial === undefined || channels * spatial !== width)) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} normalizes a tensor of shape [${shape.join(', ')}]: in the head, batch norm must act on [batch, C] or [batch, C, H, W] of known sizes`);
+    }
     const [scale, shift, mean, variance] = node.inputs.slice(1, 5).map((name) => {
       if (!this.graph.isConstant(name)) fail('E_UNSUPPORTED', `${describeNode(node)} has a computed parameter '${name}': batch norm folds only with constant statistics`);
       const values = tensorValues(this.graph.constants.get(name)!, describeNode(node));
-      if (values.length !== width) fail('E_UNSUPPORTED', `${describeNode(node)}: parameter '${name}' has ${values.length} values, the head has ${width} features`);
+      if (values.length !== channels) fail('E_UNSUPPORTED', `${describeNode(node)}: parameter '${name}' has ${values.length} values, the tensor has ${channels} channels`);
       return values;
     });
     if (intAttribute(node.proto, 'training_mode', 0) === 1) {
       fail('E_UNSUPPORTED', `${describeNode(node)} is exported in training mode: export the model in eval mode`);
     }
-    const shape = this.shapes.shapeOf(node.inputs[0]!);
-    if (shape !== undefined && (shape.length !== 2 || shape[1] !== width)) {
-      fail('E_UNSUPPORTED', `${describeNode(node)} normalizes a tensor of shape [${shape.join(', ')}]: in the head, batch norm must act on [batch, ${width}]`);
-    }
     const epsilon = floatAttribute(node.proto, 'epsilon', 1e-5);
-    const a = scale!.map((s, j) => s / Math.sqrt(variance![j]! + epsilon));
-    const b = shift!.map((t, j) => t - a[j]! * mean![j]!);
-    return this.exprOf(node.inputs[0]!, node).poly.scale(a).add(VecPoly.constant(b));
+    const per = width / (channels as number);
+    const a = new Float64Array(width).map((_, j) => {
+      const c = Math.floor(j / per);
+      return scale![c]! / Math.sqrt(variance![c]! + epsilon);
+    });
+    const b = a.map((aj, j) => shift![Math.floor(j / per)]! - aj * mean![Math.floor(j / per)]!);
+    return { poly: poly.scale(a).add(VecPoly.constant(b)), gather };
   }
 
-  private reshape(node: GraphNode): VecPoly {
-    const width = this.requireWidth(node);
+  private reshape(node: GraphNode): Value {
+    const expr = this.exprOf(node.inputs[0]!, node);
     const shape = this.shapes.shapeOf(node.outputs[0]!);
-    if (shape !== undefined) {
-      const sized = shape.filter((d) => typeof d === 'number' && d !== 1);
-      if (sized.length !== 1 || sized[0] !== width) {
-        fail('E_UNSUPPORTED', `${describeNode(node)} turns the head's ${width} features into shape [${shape.join(', ')}]: only reshapes that keep one vector per sample are supported`);
-      }
+    if (shape !== undefined && shape.reduce<number>((p, d) => (typeof d === 'number' ? p * d : p), 1) !== expr.poly.width) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} turns the head's ${expr.poly.width} features into shape [${shape.join(', ')}]: only reshapes that keep each sample's values together are supported`);
     }
-    return this.exprOf(node.inputs[0]!, node).poly;
+    return expr;
   }
 
-  private activation(node: GraphNode): VecPoly {
+  /**
+   * A transpose permutes one sample's values: an identity when it keeps their flattened
+   * order (it moves only axes of size 1), else a gather. Needs the input's dimensions; a
+   * symbolic batch must stay the first axis.
+   */
+  private transpose(node: GraphNode): Value {
+    const input = node.inputs[0]!;
+    const expr = this.exprOf(input, node);
+    const shape = this.shapes.shapeOf(input);
+    const perm = intsAttribute(node.proto, 'perm') ?? shape?.map((_, i) => shape.length - 1 - i);
+    if (perm !== undefined && perm.every((p, i) => p === i)) return expr;
+    const known = shape?.every((d, i) => typeof d === 'number' || (i === 0 && perm![0] === 0 && d !== '?'));
+    const dims = shape?.map((d) => (typeof d === 'number' ? d : 1));
+    if (!known || dims!.reduce((a, b) => a * b, 1) !== expr.poly.width) {
+      fail(
+        'E_UNSUPPORTED',
+        `${describeNode(node)} transposes '${input}' of ${shape ? `shape [${shape.join(', ')}]` : 'unknown shape'}: a transpose in the classifier head needs the sizes of ` +
+          `one sample (a symbolic batch staying first); ${splitAfter(node)} to keep it in the plaintext extractor`,
+      );
+    }
+    const order = transposeGather(dims!, perm!);
+    if (isIdentity(order)) return expr;
+    const poly = VecPoly.of(expr.poly.width, expr.poly.coeffs.map((c) => Float64Array.from(order, (k) => c[k]!)));
+    const gather = expr.gather;
+    return { poly, gather: gather === undefined ? order : order.map((k) => gather[k]!) };
+  }
+
+  private activation(node: GraphNode): Value {
     const fn = NON_POLYNOMIAL[node.op];
     const approximation = fn === undefined ? undefined : this.options.approximations?.[fn];
     if (approximation === undefined) {
       const hint = fn
-        ? `replace it by a polynomial approximation (--activation cryptodl-${fn}-3, say) or retrain with a polynomial activation (training/: --activation x2+2x)`
-        : 'retrain with a polynomial activation (training/: --activation x2+2x)';
+        ? `replace it by a polynomial approximation (--activation cryptodl-${fn}-3, say, fitted on [-6, 6]: check that range against its inputs on calibration data), ` +
+          `retrain with a polynomial activation (training/: --activation x2+2x), or ${splitAfter(node)} to keep it in the plaintext extractor`
+        : `retrain with a polynomial activation (training/: --activation x2+2x), or ${splitAfter(node)} to keep it in the plaintext extractor`;
       fail('E_ACTIVATION', `${describeNode(node)} is a ${node.op} in the classifier head, which homomorphic encryption cannot evaluate: ${hint}`);
     }
     this.requireWidth(node);
-    return this.exprOf(node.inputs[0]!, node).poly.compose(approximation);
+    const { poly, gather } = this.exprOf(node.inputs[0]!, node);
+    return { poly: poly.compose(approximation), gather };
   }
 
   private dense(node: GraphNode, data: string[]): void {
     if (data.length !== 1) fail('E_UNSUPPORTED', `${describeNode(node)} multiplies two computed tensors: a dense layer needs constant weights`);
     const [input] = data as [string];
-    const { inputs, outputs, weights, bias } = this.denseWeights(node, input);
-    if (this.width !== undefined && inputs !== this.width) {
-      fail('E_GRAPH', `${describeNode(node)} has ${inputs} inputs, but the layer before it has ${this.width} outputs`);
+    let layer = this.denseWeights(node, input);
+    if (this.width !== undefined && layer.inputs !== this.width) {
+      const before = this.last === undefined ? `the features '${this.features}' have shape [${this.shapes.shapeOf(this.features)!.join(', ')}]` : `the layer before it has ${this.width} outputs`;
+      fail('E_GRAPH', `${describeNode(node)} has ${layer.inputs} inputs, but ${before}`);
     }
-    const featureShape = this.shapes.shapeOf(this.features);
-    const featureCount = featureShape?.filter((d) => typeof d === 'number' && d !== 1);
-    if (this.width === undefined && featureCount?.length === 1 && featureCount[0] !== inputs) {
-      fail('E_GRAPH', `${describeNode(node)} has ${inputs} inputs, but the features '${this.features}' have shape [${featureShape!.join(', ')}]`);
-    }
-    const layer: MutableDense = { kind: 'dense', inputs, outputs, weights, bias };
-    if (this.lastDense !== undefined) this.materialize(this.exprOf(input, node), layer, node);
-    else if (input !== this.features) {
-      fail('E_SPLIT', `${describeNode(node)} is the first dense layer but reads '${input}', not the features '${this.features}': split at its input`);
+    if (this.last === undefined) {
+      // The first layer: the features, reshaped or transposed at most (ops that change values need a layer before them).
+      const gather = input === this.features && this.width === undefined ? undefined : this.exprOf(input, node).gather;
+      if (gather !== undefined) permuteColumns(layer, gather);
+    } else {
+      this.materialize(this.exprOf(input, node), layer, node);
+      // A pending average pool with nothing but affine maps since: it folds into this layer.
+      if (this.last?.kind === 'sparse') layer = composeDense(layer, this.last);
     }
     this.layers.push(layer);
-    this.lastDense = layer;
-    this.width = outputs;
+    this.last = layer;
+    this.width = layer.outputs;
     this.rebase(node.outputs[0]!);
+  }
+
+  /** The first encrypted layer: a 2-D convolution, group 1, dilation 1, reading the features. */
+  private conv(node: GraphNode, data: string[]): void {
+    const [input, weightName, biasName] = node.inputs as [string, string | undefined, string | undefined];
+    if (this.last !== undefined) {
+      const from = this.graph.producer.get(input);
+      const remedy = from?.proto.name ? `split after ${describeNode(from)} (--split ${shellWord(from.proto.name)})` : `split at its input (--split ${shellWord(input)})`;
+      fail('E_UNSUPPORTED', `${describeNode(node)}: convolutions after the first encrypted layer are not supported yet; ${remedy} so that it is the first encrypted layer`);
+    }
+    if (data.length !== 1 || data[0] !== input || weightName === undefined) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} reads computed weights: a convolution in the classifier head needs constant weights and bias`);
+    }
+    const group = intAttribute(node.proto, 'group', 1);
+    if (group !== 1) fail('E_UNSUPPORTED', `${describeNode(node)} is a grouped convolution (group=${group}): only group 1 is supported in the classifier head; ${splitAfter(node)} to keep it in the plaintext extractor`);
+    const dilations = intsAttribute(node.proto, 'dilations') ?? [];
+    if (dilations.some((d) => d !== 1)) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} is dilated (dilations [${dilations.join(', ')}]): only dilation 1 is supported in the classifier head; ${splitAfter(node)} to keep it in the plaintext extractor`);
+    }
+    const shape = this.shapes.shapeOf(input);
+    const image = imageDims(shape);
+    if (image === undefined) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} reads '${input}' of ${shape ? `shape [${shape.join(', ')}]` : 'unknown shape'}: a convolution in the classifier head needs a 2-D input [N, C, H, W] of known sizes, one sample at a time`);
+    }
+    const [channels, height, width] = image;
+    const weightTensor = this.graph.constants.get(weightName)!;
+    const w = tensorDims(weightTensor);
+    if (w.length !== 4 || w[1] !== channels) {
+      fail('E_UNSUPPORTED', `${describeNode(node)}: weights of shape [${w.join(', ')}] do not fit ${channels} input channels: expected [O, ${channels}, kh, kw]`);
+    }
+    const [outChannels, , kh, kw] = w as [number, number, number, number];
+    const declared = intsAttribute(node.proto, 'kernel_shape');
+    if (declared !== undefined && (declared[0] !== kh || declared[1] !== kw || declared.length !== 2)) {
+      fail('E_GRAPH', `${describeNode(node)} declares kernel_shape [${declared.join(', ')}] but its weights are ${kh}×${kw}`);
+    }
+    const strides = intsAttribute(node.proto, 'strides') ?? [1, 1];
+    if (strides.length !== 2 || strides.some((s) => !Number.isInteger(s) || s < 1)) fail('E_UNSUPPORTED', `${describeNode(node)} has strides [${strides.join(', ')}]: two positive strides expected`);
+    const stride: [number, number] = [strides[0]!, strides[1]!];
+    const pads = windowPads(describeNode(node), stringAttribute(node.proto, 'auto_pad', 'NOTSET'), intsAttribute(node.proto, 'pads'), [height, width], [kh, kw], stride);
+    if (pads[0] >= kh || pads[2] >= kh || pads[1] >= kw || pads[3] >= kw || kh > height + pads[0] + pads[2] || kw > width + pads[1] + pads[3]) {
+      fail('E_UNSUPPORTED', `${describeNode(node)}: pads [${pads.join(', ')}] and a ${kh}×${kw} kernel on ${height}×${width}: outputs that see only padding, or a kernel larger than the padded input, are not supported`);
+    }
+    const bias = new Float64Array(outChannels);
+    if (biasName) {
+      if (!this.graph.isConstant(biasName)) fail('E_UNSUPPORTED', `${describeNode(node)} reads a computed bias: a convolution in the classifier head needs constant weights and bias`);
+      const values = tensorValues(this.graph.constants.get(biasName)!, describeNode(node));
+      if (values.length !== outChannels) fail('E_GRAPH', `${describeNode(node)}: bias of ${values.length} values for ${outChannels} output channels`);
+      bias.set(values);
+    }
+    this.layout = this.inputLayout(node, input, image);
+    const layer: MutableConv = {
+      kind: 'conv',
+      inChannels: channels,
+      inHeight: height,
+      inWidth: width,
+      outChannels,
+      kernel: [kh, kw],
+      stride,
+      pads,
+      weights: tensorValues(weightTensor, describeNode(node)),
+      bias,
+    };
+    this.layers.push(layer);
+    this.last = layer;
+    this.width = convGeometry(layer, describeNode(node)).outputs;
+    this.rebase(node.outputs[0]!);
+  }
+
+  /**
+   * How the convolution reads the features: as stored, or — tf2onnx's NHWC input behind a
+   * Transpose to NCHW — channel-major after the device transposes the image.
+   */
+  private inputLayout(node: GraphNode, input: string, [channels, height, width]: readonly [number, number, number]): InputLayout {
+    const { gather } = this.exprOf(input, node);
+    const features = imageDims(this.shapes.shapeOf(this.features));
+    const nhwc = features !== undefined && features[0] === height && features[1] === width && features[2] === channels;
+    if (nhwc && sameOrder(gather, transposeGather([height, width, channels], [2, 0, 1]))) return 'nhwc';
+    if (gather === undefined || isIdentity(gather)) return 'nchw';
+    return fail('E_UNSUPPORTED', `${describeNode(node)} reads the features '${this.features}' transposed other than NHWC to NCHW: ${splitAfter(node)} to keep the convolution in the plaintext extractor`);
+  }
+
+  /**
+   * AveragePool and GlobalAveragePool: linear. Right after the convolution, unpadded, the
+   * pool merges into it; otherwise it stays pending as a sparse map that folds into the next
+   * dense layer, or becomes a dense layer of its own when an activation follows.
+   */
+  private pool(node: GraphNode): void {
+    const input = node.inputs[0]!;
+    const expr = this.exprOf(input, node);
+    const shape = this.shapes.shapeOf(input);
+    const image = imageDims(shape);
+    if (image === undefined) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} pools '${input}' of ${shape ? `shape [${shape.join(', ')}]` : 'unknown shape'}: average pooling in the classifier head needs a 2-D input [N, C, H, W] of known sizes`);
+    }
+    if (expr.gather !== undefined && !isIdentity(expr.gather)) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} pools a transposed tensor: ${splitAfter(node)} to keep it in the plaintext extractor`);
+    }
+    const [, height, width] = image;
+    let kernel: [number, number] = [height, width];
+    let stride: [number, number] = [1, 1];
+    let pads: Pads = [0, 0, 0, 0];
+    let countIncludePad = false;
+    if (node.op === 'AveragePool') {
+      const k = intsAttribute(node.proto, 'kernel_shape') ?? [];
+      const s = intsAttribute(node.proto, 'strides') ?? [1, 1];
+      const dilations = intsAttribute(node.proto, 'dilations') ?? [];
+      if (k.length !== 2 || s.length !== 2 || dilations.some((d) => d !== 1)) {
+        fail('E_UNSUPPORTED', `${describeNode(node)}: kernel [${k.join(', ')}], strides [${s.join(', ')}], dilations [${dilations.join(', ')}]: only 2-D undilated pooling is supported`);
+      }
+      kernel = [k[0]!, k[1]!];
+      stride = [s[0]!, s[1]!];
+      pads = windowPads(describeNode(node), stringAttribute(node.proto, 'auto_pad', 'NOTSET'), intsAttribute(node.proto, 'pads'), [height, width], kernel, stride);
+      if (pads[0] >= kernel[0] || pads[2] >= kernel[0] || pads[1] >= kernel[1] || pads[3] >= kernel[1]) {
+        fail('E_UNSUPPORTED', `${describeNode(node)}: pads [${pads.join(', ')}] reach a whole ${kernel.join('×')} window beyond the input`);
+      }
+      const ceil = [0, 1].some((a) => {
+        const span = [height, width][a]! + pads[a]! + pads[a + 2]! - kernel[a]!;
+        return Math.ceil(span / stride[a]!) !== Math.floor(span / stride[a]!);
+      });
+      if (intAttribute(node.proto, 'ceil_mode', 0) === 1 && ceil) {
+        fail('E_UNSUPPORTED', `${describeNode(node)} has ceil_mode=1 with windows that run past the input: export it with ceil_mode=0, or ${splitAfter(node)} to keep it in the plaintext extractor`);
+      }
+      countIncludePad = intAttribute(node.proto, 'count_include_pad', 0) === 1;
+    }
+    const { map, outHeight, outWidth } = poolMatrix(image, kernel, stride, pads, countIncludePad);
+    if (this.last !== undefined) this.materialize(expr, map, node);
+    const last = this.last;
+    if (last?.kind === 'conv' && this.layers.at(-1) === last && pads.every((p) => p === 0)) {
+      const merged = mergePool(last, kernel, stride, [outHeight, outWidth]);
+      this.layers[this.layers.length - 1] = merged;
+      this.last = merged;
+    } else {
+      this.last = last?.kind === 'sparse' ? composeSparse(map, last) : map;
+      this.pendingPool = node;
+    }
+    this.width = map.outputs;
+    this.rebase(node.outputs[0]!);
+  }
+
+  /** A pending average pool that cannot fold into a dense layer becomes one. */
+  private flush(): void {
+    const pool = this.last;
+    if (pool?.kind !== 'sparse') return;
+    if (pool.outputs * pool.inputs > MAX_POOL_WEIGHTS) {
+      fail(
+        'E_UNSUPPORTED',
+        `${describeNode(this.pendingPool!)}: an activation follows this average pool, so it folds into no neighbouring layer, and as a dense layer of its own it would have ` +
+          `${pool.outputs}×${pool.inputs} weights: pool before the activation, or ${splitAfter(this.pendingPool!)} to keep it in the plaintext extractor`,
+      );
+    }
+    const weights = new Float64Array(pool.outputs * pool.inputs);
+    pool.cols.forEach((cols, r) => cols.forEach((c, k) => (weights[r * pool.inputs + c] = pool.values[r]![k]!)));
+    const layer: MutableDense = { kind: 'dense', inputs: pool.inputs, outputs: pool.outputs, weights, bias: pool.bias };
+    this.layers.push(layer);
+    this.last = layer;
   }
 
   /** The dense layer a Gemm or MatMul computes, weights row-major outputs × inputs. */
@@ -384,48 +718,85 @@ class HeadBuilder {
   }
 
   /**
-   * Turns the expression `expr` of the last dense layer's output into layers, before the
-   * dense layer `next` (undefined at the graph output). Degree ≤ 1: folds into that last
-   * layer. Higher: one polynomial activation, with any per-feature scaling and offset
-   * folded into `next`.
+   * Turns the expression `expr` of the last layer's output into layers, before the layer
+   * `next` (undefined at the graph output). Degree ≤ 1: folds into that last layer. Higher:
+   * one polynomial activation, with any per-feature scaling and offset folded into `next`.
+   * A reordered expression reorders `next`'s columns (or, at the output, the last layer's rows).
    */
-  private materialize(expr: Expr, next: MutableDense | undefined, node: GraphNode | undefined): void {
-    const { poly } = expr;
+  private materialize(expr: Expr, next: MutableDense | SparseLinear | undefined, node: GraphNode | undefined): void {
+    const poly = inBaseOrder(expr.poly, expr.gather);
+    const gather = expr.gather === undefined || isIdentity(expr.gather) ? undefined : expr.gather;
+    if (gather !== undefined && next?.kind === 'dense') permuteColumns(next, gather);
     if (poly.degree <= 1) {
-      this.foldBackward(this.lastDense!, poly);
-      return;
+      this.foldBackward(poly, node);
+    } else {
+      const scalars = poly.uniform();
+      if (scalars !== undefined) {
+        this.flush();
+        this.layers.push({ kind: 'poly', coeffs: scalars });
+      } else {
+        // p_j(x) = s_j·q(x) + t_j with one polynomial q: s and t fold into the next layer.
+        const high = poly.coeffs.slice(1);
+        const sameShape = high.every(isUniform);
+        const s = sameShape ? filled(poly.width, 1) : poly.coeff(poly.degree);
+        const q = high.map((c) => c.map((v, j) => v / s[j]!));
+        if (!sameShape && (s.some((v) => v === 0) || !q.every((c) => c.every((v) => Math.abs(v - c[0]!) <= 1e-9 * Math.max(1, Math.abs(c[0]!)))))) {
+          fail('E_UNSUPPORTED', `${node ? describeNode(node) : 'the graph output'}: the elementwise operations before it are not one polynomial activation applied alike to every feature`);
+        }
+        if (next === undefined) {
+          fail('E_UNSUPPORTED', 'the head ends with an activation that differs per feature (a per-feature scale or offset after it): nothing follows to fold it into');
+        }
+        this.flush();
+        this.layers.push({ kind: 'poly', coeffs: [0, ...q.map((c) => c[0]!)] });
+        this.foldForward(next, s, poly.coeff(0));
+      }
     }
-    const scalars = poly.uniform();
-    if (scalars !== undefined) {
-      this.layers.push({ kind: 'poly', coeffs: scalars });
-      return;
-    }
-    // p_j(x) = s_j·q(x) + t_j with one polynomial q: s and t fold into the next layer.
-    const high = poly.coeffs.slice(1);
-    const sameShape = high.every(isUniform);
-    const s = sameShape ? filled(poly.width, 1) : poly.coeff(poly.degree);
-    const q = high.map((c) => c.map((v, j) => v / s[j]!));
-    if (!sameShape && (s.some((v) => v === 0) || !q.every((c) => c.every((v) => Math.abs(v - c[0]!) <= 1e-9 * Math.max(1, Math.abs(c[0]!)))))) {
-      fail('E_UNSUPPORTED', `${node ? describeNode(node) : 'the graph output'}: the elementwise operations before it are not one polynomial activation applied alike to every feature`);
-    }
-    if (next === undefined) {
-      fail('E_UNSUPPORTED', 'the head ends with an activation that differs per feature (a per-feature scale or offset after it): nothing follows to fold it into');
-    }
-    this.layers.push({ kind: 'poly', coeffs: [0, ...q.map((c) => c[0]!)] });
-    this.foldForward(next, s, poly.coeff(0));
+    if (gather !== undefined && next === undefined) this.permuteRows(gather);
   }
 
-  /** layer ← a ⊙ layer + b (a, b the affine expression's coefficients). */
-  private foldBackward(layer: MutableDense, affine: VecPoly): void {
+  /** last ← a ⊙ last + b (a, b the affine expression's coefficients). */
+  private foldBackward(affine: VecPoly, node: GraphNode | undefined): void {
     const [b, a] = [affine.coeff(0), affine.coeff(1)];
+    const layer = this.last!;
+    if (layer.kind === 'conv') {
+      const positions = a.length / layer.outChannels;
+      const perChannel = (v: Float64Array) => v.every((x, j) => x === v[j - (j % positions)]);
+      if (!perChannel(a) || !perChannel(b)) {
+        fail(
+          'E_UNSUPPORTED',
+          `${node ? describeNode(node) : 'the graph output'} scales or shifts the convolution's outputs differently across the positions of a channel: ` +
+            `only per-channel constants (a bias, a batch norm) fold into a convolution`,
+        );
+      }
+      const taps = layer.weights.length / layer.outChannels;
+      for (let o = 0; o < layer.outChannels; o++) {
+        const [ao, bo] = [a[o * positions]!, b[o * positions]!];
+        for (let k = o * taps; k < (o + 1) * taps; k++) layer.weights[k]! *= ao;
+        layer.bias[o] = ao * layer.bias[o]! + bo;
+      }
+      return;
+    }
     for (let r = 0; r < layer.outputs; r++) {
-      for (let c = 0; c < layer.inputs; c++) layer.weights[r * layer.inputs + c]! *= a[r]!;
+      if (layer.kind === 'dense') {
+        for (let c = 0; c < layer.inputs; c++) layer.weights[r * layer.inputs + c]! *= a[r]!;
+      } else {
+        layer.values[r] = layer.values[r]!.map((v) => v * a[r]!);
+      }
       layer.bias[r] = a[r]! * layer.bias[r]! + b[r]!;
     }
   }
 
   /** layer(x) ← layer(s ⊙ x + t): W ← W·diag(s), b ← b + W·t. */
-  private foldForward(layer: MutableDense, s: Float64Array, t: Float64Array): void {
+  private foldForward(layer: MutableDense | SparseLinear, s: Float64Array, t: Float64Array): void {
+    if (layer.kind === 'sparse') {
+      layer.cols.forEach((cols, r) =>
+        cols.forEach((c, k) => {
+          layer.bias[r]! += layer.values[r]![k]! * t[c]!;
+          layer.values[r]![k]! *= s[c]!;
+        }),
+      );
+      return;
+    }
     for (let r = 0; r < layer.outputs; r++) {
       for (let c = 0; c < layer.inputs; c++) {
         const k = r * layer.inputs + c;
@@ -433,6 +804,17 @@ class HeadBuilder {
         layer.weights[k]! *= s[c]!;
       }
     }
+  }
+
+  /** The graph output reorders the last layer's outputs: output j is the layer's output gather[j]. */
+  private permuteRows(gather: Int32Array): void {
+    this.flush();
+    const layer = this.last!;
+    if (layer.kind !== 'dense') fail('E_UNSUPPORTED', `the graph output transposes the convolution's output: end the head with a dense layer`);
+    const weights = new Float64Array(layer.weights.length);
+    gather.forEach((g, j) => weights.set(layer.weights.subarray(g * layer.inputs, (g + 1) * layer.inputs), j * layer.inputs));
+    layer.weights = weights;
+    layer.bias = Float64Array.from(gather, (g) => layer.bias[g]!);
   }
 }
 

@@ -1,6 +1,8 @@
 /**
  * Import of a trained ONNX CNN: split it into the plaintext feature extractor (a new ONNX
- * model for onnxruntime) and the classifier head (the engine's layer list).
+ * model for onnxruntime) and the encrypted head (the engine's layer list). The split may
+ * be anywhere down to the model's input (`--split input`): then the head starts with the
+ * first convolution, and splitOnnx returns no extractor (importOnnx a pass-through one).
  *
  * Exporters write the same dense layer differently — PyTorch as Flatten + Gemm(transB=1),
  * tf2onnx/Keras as Transpose to NHWC + Reshape + MatMul + Add with weights stored
@@ -12,19 +14,23 @@
  * Takes bytes, not paths: no platform imports, so the kiosk can use it too.
  */
 import type { Layer } from '../he';
-import { fail } from './errors';
+import { fail, ModelError } from './errors';
 import { describeNode, Graph, type GraphNode, subgraphInputs } from './graph';
-import { buildHead, type HeadOptions } from './head';
-import { DataType, decodeModel, type IModelProto, type INodeProto, type ModelProto, onnx } from './proto';
+import { buildHead, type Head, type HeadOptions, type InputLayout } from './head';
+import { DataType, decodeModel, type IModelProto, type INodeProto, type IValueInfoProto, type ModelProto, onnx } from './proto';
 import { declaredShape, type Shape, ShapeInference, UNKNOWN } from './shapes';
 
 /** The name of the extractor's single output. */
 export const FEATURES = 'features';
 
+/** The split that encrypts the whole model: the head starts at the model's input. */
+export const INPUT_SPLIT = 'input';
+
 export interface ImportOptions extends HeadOptions {
   /**
-   * Where to split: a node name (the head starts after it) or a tensor name. Reshapes
-   * right after it go to the extractor. Automatic when absent: where the flattened
+   * Where to split: a node name (the head starts after it), a tensor name, or `input`
+   * (INPUT_SPLIT: the head starts at the model's input, no extractor). Reshapes right after
+   * a named node or tensor go to the extractor. Automatic when absent: where the flattened
    * features enter the first dense layer after the last convolution or pooling.
    */
   readonly split?: string;
@@ -38,18 +44,42 @@ export interface TensorSpec {
   readonly shape: Shape | null;
 }
 
-export interface ImportedModel {
-  /** The feature extractor as an ONNX model: the original input, one output named `features`. */
-  readonly extractor: Uint8Array;
+/** The model split in two: the plaintext extractor, if any, and the encrypted head. */
+export interface OnnxSplit {
+  /**
+   * The feature extractor as an ONNX model: the original input, one output named
+   * `features`. Null when the head starts at the model's input: the device only
+   * preprocesses and encrypts the image.
+   */
+  readonly extractor: Uint8Array | null;
   readonly input: TensorSpec;
-  /** The extractor's output, which the head reads flattened row-major. */
+  /** What the head reads: the extractor's output, or the model's input when there is no extractor. */
   readonly features: TensorSpec;
-  /** The classifier head for the engine: dense weights row-major outputs × inputs. */
+  /**
+   * How the head reads `features`: 'nchw', flattened row-major as stored; 'nhwc', an image
+   * [N, H, W, C] the device transposes to channel-major C×H×W before packing (a tf2onnx
+   * export's input, split at `input`). Only without an extractor: an extractor ends with
+   * that transpose itself.
+   */
+  readonly layout: InputLayout;
+  /**
+   * The encrypted head for the engine: optionally a convolution first (weights OIHW), then
+   * dense layers (weights row-major outputs × inputs) and polynomial activations.
+   */
   readonly head: Layer[];
-  /** The tensor of the original graph that became `features`. */
+  /** The tensor of the original graph that the head starts at. */
   readonly splitTensor: string;
   /** Nodes of the original graph left out of both parts (a trailing Softmax), described. */
   readonly dropped: string[];
+}
+
+/**
+ * The split with an extractor always: at the model's input, a one-node model that passes
+ * the image on (an Identity, or a Transpose to NCHW for an 'nhwc' head), so `layout` is
+ * always 'nchw'.
+ */
+export interface ImportedModel extends OnnxSplit {
+  readonly extractor: Uint8Array;
 }
 
 /** Ops that look at a neighbourhood of pixels: the automatic split never puts them in the head. */
@@ -98,6 +128,15 @@ function automaticSplit(graph: Graph, output: string): string {
 
 function namedSplit(graph: Graph, output: string, shapes: ShapeInference, name: string): string {
   const node = (graph.proto.node ?? []).find((n: INodeProto) => n.name === name);
+  if (name === INPUT_SPLIT) {
+    if (node !== undefined) {
+      fail('E_SPLIT', `'${INPUT_SPLIT}' names both the model's input and node '${name}': split at that node by its output tensor '${node.output?.[0] ?? ''}'`);
+    }
+    if (graph.inputs.length !== 1) {
+      fail('E_SPLIT', `--split ${INPUT_SPLIT} needs a model with one input, its image; this one has ${graph.inputs.length}`);
+    }
+    return graph.inputs[0]!.name ?? '';
+  }
   const tensor = graph.resolve(node ? (node.output?.[0] ?? '') : name);
   const isInput = graph.inputs.some((i) => i.name === tensor);
   if (!node && !graph.producer.has(tensor) && !isInput) {
@@ -145,28 +184,39 @@ function shapeProto(shape: Shape | null) {
   return { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : d === UNKNOWN ? {} : { dimParam: d })) };
 }
 
-/** The original graph truncated to compute `split`, output as `features`, unused initializers dropped. */
-function buildExtractor(model: ModelProto, graph: Graph, split: string, shape: Shape | null): Uint8Array {
+/**
+ * The original graph truncated to compute `split`, output as `features`, unused
+ * initializers dropped. A last node makes `features` where `split` cannot simply be
+ * renamed: an Identity at the model's input, a Transpose to NCHW (`nchw`) for a head that
+ * reads an NHWC image channel-major.
+ */
+function buildExtractor(model: ModelProto, graph: Graph, split: string, shape: Shape | null, nchw: boolean): Uint8Array {
   const nodes = graph.ancestors([split]);
-  if (graph.inputs.some((i) => i.name === FEATURES) && split !== FEATURES) {
+  const isInput = !graph.producer.has(split);
+  const lastNode = isInput || nchw;
+  if (graph.inputs.some((i) => i.name === FEATURES) && (split !== FEATURES || lastNode)) {
     fail('E_UNSUPPORTED', `the model's input is named '${FEATURES}', the name the extractor's output needs: rename the input`);
   }
   const names = new Set(nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
   const rename = new Map<string, string>();
-  if (split !== FEATURES && names.has(FEATURES)) {
+  if (names.has(FEATURES) && (split !== FEATURES || lastNode)) {
     let fresh = `${FEATURES}_0`;
     for (let i = 1; names.has(fresh); i++) fresh = `${FEATURES}_${i}`;
     rename.set(FEATURES, fresh);
   }
   const renamed = (name: string) => rename.get(name) ?? name;
-  const isInput = !graph.producer.has(split);
-  if (!isInput) rename.set(split, FEATURES);
+  if (!lastNode) rename.set(split, FEATURES);
 
   const protos: INodeProto[] = nodes.map((n) => ({ ...n.proto, input: n.inputs.map(renamed), output: n.outputs.map(renamed) }));
   // Subgraphs still name the outputs of removed Identity/Dropout nodes: restore those as Identity.
   const aliases = [...new Set(nodes.flatMap((n) => subgraphInputs(n.proto)))].filter((name) => graph.resolve(name) !== name);
   protos.push(...aliases.map((name) => ({ opType: 'Identity', name: `${name}_identity`, input: [renamed(graph.resolve(name))], output: [name] })));
-  if (isInput) protos.push({ opType: 'Identity', name: `${FEATURES}_identity`, input: [split], output: [FEATURES] });
+  if (nchw) {
+    const perm = { name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [0, 3, 1, 2] };
+    protos.push({ opType: 'Transpose', name: `${FEATURES}_nchw`, input: [renamed(split)], output: [FEATURES], attribute: [perm] });
+  } else if (isInput) {
+    protos.push({ opType: 'Identity', name: `${FEATURES}_identity`, input: [split], output: [FEATURES] });
+  }
 
   const used = new Set(protos.flatMap((p) => [...(p.input ?? []), ...subgraphInputs(p)]));
   const produced = new Set(protos.flatMap((p) => p.output ?? []));
@@ -196,31 +246,96 @@ function buildExtractor(model: ModelProto, graph: Graph, split: string, shape: S
   return onnx.ModelProto.encode(extractor).finish();
 }
 
-/** Splits an ONNX model into its plaintext feature extractor and its classifier head. */
-export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): ImportedModel {
-  const source = options.source ?? 'the model';
+/** A decoded model, indexed for splitting. */
+interface Parsed {
+  readonly model: ModelProto;
+  readonly graph: Graph;
+  readonly shapes: ShapeInference;
+  readonly output: string;
+}
+
+function parse(bytes: Uint8Array, source: string): Parsed {
   const model = decodeModel(bytes, source);
   const graph = new Graph(model.graph!);
   if (graph.outputs.length !== 1) {
     fail('E_UNSUPPORTED', `${source} has ${graph.outputs.length} outputs; a classifier has one, its scores`);
   }
-  const output = graph.outputs[0]!.name;
-  const shapes = new ShapeInference(graph);
-  const split = options.split === undefined ? automaticSplit(graph, output) : namedSplit(graph, output, shapes, options.split);
-  const head = buildHead(graph, shapes, split, output, headNodes(graph, split, output), options);
+  return { model, graph, shapes: new ShapeInference(graph), output: graph.outputs[0]!.name };
+}
 
-  const extractorInputs = new Set(graph.ancestors([split]).flatMap((n) => n.inputs));
-  const inputs = graph.inputs.filter((i) => extractorInputs.has(i.name ?? '') || i.name === split);
+interface Split {
+  readonly tensor: string;
+  readonly head: Head;
+  /** The model input the extractor (or, without one, the head) reads. */
+  readonly input: IValueInfoProto;
+}
+
+function split({ graph, shapes, output }: Parsed, options: ImportOptions): Split {
+  const tensor = options.split === undefined ? automaticSplit(graph, output) : namedSplit(graph, output, shapes, options.split);
+  const head = buildHead(graph, shapes, tensor, output, headNodes(graph, tensor, output), options);
+  const extractorInputs = new Set(graph.ancestors([tensor]).flatMap((n) => n.inputs));
+  const inputs = graph.inputs.filter((i) => extractorInputs.has(i.name ?? '') || i.name === tensor);
   if (inputs.length !== 1) {
     fail('E_UNSUPPORTED', `the feature extractor reads ${inputs.length} inputs (${inputs.map((i) => `'${i.name}'`).join(', ')}); a CNN has one, its image`);
   }
-  const featureShape = shapes.shapeOf(split) ?? null;
-  return {
-    extractor: buildExtractor(model, graph, split, featureShape),
-    input: { name: inputs[0]!.name ?? '', shape: declaredShape(inputs[0]) ?? null },
-    features: { name: FEATURES, shape: featureShape },
+  return { tensor, head, input: inputs[0]! };
+}
+
+function assemble(bytes: Uint8Array, options: ImportOptions, passThrough: true): ImportedModel;
+function assemble(bytes: Uint8Array, options: ImportOptions, passThrough: false): OnnxSplit;
+/** The split and its extractor; at the model's input, none, or a pass-through one (`passThrough`). */
+function assemble(bytes: Uint8Array, options: ImportOptions, passThrough: boolean): OnnxSplit {
+  const parsed = parse(bytes, options.source ?? 'the model');
+  const { tensor, head, input } = split(parsed, options);
+  const shape = parsed.shapes.shapeOf(tensor) ?? null;
+  const common = {
+    input: { name: input.name ?? '', shape: declaredShape(input) ?? null },
     head: head.layers,
-    splitTensor: split,
+    splitTensor: tensor,
     dropped: head.dropped.map(describeNode),
   };
+  if (!passThrough && !parsed.graph.producer.has(tensor)) {
+    return { ...common, extractor: null, features: { name: tensor, shape }, layout: head.layout };
+  }
+  const nchw = head.layout === 'nhwc';
+  const featureShape = nchw && shape !== null ? [0, 3, 1, 2].map((axis) => shape[axis]!) : shape;
+  return {
+    ...common,
+    extractor: buildExtractor(parsed.model, parsed.graph, tensor, featureShape, nchw),
+    features: { name: FEATURES, shape: featureShape },
+    layout: 'nchw',
+  };
+}
+
+/** Splits an ONNX model into its plaintext feature extractor, if any, and its encrypted head. */
+export function splitOnnx(bytes: Uint8Array, options: ImportOptions = {}): OnnxSplit {
+  return assemble(bytes, options, false);
+}
+
+/** Splits an ONNX model into its plaintext feature extractor and its encrypted head (see ImportedModel). */
+export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): ImportedModel {
+  return assemble(bytes, options, true);
+}
+
+/**
+ * Every split the model can be imported at, as `--split` takes them: `input`, then the
+ * nodes on the path to the output (by name, or by output tensor when unnamed) after which
+ * the rest is a head the engine can take (with these approximations).
+ */
+export function splitPoints(bytes: Uint8Array, options: HeadOptions & { readonly source?: string } = {}): string[] {
+  const parsed = parse(bytes, options.source ?? 'the model');
+  const onPath = parsed.graph.ancestors([parsed.output]);
+  const candidates = [
+    INPUT_SPLIT,
+    ...onPath.filter((n) => n.op !== 'Constant' && !n.outputs.every((o) => parsed.shapes.values.has(o))).map((n) => n.proto.name || n.outputs[0]!),
+  ];
+  return candidates.filter((name) => {
+    try {
+      split(parsed, { ...options, split: name });
+      return true;
+    } catch (error) {
+      if (error instanceof ModelError) return false;
+      throw error;
+    }
+  });
 }

@@ -3,7 +3,7 @@
  * runs models with onnxruntime-node: what the import tests compare against.
  */
 import * as ort from 'onnxruntime-node';
-import { floatEvaluate, type Layer } from '../../src/he';
+import type { ConvLayer, Layer } from '../../src/he';
 import { type IAttributeProto, type INodeProto, type ITensorProto, type IValueInfoProto, onnx } from '../../src/model/proto';
 
 ort.env.logLevel = 'error';
@@ -135,11 +135,72 @@ export function randomInput(seed: number, dims: number[]): Float32Array {
   return Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rand());
 }
 
+/** A convolution in float64 by its definition: out[o][y][x] = b[o] + Σ w[o][c][dy][dx]·in[c][y·sh + dy − top][x·sw + dx − left]. */
+export function convolve(layer: ConvLayer, input: ArrayLike<number>): Float64Array {
+  const { inChannels: channels, inHeight: h, inWidth: w, outChannels, kernel: [kh, kw], stride: [sh, sw], pads: [top, left, bottom, right] } = layer;
+  const oh = Math.floor((h + top + bottom - kh) / sh) + 1;
+  const ow = Math.floor((w + left + right - kw) / sw) + 1;
+  const out = new Float64Array(outChannels * oh * ow);
+  for (let o = 0; o < outChannels; o++) {
+    for (let y = 0; y < oh; y++) {
+      for (let x = 0; x < ow; x++) {
+        let sum = layer.bias?.[o] ?? 0;
+        for (let c = 0; c < channels; c++) {
+          for (let dy = 0; dy < kh; dy++) {
+            for (let dx = 0; dx < kw; dx++) {
+              const [iy, ix] = [y * sh + dy - top, x * sw + dx - left];
+              if (iy >= 0 && iy < h && ix >= 0 && ix < w) sum += layer.weights[((o * channels + c) * kh + dy) * kw + dx]! * input[(c * h + iy) * w + ix]!;
+            }
+          }
+        }
+        out[(o * oh + y) * ow + x] = sum;
+      }
+    }
+  }
+  return out;
+}
+
+/** The head's layers in float64, each by its definition (not the engine's packed plan). */
+export function evaluateLayers(layers: readonly Layer[], input: ArrayLike<number>): Float64Array {
+  let v: Float64Array = Float64Array.from(input);
+  for (const layer of layers) {
+    if (layer.kind === 'conv') {
+      v = convolve(layer, v);
+    } else if (layer.kind === 'dense') {
+      if (v.length !== layer.inputs) throw new Error(`a dense layer of ${layer.inputs} inputs reads ${v.length} values`);
+      const x = v;
+      v = Float64Array.from({ length: layer.outputs }, (_, r) => {
+        let sum = layer.bias?.[r] ?? 0;
+        for (let c = 0; c < layer.inputs; c++) sum += layer.weights[r * layer.inputs + c]! * x[c]!;
+        return sum;
+      });
+    } else {
+      v = v.map((t) => layer.coeffs.reduceRight((acc, a) => acc * t + a, 0));
+    }
+  }
+  return v;
+}
+
 /** The head in float on each of `samples` feature vectors laid end to end. */
 export function evaluateHead(head: readonly Layer[], features: Float32Array, samples: number): Float64Array {
   const width = features.length / samples;
-  const outputs = [...Array(samples).keys()].map((s) => floatEvaluate(head, features.subarray(s * width, (s + 1) * width)));
+  const outputs = [...Array(samples).keys()].map((s) => evaluateLayers(head, features.subarray(s * width, (s + 1) * width)));
   return Float64Array.from(outputs.flatMap((o) => Array.from(o)));
+}
+
+/** One image [H, W, C] (flattened) in channel-major order C×H×W: what the device does for an 'nhwc' head. */
+export function channelsFirst(image: ArrayLike<number>, [height, width, channels]: readonly [number, number, number]): Float64Array {
+  const out = new Float64Array(image.length);
+  for (let c = 0; c < channels; c++) for (let i = 0; i < height * width; i++) out[c * height * width + i] = image[i * channels + c]!;
+  return out;
+}
+
+/** The largest |a − b| relative to max(1, |a|). */
+export function maxRelativeDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!) / Math.max(1, Math.abs(a[i]!)));
+  return max;
 }
 
 export function softmaxRows(values: ArrayLike<number>, rows: number): Float64Array {

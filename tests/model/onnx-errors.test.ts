@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ModelError, type ModelErrorCode } from '../../src/model/errors';
-import { type ImportOptions, importOnnx } from '../../src/model/onnx';
+import { type ImportOptions, importOnnx, splitOnnx } from '../../src/model/onnx';
 import { onnx } from '../../src/model/proto';
 import { ModelBuilder, random } from './onnx-builder';
 
@@ -63,7 +63,7 @@ describe('importOnnx refuses bad input with a clear error', () => {
   });
 
   it('a ReLU in the head: names the node and says to approximate it', () => {
-    refused(relu, 'E_ACTIVATION', /node 'classifier\.act' \(Relu\) is a Relu in the classifier head.*--activation cryptodl-relu-3/);
+    refused(relu, 'E_ACTIVATION', /node 'classifier\.act' \(Relu\) is a Relu in the classifier head.*--activation cryptodl-relu-3.*or split after it \(--split classifier\.act\)/);
   });
 
   it('other non-polynomial activations', () => {
@@ -88,12 +88,96 @@ describe('importOnnx refuses bad input with a clear error', () => {
       const next = b.node('Gemm', [squared, b.random([8, 8], 0.5)], { transB: 1 }, { name: 'fc_mid' });
       return b.node('Add', [next, t], {}, { name: 'residual' });
     });
-    refused(bytes, 'E_UNSUPPORTED', /node 'residual' \(Add\) reads '.*' from before the last dense layer: skip connections/);
+    refused(bytes, 'E_UNSUPPORTED', /node 'residual' \(Add\) reads '.*' from before the last encrypted layer: skip connections .*split after it \(--split residual\)/);
   });
 
   it('an unknown split node, and splits that leave no dense head', () => {
     refused(relu, 'E_SPLIT', /no node or tensor named 'fc9'; nodes near the output: .*'fc1' \(Gemm\)/, { split: 'fc9' });
-    refused(head((b, t) => b.node('Mul', [t, t], {}, { name: 'square' })), 'E_SPLIT', /node 'square' \(Mul\) comes before the first dense layer/, { split: 'fc1' });
+    refused(head((b, t) => b.node('Mul', [t, t], {}, { name: 'square' })), 'E_SPLIT', /node 'square' \(Mul\) comes before the first layer of the head: split at the input of a dense layer \(Gemm or MatMul\) or of a convolution/, { split: 'fc1' });
     refused(relu, 'E_SPLIT', /has no dense layer/, { split: 'fc2' });
+  });
+});
+
+/** input [N, 2, 6, 6] → conv (2→3, 3×3, pads 1) → `after` → Flatten → fc, split at the input. */
+function convHead(after: (b: ModelBuilder, t: string, x: string) => string, channels = 3) {
+  const b = new ModelBuilder(12);
+  const x = b.input('image', ['N', 2, 6, 6]);
+  let t = b.node('Conv', [x, b.random([channels, 2, 3, 3], 0.5), b.random([channels], 0.1)], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, { name: 'conv1' });
+  t = after(b, t, x);
+  const shape = b.node('Flatten', [t], {}, { name: 'flatten' });
+  return b.build(b.node('Gemm', [shape, b.random([4, channels * 36], 0.2)], { transB: 1 }, { name: 'fc' }));
+}
+
+const input = { split: 'input' };
+
+describe('--split input refuses what the encrypted part cannot evaluate, naming the node and the remedy', () => {
+  it('MaxPool: retrain with average pooling, or split after it', () => {
+    const bytes = convHead((b, t) => b.node('MaxPool', [b.node('Mul', [t, t])], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, { name: 'pool' }));
+    refused(bytes, 'E_UNSUPPORTED', /node 'pool' \(MaxPool\) is a MaxPool in the classifier head, which homomorphic encryption cannot evaluate exactly: retrain with average pooling \(AveragePool\), or split after it \(--split pool\)/, input);
+  });
+
+  it('ReLU: an approximation (--activation), a polynomial activation, or a later split; the approximation path still works', () => {
+    const bytes = convHead((b, t) => b.node('Relu', [t], {}, { name: 'relu1' }));
+    refused(bytes, 'E_ACTIVATION', /node 'relu1' \(Relu\) is a Relu in the classifier head.*--activation cryptodl-relu-3, say, fitted on \[-6, 6\]: check that range against its inputs on calibration data.*retrain with a polynomial activation.*split after it \(--split relu1\)/, input);
+    const { head } = splitOnnx(bytes, { split: 'input', approximations: { relu: [0.5, 0.5, 0.1] } });
+    expect(head.map((l) => (l.kind === 'poly' ? [...l.coeffs] : l.kind))).toEqual(['conv', [0.5, 0.5, 0.1], 'dense']);
+  });
+
+  it('a second convolution: not yet; the remedy (a later split) imports', () => {
+    const bytes = convHead((b, t) => b.node('Conv', [b.node('Mul', [t, t], {}, { name: 'act1' }), b.random([3, 3, 3, 3], 0.5)], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, { name: 'conv2' }));
+    refused(bytes, 'E_UNSUPPORTED', /node 'conv2' \(Conv\): convolutions after the first encrypted layer are not supported yet; split after node 'act1' \(Mul\) \(--split act1\) so that it is the first encrypted layer/, input);
+    expect(splitOnnx(bytes, { split: 'act1' }).head.map((l) => l.kind)).toEqual(['conv', 'dense']);
+    const linear = convHead((b, t) => b.node('Conv', [t, b.random([3, 3, 1, 1], 0.5)], { kernel_shape: [1, 1] }, { name: 'conv2' }));
+    refused(linear, 'E_UNSUPPORTED', /node 'conv2' \(Conv\): convolutions after the first encrypted layer are not supported yet; split after node 'conv1' \(Conv\) \(--split conv1\)/, input);
+  });
+
+  it('grouped and dilated convolutions', () => {
+    const grouped = new ModelBuilder(13);
+    let t = grouped.node('Conv', [grouped.input('image', ['N', 2, 6, 6]), grouped.random([2, 1, 3, 3], 0.5)], { kernel_shape: [3, 3], group: 2 }, { name: 'depthwise' });
+    t = grouped.node('Gemm', [grouped.node('Flatten', [t]), grouped.random([4, 32], 0.2)], { transB: 1 });
+    refused(grouped.build(t), 'E_UNSUPPORTED', /node 'depthwise' \(Conv\) is a grouped convolution \(group=2\): only group 1 is supported .*split after it \(--split depthwise\)/, input);
+    const dilated = new ModelBuilder(14);
+    t = dilated.node('Conv', [dilated.input('image', ['N', 2, 6, 6]), dilated.random([3, 2, 3, 3], 0.5)], { kernel_shape: [3, 3], dilations: [2, 2] }, { name: 'atrous' });
+    t = dilated.node('Gemm', [dilated.node('Flatten', [t]), dilated.random([4, 12], 0.2)], { transB: 1 });
+    refused(dilated.build(t), 'E_UNSUPPORTED', /node 'atrous' \(Conv\) is dilated \(dilations \[2, 2\]\): only dilation 1 .*split after it \(--split atrous\)/, input);
+  });
+
+  it('a residual Add across the convolution, unless both branches are the same layer\'s output', () => {
+    const residual = convHead((b, t, x) => b.node('Add', [b.node('Mul', [t, t], {}, { name: 'act1' }), x], {}, { name: 'res' }), 2);
+    refused(residual, 'E_UNSUPPORTED', /node 'res' \(Add\) reads 'image' from before the last encrypted layer: skip connections \(residual adds\) in the classifier head are not supported yet; split after it \(--split res\)/, input);
+    const sameLayer = convHead((b, t) => b.node('Add', [b.node('Mul', [t, t], {}, { name: 'act1' }), t], {}, { name: 'res' }));
+    expect(splitOnnx(sameLayer, input).head.map((l) => (l.kind === 'poly' ? [...l.coeffs] : l.kind))).toEqual(['conv', [0, 1, 1], 'dense']);
+  });
+
+  it('elementwise ops before the convolution (normalization in the graph), per-position constants after it', () => {
+    const b = new ModelBuilder(15);
+    const x = b.node('Sub', [b.input('image', ['N', 2, 6, 6]), b.init([], [0.5])], {}, { name: 'normalize' });
+    const t = b.node('Conv', [x, b.random([3, 2, 3, 3], 0.5)], { kernel_shape: [3, 3] }, { name: 'conv1' });
+    refused(b.build(b.node('Gemm', [b.node('Flatten', [t]), b.random([4, 48], 0.2)], { transB: 1 })), 'E_SPLIT', /node 'normalize' \(Sub\) comes before the first layer of the head/, input);
+    const perPosition = convHead((b, t) => b.node('Add', [t, b.random([1, 1, 6, 6], 0.5)], {}, { name: 'pos' }));
+    refused(perPosition, 'E_UNSUPPORTED', /node 'pos' \(Add\) scales or shifts the convolution's outputs differently across the positions of a channel/, input);
+  });
+
+  it('an AveragePool whose ceil_mode adds partial windows; a Transpose that moves the batch axis', () => {
+    const pooled = convHead((b, t) => b.node('AveragePool', [b.node('Mul', [t, t])], { kernel_shape: [4, 4], strides: [4, 4], ceil_mode: 1 }, { name: 'pool' }));
+    refused(pooled, 'E_UNSUPPORTED', /node 'pool' \(AveragePool\) has ceil_mode=1 with windows that run past the input: export it with ceil_mode=0/, input);
+    const b = new ModelBuilder(16);
+    let t = b.node('Gemm', [b.input('x', ['N', 6]), b.random([4, 6], 0.5)], { transB: 1 }, { name: 'fc1' });
+    t = b.node('Transpose', [b.node('Mul', [t, t])], { perm: [1, 0] }, { name: 'mix' });
+    refused(b.build(b.node('MatMul', [b.random([3, 4], 0.5), t])), 'E_UNSUPPORTED', /node 'mix' \(Transpose\) transposes '.*' of shape \[N, 4\]: .*a symbolic batch staying first/);
+  });
+
+  it('a pool between activations that would be too big a dense layer of its own', () => {
+    const b = new ModelBuilder(18);
+    let t = b.node('Conv', [b.input('image', ['N', 1, 64, 64]), b.random([16, 1, 3, 3], 0.5)], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, { name: 'conv1' });
+    t = b.node('AveragePool', [b.node('Mul', [t, t])], { kernel_shape: [2, 2], strides: [2, 2] }, { name: 'pool' });
+    t = b.node('Flatten', [b.node('Mul', [t, t])]);
+    refused(b.build(b.node('Gemm', [t, b.random([2, 16384], 0.1)], { transB: 1 })), 'E_UNSUPPORTED', /node 'pool' \(AveragePool\): an activation follows this average pool.*16384×65536 weights: pool before the activation, or split after it \(--split pool\)/, input);
+  });
+
+  it('--split input where a node is named input', () => {
+    const b = new ModelBuilder(17);
+    const t = b.node('Flatten', [b.input('image', ['N', 1, 4, 4])], {}, { name: 'input' });
+    refused(b.build(b.node('Gemm', [t, b.random([2, 16], 0.5)], { transB: 1 })), 'E_SPLIT', /'input' names both the model's input and node 'input': split at that node by its output tensor 'flatten_0'/, input);
   });
 });

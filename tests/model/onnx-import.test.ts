@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Layer } from '../../src/he';
-import { FEATURES, type ImportedModel, type ImportOptions, importOnnx } from '../../src/model/onnx';
+import { FEATURES, type ImportedModel, type ImportOptions, importOnnx, splitOnnx } from '../../src/model/onnx';
 import { onnx, tensorDims, tensorValues } from '../../src/model/proto';
 import { evaluateHead, maxAbsDiff, ModelBuilder, randomInput, run, softmaxRows } from './onnx-builder';
 
@@ -26,7 +26,7 @@ async function checkSplit(model: Uint8Array, inputDims: number[], options: Impor
 
 /** The head's layers as `inspect` lists them. */
 const summary = (head: readonly Layer[]) =>
-  head.map((l) => (l.kind === 'dense' ? `dense ${l.inputs}→${l.outputs}` : `poly [${l.coeffs.map((c) => Number(c.toFixed(6))).join(', ')}]`));
+  head.map((l) => (l.kind === 'poly' ? `poly [${l.coeffs.map((c) => Number(c.toFixed(6))).join(', ')}]` : l.kind === 'dense' ? `dense ${l.inputs}→${l.outputs}` : 'conv'));
 
 /**
  * PyTorch's exporter: Conv, Relu, MaxPool, Flatten, Gemm(transB=1), x²+2x in Horner form
@@ -144,6 +144,8 @@ describe('importOnnx: PyTorch style (Conv, Relu, MaxPool, Flatten, Gemm transB=1
     const imported = await checkSplit(b.build(t), [BATCH, 20]);
     expect(imported.splitTensor).toBe('pixels');
     expect(summary(imported.head)).toEqual(['dense 20→5']);
+    // splitOnnx says what it is: no extractor, the head reads the input itself.
+    expect(splitOnnx(b.build(t))).toMatchObject({ extractor: null, features: { name: 'pixels', shape: ['N', 20] }, layout: 'nchw' });
   });
 });
 
@@ -245,6 +247,16 @@ describe('importOnnx: activations', () => {
     const coeffs = [0.5, 0.25, 0.1];
     const { head } = importOnnx(reluHead(), { approximations: { relu: coeffs } });
     expect(summary(head)).toEqual(['dense 10→6', 'poly [0.5, 0.25, 0.1]', 'dense 6→3']);
+  });
+
+  it('a transposed output reorders the last layer\'s rows', async () => {
+    const b = new ModelBuilder(10);
+    const x = b.input('x', ['N', 5]);
+    let t = b.node('Gemm', [x, b.random([6, 5], 0.5), b.random([6], 0.5)], { transB: 1 });
+    t = b.node('Reshape', [b.node('Mul', [t, t]), b.ints([-1, 2, 3])]);
+    t = b.node('Reshape', [b.node('Transpose', [t], { perm: [0, 2, 1] }), b.ints([-1, 6])]);
+    const imported = await checkSplit(b.build(t), [BATCH, 5]);
+    expect(summary(imported.head)).toEqual(['dense 5→6', 'poly [0, 0, 1]']);
   });
 
   it('folds a per-feature scale after the activation into the next dense layer', async () => {

