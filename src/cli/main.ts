@@ -22,13 +22,15 @@ commands:
          --interval -l,l [--json]
       Fits a polynomial of the given degree to an activation on [-l, l] and prints its
       power-basis coefficients with the max and RMS errors.
-  inspect MODEL.onnx [--split NODE] [--activation METHOD-FN-DEGREE] [--json]
-      Splits an ONNX CNN into its plaintext feature extractor and its classifier head and
-      prints the extractor's input and output shapes and the head's layers. The split is
-      where the flattened features enter the first dense layer, or after NODE. --activation
-      (e.g. cryptodl-relu-3, fitted on [-6, 6]) replaces that activation in the head by a
+  inspect MODEL.onnx [--split NODE|input] [--activation METHOD-FN-DEGREE] [--json]
+      Splits an ONNX CNN into its plaintext feature extractor and its encrypted head and
+      prints the extractor's input and output shapes, the head's layers and every split
+      point the model can be imported at. The split is where the flattened features enter
+      the first dense layer, or after NODE, or at the model's input (--split input: no
+      extractor, the head may start with a convolution). --activation (e.g.
+      cryptodl-relu-3, fitted on [-6, 6]) replaces that activation in the head by a
       polynomial approximation.
-  protect MODEL.onnx [--id ID] [--split NODE] [--security 128|192|256] [--input encrypted|plain]
+  protect MODEL.onnx [--id ID] [--split NODE|input] [--security 128|192|256] [--input encrypted|plain]
           [--scheme ckks|bgv] [--calibration IMAGES.idx] [--activation METHOD-FN-DEGREE]
           [--out DIR] [--data DIR] [--json]
       Splits the model, generates a key pair, encrypts the head's weights and publishes a

@@ -31,6 +31,20 @@ function saved(file: string, activation: 'square' | 'relu'): string {
 }
 
 const square = saved('square.onnx', 'square');
+
+/** tf2onnx style: NHWC image → Transpose → Conv (SAME_UPPER, stride 2) → x² → Flatten (NCHW) → dense. */
+const convModel = (() => {
+  const b = new ModelBuilder(22);
+  const x = b.input('image', ['batch', 5, 7, 3]);
+  let t = b.node('Transpose', [x], { perm: [0, 3, 1, 2] }, { name: 'to_nchw' });
+  t = b.node('Conv', [t, b.random([2, 3, 3, 3], 0.5), b.random([2], 0.1)], { kernel_shape: [3, 3], strides: [2, 2], auto_pad: { s: 'SAME_UPPER' } }, { name: 'conv' });
+  t = b.node('Mul', [t, t], {}, { name: 'act' });
+  t = b.node('Flatten', [t], {}, { name: 'flatten' });
+  t = b.node('Gemm', [t, b.random([4, 24], 0.5)], { transB: 1 }, { name: 'fc' });
+  const path = join(dir, 'conv.onnx');
+  writeFileSync(path, b.build(t));
+  return path;
+})();
 const relu = saved('relu.onnx', 'relu');
 
 describe('sealed-edge inspect', () => {
@@ -40,11 +54,13 @@ describe('sealed-edge inspect', () => {
     expect(r.out.trim().split('\n')).toHaveLength(1);
     expect(JSON.parse(r.out)).toEqual({
       extractor: { input: ['batch', 2, 6, 6], output: ['batch', 27] },
+      headInput: { name: 'features', shape: ['batch', 27], layout: 'nchw' },
       head: [
         { op: 'dense', in: 27, out: 7 },
         { op: 'poly', coeffs: [0, 0, 1] },
         { op: 'dense', in: 7, out: 4 },
       ],
+      splits: ['pool', 'flatten', 'act'],
     });
   });
 
@@ -54,12 +70,33 @@ describe('sealed-edge inspect', () => {
     expect(r.out).toContain(`input 'image' [batch, 2, 6, 6] → 'features' [batch, 27]`);
     expect(r.out).toMatch(/head {7}dense 27 → 7\n {13}poly {2}coeffs \(x\^0 first\) \[0,0,1\]\n {13}dense 7 → 4/);
     expect(r.out).toContain(`left out   node 'softmax' (Softmax)`);
+    expect(r.out).toContain('splits     pool, flatten, act\n');
   });
 
   it('splits at a named node', () => {
     const r = cli('inspect', square, '--split', 'act', '--json');
     expect(r).toMatchObject({ code: 0, err: '' });
-    expect(JSON.parse(r.out)).toEqual({ extractor: { input: ['batch', 2, 6, 6], output: ['batch', 7] }, head: [{ op: 'dense', in: 7, out: 4 }] });
+    expect(JSON.parse(r.out)).toMatchObject({ extractor: { input: ['batch', 2, 6, 6], output: ['batch', 7] }, head: [{ op: 'dense', in: 7, out: 4 }] });
+  });
+
+  it('--split input: no extractor, the head starts with the convolution; an NHWC input is reported as such', () => {
+    const r = cli('inspect', convModel, '--split', 'input', '--json');
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(JSON.parse(r.out)).toEqual({
+      extractor: null,
+      headInput: { name: 'image', shape: ['batch', 5, 7, 3], layout: 'nhwc' },
+      head: [
+        { op: 'conv', in: [3, 5, 7], out: [2, 3, 4], kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1] },
+        { op: 'poly', coeffs: [0, 0, 1] },
+        { op: 'dense', in: 24, out: 4 },
+      ],
+      splits: ['input', 'to_nchw', 'act', 'flatten'],
+    });
+    const text = cli('inspect', convModel, '--split', 'input');
+    expect(text).toMatchObject({ code: 0, err: '' });
+    expect(text.out).toContain(`extractor  none: the head reads the model's input 'image' [batch, 5, 7, 3], NHWC: the device transposes it to channels first (C×H×W) before encrypting\n`);
+    expect(text.out).toContain('head       conv  3×5×7 → 2×3×4, kernel 3×3, stride 2×2, pads [1, 1, 1, 1]\n');
+    expect(text.out).toContain('splits     input, to_nchw, act, flatten\n');
   });
 
   it('refuses a ReLU head naming the node, and takes --activation to approximate it', () => {
@@ -99,6 +136,6 @@ describe('sealed-edge inspect', () => {
   });
 
   it('is listed in the usage text', () => {
-    expect(cli('help').out).toContain('inspect MODEL.onnx [--split NODE]');
+    expect(cli('help').out).toContain('inspect MODEL.onnx [--split NODE|input]');
   });
 });
