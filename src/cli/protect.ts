@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { describeConv, type Layer } from '../he';
 import { isModelId } from '../model/bundle';
 import { MNIST_MEAN, MNIST_SIDE, MNIST_STD } from '../model/idx';
-import { importOnnx } from '../model/onnx';
+import { splitOnnx } from '../model/onnx';
 import { nodeSeal } from '../node/seal';
 import { type CalibrationImages, readCalibrationImages } from '../protect/calibration';
 import { type ProtectReport, protectSplitModel } from '../protect/protect';
@@ -73,7 +73,7 @@ export async function protectCommand(args: string[]): Promise<number> {
     calibrationImages = readCalibrationImages(values.calibration, calibrationBytes);
   }
   const approximations = parseActivations(values.activation!);
-  const model = importOnnx(bytes, { split: values.split, source: file, approximations });
+  const model = splitOnnx(bytes, { split: values.split, source: file, approximations });
   const input = concreteShape(model.input.shape, 'input');
   if (input.length !== 4 || input[1] !== 1) throw new UsageError(`the extractor's input must be one grayscale image [N, 1, H, W], got [${input.join(', ')}]`);
   if (input[2] !== MNIST_SIDE || input[3] !== MNIST_SIDE) {
