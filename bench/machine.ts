@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { cpus, platform, release, totalmem } from 'node:os';
 import { createRequire } from 'node:module';
 
@@ -34,4 +35,26 @@ export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
   return cells.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+}
+
+/**
+ * Runs one benchmark step (`script` with `spec` as JSON) in a fresh Node process and
+ * returns the JSON it printed; its stderr is passed on when `echo` (progress of long steps).
+ */
+export function runCase<T>(script: string, spec: object, env: NodeJS.ProcessEnv, echo = false): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(spec)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      if (echo) process.stderr.write(d);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code === 0) resolve(JSON.parse(stdout) as T);
+      else reject(new Error(`benchmark step ${script} ${JSON.stringify(spec)} failed (exit ${code}):\n${stderr}`));
+    });
+  });
 }

@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
   classifierDepth,
+  describeLayers,
   encryptClassifier,
   floatEvaluate,
   HeContext,
@@ -17,10 +17,9 @@ import {
 import { preprocessMnist } from '../src/model/idx';
 import { nodeSeal } from '../src/node/seal';
 import { benchBrowser } from './browser';
-import { machine, round, summary } from './machine';
+import { machine, round, runCase, summary } from './machine';
 import type { BaselineOutcome, CaseInputs, CaseSpec, DecryptOutcome, DeviceOutcome, ProtectOutcome, StreamOutcome } from './paper-case';
 import { PAPER_MODELS, PEERS } from './paper-figures';
-import { describeLayers } from '../src/he';
 import { HEADS, type ModelSpec, MNIST_X2_MODEL, mnistTestSet, paperSplitModel, syntheticFeatures, weightsUsed } from './paper-models';
 import { type BgvFigures, type BrowserRow, type EncryptionFigures, paperCells, paperCharts, paperMarkdown, type PaperReport, type PaperRow, rowRatios, type TestSetReport, type TestSetRow } from './paper-report';
 
@@ -39,21 +38,7 @@ const TEST_SET_MODES: readonly { label: string; mode: Mode }[] = [
 
 /** Runs one step in a fresh Node process and returns what it printed. */
 function runStep<T>(spec: CaseSpec, env: NodeJS.ProcessEnv): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/paper-case.ts', JSON.stringify(spec)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-      if (spec.phase === 'stream') process.stderr.write(d);
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve(JSON.parse(stdout) as T);
-      else reject(new Error(`paper benchmark step ${JSON.stringify(spec)} failed (exit ${code}):\n${stderr}`));
-    });
-  });
+  return runCase<T>('bench/paper-case.ts', spec, env, spec.phase === 'stream');
 }
 
 /** The first `count` MNIST test images through an extractor, as the device computes them. */

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendTable, benchBackend } from './backend';
 import { benchBrowser, browserTable } from './browser';
+import { benchConv, convTable } from './conv';
 import { benchHe, heTable } from './he';
 import { benchPaper } from './paper';
 import { paperTable } from './paper-report';
@@ -12,6 +13,7 @@ const SUITES = {
   backend: { run: (quick: boolean) => benchBackend({ quick }), table: backendTable },
   browser: { run: (quick: boolean) => benchBrowser({ quick }), table: browserTable },
   paper: { run: (quick: boolean) => benchPaper({ quick }), table: paperTable },
+  conv: { run: (quick: boolean) => benchConv({ quick }), table: convTable },
 } as const;
 
 const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE]

@@ -196,7 +196,7 @@ export function classifierDepth(layers: readonly LayerShape[]): number {
  * output of the layer before them. A convolution in front lays its output out directly
  * in the first dense layer's input layout (the device packs the im2col planes so).
  */
-export function planLayers(layers: readonly LayerShape[], polyPlans: readonly PolyPlan[], slots: number): LayerPlan[] {
+export function planLayers(layers: readonly LayerShape[], polyPlans: readonly PolyPlan[], slots: number, options: { rowsLast?: boolean } = {}): LayerPlan[] {
   const plans: (LayerPlan | undefined)[] = [];
   let period: number | undefined;
   let poly = 0;
@@ -215,6 +215,7 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
       inputLayout: i === firstDense ? 'shifted' : 'replicated',
       inputPeriod: period,
       finalLayer: i === lastDense,
+      rows: options.rowsLast,
     });
     period = plan.outPeriod;
     plans.push(plan);
@@ -228,6 +229,21 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
     plans[0] = planConv(first, slots, inputColumns(next), 'layer 0');
   }
   return plans as LayerPlan[];
+}
+
+/** How CKKS plans its layers: a small last layer may take the 'rows' layout (its scores strided). */
+export const CKKS_PLANNING = { rowsLast: true } as const;
+
+/** The scores of a plan's result: `count` outputs, output r in slot r·stride. */
+export function outputSlots(plans: readonly LayerPlan[]): { count: number; stride: number } {
+  const last = plans.filter((p): p is DensePlan => p.kind === 'dense').pop();
+  if (last === undefined) fail('E_SHAPE', 'a classifier needs a dense layer');
+  return { count: last.outputs, stride: last.outStride };
+}
+
+/** Reads the scores out of a result's slots. */
+export function readOutputs(slots: ArrayLike<number>, output: { count: number; stride: number }): Float64Array {
+  return Float64Array.from({ length: output.count }, (_, r) => slots[r * output.stride]!);
 }
 
 /** One layer's weights in the backend's representation. */

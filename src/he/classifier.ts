@@ -1,5 +1,8 @@
 import {
+  CKKS_PLANNING,
   evaluateLayers,
+  outputSlots,
+  readOutputs,
   evaluateShare,
   finishLayers,
   foldModel,
@@ -41,6 +44,8 @@ export interface ClassifierPlan {
   readonly plans: readonly LayerPlan[];
   readonly inputs: number;
   readonly outputs: number;
+  /** Output r sits in slot r·outputStride of the result. */
+  readonly outputStride: number;
   /** Levels the circuit consumes. */
   readonly depth: number;
   /** Rotation steps the device performs: its Galois keys cover exactly these. */
@@ -95,7 +100,7 @@ export function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
 export function planClassifier(he: HeContext, layers: readonly LayerShape[], mode: Mode = DEFAULT_MODE): ClassifierPlan {
   const checked = checkMode(mode);
   const shapes = shapesOf(layers);
-  const plans = planLayers(shapes, planActivations(shapes), he.slots);
+  const plans = planLayers(shapes, planActivations(shapes), he.slots, CKKS_PLANNING);
   const structure = plans.map((plan) => {
     if (plan.kind === 'conv') return Array<boolean>(plan.geometry.planes).fill(true);
     if (plan.kind !== 'dense') return null;
@@ -126,6 +131,7 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
     plans,
     inputs: first.kind === 'conv' ? first.geometry.inputs : first.inputs,
     outputs: dense[dense.length - 1]!.outputs,
+    outputStride: outputSlots(plans).stride,
     depth: he.topLevel - trace.minLevel,
     rotationSteps: sorted(trace.steps),
     layerRotationSteps: plans.map((_, i) => sorted(trace.layerSteps.get(i) ?? [])),
@@ -266,6 +272,8 @@ interface ResultHeader {
   params: HeParameters;
   keyId: string;
   outputs: number;
+  /** Output r sits in slot r·stride; absent (1) in results written before strided outputs. */
+  stride?: number;
 }
 
 /**
@@ -364,7 +372,7 @@ export class EncryptedClassifier {
   /** Serializes the still-encrypted scores into a result container. */
   private result(out: SealValue): Uint8Array {
     if ('plain' in out) fail('E_SHAPE', 'the classifier produced no ciphertext');
-    const header: ResultHeader = { params: this.he.params, keyId: this.keys.keyId, outputs: this.plan.outputs };
+    const header: ResultHeader = { params: this.he.params, keyId: this.keys.keyId, outputs: this.plan.outputs, stride: this.plan.outputStride };
     return writeContainer('result', header, [out.saveArray(this.he.seal.ComprModeType.zstd)]);
   }
 
@@ -499,8 +507,9 @@ export function decryptResult(he: HeContext, owner: OwnerKeys, bytes: Uint8Array
   const params = checkParameters(header.params);
   if (!sameParameters(params, he.params)) fail('E_PARAMS', `the result was computed under ${describeParameters(params)}`);
   if (header.keyId !== owner.keyId) fail('E_KEYS', `the result is encrypted under key ${header.keyId}, not ${owner.keyId}`);
-  if (!Number.isInteger(header.outputs) || header.outputs < 1 || header.outputs > he.slots) {
-    fail('E_CORRUPT', `the result declares ${String(header.outputs)} outputs`);
+  const stride = header.stride ?? 1;
+  if (!Number.isInteger(header.outputs) || header.outputs < 1 || !Number.isInteger(stride) || stride < 1 || header.outputs * stride > he.slots) {
+    fail('E_CORRUPT', `the result declares ${String(header.outputs)} outputs ${String(stride)} slots apart`);
   }
   if (sections.length !== 1) fail('E_CORRUPT', `a result holds one ciphertext, this one has ${sections.length} sections`);
   const scope = new Scope();
@@ -511,7 +520,7 @@ export function decryptResult(he: HeContext, owner: OwnerKeys, bytes: Uint8Array
     const plain = scope.track(he.seal.PlainText());
     decryptor.decrypt(ct, plain);
     const slots = he.encoder.decode(plain) as Float64Array;
-    return Float64Array.from(slots.subarray(0, header.outputs));
+    return readOutputs(slots, { count: header.outputs, stride });
   } finally {
     scope.dispose();
   }

@@ -16,6 +16,11 @@ export function polynomialText(coeffs: readonly number[]): string {
   return terms.length === 0 ? '0' : terms.join('');
 }
 
+/** Each layer in words: "conv 1×28×28 → 5×13×13 (5×5, stride 2)", "845→100", "x²". */
+export function layerNames(layers: readonly LayerShape[]): string[] {
+  return layers.map((l) => (l.kind === 'poly' ? polynomialText(l.coeffs) : l.kind === 'conv' ? describeConv(l) : `${l.inputs}→${l.outputs}`));
+}
+
 /** "1600→512→x²+2x→10", or "conv 1×28×28 → 5×13×13 (5×5, stride 2)→x²→100→x²→10". */
 export function describeLayers(layers: readonly LayerShape[]): string {
   return layers

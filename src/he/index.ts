@@ -17,7 +17,7 @@ export {
   type SecurityBits,
 } from './params';
 export { HeContext } from './context';
-export { describeLayers, polynomialText } from './describe';
+export { describeLayers, layerNames, polynomialText } from './describe';
 export { calibrateRanges, type CalibratedRanges, integerBitsFor } from './ranges';
 export { OwnerKeys, DeviceKeys, keySetInfo, containerScheme } from './keys';
 export {

@@ -15,6 +15,10 @@ import { fail } from './errors';
  *   Only the device can lay out its own input this way (it knows x before encrypting),
  *   and it reaches the lower bound: outPeriod·period/S diagonals, each slot useful.
  *
+ * - 'rows' (a small last layer, m·period ≤ S): x replicated with period `period` against
+ *   one ciphertext holding row r of W in slots [r·period, r·period + n); one product, then
+ *   log2(period) rotate-and-sum steps leave output r in slot r·period (`outStride`).
+ *
  * Baby-step/giant-step: diagonal k = g·i + b uses baby rotation b (repeated rotations by
  * one) and giant rotation g·i (Horner: rotate the running sum by g, add the next group),
  * so the whole layer needs Galois keys for 1, g and the rotate-and-sum steps only.
@@ -24,7 +28,7 @@ export interface DensePlan {
   readonly inputs: number;
   readonly outputs: number;
   readonly slots: number;
-  readonly layout: 'replicated' | 'shifted';
+  readonly layout: 'replicated' | 'shifted' | 'rows';
   /** Period of the input layout (power of two ≥ inputs). */
   readonly period: number;
   /** Period of the output (power of two ≥ outputs). */
@@ -34,6 +38,8 @@ export interface DensePlan {
   readonly giant: number;
   /** Rotation steps of the final rotate-and-sum. */
   readonly sumSteps: readonly number[];
+  /** Output r sits in slot r·outStride (1: the outputs are contiguous). */
+  readonly outStride: number;
 }
 
 export function nextPowerOfTwo(n: number): number {
@@ -86,7 +92,28 @@ function candidate(
   const sumSteps: number[] = [];
   for (let step = outPeriod; step < sumEnd; step *= 2) sumSteps.push(step);
   const { baby, giant } = splitBabyGiant(diagonals);
-  return { kind: 'dense', inputs, outputs, slots, layout, period, outPeriod, diagonals, baby, giant, sumSteps };
+  return { kind: 'dense', inputs, outputs, slots, layout, period, outPeriod, diagonals, baby, giant, sumSteps, outStride: 1 };
+}
+
+/** The 'rows' layout of a last layer, or undefined when its rows do not fit side by side. */
+function rowsCandidate(inputs: number, outputs: number, slots: number, inputPeriod = nextPowerOfTwo(inputs)): DensePlan | undefined {
+  if (outputs * inputPeriod > slots) return undefined;
+  const sumSteps: number[] = [];
+  for (let step = 1; step < inputPeriod; step *= 2) sumSteps.push(step);
+  return {
+    kind: 'dense',
+    inputs,
+    outputs,
+    slots,
+    layout: 'rows',
+    period: inputPeriod,
+    outPeriod: slots,
+    diagonals: 1,
+    baby: 1,
+    giant: 1,
+    sumSteps,
+    outStride: inputPeriod,
+  };
 }
 
 /**
@@ -113,7 +140,7 @@ export function planDense(
   inputs: number,
   outputs: number,
   slots: number,
-  options: { inputLayout: 'replicated' | 'shifted'; inputPeriod?: number; finalLayer: boolean },
+  options: { inputLayout: 'replicated' | 'shifted'; inputPeriod?: number; finalLayer: boolean; rows?: boolean },
 ): DensePlan {
   if (!Number.isInteger(inputs) || !Number.isInteger(outputs) || inputs < 1 || outputs < 1) {
     fail('E_SHAPE', `dense layer needs positive integer sizes, got ${outputs}×${inputs}`);
@@ -127,6 +154,8 @@ export function planDense(
   }
   // A previous layer may pad its output beyond `inputs` rows; those slots hold zeros.
   const replicated = candidate(inputs, outputs, slots, 'replicated', options.finalLayer, inputPeriod);
+  const rows = options.finalLayer && options.rows === true && options.inputLayout === 'replicated' ? rowsCandidate(inputs, outputs, slots, inputPeriod) : undefined;
+  if (rows !== undefined && estimatedCost(rows) < estimatedCost(replicated)) return rows;
   if (options.inputLayout !== 'shifted') return replicated;
   const shifted = candidate(inputs, outputs, slots, 'shifted', options.finalLayer);
   return estimatedCost(shifted) <= estimatedCost(replicated) ? shifted : replicated;
@@ -156,6 +185,10 @@ export function diagonalIndex(plan: DensePlan): Int32Array {
   const { slots, diagonals, outPeriod, inputs, outputs } = plan;
   const cols = inputColumns(plan);
   const index = new Int32Array(diagonals * slots).fill(-1);
+  if (plan.layout === 'rows') {
+    for (let j = 0; j < outputs * plan.period; j++) if (cols[j]! >= 0) index[j] = Math.floor(j / plan.period) * inputs + cols[j]!;
+    return index;
+  }
   const covered = new Uint8Array(outputs * inputs);
   let count = 0;
   for (let k = 0; k < diagonals; k++) {
@@ -221,6 +254,7 @@ export function packDense(plan: DensePlan, weights: ArrayLike<number>, bias: Arr
     packed.push(used ? rotateLeft(d, -giantShift) : null);
   }
   const b = new Float64Array(slots);
-  if (bias !== undefined) for (let j = 0; j < slots; j++) b[j] = j % outPeriod < outputs ? bias[j % outPeriod]! : 0;
+  if (bias !== undefined && plan.layout === 'rows') for (let r = 0; r < outputs; r++) b[r * plan.outStride] = bias[r]!;
+  else if (bias !== undefined) for (let j = 0; j < slots; j++) b[j] = j % outPeriod < outputs ? bias[j % outPeriod]! : 0;
   return { diagonals: packed, bias: b };
 }

@@ -1,4 +1,4 @@
-import { evaluateLayers, foldModel, type Layer, packInputs, planActivations, planLayers } from './circuit';
+import { CKKS_PLANNING, evaluateLayers, foldModel, type Layer, outputSlots, packInputs, planActivations, planLayers } from './circuit';
 import { fail } from './errors';
 import { PlainBackend, packModel } from './reference';
 
@@ -37,11 +37,11 @@ class RangeBackend extends PlainBackend {
 export function calibrateRanges(layers: readonly Layer[], slots: number, inputs: readonly ArrayLike<number>[]): CalibratedRanges {
   if (inputs.length === 0) fail('E_SHAPE', 'calibration needs at least one real input');
   const folded = foldModel(layers);
-  const plans = planLayers(folded, planActivations(layers), slots);
+  const plans = planLayers(folded, planActivations(layers), slots, CKKS_PLANNING);
   const first = plans[0]!;
   if (first.kind === 'poly') fail('E_SHAPE', 'the first layer must be a convolution or a dense layer');
   const weights = packModel(plans, folded);
-  const outputs = plans.reduce((n, p) => (p.kind === 'dense' ? p.outputs : n), 0);
+  const output = outputSlots(plans);
   const be = new RangeBackend(slots);
   let outputMax = 0;
   let resultMax = 0;
@@ -51,7 +51,7 @@ export function calibrateRanges(layers: readonly Layer[], slots: number, inputs:
       const v = Math.abs(out[i]!);
       if (!Number.isFinite(v)) fail('E_RANGE', 'a calibration input drives the model to a value that is not finite');
       resultMax = Math.max(resultMax, v);
-      if (i < outputs) outputMax = Math.max(outputMax, v);
+      if (i % output.stride === 0 && i / output.stride < output.count) outputMax = Math.max(outputMax, v);
     }
   }
   const layerMax = plans.map((_, i) => be.layerMax[i] ?? 0);

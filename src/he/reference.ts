@@ -6,8 +6,11 @@ import {
   type LayerPlan,
   type LayerWeights,
   planActivations,
+  CKKS_PLANNING,
+  outputSlots,
   packInputs,
   planLayers,
+  readOutputs,
 } from './circuit';
 import { floatConv, packConvWeights } from './conv';
 import { packDense, rotateLeft } from './packing';
@@ -79,12 +82,12 @@ export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[])
  */
 export function referenceModel(layers: readonly Layer[], slots: number): (x: ArrayLike<number>) => Float64Array {
   const folded = foldModel(layers);
-  const plans = planLayers(folded, planActivations(layers), slots);
+  const plans = planLayers(folded, planActivations(layers), slots, CKKS_PLANNING);
   const first = plans[0]!;
   if (first.kind === 'poly') throw new Error('unreachable: the first layer is linear');
   const weights = packModel(plans, folded);
-  const outputs = outputCount(layers);
-  return (x) => evaluateLayers(new PlainBackend(slots), plans, weights, packInputs(first, x)).slice(0, outputs);
+  const output = outputSlots(plans);
+  return (x) => readOutputs(evaluateLayers(new PlainBackend(slots), plans, weights, packInputs(first, x)), output);
 }
 
 /** Runs the packed plan of `layers` on plain vectors and returns the outputs. */

@@ -123,8 +123,12 @@ describe('the packed plan of a network that starts with a convolution', () => {
     const plan = planClassifier({ slots: 4096, primes: [2 ** 40, ...Array(5).fill(2 ** 30)], params: { scaleBits: 30 }, topLevel: 5 } as never, layers);
     const conv = plan.plans[0]!;
     expect(conv.kind).toBe('conv');
-    // 25 planes; the next dense layer reads the shifted layout (32 diagonals), the last 16.
-    expect(plan.counts.ctMults).toBe(25 + 32 + 16 + 2);
+    // 25 planes; the next dense layer reads the shifted layout (32 diagonals); the last one
+    // holds its 10 rows side by side in one ciphertext (1 product, 7 rotate-and-sum steps).
+    expect(plan.counts.ctMults).toBe(25 + 32 + 1 + 2);
+    expect(plan.plans[4]).toMatchObject({ layout: 'rows', diagonals: 1, outStride: 128, sumSteps: [1, 2, 4, 8, 16, 32, 64] });
+    expect(plan.outputStride).toBe(128);
+    expect(plan.layerRotationSteps[4]).toEqual([1, 2, 4, 8, 16, 32, 64]);
     expect(plan.lowerBoundMults).toBe(Math.ceil((25 * 845) / 4096) + Math.ceil((845 * 100) / 4096) + Math.ceil((100 * 10) / 4096));
     expect(plan.layerRotationSteps[0]).toEqual([]);
     expect(plan.depth).toBe(5);
@@ -151,7 +155,7 @@ for (const [name, mode] of MODES) {
     let p: Protected;
     const layers = network(LOLA, 11, [0, 0, 1], 100);
     beforeAll(async () => {
-      p = await protect(layers, 128, mode, 14);
+      p = await protect(layers, 128, mode, 16);
     });
     afterAll(() => p?.dispose());
 
@@ -187,7 +191,7 @@ for (const [name, mode] of MODES) {
 
 it('a blank frame in plaintext-input mode still yields the encrypted bias (no transparent ciphertext)', async () => {
   const layers = network(LOLA, 5, [0, 0, 1], 100);
-  const p = await protect(layers, 128, { weights: 'encrypted', input: 'plain' }, 14);
+  const p = await protect(layers, 128, { weights: 'encrypted', input: 'plain' }, 18);
   try {
     const x = new Float64Array(784);
     const got = p.decrypt(p.classifier.evaluate(x).result);

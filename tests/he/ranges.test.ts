@@ -47,8 +47,8 @@ describe('precision traded for the smallest ring', () => {
     expect(exact.polyModulusDegree).toBe(16384);
     const fitted = planParameters({ scheme: 'ckks', security: 128, depth: 5, precisionBits: 25, minPrecisionBits: 12, integerBits: 8 });
     expect(fitted.polyModulusDegree).toBe(8192);
-    expect(fitted.coeffModulusBits).toEqual([33, 25, 25, 25, 25, 25, 60]);
-    expect(fitted.scaleBits).toBe(25);
+    expect(fitted.coeffModulusBits).toEqual([35, 27, 27, 27, 27, 27, 47]);
+    expect(fitted.scaleBits).toBe(27);
     // Depth 3 already fits at full precision: nothing changes.
     expect(planParameters({ scheme: 'ckks', security: 128, depth: 3, precisionBits: 25, minPrecisionBits: 12 })).toEqual(
       planParameters({ scheme: 'ckks', security: 128, depth: 3, precisionBits: 25 }),

@@ -1,0 +1,148 @@
+/**
+ * `npm run bench -- conv`: models encrypted from a split point down to the first layer.
+ * For each case the owner protects the model (its own process), one device worker
+ * measures the latency alone on one core, then two device workers (one per core) run the
+ * test images for agreement and accuracy against the original float model.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { SecurityBits } from '../src/he';
+import type { ConvProtectOutcome, ConvStreamOutcome } from './conv-case';
+import { machine, round, runCase, summary, table } from './machine';
+
+interface ConvModel {
+  /** Name in the report. */
+  readonly name: string;
+  readonly file: string;
+  /** `input`: every layer encrypted; undefined: the automatic split before the dense head. */
+  readonly split?: string;
+}
+
+const LOLA: ConvModel = { name: 'cryptonets-lola', file: 'models/small-poly-square.onnx', split: 'input' };
+const LOLA_HEAD: ConvModel = { name: 'cryptonets-lola', file: 'models/small-poly-square.onnx' };
+
+interface ConvCase {
+  readonly model: ConvModel;
+  readonly input: 'encrypted' | 'plain';
+  /** Test images for agreement and accuracy (full run, quick run). */
+  readonly images: readonly [number, number];
+}
+
+const CASES: ConvCase[] = [
+  { model: LOLA, input: 'encrypted', images: [10_000, 200] },
+  { model: LOLA, input: 'plain', images: [2_000, 200] },
+  { model: LOLA_HEAD, input: 'encrypted', images: [1_000, 0] },
+];
+
+const SECURITY: SecurityBits = 128;
+/** Images the latency is the median of, after one warm-up (full run, quick run). */
+const RUNS: readonly [number, number] = [21, 11];
+const WORKERS = 2;
+
+export interface ConvRow {
+  model: string;
+  split: string;
+  encryptedLayers: string[];
+  plaintextLayers: number;
+  security: SecurityBits;
+  scheme: 'ckks';
+  input: 'encrypted' | 'plain';
+  latencyMs: { median: number; min: number; max: number };
+  ctMults: number;
+  plainMults: number;
+  rotations: number;
+  lowerBoundMults: number;
+  bundleBytes: number;
+  weightsBytes: number;
+  keysBytes: number;
+  polyModulusDegree: number;
+  coeffModulusBits: readonly number[];
+  wasmHeapMB: number;
+  precisionBits: number;
+  images: number;
+  agreement: number;
+  accuracy: number;
+  floatAccuracy: number;
+}
+
+async function benchCase(spec: ConvCase, quick: boolean, root: string, env: NodeJS.ProcessEnv): Promise<ConvRow> {
+  const { model, input } = spec;
+  const id = `${model.name}-${model.split ?? 'head'}-${input}`;
+  const dataDir = join(root, 'data');
+  const protectedModel = await runCase<ConvProtectOutcome>(
+    'bench/conv-case.ts',
+    { phase: 'protect', model: model.file, split: model.split, security: SECURITY, input, dataDir, outDir: join(root, 'public'), id },
+    env,
+  );
+  const stream = (from: number, to: number) =>
+    runCase<ConvStreamOutcome>('bench/conv-case.ts', { phase: 'stream', model: model.file, dataDir, bundleDir: protectedModel.bundleDir, from, to }, env, true);
+  const runs = RUNS[quick ? 1 : 0];
+  const alone = await stream(0, runs + 1);
+  const images = spec.images[quick ? 1 : 0];
+  const slices = Array.from({ length: WORKERS }, (_, w) => [Math.floor((w * images) / WORKERS), Math.floor(((w + 1) * images) / WORKERS)] as const);
+  const parts = images === 0 ? [] : await Promise.all(slices.map(([from, to]) => stream(from, to)));
+  const counted = parts.length === 0 ? [alone] : parts;
+  const total = (key: 'images' | 'correct' | 'floatCorrect' | 'agree') => counted.reduce((n, p) => n + p[key], 0);
+  const row: ConvRow = {
+    model: model.name,
+    split: model.split ?? 'head (automatic)',
+    encryptedLayers: protectedModel.encryptedLayers,
+    plaintextLayers: protectedModel.plaintextLayers,
+    security: SECURITY,
+    scheme: 'ckks',
+    input,
+    latencyMs: summary(alone.heMs.slice(1)),
+    ctMults: protectedModel.ctMults,
+    plainMults: protectedModel.plainMults,
+    rotations: protectedModel.rotations,
+    lowerBoundMults: protectedModel.lowerBoundMults,
+    bundleBytes: protectedModel.bundleBytes,
+    weightsBytes: protectedModel.weightsBytes,
+    keysBytes: protectedModel.keysBytes,
+    polyModulusDegree: protectedModel.polyModulusDegree,
+    coeffModulusBits: protectedModel.coeffModulusBits,
+    wasmHeapMB: Math.max(alone.wasmHeapMB, ...parts.map((p) => p.wasmHeapMB)),
+    precisionBits: Math.min(alone.precisionBits, ...parts.map((p) => p.precisionBits)),
+    images: total('images'),
+    agreement: round(total('agree') / total('images'), 4),
+    accuracy: round(total('correct') / total('images'), 4),
+    floatAccuracy: round(total('floatCorrect') / total('images'), 4),
+  };
+  process.stderr.write(`  ${id}: ${row.latencyMs.median} ms, agreement ${row.agreement} on ${row.images} images\n`);
+  return row;
+}
+
+export async function benchConv({ quick }: { quick: boolean }): Promise<{ machine: Record<string, unknown>; results: ConvRow[] }> {
+  const root = mkdtempSync(join(tmpdir(), 'sealed-edge-bench-conv-'));
+  const env = { ...process.env, SEALED_EDGE_KEK: 'cd'.repeat(32) };
+  try {
+    const results: ConvRow[] = [];
+    for (const spec of CASES) results.push(await benchCase(spec, quick, root, env));
+    return { machine: machine(), results };
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+export function convTable(report: { results: Record<string, unknown>[] }): string {
+  const rows = (report.results as unknown as ConvRow[]).map((r) => [
+    r.model,
+    r.split,
+    r.input,
+    `${r.latencyMs.median} [${r.latencyMs.min}–${r.latencyMs.max}]`,
+    `${r.ctMults}/${r.lowerBoundMults}`,
+    r.rotations,
+    `${(r.bundleBytes / 1e6).toFixed(1)}`,
+    `N=${r.polyModulusDegree} [${r.coeffModulusBits.join(',')}]`,
+    r.wasmHeapMB,
+    r.precisionBits,
+    r.images,
+    `${(100 * r.agreement).toFixed(2)}%`,
+    `${(100 * r.accuracy).toFixed(2)}% (float ${(100 * r.floatAccuracy).toFixed(2)}%)`,
+  ]);
+  return table(
+    ['model', 'split', 'input', 'ms median [min–max]', 'ct×ct/bound', 'rot', 'bundle MB', 'parameters', 'heap MB', 'prec bits', 'images', 'agreement', 'accuracy'],
+    rows,
+  );
+}
