@@ -82,8 +82,10 @@ export interface ProtectMetrics {
   keysBytes: number;
   peakRssMB: number;
   wasmHeapMB: number;
-  /** BGV: computing the calibration features (the extractor on the calibration images). */
+  /** Computing the calibration inputs (the extractor on the calibration images) and, for CKKS, their ranges. */
   calibrateMs?: number;
+  /** CKKS: the largest |score| on the calibration inputs; a decrypted result far beyond it is suspect. */
+  calibratedScoreMax?: number;
   /** BGV: planning the fixed point, the CRT moduli and the chain. */
   planMs?: number;
   /** BGV: the owner's check, one real evaluation decrypted and compared with the integer reference. */
@@ -148,7 +150,7 @@ interface EncryptedHead {
   readonly deviceKeys: Uint8Array;
   /** The secret key container, to be wrapped before it is stored. */
   readonly secretKey: Uint8Array;
-  readonly metrics: Pick<ProtectMetrics, 'keygenMs' | 'encryptMs' | 'calibrateMs' | 'planMs' | 'verifyMs' | 'crtModuli' | 'predictedNoiseBudgetBits' | 'noiseBudgetBits'>;
+  readonly metrics: Pick<ProtectMetrics, 'keygenMs' | 'encryptMs' | 'calibrateMs' | 'calibratedScoreMax' | 'planMs' | 'verifyMs' | 'crtModuli' | 'predictedNoiseBudgetBits' | 'noiseBudgetBits'>;
   readonly bgv?: BgvProtectDetails;
   readonly ckks?: CkksProtectDetails;
 }
@@ -218,7 +220,7 @@ async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: Pro
         weights,
         deviceKeys: owner.deviceKeyBytes(),
         secretKey: owner.secretKeyBytes(),
-        metrics: { keygenMs: Math.round(keygenMs), encryptMs: Math.round(encryptMs), calibrateMs: Math.round(calibrateMs) },
+        metrics: { keygenMs: Math.round(keygenMs), encryptMs: Math.round(encryptMs), calibrateMs: Math.round(calibrateMs), calibratedScoreMax: ranges.outputMax },
         ckks: {
           calibrationVectors: ranges.inputs,
           calibrationSource: source,
