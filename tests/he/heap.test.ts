@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { floatEvaluate } from '../../src/he';
 import { nodeSeal } from '../../src/node/seal';
-import { makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
+import { gaussian, makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+import type { Layer } from '../../src/he';
 
 describe('WASM memory', () => {
   let p: Protected;
@@ -26,6 +27,45 @@ describe('WASM memory', () => {
     }
     expect(afterFirst).toBeGreaterThan(0);
     expect(runtime.heapBytes()).toBe(afterFirst);
+  });
+
+  it('a network encrypted from its convolution: 100 evaluations, whole and shared by 2 workers, do not grow the heap', async () => {
+    const runtime = await nodeSeal();
+    const g = gaussian(rng(31));
+    const conv: Layer = {
+      kind: 'conv',
+      inChannels: 1,
+      inHeight: 28,
+      inWidth: 28,
+      outChannels: 5,
+      kernel: [5, 5],
+      stride: [2, 2],
+      pads: [1, 1, 1, 1],
+      weights: Float64Array.from({ length: 125 }, () => 0.2 * g()),
+      bias: Float64Array.from({ length: 5 }, () => 0.1 * g()),
+    };
+    const network = [conv, { kind: 'poly', coeffs: [0, 0, 1] }, ...makeHead([845, 100, 10], 'realistic', 32, [0, 0, 1])] as Layer[];
+    const lola = await protect(network, 128, undefined, 16);
+    try {
+      const images = makeInputs(784, 100, 'random', 33);
+      let afterFirst = 0;
+      for (const [i, x] of images.entries()) {
+        const result =
+          i % 2 === 0
+            ? lola.classifier.evaluate(x).result
+            : lola.classifier.finish([0, 1].map((share) => lola.classifier.evaluateShare(x, share, 2).partial)).result;
+        if (i === 1) afterFirst = runtime.heapBytes();
+        await yieldToEventLoop();
+        if (i % 25 === 1) {
+          const float = floatEvaluate(network, x);
+          expect(maxAbsDiff(lola.decrypt(result), float)).toBeLessThan(1e-2 * maxAbs(float));
+        }
+      }
+      expect(afterFirst).toBeGreaterThan(0);
+      expect(runtime.heapBytes()).toBe(afterFirst);
+    } finally {
+      lola.dispose();
+    }
   });
 
   it('loading and disposing a classifier repeatedly does not grow the heap', async () => {
