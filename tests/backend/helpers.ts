@@ -6,13 +6,22 @@ import { MNIST_MEAN, MNIST_SIDE, MNIST_STD } from '../../src/model/idx';
 import { nodeSeal } from '../../src/node/seal';
 import { protectSplitModel, type ProtectReport } from '../../src/protect/protect';
 import { operatorToken, type Workspace } from '../../src/protect/workspace';
+import { makeInputs } from '../he/helpers';
 
 /**
  * Protects a bare head (no trained extractor: a placeholder byte stands in for it) into
  * `<root>/public/models/<modelId>/v<N>/`, for tests and benchmarks of the owner's side
- * that feed features straight to the encrypted head.
+ * that feed features straight to the encrypted head. The placeholder cannot compute
+ * calibration inputs, so the head is calibrated on `calibration` (default: 300 feature
+ * vectors like makeInputs' 'realistic' ones).
  */
-export async function protectHead(ws: Workspace, head: Layer[], modelId: string, root: string): Promise<ProtectReport> {
+export async function protectHead(
+  ws: Workspace,
+  head: Layer[],
+  modelId: string,
+  root: string,
+  calibration?: readonly ArrayLike<number>[],
+): Promise<ProtectReport> {
   const first = head[0]!;
   if (first.kind !== 'dense') throw new Error('a head starts with a dense layer');
   return protectSplitModel(
@@ -25,7 +34,13 @@ export async function protectHead(ws: Workspace, head: Layer[], modelId: string,
       extractorOutput: { name: 'features', shape: [1, first.inputs] },
       preprocessing: { width: MNIST_SIDE, height: MNIST_SIDE, mean: MNIST_MEAN, std: MNIST_STD },
     },
-    { modelId, security: 128, input: 'encrypted', outDir: join(root, 'public', 'models') },
+    {
+      modelId,
+      security: 128,
+      input: 'encrypted',
+      outDir: join(root, 'public', 'models'),
+      calibration: calibration ?? makeInputs(first.inputs, 300, 'realistic', 1),
+    },
   );
 }
 
