@@ -27,7 +27,7 @@ import { checkParameters, describeParameters, type HeParameters, sameParameters 
 import { Scope } from './scope';
 import { type SealValue, type SealWeight, SealBackend } from './seal-backend';
 import type { CipherText } from './seal';
-import { type OpCounts, TraceBackend, type TraceWeight } from './trace';
+import { type OpCounts, TraceBackend, type TraceWeight, zeroCounts } from './trace';
 
 /** Which operands are encrypted. Default: both (the weights stay the owner's secret). */
 export interface Mode {
@@ -54,6 +54,10 @@ export interface ClassifierPlan {
   readonly layerRotationSteps: readonly (readonly number[])[];
   /** Operations of one evaluation, by kind. */
   readonly counts: OpCounts;
+  /** The same, layer by layer. */
+  readonly layerCounts: readonly OpCounts[];
+  /** Each linear layer's ⌈weights·uses/slots⌉ bound its ct×ct products are measured against (0 for activations). */
+  readonly layerLowerBounds: readonly number[];
   /** Σ ⌈m·n/slots⌉ over the dense layers, plus ⌈planes·outputs/slots⌉ for a convolution. */
   readonly lowerBoundMults: number;
   /** Per dense layer, which diagonals carry weights (the rest are structurally zero); per convolution, its planes. */
@@ -124,6 +128,7 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
   const sorted = (steps: Iterable<number>) => [...steps].sort((a, b) => a - b);
   const dense = plans.filter((p) => p.kind === 'dense');
   const first = firstPlan(plans);
+  const layerLowerBounds = plans.map((p) => (p.kind === 'conv' ? convLowerBound(p) : p.kind === 'dense' ? lowerBoundMults(p.outputs, p.inputs, he.slots) : 0));
   return {
     params: he.params,
     mode: checked,
@@ -136,7 +141,9 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
     rotationSteps: sorted(trace.steps),
     layerRotationSteps: plans.map((_, i) => sorted(trace.layerSteps.get(i) ?? [])),
     counts: trace.counts,
-    lowerBoundMults: dense.reduce((n, p) => n + lowerBoundMults(p.outputs, p.inputs, he.slots), first.kind === 'conv' ? convLowerBound(first) : 0),
+    lowerBoundMults: layerLowerBounds.reduce((a, b) => a + b, 0),
+    layerCounts: plans.map((_, i) => trace.layerCounts.get(i) ?? zeroCounts()),
+    layerLowerBounds,
     structure,
     weightSlots: trace.weightSlots,
     inputScale,

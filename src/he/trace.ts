@@ -35,6 +35,8 @@ export function zeroCounts(): OpCounts {
  */
 export class TraceBackend implements Backend<TraceValue, TraceWeight> {
   readonly counts = zeroCounts();
+  /** The same, by layer index (operations before the first enterLayer are not attributed). */
+  readonly layerCounts = new Map<number, OpCounts>();
   readonly steps = new Set<number>();
   /** Rotation steps by layer index. */
   readonly layerSteps = new Map<number, Set<number>>();
@@ -67,11 +69,18 @@ export class TraceBackend implements Backend<TraceValue, TraceWeight> {
   enterLayer(index: number): void {
     this.layer = index;
     this.layerSteps.set(index, new Set());
+    this.layerCounts.set(index, zeroCounts());
+  }
+
+  private count(kind: keyof OpCounts): void {
+    this.counts[kind]++;
+    const layer = this.layerCounts.get(this.layer);
+    if (layer !== undefined) layer[kind]++;
   }
 
   rotate(x: TraceValue, step: number): TraceValue {
     if (x.size > 0) {
-      this.counts.rotations++;
+      this.count('rotations');
       this.steps.add(step);
       this.layerSteps.get(this.layer)?.add(step);
     }
@@ -82,26 +91,26 @@ export class TraceBackend implements Backend<TraceValue, TraceWeight> {
     const weightScale = this.primes[x.level]!;
     this.record(w, x.level, weightScale);
     const bothEncrypted = this.weightsEncrypted && x.size > 0;
-    if (bothEncrypted) this.counts.ctMults++;
-    else this.counts.plainMults++;
+    if (bothEncrypted) this.count('ctMults');
+    else this.count('plainMults');
     const product = { level: x.level, scale: x.scale * weightScale, size: bothEncrypted ? 3 : 2 };
     if (acc === null) return product;
-    this.counts.adds++;
+    this.count('adds');
     return { ...acc, size: Math.max(acc.size, product.size) };
   }
 
   mul(a: TraceValue, b: TraceValue): TraceValue {
-    this.counts.ctMults++;
+    this.count('ctMults');
     return { level: Math.min(a.level, b.level), scale: a.scale * b.scale, size: 3 };
   }
 
   mulConstLike(x: TraceValue, _c: number, like: TraceValue): TraceValue {
-    this.counts.plainMults++;
+    this.count('plainMults');
     return { level: like.level, scale: x.scale * (like.scale / x.scale), size: 2 };
   }
 
   scaleBy(x: TraceValue, _c: number): void {
-    this.counts.plainMults++;
+    this.count('plainMults');
     x.scale *= this.primes[x.level]!;
     this.rescale(x);
   }
@@ -109,29 +118,29 @@ export class TraceBackend implements Backend<TraceValue, TraceWeight> {
   negate(): void {}
 
   addConst(_x: TraceValue, _c: number): void {
-    this.counts.adds++;
+    this.count('adds');
   }
 
   add(acc: TraceValue, x: TraceValue): void {
-    this.counts.adds++;
+    this.count('adds');
     acc.size = Math.max(acc.size, x.size);
   }
 
   addWeight(acc: TraceValue, w: TraceWeight): void {
     this.record(w, acc.level, acc.scale);
-    this.counts.adds++;
+    this.count('adds');
   }
 
   relinearize(x: TraceValue): void {
     if (x.size > 2) {
-      this.counts.relins++;
+      this.count('relins');
       x.size = 2;
     }
   }
 
   rescale(x: TraceValue): void {
     if (x.level === 0) fail('E_PARAMS', 'the circuit is deeper than the modulus chain');
-    this.counts.rescales++;
+    this.count('rescales');
     x.scale /= this.primes[x.level]!;
     x.level--;
     this.minLevel = Math.min(this.minLevel, x.level);

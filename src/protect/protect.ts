@@ -13,6 +13,7 @@ import {
   HeError,
   type HeParameters,
   integerBitsFor,
+  layerNames,
   NOISE_MARGIN_BITS,
   outputCount,
   planBgv,
@@ -109,6 +110,8 @@ export interface CkksProtectDetails {
   /** Bits above the scale the first prime holds: the range with a ×4 margin and the sign. */
   readonly integerBits: number;
   readonly precisionBits: number;
+  /** Each layer of the encrypted part: what it is, its products and rotations, and the bound its products are measured against. */
+  readonly layers: readonly { name: string; ctMults: number; plainMults: number; rotations: number; lowerBoundMults: number }[];
 }
 
 /** What a BGV protection chose, beside its metrics. */
@@ -228,6 +231,13 @@ async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: Pro
           resultMax: ranges.resultMax,
           integerBits,
           precisionBits: params.scaleBits - NOISE_MARGIN_BITS,
+          layers: layerNames(plan.layers).map((name, i) => ({
+            name,
+            ctMults: plan.layerCounts[i]!.ctMults,
+            plainMults: plan.layerCounts[i]!.plainMults,
+            rotations: plan.layerCounts[i]!.rotations,
+            lowerBoundMults: plan.layerLowerBounds[i]!,
+          })),
         },
       };
     } finally {

@@ -129,6 +129,14 @@ describe('the packed plan of a network that starts with a convolution', () => {
     expect(plan.plans[4]).toMatchObject({ layout: 'rows', diagonals: 1, outStride: 128, sumSteps: [1, 2, 4, 8, 16, 32, 64] });
     expect(plan.outputStride).toBe(128);
     expect(plan.layerRotationSteps[4]).toEqual([1, 2, 4, 8, 16, 32, 64]);
+    expect(plan.layerLowerBounds).toEqual([Math.ceil((25 * 845) / 4096), 0, Math.ceil((845 * 100) / 4096), 0, 1]);
+    expect(plan.layerCounts.map((c) => [c.ctMults, c.rotations, c.relins])).toEqual([
+      [25, 0, 1],
+      [1, 0, 1],
+      [32, 7 + 3 + 5, 4],
+      [1, 0, 1],
+      [1, 7, 1],
+    ]);
     expect(plan.lowerBoundMults).toBe(Math.ceil((25 * 845) / 4096) + Math.ceil((845 * 100) / 4096) + Math.ceil((100 * 10) / 4096));
     expect(plan.layerRotationSteps[0]).toEqual([]);
     expect(plan.depth).toBe(5);

@@ -24,7 +24,8 @@ describe('owner commands', () => {
     expect(JSON.parse(first.out)).toMatchObject({ modelId: 'mnist-relu', version: 1, weightsBytes: expect.any(Number), peakRssMB: expect.any(Number) });
     const second = cli('protect', relu, '--id', 'mnist-relu', '--activation', 'cryptodl-relu-2', '--data', data, '--out', out);
     expect(second.code).toBe(0);
-    expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}calibration: .*\n {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
+    expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}calibration: .*\n( {2}layer \d .*\n){3} {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
+    expect(second.out).toMatch(/layer 0 1600→512: 256 ct×ct and 0 plaintext products \(bound 200\), \d+ rotations/);
     expect(second.out).toMatch(
       /calibration: the extractor on the first 300 images of the MNIST training set; scores up to [\d.]+, any slot up to [\d.]+: first prime holds \d+ integer bits, 25 bits of precision, modulus \[\d+, 35, 35, 35, 60\] bits/,
     );
