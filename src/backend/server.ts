@@ -124,7 +124,7 @@ function checkInference(value: unknown): InferenceRequest {
 }
 
 /** What a device gets back: proof of receipt, never a label or a score. */
-function receiptOf(result: Omit<ResultRecord, 'receipt' | 'id' | 'noiseBudgetBits'> & { id?: number }): Record<string, unknown> {
+function receiptOf(result: Pick<ResultRecord, 'deviceId' | 'modelId' | 'version' | 'idempotencyKey' | 'bodySha256' | 'receivedAt'> & { id?: number }): Record<string, unknown> {
   return {
     resultId: result.id,
     deviceId: result.deviceId,

@@ -198,7 +198,7 @@ describe('opening and migrations', () => {
     await expectStoreError(openSqliteStoreWithMigrations(path, [m1, { ...m2, name: 'another two' }]), 'E_SCHEMA');
   });
 
-  it('migrates a database created by the previous schema, keeping every row; its results have no noise budget', async () => {
+  it('migrates a database created by schema 1, keeping every row; its results have no noise budget and no flag', async () => {
     const path = dbPath('schema-1');
     const previous = MIGRATIONS.slice(0, 1);
     const old = await openSqliteStoreWithMigrations(path, previous);
@@ -221,8 +221,8 @@ describe('opening and migrations', () => {
 
     const store = await openSqliteStore(path);
     expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(2);
-    expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(olds.map((r, i) => [i + 1, { ...r, noiseBudgetBits: null }]));
+    expect(SCHEMA_VERSION).toBe(3);
+    expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(olds.map((r, i) => [i + 1, { ...r, noiseBudgetBits: null, rangeFlag: null }]));
     expect(await store.getKeyPair('k1')).toMatchObject({ modelId: 'mnist', deviceKeys: keyPair.deviceKeys });
     expect((await store.getDevice('dev-1'))?.status).toBe('active');
     expect((await store.listAudit()).map((e) => e.event)).toEqual(['model.protected']);
@@ -238,6 +238,7 @@ describe('opening and migrations', () => {
     expect(check.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all()).toEqual([
       { version: 1, name: 'initial schema' },
       { version: 2, name: 'result noise budget' },
+      { version: 3, name: 'result range flag' },
     ]);
     expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 6 });
     check.close();
@@ -246,6 +247,63 @@ describe('opening and migrations', () => {
     expect(() => writer.prepare("INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt) VALUES ('dev-1', 'mnist', 1, 'k1', 'raw', ?, 0, '[]', -3, 'now', '{}')").run(sha('raw'))).toThrow(/CHECK constraint/);
     expect(() => writer.prepare('UPDATE results SET noise_budget_bits = 1 WHERE id = 1').run()).toThrow(/never modified/);
     writer.close();
+  });
+
+  it('migrates a database of schema 2 to the range flag: every row keeps its id, label and noise budget; the rebuilt table keeps its rules', async () => {
+    const path = dbPath('schema-2');
+    const old = await openSqliteStoreWithMigrations(path, MIGRATIONS.slice(0, 2));
+    expect(await old.schemaVersion()).toBe(2);
+    const { version, keyPair } = versionInput('mnist', 'k1');
+    await old.addModelVersion(version, keyPair);
+    await old.addDevice({ id: 'dev-1', name: 'Kiosk 1', tokenSha256: sha('token-1') });
+    await old.enrollDevice(sha('token-1'), jwk());
+    await old.close();
+    // Results as schema 2 stored them (a label always, a noise budget for BGV); the last is
+    // deleted so that the id counter runs ahead of the rows, as AUTOINCREMENT allows.
+    const raw = new Database(path);
+    const insert = raw.prepare(
+      `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const olds = [{ ...result('old-1'), noiseBudgetBits: 21 }, { ...result('old-2'), label: 0, noiseBudgetBits: null }, { ...result('old-3'), noiseBudgetBits: 0 }];
+    for (const r of [...olds, result('deleted-4')]) {
+      insert.run(r.deviceId, r.modelId, r.version, r.keyId, r.idempotencyKey, r.bodySha256, r.label, JSON.stringify(r.scores), r.noiseBudgetBits ?? null, r.receivedAt, JSON.stringify(r.receipt));
+    }
+    raw.prepare('DELETE FROM results WHERE id = 4').run();
+    raw.close();
+
+    const store = await openSqliteStore(path);
+    expect(await store.schemaVersion()).toBe(3);
+    expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(olds.map((r, i) => [i + 1, { ...r, rangeFlag: null }]));
+    expect((await store.recordResult(result('old-3'))).kind).toBe('replayed');
+    const flagged = await store.recordResult({ ...result('flagged-1'), label: null, rangeFlag: 'out-of-range' });
+    expect(flagged.result).toMatchObject({ id: 5, label: null, rangeFlag: 'out-of-range', noiseBudgetBits: null });
+    expect((await store.recordResult(result('labelled-1'))).result).toMatchObject({ id: 6, label: 3, rangeFlag: null });
+    expect(await store.integrityCheck()).toBe('ok');
+    await store.close();
+
+    const check = new Database(path);
+    check.pragma('foreign_keys = ON');
+    expect(check.prepare("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'results%' AND type IN ('table', 'index', 'trigger') AND name NOT LIKE 'sqlite_%' ORDER BY name").all()).toEqual([
+      { name: 'results' },
+      { name: 'results_append_only' },
+      { name: 'results_by_device' },
+    ]);
+    expect(check.prepare("SELECT seq FROM sqlite_sequence WHERE name LIKE 'results%'").all()).toEqual([{ seq: 6 }]);
+    expect(check.pragma('foreign_key_check')).toEqual([]);
+    const row = (label: number | null, flag: string | null, device = 'dev-1', key = `raw-${label}-${flag}-${device}`) =>
+      check
+        .prepare("INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, range_flag, received_at, receipt) VALUES (?, 'mnist', 1, 'k1', ?, ?, ?, '[]', ?, 'now', '{}')")
+        .run(device, key, sha(key), label, flag);
+    expect(() => row(null, null)).toThrow(/CHECK constraint/);
+    expect(() => row(2, 'out-of-range')).toThrow(/CHECK constraint/);
+    expect(() => row(null, 'overflow')).toThrow(/CHECK constraint/);
+    expect(() => row(-1, null)).toThrow(/CHECK constraint/);
+    expect(() => row(null, 'out-of-range', 'nobody')).toThrow(/FOREIGN KEY constraint/);
+    expect(() => row(2, null, 'dev-1', 'old-1')).toThrow(/UNIQUE constraint/);
+    expect(() => check.prepare('UPDATE results SET label = 1 WHERE id = 5').run()).toThrow(/never modified/);
+    expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 5 });
+    check.close();
   });
 
   it('gives clear errors for a missing directory, a foreign database and a non-database file', async () => {
@@ -527,6 +585,10 @@ describe('results', () => {
       ['fractional noise budget', { ...good, noiseBudgetBits: 16.5 }],
       ['noise budget beyond any modulus', { ...good, noiseBudgetBits: 5000 }],
       ['noise budget as text', { ...good, noiseBudgetBits: '17' }],
+      ['no label and no flag', { ...good, label: null }],
+      ['a label and a flag', { ...good, rangeFlag: 'out-of-range' }],
+      ['an unknown flag', { ...good, label: null, rangeFlag: 'overflow' }],
+      ['a flag that is not text', { ...good, label: null, rangeFlag: 1 }],
       ['missing fields', { deviceId: 'dev-1' }],
       ['null', null],
     ];
@@ -539,6 +601,20 @@ describe('results', () => {
     expect(ok.result.receipt).toEqual({ a: 1 });
     expect(await store.countResults()).toBe(1);
     expect(await store.integrityCheck()).toBe('ok');
+    await store.close();
+  });
+
+  it('stores a flagged result without a label, and replays it as it was stored', async () => {
+    const { store } = await storeWithDevice();
+    const flagged = { ...result('flagged'), label: null, rangeFlag: 'out-of-range' as const };
+    const created = await store.recordResult(flagged);
+    expect(created).toMatchObject({ kind: 'created', result: { id: 1, label: null, rangeFlag: 'out-of-range', scores: flagged.scores } });
+    expect(await store.recordResult(flagged)).toEqual({ kind: 'replayed', result: created.result });
+    expect((await store.recordResult({ ...result('labelled'), rangeFlag: null })).result).toMatchObject({ label: 3, rangeFlag: null });
+    expect((await store.listResults()).map((r) => [r.label, r.rangeFlag])).toEqual([
+      [null, 'out-of-range'],
+      [3, null],
+    ]);
     await store.close();
   });
 
@@ -652,7 +728,7 @@ describe('processes', () => {
     expect(indices).toEqual(rows.map((_, i) => i));
     for (const row of rows) {
       const expected = resultFor('dev-1', 'mnist', 'k1', row.idempotencyKey);
-      expect({ ...row, receivedAt: expected.receivedAt, id: 0 }).toEqual({ ...expected, id: 0 });
+      expect({ ...row, receivedAt: expected.receivedAt, id: 0 }).toEqual({ ...expected, rangeFlag: null, id: 0 });
     }
     // The database is still writable after the crash.
     expect((await reopened.recordResult(result('after-crash'))).kind).toBe('created');

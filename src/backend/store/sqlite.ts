@@ -28,6 +28,7 @@ import type {
   ModelStatus,
   ModelVersion,
   NewResult,
+  RangeFlag,
   RecordOutcome,
   ResultRecord,
   SigningKeyRecord,
@@ -50,8 +51,11 @@ const HEX64_CHECK = (column: string): string =>
 const JSON_CHECK = (column: string, type: 'object' | 'array'): string =>
   `json_valid(${column}) AND json_type(${column}) = '${type}'`;
 
-/** The largest noise budget a result may record (far above any SEAL modulus allows); migration 2's CHECK says the same. */
+/** The largest noise budget a result may record (far above any SEAL modulus allows); the CHECKs of migrations 2 and 3 say the same. */
 const MAX_NOISE_BUDGET_BITS = 4096;
+
+/** Every flag a result may carry; migration 3's CHECK says the same. */
+const RANGE_FLAGS: readonly RangeFlag[] = ['out-of-range'];
 
 /** The schema, in order. Append new steps; never edit a step that has shipped. */
 export const MIGRATIONS: readonly Migration[] = [
@@ -187,6 +191,53 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: `
       ALTER TABLE results ADD COLUMN noise_budget_bits INTEGER
         CHECK (noise_budget_bits IS NULL OR noise_budget_bits BETWEEN 0 AND 4096);
+    `,
+  },
+  {
+    version: 3,
+    name: 'result range flag',
+    // A CKKS result whose scores lie outside the range its model was calibrated on is
+    // stored flagged and without a label: label becomes nullable, exactly when range_flag
+    // is set. SQLite cannot drop a NOT NULL, so the table is rebuilt: created anew, every
+    // row copied with its id (each keeps its label and gets no flag), the AUTOINCREMENT
+    // counter carried over, the old table dropped and the new one renamed, with its index
+    // and trigger recreated.
+    sql: `
+      CREATE TABLE results_next (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id         TEXT NOT NULL REFERENCES devices (id),
+        model_id          TEXT NOT NULL,
+        version           INTEGER NOT NULL,
+        key_id            TEXT NOT NULL,
+        idempotency_key   TEXT NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+        body_sha256       TEXT NOT NULL CHECK (${HEX64_CHECK('body_sha256')}),
+        label             INTEGER CHECK (label IS NULL OR label >= 0),
+        scores            TEXT NOT NULL CHECK (${JSON_CHECK('scores', 'array')}),
+        received_at       TEXT NOT NULL,
+        receipt           TEXT NOT NULL CHECK (${JSON_CHECK('receipt', 'object')}),
+        noise_budget_bits INTEGER CHECK (noise_budget_bits IS NULL OR noise_budget_bits BETWEEN 0 AND 4096),
+        range_flag        TEXT CHECK (range_flag IS NULL OR range_flag IN ('out-of-range')),
+        UNIQUE (device_id, idempotency_key),
+        FOREIGN KEY (model_id, version, key_id) REFERENCES model_versions (model_id, version, key_id),
+        CHECK ((label IS NULL) = (range_flag IS NOT NULL))
+      ) STRICT;
+
+      INSERT INTO results_next (id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt, noise_budget_bits)
+      SELECT id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt, noise_budget_bits
+      FROM results ORDER BY id;
+
+      DELETE FROM sqlite_sequence WHERE name = 'results_next';
+      UPDATE sqlite_sequence SET name = 'results_next' WHERE name = 'results';
+      DROP TABLE results;
+      ALTER TABLE results_next RENAME TO results;
+
+      CREATE INDEX results_by_device ON results (device_id, id);
+
+      CREATE TRIGGER results_append_only
+      BEFORE UPDATE ON results
+      BEGIN
+        SELECT RAISE(ABORT, 'results are never modified');
+      END;
     `,
   },
 ];
@@ -476,6 +527,11 @@ function checkMetrics(value: unknown): string {
   return jsonText(value, 'protectMetrics');
 }
 
+function checkRangeFlag(value: unknown): RangeFlag {
+  if (!RANGE_FLAGS.includes(value as RangeFlag)) invalid(`rangeFlag must be null or one of ${RANGE_FLAGS.map((f) => `'${f}'`).join(', ')}, got ${describe(value)}`);
+  return value as RangeFlag;
+}
+
 function checkScores(value: unknown): string {
   if (!Array.isArray(value)) invalid(`scores must be an array of numbers, got ${describe(value)}`);
   if (value.length > MAX_SCORES) invalid(`scores holds ${value.length} values, more than ${MAX_SCORES}`);
@@ -576,9 +632,10 @@ interface ResultRow {
   key_id: string;
   idempotency_key: string;
   body_sha256: string;
-  label: number;
+  label: number | null;
   scores: string;
   noise_budget_bits: number | null;
+  range_flag: RangeFlag | null;
   received_at: string;
   receipt: string;
 }
@@ -647,6 +704,7 @@ function toResult(row: ResultRow): ResultRecord {
     label: row.label,
     scores: JSON.parse(row.scores) as number[],
     noiseBudgetBits: row.noise_budget_bits,
+    rangeFlag: row.range_flag,
     receivedAt: row.received_at,
     receipt: JSON.parse(row.receipt) as Record<string, unknown>,
   };
@@ -666,7 +724,7 @@ const MODEL_VERSION_COLUMNS =
   'model_id, version, key_id, status, created_at, bundle_dir, manifest_sha256, outputs, protect_metrics';
 const DEVICE_COLUMNS = 'id, name, status, created_at, enrolled_at, public_key_jwk';
 const RESULT_COLUMNS =
-  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt';
+  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, range_flag, received_at, receipt';
 
 /** @internal The connection settings of a store opened here: for tests and diagnostics. */
 export function connectionSettings(store: Store): Record<string, unknown> {
@@ -938,8 +996,9 @@ class SqliteStore implements Store {
    * Looks up (deviceId, idempotencyKey) and inserts under the same write lock: 'replayed'
    * (same body hash) or 'conflict' (another body) return the stored result and write
    * nothing. A new result needs an existing device and model version whose key id matches
-   * (E_NOT_FOUND otherwise), and a label below the version's output count. Whether the
-   * device is active or the version retired is the caller's policy.
+   * (E_NOT_FOUND otherwise), and either a label below the version's output count or a
+   * range flag (no label). Whether the device is active or the version retired, and
+   * whether scores are in range, is the caller's policy.
    */
   async recordResult(result: NewResult): Promise<RecordOutcome> {
     if (!isPlainObject(result)) invalid('recordResult: the result must be an object');
@@ -949,10 +1008,14 @@ class SqliteStore implements Store {
     const keyId = checkId(result.keyId, 'keyId');
     const idempotencyKey = checkId(result.idempotencyKey, 'idempotencyKey');
     const bodySha256 = checkHex64(result.bodySha256, 'bodySha256');
-    const label = checkInt(result.label, 'label', 0, (1 << 20) - 1);
+    const label = result.label === null ? null : checkInt(result.label, 'label', 0, (1 << 20) - 1);
     const scores = checkScores(result.scores);
     const noiseBudgetBits =
       result.noiseBudgetBits === undefined || result.noiseBudgetBits === null ? null : checkInt(result.noiseBudgetBits, 'noiseBudgetBits', 0, MAX_NOISE_BUDGET_BITS);
+    const rangeFlag = result.rangeFlag === undefined || result.rangeFlag === null ? null : checkRangeFlag(result.rangeFlag);
+    if ((label === null) !== (rangeFlag !== null)) {
+      invalid(rangeFlag === null ? 'recordResult: a result without a label must carry a range flag' : 'recordResult: a flagged result has no label');
+    }
     const receivedAt = checkTimestamp(result.receivedAt, 'receivedAt');
     const receipt = jsonObject(result.receipt, 'receipt');
 
@@ -975,14 +1038,14 @@ class SqliteStore implements Store {
       if (mv.key_id !== keyId) {
         fail('E_NOT_FOUND', `recordResult: key "${keyId}" does not belong to model "${modelId}" version ${version}`);
       }
-      if (label >= mv.outputs) {
+      if (label !== null && label >= mv.outputs) {
         invalid(`recordResult: label ${label} is out of range for a model with ${mv.outputs} outputs`);
       }
       const row = this.stmt(
-        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, range_flag, received_at, receipt)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          RETURNING ${RESULT_COLUMNS}`,
-      ).get(deviceId, modelId, version, keyId, idempotencyKey, bodySha256, label, scores, noiseBudgetBits, receivedAt, receipt) as ResultRow;
+      ).get(deviceId, modelId, version, keyId, idempotencyKey, bodySha256, label, scores, noiseBudgetBits, rangeFlag, receivedAt, receipt) as ResultRow;
       return { kind: 'created', result: toResult(row) };
     });
   }

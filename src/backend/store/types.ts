@@ -62,7 +62,8 @@ export interface ResultRecord {
   idempotencyKey: string;
   /** SHA-256 (hex) of the request body, to tell a replay from a conflicting reuse. */
   bodySha256: string;
-  label: number;
+  /** The argmax of the scores; null when the result is flagged (`rangeFlag`). */
+  label: number | null;
   scores: number[];
   /**
    * BGV: the remaining noise budget of the result when it was decrypted, in bits (the
@@ -70,6 +71,12 @@ export interface ResultRecord {
    * stored before the column existed.
    */
   noiseBudgetBits: number | null;
+  /**
+   * 'out-of-range': the scores lie outside the range the model was calibrated on (CKKS may
+   * have wrapped around), so no label was kept. Null for every other result, and for
+   * results stored before the column existed.
+   */
+  rangeFlag: RangeFlag | null;
   receivedAt: string;
   /** What the device was answered; holds no plaintext. */
   receipt: Record<string, unknown>;
@@ -83,8 +90,14 @@ export interface AuditEvent {
   details: Record<string, unknown>;
 }
 
-/** A result to store; `noiseBudgetBits` may be left out (null: a CKKS result). */
-export type NewResult = Omit<ResultRecord, 'id' | 'noiseBudgetBits'> & { noiseBudgetBits?: number | null };
+/** Why a result was stored without a label. */
+export type RangeFlag = 'out-of-range';
+
+/**
+ * A result to store; `noiseBudgetBits` may be left out (null: a CKKS result), and so may
+ * `rangeFlag` (null: not flagged). A flagged result has no label, and only a flagged one.
+ */
+export type NewResult = Omit<ResultRecord, 'id' | 'noiseBudgetBits' | 'rangeFlag'> & { noiseBudgetBits?: number | null; rangeFlag?: RangeFlag | null };
 
 /** Outcome of recording a result under an idempotency key. */
 export type RecordOutcome =
@@ -114,7 +127,7 @@ export interface Store {
   listDevices(): Promise<DeviceRecord[]>;
   revokeDevice(id: string): Promise<DeviceRecord>;
 
-  /** Stores a result unless (deviceId, idempotencyKey) exists; never stores twice. */
+  /** Stores a result (labelled, or flagged without a label) unless (deviceId, idempotencyKey) exists; never stores twice. */
   recordResult(result: NewResult): Promise<RecordOutcome>;
   listResults(options?: { deviceId?: string; afterId?: number; limit?: number }): Promise<ResultRecord[]>;
   countResults(): Promise<number>;
