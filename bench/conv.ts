@@ -6,8 +6,9 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { SecurityBits } from '../src/he';
+import { benchBrowser, type BrowserRun } from './browser';
 import type { ConvProtectOutcome, ConvStreamOutcome } from './conv-case';
 import { machine, round, runCase, summary, table } from './machine';
 
@@ -27,10 +28,12 @@ interface ConvCase {
   readonly input: 'encrypted' | 'plain';
   /** Test images for agreement and accuracy (full run, quick run). */
   readonly images: readonly [number, number];
+  /** Also runs the kiosk on the bundle in Chromium with 1 and 2 HE workers. */
+  readonly browser?: boolean;
 }
 
 const CASES: ConvCase[] = [
-  { model: LOLA, input: 'encrypted', images: [10_000, 200] },
+  { model: LOLA, input: 'encrypted', images: [10_000, 200], browser: true },
   { model: LOLA, input: 'plain', images: [2_000, 200] },
   { model: LOLA_HEAD, input: 'encrypted', images: [1_000, 0] },
 ];
@@ -38,6 +41,8 @@ const CASES: ConvCase[] = [
 const SECURITY: SecurityBits = 128;
 /** Images the latency is the median of, after one warm-up (full run, quick run). */
 const RUNS: readonly [number, number] = [21, 11];
+/** Kiosk frames per worker count (full run, quick run). */
+const FRAMES: readonly [number, number] = [50, 20];
 const WORKERS = 2;
 
 export interface ConvRow {
@@ -64,6 +69,8 @@ export interface ConvRow {
   agreement: number;
   accuracy: number;
   floatAccuracy: number;
+  /** The kiosk in headless Chromium on this bundle, per HE worker count. */
+  browser?: Pick<BrowserRun, 'workers' | 'frames' | 'frameMs' | 'stagesMs' | 'wasmHeapMB' | 'workersPerFrame'>[];
 }
 
 async function benchCase(spec: ConvCase, quick: boolean, root: string, env: NodeJS.ProcessEnv): Promise<ConvRow> {
@@ -110,6 +117,10 @@ async function benchCase(spec: ConvCase, quick: boolean, root: string, env: Node
     floatAccuracy: round(total('floatCorrect') / total('images'), 4),
   };
   process.stderr.write(`  ${id}: ${row.latencyMs.median} ms, agreement ${row.agreement} on ${row.images} images\n`);
+  if (spec.browser === true) {
+    const kiosk = await benchBrowser({ model: { dataDir, modelDir: dirname(protectedModel.bundleDir), env }, workers: [1, 2], frames: FRAMES[quick ? 1 : 0] });
+    row.browser = kiosk.runs.map(({ workers, frames, frameMs, stagesMs, wasmHeapMB, workersPerFrame }) => ({ workers, frames, frameMs, stagesMs, wasmHeapMB, workersPerFrame }));
+  }
   return row;
 }
 
@@ -140,9 +151,10 @@ export function convTable(report: { results: Record<string, unknown>[] }): strin
     r.images,
     `${(100 * r.agreement).toFixed(2)}%`,
     `${(100 * r.accuracy).toFixed(2)}% (float ${(100 * r.floatAccuracy).toFixed(2)}%)`,
+    r.browser?.map((b) => `${b.workers}w ${b.frameMs.median}`).join(', ') ?? '—',
   ]);
   return table(
-    ['model', 'split', 'input', 'ms median [min–max]', 'ct×ct/bound', 'rot', 'bundle MB', 'parameters', 'heap MB', 'prec bits', 'images', 'agreement', 'accuracy'],
+    ['model', 'split', 'input', 'ms median [min–max]', 'ct×ct/bound', 'rot', 'bundle MB', 'parameters', 'heap MB', 'prec bits', 'images', 'agreement', 'accuracy', 'Chromium ms/frame'],
     rows,
   );
 }
