@@ -21,6 +21,8 @@ export function secretKeyContext(keyId: string): string {
 
 /** A decrypted result, as the backend keeps it. */
 export interface Decrypted {
+  /** The scheme of the key pair and the result. */
+  readonly scheme: 'ckks' | 'bgv';
   readonly scores: Float64Array;
   /** BGV: the smallest remaining noise budget over the CRT components, in bits. CKKS has none: null. */
   readonly noiseBudgetBits: number | null;
@@ -91,9 +93,9 @@ export class DecryptionAgent {
     if (scheme !== opened.scheme) throw new HeError('E_PARAMS', `the result is a ${scheme.toUpperCase()} result; key ${keyId} is a ${opened.scheme.toUpperCase()} key`);
     if (opened.scheme === 'bgv') {
       const { scores, noiseBudgetBits } = decryptBgvResult(opened.ctx, opened.owner, result);
-      return { scores, noiseBudgetBits };
+      return { scheme: 'bgv', scores, noiseBudgetBits };
     }
-    return { scores: decryptResult(opened.he, opened.owner, result), noiseBudgetBits: null };
+    return { scheme: 'ckks', scores: decryptResult(opened.he, opened.owner, result), noiseBudgetBits: null };
   }
 
   async dispose(): Promise<void> {

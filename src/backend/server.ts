@@ -6,6 +6,7 @@ import { HeError } from '../he';
 import { isModelId } from '../model/bundle';
 import { COCKPIT_HTML } from './cockpit';
 import type { Decrypted, DecryptionAgent } from './decrypt';
+import { checkScoreRange } from './ranges';
 import { StoreError, type StoreErrorCode } from './store/errors';
 import type { DeviceRecord, ResultRecord, Store } from './store/types';
 
@@ -323,11 +324,16 @@ export class Backend {
       if (error instanceof HeError) throw new ApiError(422, 'E_CIPHERTEXT', `the encrypted result was refused: ${error.code}`);
       throw error;
     }
-    const { scores, noiseBudgetBits } = decrypted;
+    const { scheme, scores, noiseBudgetBits } = decrypted;
     if (scores.length !== model.outputs || !scores.every(Number.isFinite)) {
       throw new ApiError(422, 'E_CIPHERTEXT', 'the encrypted result does not hold this model’s scores');
     }
-    const label = scores.reduce((best, v, i, all) => (v > all[best]! ? i : best), 0);
+    // CKKS wraps around silently past its first prime: scores beyond the calibrated range
+    // are stored flagged, without a label. BGV has no such failure (its noise budget is
+    // reported instead), and versions protected before calibration have no range.
+    const range = scheme === 'ckks' ? checkScoreRange(scores, model.protectMetrics.calibratedScoreMax) : null;
+    const rangeFlag = range?.flag ?? null;
+    const label = rangeFlag === null ? scores.reduce((best, v, i, all) => (v > all[best]! ? i : best), 0) : null;
     const base = {
       deviceId: device.id,
       modelId: request.modelId,
@@ -335,17 +341,27 @@ export class Backend {
       keyId: request.keyId,
       idempotencyKey: request.idempotencyKey,
       bodySha256: sha256(body),
-      label,
-      scores: Array.from(scores),
       receivedAt: new Date(this.now()).toISOString(),
     };
-    // The receipt is made from `base`, which holds no noise budget: the device learns nothing decryption found.
-    const outcome = await store.recordResult({ ...base, noiseBudgetBits, receipt: receiptOf(base) });
+    // The receipt is made from `base`, which holds nothing decryption found (label, scores,
+    // noise budget, range flag): the device learns nothing, not even that a result was flagged.
+    const outcome = await store.recordResult({ ...base, label, scores: Array.from(scores), noiseBudgetBits, rangeFlag, receipt: receiptOf(base) });
     if (outcome.kind === 'conflict') {
       throw new ApiError(409, 'E_IDEMPOTENCY', 'this idempotency key was used with another body');
     }
     const receipt = { ...outcome.result.receipt, resultId: outcome.result.id };
-    if (outcome.kind === 'created') this.broadcast(outcome.result);
+    if (outcome.kind === 'created') {
+      this.broadcast(outcome.result);
+      if (range !== null && range.flag !== null) {
+        await store.audit(device.id, 'inference.out-of-range', {
+          resultId: outcome.result.id,
+          modelId: request.modelId,
+          version: request.version,
+          scoreMax: range.scoreMax,
+          bound: range.bound,
+        });
+      }
+    }
     send(res, outcome.kind === 'created' ? 201 : 200, { receipt });
   }
 
@@ -388,7 +404,11 @@ export class Backend {
   }
 }
 
-/** What operators see of a result: the label and scores, the noise budget left (BGV; null for CKKS), where and when. */
+/**
+ * What operators see of a result: the label and scores, the noise budget left (BGV; null
+ * for CKKS), the range flag ('out-of-range', with a null label, when the CKKS scores lay
+ * beyond the calibrated range; null otherwise), where and when.
+ */
 function forOperator(r: ResultRecord): Record<string, unknown> {
   return {
     id: r.id,
@@ -398,6 +418,7 @@ function forOperator(r: ResultRecord): Record<string, unknown> {
     label: r.label,
     scores: r.scores,
     noiseBudgetBits: r.noiseBudgetBits,
+    rangeFlag: r.rangeFlag,
     receivedAt: r.receivedAt,
   };
 }
