@@ -1,7 +1,9 @@
 /**
- * The operators' cockpit: per device, the latest labels, the noise budget the latest BGV
- * result had left when it was decrypted, and when they arrived, live from the results
- * stream. The operator token is kept in this tab's sessionStorage only.
+ * The operators' cockpit: per device, the latest labels, how many results were flagged
+ * out of range (CKKS scores beyond the calibrated range: no label, a ⚠ marker in its
+ * place), the noise budget the latest BGV result had left when it was decrypted, and when
+ * they arrived, live from the results stream. The operator token is kept in this tab's
+ * sessionStorage only.
  */
 export const COCKPIT_HTML = `<!doctype html>
 <html lang="en">
@@ -16,6 +18,7 @@ export const COCKPIT_HTML = `<!doctype html>
   th, td { border-bottom: 1px solid #d8dce6; padding: 0.35rem 0.6rem; text-align: left; }
   th { background: #f3f5f9; }
   .label { font-size: 1.3rem; font-weight: 700; }
+  .flagged { color: #b42318; }
   #status { color: #57606a; }
   form { margin: 0.8rem 0; }
 </style>
@@ -23,10 +26,12 @@ export const COCKPIT_HTML = `<!doctype html>
 <body>
 <h1>sealed-edge cockpit</h1>
 <div id="status">Labels decrypted by the backend; devices never see them.</div>
+<p id="legend">⚠ out of range: the scores lay outside the range the model was calibrated on (the encrypted computation may have overflowed), so no label was kept.</p>
 <form id="login"><input id="token" type="password" placeholder="operator token" size="40" autocomplete="off" /> <button>Open</button></form>
-<table><thead><tr><th>device</th><th>latest label</th><th>last 10</th><th>results</th><th>noise budget</th><th>received</th></tr></thead><tbody id="devices"></tbody></table>
+<table><thead><tr><th>device</th><th>latest label</th><th>last 10</th><th>results</th><th>out of range</th><th>noise budget</th><th>received</th></tr></thead><tbody id="devices"></tbody></table>
 <script type="module">
 const devices = new Map();
+const FLAGGED = '⚠';
 const status = document.getElementById('status');
 const body = document.getElementById('devices');
 function render() {
@@ -34,7 +39,8 @@ function render() {
     const row = document.createElement('tr');
     row.dataset.device = id;
     const budget = d.latest.noiseBudgetBits === null || d.latest.noiseBudgetBits === undefined ? '—' : d.latest.noiseBudgetBits + ' bits';
-    for (const [text, cls] of [[id.slice(0, 8), ''], [String(d.latest.label), 'label'], [d.labels.slice(-10).join(' '), 'labels'], [String(d.count), 'count'], [budget, 'budget'], [new Date(d.latest.receivedAt).toLocaleTimeString(), '']]) {
+    const latest = d.latest.rangeFlag ? [FLAGGED + ' out of range', 'label flagged'] : [String(d.latest.label), 'label'];
+    for (const [text, cls] of [[id.slice(0, 8), ''], latest, [d.labels.slice(-10).join(' '), 'labels'], [String(d.count), 'count'], [String(d.flagged), d.flagged ? 'out-of-range flagged' : 'out-of-range'], [budget, 'budget'], [new Date(d.latest.receivedAt).toLocaleTimeString(), '']]) {
       const cell = document.createElement('td');
       cell.textContent = text;
       if (cls) cell.className = cls;
@@ -44,8 +50,9 @@ function render() {
   }));
 }
 function add(r) {
-  const d = devices.get(r.deviceId) ?? { labels: [], count: 0 };
-  d.labels.push(r.label); d.count++; d.latest = r;
+  const d = devices.get(r.deviceId) ?? { labels: [], count: 0, flagged: 0 };
+  d.labels.push(r.rangeFlag ? FLAGGED : String(r.label)); d.count++; d.latest = r;
+  if (r.rangeFlag) d.flagged++;
   devices.set(r.deviceId, d);
 }
 async function open(token) {

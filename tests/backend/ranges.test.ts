@@ -1,10 +1,13 @@
 // CKKS results outside the calibrated range: a real head protected (calibrated on 300
 // realistic feature vectors), a Node device posting real encrypted results, the backend
 // flagging those whose scores lie beyond RANGE_FACTOR × the calibrated largest |score|.
-import { mkdtempSync } from 'node:fs';
+// The cockpit part NEEDS /usr/bin/chromium (Debian's `chromium`) and playwright-core; it
+// is skipped, loudly, without.
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { floatEvaluate } from '../../src/he';
 import type { DecryptionAgent } from '../../src/backend/decrypt';
@@ -17,6 +20,10 @@ import type { ProtectReport } from '../../src/protect/protect';
 import { addDevice, DATABASE_FILE, openWorkspace, operatorToken, signingKey, type Workspace } from '../../src/protect/workspace';
 import { argmax, makeHead, makeInputs, maxAbs, maxAbsDiff } from '../he/helpers';
 import { protectHead, startBackend } from './helpers';
+
+const CHROMIUM = '/usr/bin/chromium';
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) console.warn('tests/backend/ranges.test.ts: the cockpit test is SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
 const head = makeHead([256, 64, 10], 'realistic', 404);
 const scaled = (x: Float64Array, factor: number) => Float64Array.from(x, (v) => v * factor);
@@ -140,6 +147,35 @@ describe('CKKS results outside the calibrated range', () => {
     await reader.cancel();
     const event = JSON.parse(text.split('data: ')[1]!.split('\n')[0]!) as Record<string, unknown>;
     expect(event).toMatchObject({ label: null, rangeFlag: 'out-of-range', deviceId: device.deviceId });
+  });
+
+  it.skipIf(!hasChromium)('the cockpit shows a flagged result as a marker, not a label, and counts them', async () => {
+    const context = await chromium.launchPersistentContext(mkdtempSync(join(root, 'profile-')), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await context.newPage();
+      await page.goto(`${url}/cockpit`);
+      await page.fill('#token', operatorToken(ws.dataDir, {}));
+      await page.click('#login button');
+      const row = page.locator(`tr[data-device="${device.deviceId}"]`);
+      await row.waitFor();
+      expect(await row.locator('td.label').textContent()).toBe('⚠ out of range');
+      expect(await row.locator('td.label').getAttribute('class')).toBe('label flagged');
+      expect(await row.locator('td.out-of-range').textContent()).toBe('3');
+      expect(await row.locator('td.count').textContent()).toBe('7');
+      // Live: a labelled result takes the latest place; the flagged ones stay marked in the last 10.
+      const x = makeInputs(256, 1, 'realistic', 409)[0]!;
+      expect((await post(x, 'live-in-range-1')).status).toBe(201);
+      await page.waitForFunction((id) => document.querySelector(`tr[data-device="${id}"] td.count`)?.textContent === '8', device.deviceId);
+      expect(await row.locator('td.label').textContent()).toBe(String(argmax(floatEvaluate(head, x))));
+      expect((await row.locator('td.labels').textContent())?.split(' ').filter((l) => l === '⚠')).toHaveLength(3);
+      expect(await page.locator('#legend').textContent()).toMatch(/out of range/);
+    } finally {
+      await context.close();
+    }
   });
 
   it('does not check a version protected before calibration existed', async () => {
