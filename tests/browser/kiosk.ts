@@ -257,12 +257,20 @@ export function screenText(page: Page): Promise<string> {
   });
 }
 
-/** The float model (the original ONNX in onnxruntime-node): the label of 28×28 grey images. */
-export async function floatModel(): Promise<(pixels: Uint8Array) => Promise<number>> {
-  const session = await ort.InferenceSession.create(readFileSync(MODEL));
+/** The float model (the original ONNX `model` in onnxruntime-node): the scores of 28×28 grey images. */
+export async function floatScores(model = MODEL): Promise<(pixels: Uint8Array) => Promise<Float32Array>> {
+  const session = await ort.InferenceSession.create(readFileSync(model));
   return async (pixels) => {
     const input = new ort.Tensor('float32', preprocessMnist({ count: 1, pixels }, 0), [...MNIST_INPUT_SHAPE]);
-    const scores = Object.values(await session.run({ [session.inputNames[0]!]: input }))[0]!.data as Float32Array;
+    return Object.values(await session.run({ [session.inputNames[0]!]: input }))[0]!.data as Float32Array;
+  };
+}
+
+/** The float model's label (argmax of floatScores) of 28×28 grey images. */
+export async function floatModel(model = MODEL): Promise<(pixels: Uint8Array) => Promise<number>> {
+  const scoresOf = await floatScores(model);
+  return async (pixels) => {
+    const scores = await scoresOf(pixels);
     return scores.reduce((best, v, i) => (v > scores[best]! ? i : best), 0);
   };
 }
