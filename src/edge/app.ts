@@ -266,6 +266,8 @@ export class Kiosk {
   private showWhere(manifest: BundleManifest, hasExtractor: boolean): void {
     const { he } = manifest;
     $('where-plain').textContent = hasExtractor ? 'plain ONNX (onnxruntime-web)' : 'none: every layer is encrypted';
+    $('where-plain').className = hasExtractor ? 'open' : 'lock';
+    $('stage-extract-where').textContent = hasExtractor ? 'onnxruntime-web, plaintext' : 'preprocessing only (no extractor)';
     $('where-layers').textContent = describeLayers(he.layers);
     $('where-weights').textContent =
       he.mode.weights === 'encrypted' ? `encrypted (${he.scheme.toUpperCase()}, owner's key)` : `plain (${he.scheme.toUpperCase()} plaintexts: only the input is protected)`;

@@ -163,7 +163,8 @@ async function calibrationInputs(model: SplitModel, options: ProtectOptions): Pr
   if (options.calibration !== undefined) return { inputs: options.calibration, source: 'feature vectors given' };
   const images = options.calibrationImages ?? defaultCalibrationImages();
   const inputs = await extractorFeatures(model, images);
-  return { inputs, source: `the extractor on the first ${inputs.length} images of ${images.source}` };
+  const through = model.extractor === null ? 'preprocessed (the model has no extractor)' : 'through the extractor';
+  return { inputs, source: `the first ${inputs.length} images of ${images.source}, ${through}` };
 }
 
 /** CKKS precision when none is asked for: the most up to this, down to the floor, in the smallest ring. */

@@ -54,7 +54,7 @@ describe('BGV: sealed-edge protect --scheme bgv → signed bundle → a Node dev
   it('protect plans BGV from the extractor on MNIST training images, verifies the noise budget and stores the secret keys wrapped', async () => {
     expect(printed).toMatchObject({ modelId: 'mnist-bgv', version: 1, scheme: 'bgv', crtModuli: 2 });
     const bgv = printed.bgv as Record<string, unknown>;
-    expect(bgv).toMatchObject({ calibrationVectors: 300, calibrationSource: 'the extractor on the first 300 images of the MNIST training set' });
+    expect(bgv).toMatchObject({ calibrationVectors: 300, calibrationSource: 'the first 300 images of the MNIST training set, through the extractor' });
     expect(bgv.plainModuli).toHaveLength(2);
     expect((bgv.plainModuli as string[]).map((t) => BigInt(t) % (2n * 16384n))).toEqual([1n, 1n]);
     // One real evaluation at protect time left budget, at least what the (pessimistic) noise model predicted.

@@ -27,7 +27,7 @@ describe('owner commands', () => {
     expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}calibration: .*\n( {2}layer \d .*\n){3} {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
     expect(second.out).toMatch(/layer 0 1600→512: 256 ct×ct and 0 plaintext products \(bound 200\), \d+ rotations/);
     expect(second.out).toMatch(
-      /calibration: the extractor on the first 300 images of the MNIST training set; scores up to [\d.]+, any slot up to [\d.]+: first prime holds \d+ integer bits, 25 bits of precision, modulus \[\d+, 35, 35, 35, \d+\] bits/,
+      /calibration: the first 300 images of the MNIST training set, through the extractor; scores up to [\d.]+, any slot up to [\d.]+: first prime holds \d+ integer bits, 25 bits of precision, modulus \[\d+, 35, 35, 35, \d+\] bits/,
     );
     expect(JSON.parse(first.out).ckks).toMatchObject({ calibrationVectors: 300, integerBits: expect.any(Number), precisionBits: 25 });
     expect(existsSync(join(out, 'mnist-relu', 'v1', 'manifest.sig'))).toBe(true);
@@ -78,7 +78,7 @@ describe('owner commands', () => {
     expect(r.out).toMatch(/protected mnist-bgv v1 /);
     expect(r.out).toMatch(/BGV, 16384 ring degree, 128-bit, input plain/);
     expect(r.out).toMatch(/CRT moduli t = \d+ × \d+ \(\d+ \+ \d+ bits\)/);
-    expect(r.out).toContain(`calibration: the extractor on the first 300 images of ${images}; features clamped to [0, `);
+    expect(r.out).toContain(`calibration: the first 300 images of ${images}, through the extractor; features clamped to [0, `);
     const budget = /noise budget: predicted (\d+) bits, verified (\d+) bits/.exec(r.out);
     expect(Number(budget?.[2])).toBeGreaterThanOrEqual(Number(budget?.[1]));
     expect(Number(budget?.[1])).toBeGreaterThan(0);
