@@ -2,19 +2,22 @@
 """MNIST test accuracy of the paper's CNN with HE-friendly classifier activations.
 
 Writes docs/accuracy.json ({"rows": [{model, activation, retrained, testAccuracy, ...}]})
-and docs/accuracy.md. Two kinds of rows:
+and docs/accuracy.md. Three kinds of rows:
 
 * retrained: the paper CNN trained from scratch with the activation in its classifier
   (FC 1600->512 -> activation -> FC 512->10). relu and x2+2x are the committed default
   models in models/; the others are trained into training/runs/ (with --train).
 * replaced (retrained: false): the committed ReLU model with its classifier ReLU swapped
   for a polynomial, no retraining.
+* all-polynomial networks: the committed small-poly and paper-cnn-he models, whose
+  every activation is a polynomial (no ReLU, no max pooling).
 
 Every accuracy is measured here, on the full 10k test set, from the ONNX file's weights
 loaded back into the PyTorch model (so it also checks the exported weights).
 
     /usr/bin/python3 training/accuracy.py --train        # train missing rows, then write
     /usr/bin/python3 training/accuracy.py                 # only evaluate (rows must exist)
+    /usr/bin/python3 training/accuracy.py --keep-missing  # rows without ONNX: from the JSON
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ REPLACED = ["cryptodl-relu-2", "cryptodl-relu-3", "least-squares-relu-2",
 # also replaced on an interval fitted to the ReLU model's pre-activations (see main)
 REPLACED_WIDE = ["cryptodl-relu-2", "least-squares-relu-2", "chebyshev-relu-2"]
 DEFAULT_MODELS = {"relu": "paper-cnn-relu", "x2+2x": "paper-cnn-x2+2x"}
+# committed networks whose every activation is a polynomial (models/<name>.onnx)
+ALL_POLY = ["small-poly-square", "paper-cnn-he"]
+LAYERS = {
+    "small-poly": "Conv 1→5 5×5 stride 2, act, FC 845→100, act, FC 100→10 (CryptoNets/LoLa)",
+    "paper-cnn-he": "the paper's CNN with act after each of its 4 Convs and FC 1600→512, "
+                    "AvgPool instead of MaxPool (batch norms folded into the Convs and FC)",
+}
 
 
 def rel(path: str) -> str:
@@ -62,15 +72,20 @@ def train_command(args, act: str, out: str) -> list:
     return cmd
 
 
+def same_model_note(act: str, same_as: str) -> str:
+    return (f"`{act}` has the same coefficients as `{same_as}` (the approx CLI's x^3 "
+            f"coefficient is 0), so its retrained row is the `{same_as}` model.")
+
+
 def load_metrics(path: str) -> dict:
     mpath = os.path.splitext(path)[0] + ".json"
     with open(mpath) as f:
         return json.load(f)
 
 
-def evaluate_onnx(path: str, spec: M.ActivationSpec, x, y):
-    """Accuracy of the paper CNN with ``spec`` as classifier activation and ``path``'s weights."""
-    model = T.load_onnx_weights(M.build_model("paper-cnn", spec), path)
+def evaluate_onnx(path: str, spec: M.ActivationSpec, x, y, model_name: str = "paper-cnn"):
+    """Accuracy of ``model_name`` with activation ``spec`` and ``path``'s weights."""
+    model = T.load_onnx_weights(M.build_model(model_name, spec), path)
     correct, total, _ = T.evaluate(model, x, y)
     return correct / total
 
@@ -96,6 +111,10 @@ def main(argv=None) -> int:
     p.add_argument("--runs-dir", default=os.path.join(M.REPO_ROOT, "training", "runs"))
     p.add_argument("--train", action="store_true",
                    help="train the retrained rows that have no ONNX file yet")
+    p.add_argument("--keep-missing", action="store_true",
+                   help="a retrained row whose ONNX file is missing (training/runs is not "
+                        "committed) keeps its row from the existing --json instead of "
+                        "failing")
     p.add_argument("--epochs", type=int, default=10, help="epochs for rows trained here")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--interval", type=T.parse_interval, default=M.DEFAULT_INTERVAL)
@@ -105,6 +124,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     data_dir = args.data or os.path.join(M.REPO_ROOT, T.DEFAULT_DATA)
     x, y = idx.load_tensors(data_dir, "test")
+    old_rows = []
+    if args.keep_missing:
+        with open(args.json) as f:
+            old_rows = json.load(f)["rows"]
 
     rows, notes = [], []
     seen = {}  # trimmed coefficients -> activation already trained with them
@@ -118,6 +141,19 @@ def main(argv=None) -> int:
             # with it is training with cryptodl-relu-2 (same seed: the same model).
             same_as = seen[key]
             path = onnx_path(args, same_as)
+        if not os.path.exists(path) and args.keep_missing:
+            kept = [r for r in old_rows if r["model"] == "paper-cnn" and r["retrained"]
+                    and r["activation"] == act]
+            if len(kept) != 1:
+                raise SystemExit(f"{rel(path)} is missing and {rel(args.json)} has no row "
+                                 f"for it to keep")
+            if "sameModelAs" in kept[0]:
+                notes.append(same_model_note(act, kept[0]["sameModelAs"]))
+            rows.append(kept[0])
+            seen.setdefault(key, act)
+            print(f"retrained {act:22s} {kept[0]['testAccuracy'] * 100:.2f}% (kept: "
+                  f"{rel(path)} is missing)", flush=True)
+            continue
         if not os.path.exists(path):
             cmd = train_command(args, act, path)
             if not args.train:
@@ -143,8 +179,7 @@ def main(argv=None) -> int:
             row["sameModelAs"] = same_as
             row["command"] = (f"(same polynomial as {same_as}, so the same model) "
                               + metrics.get("reproduce", metrics["command"]))
-            notes.append(f"`{act}` has the same coefficients as `{same_as}` (the approx CLI's "
-                         f"x^3 coefficient is 0), so its retrained row is the `{same_as}` model.")
+            notes.append(same_model_note(act, same_as))
         rows.append(row)
         print(f"retrained {act:22s} {acc * 100:.2f}%", flush=True)
 
@@ -178,6 +213,20 @@ def main(argv=None) -> int:
                      "coeffsCommand": spec.source if is_approx else None})
         print(f"replaced  {act:22s} {str(interval) if is_approx else '':14s} {acc * 100:.2f}%",
               flush=True)
+
+    for name in ALL_POLY:
+        path = os.path.join(args.models_dir, name + ".onnx")
+        metrics = load_metrics(path)
+        spec = M.resolve_activation(metrics["activation"], metrics["activationSpec"].get("coeffs"))
+        acc = evaluate_onnx(path, spec, x, y, metrics["model"])
+        if abs(acc - metrics["testAccuracy"]) > 1e-9:
+            print(f"warning: {rel(path)}: {acc} here, {metrics['testAccuracy']} in its metrics",
+                  file=sys.stderr)
+        rows.append({"model": metrics["model"], "activation": metrics["activation"],
+                     "retrained": True, "testAccuracy": acc, "epochs": metrics["epochs"],
+                     "interval": None, "coeffs": M.trim_coeffs(spec.coeffs),
+                     "onnx": rel(path), "command": metrics["reproduce"]})
+        print(f"all-poly  {metrics['model']:22s} {acc * 100:.2f}%", flush=True)
 
     out = {"generated": time.strftime("%Y-%m-%d"), "dataset": "MNIST test set, 10,000 images",
            "interval": list(args.interval), "reluPreActivations": stats, "notes": notes,
@@ -219,11 +268,25 @@ def render_md(out: dict, relu_metrics: dict) -> str:
         "| activation | interval | polynomial | retrained | epochs | test accuracy |",
         "|---|---|---|---|---|---|",
     ]
-    for r in out["rows"]:
+    for r in (r for r in out["rows"] if r["model"] == "paper-cnn"):
         iv = f"[{r['interval'][0]:g}, {r['interval'][1]:g}]" if r.get("interval") else "—"
         lines.append(f"| `{r['activation']}` | {iv} | {fmt_coeffs(r['coeffs']) or '—'} | "
                      f"{'yes' if r['retrained'] else 'no (ReLU model, activation replaced)'} | "
                      f"{r['epochs']} | {r['testAccuracy'] * 100:.2f}% |")
+    lines += [
+        "",
+        "## All-polynomial networks",
+        "",
+        "Every activation is a polynomial (column act); there is no ReLU and no max pooling,",
+        "so the whole network, convolutions included, can run on encrypted data. Committed",
+        "models, accuracy measured the same way.",
+        "",
+        "| model | layers | act | epochs | test accuracy | ONNX |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in out["rows"] if r["model"] != "paper-cnn"):
+        lines.append(f"| `{r['model']}` | {LAYERS[r['model']]} | {fmt_coeffs(r['coeffs'])} | "
+                     f"{r['epochs']} | {r['testAccuracy'] * 100:.2f}% | `{r['onnx']}` |")
     lines += [
         "",
         "## What the numbers mean",
@@ -272,6 +335,8 @@ def render_md(out: dict, relu_metrics: dict) -> str:
             lines.append(f"{r['command']}   # {r['activation']}: {r['onnx']}")
     lines += [
         "/usr/bin/python3 training/accuracy.py   # evaluates every row, writes docs/accuracy.{json,md}",
+        "# without training/runs (not committed): its rows are kept from docs/accuracy.json",
+        "/usr/bin/python3 training/accuracy.py --keep-missing",
         "# or train the missing retrained rows and evaluate in one go:",
         "/usr/bin/python3 training/accuracy.py --train --epochs 10 --threads 1",
         "```",
