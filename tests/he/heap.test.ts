@@ -45,7 +45,7 @@ describe('WASM memory', () => {
       bias: Float64Array.from({ length: 5 }, () => 0.1 * g()),
     };
     const network = [conv, { kind: 'poly', coeffs: [0, 0, 1] }, ...makeHead([845, 100, 10], 'realistic', 32, [0, 0, 1])] as Layer[];
-    const lola = await protect(network, 128, undefined, 16);
+    const lola = await protect(network, 128, undefined, 15);
     try {
       const images = makeInputs(784, 100, 'random', 33);
       let afterFirst = 0;

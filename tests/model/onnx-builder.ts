@@ -118,6 +118,21 @@ export class ModelBuilder {
   }
 }
 
+/**
+ * CNTK's classifier as it exports it: Reshape to a vector, W·x (MatMul with the input on
+ * the right) + Plus, x²+2x, Reshape to a column, W·x + Plus: `features` → 12 → 5.
+ */
+export function cntkClassifier(b: ModelBuilder, features: string, width: number): string {
+  let t = b.node('Reshape', [features, b.ints([width])], {}, { name: 'Times212_reshape0' });
+  t = b.node('MatMul', [b.random([12, width], 0.3), t], {}, { name: 'Times212' });
+  t = b.node('Add', [t, b.random([12], 0.2)], {}, { name: 'Plus214' });
+  const twice = b.node('Mul', [t, b.constant([], [2])]);
+  t = b.node('Add', [b.node('Mul', [t, t]), twice], {}, { name: 'Activation216' });
+  t = b.node('Reshape', [t, b.ints([12, 1])], {}, { name: 'Times230_reshape1' });
+  t = b.node('MatMul', [b.random([5, 12], 0.3), t], {}, { name: 'Times230' });
+  return b.node('Add', [t, b.random([5, 1], 0.2)], {}, { name: 'Plus232', output: 'Plus232_Output_0' });
+}
+
 /** Runs a single-input, single-output model; returns the output's values and dims. */
 export async function run(model: Uint8Array, input: Float32Array, dims: number[]): Promise<{ data: Float32Array; dims: readonly number[] }> {
   const session = await ort.InferenceSession.create(model);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Layer } from '../../src/he';
 import { type ImportOptions, importOnnx, type OnnxSplit, splitOnnx } from '../../src/model/onnx';
 import { onnx } from '../../src/model/proto';
-import { channelsFirst, evaluateHead, evaluateLayers, maxRelativeDiff, ModelBuilder, randomInput, run, softmaxRows } from './onnx-builder';
+import { channelsFirst, cntkClassifier, evaluateHead, evaluateLayers, maxRelativeDiff, ModelBuilder, randomInput, run, softmaxRows } from './onnx-builder';
 
 const BATCH = 3;
 const TOLERANCE = 1e-4;
@@ -284,15 +284,7 @@ function cntkModel() {
   t = b.node('Add', [t, b.random([3, 1, 1], 0.2)], {}, { name: 'Plus30' });
   t = b.node('Mul', [t, t], {}, { name: 'Square32' });
   t = b.node('AveragePool', [t], { kernel_shape: [2, 2], strides: [2, 2], pads: [0, 0, 0, 1], count_include_pad: 1 }, { name: 'Pooling66' });
-  t = b.node('Reshape', [t, b.ints([24])], {}, { name: 'Times212_reshape0' });
-  t = b.node('MatMul', [b.random([12, 24], 0.3), t], {}, { name: 'Times212' });
-  t = b.node('Add', [t, b.random([12], 0.2)], {}, { name: 'Plus214' });
-  const twice = b.node('Mul', [t, b.constant([], [2])]);
-  t = b.node('Add', [b.node('Mul', [t, t]), twice], {}, { name: 'Activation216' });
-  t = b.node('Reshape', [t, b.ints([12, 1])], {}, { name: 'Times230_reshape1' });
-  t = b.node('MatMul', [b.random([5, 12], 0.3), t], {}, { name: 'Times230' });
-  t = b.node('Add', [t, b.random([5, 1], 0.2)], {}, { name: 'Plus232', output: 'Plus232_Output_0' });
-  return b.build(t);
+  return b.build(cntkClassifier(b, t, 24));
 }
 
 describe('--split input, CNTK style (Conv + Plus, explicit asymmetric pads, pooling, Reshape, W·x)', () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Layer } from '../../src/he';
 import { FEATURES, type ImportedModel, type ImportOptions, importOnnx, splitOnnx } from '../../src/model/onnx';
 import { onnx, tensorDims, tensorValues } from '../../src/model/proto';
-import { evaluateHead, maxAbsDiff, ModelBuilder, randomInput, run, softmaxRows } from './onnx-builder';
+import { cntkClassifier, evaluateHead, maxAbsDiff, ModelBuilder, randomInput, run, softmaxRows } from './onnx-builder';
 
 const BATCH = 3;
 const TOLERANCE = 1e-4;
@@ -214,15 +214,7 @@ function cntkModel() {
   t = b.node('Add', [t, b.random([2, 1, 1], 0.2)], {}, { name: 'Plus30' });
   t = b.node('Relu', [t], {}, { name: 'ReLU32' });
   t = b.node('MaxPool', [t], { kernel_shape: [2, 2], strides: [2, 2] }, { name: 'Pooling66' });
-  t = b.node('Reshape', [t, b.ints([32])], {}, { name: 'Times212_reshape0' });
-  t = b.node('MatMul', [b.random([12, 32], 0.3), t], {}, { name: 'Times212' });
-  t = b.node('Add', [t, b.random([12], 0.2)], {}, { name: 'Plus214' });
-  const twice = b.node('Mul', [t, b.constant([], [2])]);
-  t = b.node('Add', [b.node('Mul', [t, t]), twice], {}, { name: 'Activation216' });
-  t = b.node('Reshape', [t, b.ints([12, 1])], {}, { name: 'Times230_reshape1' });
-  t = b.node('MatMul', [b.random([5, 12], 0.3), t], {}, { name: 'Times230' });
-  t = b.node('Add', [t, b.random([5, 1], 0.2)], {}, { name: 'Plus232', output: 'Plus232_Output_0' });
-  return b.build(t);
+  return b.build(cntkClassifier(b, t, 32));
 }
 
 describe('importOnnx: CNTK style (bias Add after Conv, Reshape, MatMul with the input on the right)', () => {
