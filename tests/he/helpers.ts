@@ -109,9 +109,10 @@ export async function protect(
   security: SecurityBits = 128,
   mode?: Mode,
   precisionBits = 25,
+  integerBits?: number,
 ): Promise<Protected> {
   const runtime = await nodeSeal();
-  const params = planParameters({ scheme: 'ckks', security, depth: classifierDepth(layers), precisionBits });
+  const params = planParameters({ scheme: 'ckks', security, depth: classifierDepth(layers), precisionBits, integerBits });
   const he = HeContext.create(runtime, params);
   const plan = planClassifier(he, layers, mode);
   const owner = OwnerKeys.generate(he, plan.rotationSteps);

@@ -1,20 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import {
-  classifierDepth,
-  decryptResult,
-  DeviceKeys,
-  EncryptedClassifier,
-  encryptClassifier,
-  floatEvaluate,
-  HeContext,
-  type Layer,
-  OwnerKeys,
-  planClassifier,
-  planParameters,
-} from '../../src/he';
+import { floatEvaluate, type Layer, planParameters } from '../../src/he';
 import { calibrateRanges, integerBitsFor } from '../../src/he/ranges';
-import { nodeSeal } from '../../src/node/seal';
-import { makeHead, makeInputs, maxAbs, maxAbsDiff } from './helpers';
+import { makeHead, makeInputs, maxAbs, maxAbsDiff, protect } from './helpers';
 
 describe('calibrated ranges', () => {
   const layers = makeHead([64, 32, 10], 'realistic', 3);
@@ -71,24 +58,16 @@ function loudHead(): Layer[] {
 
 describe('a first prime sized from the calibrated range', () => {
   it('decrypts the loud head right, where one sized too small wraps around to garbage', async () => {
-    const runtime = await nodeSeal();
     const layers = loudHead();
     const inputs = makeInputs(64, 8, 'realistic', 10);
     const scores = Math.max(...inputs.map((x) => maxAbs(floatEvaluate(layers, x))));
     expect(scores).toBeGreaterThan(1e4);
     const run = async (integerBits: number) => {
-      const params = planParameters({ scheme: 'ckks', security: 128, depth: classifierDepth(layers), precisionBits: 20, integerBits });
-      const he = HeContext.create(runtime, params);
-      const owner = OwnerKeys.generate(he, planClassifier(he, layers).rotationSteps);
-      const keys = DeviceKeys.load(he, owner.deviceKeyBytes());
-      const classifier = EncryptedClassifier.load(he, keys, await encryptClassifier(he, owner, layers));
+      const p = await protect(layers, 128, undefined, 20, integerBits);
       try {
-        return inputs.map((x) => maxAbsDiff(decryptResult(he, owner, classifier.evaluate(x).result), floatEvaluate(layers, x)));
+        return inputs.map((x) => maxAbsDiff(p.decrypt(p.classifier.evaluate(x).result), floatEvaluate(layers, x)));
       } finally {
-        classifier.dispose();
-        keys.dispose();
-        owner.dispose();
-        he.dispose();
+        p.dispose();
       }
     };
     const ranges = calibrateRanges(layers, 4096, inputs);
