@@ -1,4 +1,4 @@
-import { type ConvLayer, type ConvPlan, type ConvShape, convGeometry, packConvInput, planConv } from './conv';
+import { type ConvLayer, type ConvPlan, type ConvShape, convGeometry, freeGrid, type GridLayout, gridColumns, packConvInput, planConv, planRotatedConv, type RotatedConvPlan } from './conv';
 import { fail } from './errors';
 import { type DensePlan, inputColumns, packInput, planDense } from './packing';
 
@@ -26,7 +26,7 @@ export type Layer = ConvLayer | DenseLayer | PolyLayer;
  * |lead| = 1: tiny leading coefficients, common in high-degree approximations, would
  * otherwise turn into tiny folded weights or huge monic coefficients, both of which lose
  * CKKS precision. When a dense layer follows, `lead` and `constant` are folded into it too
- * (`folded`), saving a level.
+ * (`folded`), saving a level; a convolution after it takes them alike.
  */
 export interface PolyPlan {
   readonly kind: 'poly';
@@ -37,7 +37,7 @@ export interface PolyPlan {
   readonly folded: boolean;
 }
 
-export type LayerPlan = ConvPlan | DensePlan | PolyPlan;
+export type LayerPlan = ConvPlan | RotatedConvPlan | DensePlan | PolyPlan;
 
 /** Multiplicative depth of the monic evaluation: ⌈log2 d⌉, as many levels as x^d needs. */
 export function monicDepth(degree: number): number {
@@ -90,10 +90,11 @@ export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
   let width = first.kind === 'conv' ? convGeometry(first, 'layer 0').inputs : (first as DenseLayer).inputs;
   layers.forEach((layer, i) => {
     if (layer.kind === 'conv') {
-      if (i !== 0) {
-        fail('E_UNSUPPORTED', `layer ${i}: a convolution after the first encrypted layer is not supported yet; split after it so that it runs before the encrypted part`);
+      const g = convGeometry(layer, `layer ${i}`);
+      if (i > 0 && g.inputs !== width) {
+        fail('E_SHAPE', `layer ${i}: the convolution reads ${layer.inChannels}×${layer.inHeight}×${layer.inWidth} = ${g.inputs} values but the previous layer produces ${width}`);
       }
-      width = convGeometry(layer, `layer ${i}`).outputs;
+      width = g.outputs;
       return;
     }
     if (layer.kind === 'dense') {
@@ -117,15 +118,16 @@ export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
     const lead = scaled ? Math.sign(ad) : ad;
     const monic = coeffs.map((c, k) => (k === 0 ? 0 : (c * sigma ** k) / lead));
     monic[d] = 1;
-    polys.push({ kind: 'poly', monic, lead, constant: coeffs[0]!, inputScale: sigma, folded: layers[i + 1]?.kind === 'dense' });
+    polys.push({ kind: 'poly', monic, lead, constant: coeffs[0]!, inputScale: sigma, folded: isLinear(layers[i + 1]) });
   });
   return polys;
 }
 
 /**
  * Checks the weights and folds each activation's scalings into its neighbours, which the
- * owner can do for free since it knows the weights: the dense layer before an activation
- * gets W/σ, b/σ; the one after gets W' = lead·W, b' = b + constant·W·1.
+ * owner can do for free since it knows the weights: the layer before an activation
+ * gets W/σ, b/σ; a dense layer after it gets W' = lead·W, b' = b + constant·W·1, a
+ * convolution W' = lead·W and the constant as its input offset.
  * Returns the layers as they will be packed.
  */
 export function foldModel<L extends Layer>(layers: readonly L[]): L[] {
@@ -134,7 +136,11 @@ export function foldModel<L extends Layer>(layers: readonly L[]): L[] {
   let next = 0;
   layers.forEach((layer, i) => layer.kind === 'poly' && planOf.set(i, polys[next++]!));
   return layers.map((layer: Layer, i): Layer => {
-    if (layer.kind === 'conv') return foldConv(layer, planOf.get(i + 1)?.inputScale ?? 1);
+    const before = planOf.get(i - 1);
+    const lead = before?.folded ? before.lead : 1;
+    const constant = before?.folded ? before.constant : 0;
+    const sigma = planOf.get(i + 1)?.inputScale ?? 1;
+    if (layer.kind === 'conv') return foldConv(layer, i, lead, constant, sigma);
     if (layer.kind !== 'dense') return layer;
     if (layer.weights.length !== layer.inputs * layer.outputs) {
       fail('E_SHAPE', `layer ${i}: weights have ${layer.weights.length} values, ${layer.outputs}×${layer.inputs} needs ${layer.inputs * layer.outputs}`);
@@ -148,10 +154,6 @@ export function foldModel<L extends Layer>(layers: readonly L[]): L[] {
     for (let k = 0; k < (layer.bias?.length ?? 0); k++) {
       if (!Number.isFinite(layer.bias![k]!)) fail('E_SHAPE', `layer ${i}: bias ${k} is not a finite number`);
     }
-    const before = planOf.get(i - 1);
-    const lead = before?.folded ? before.lead : 1;
-    const constant = before?.folded ? before.constant : 0;
-    const sigma = planOf.get(i + 1)?.inputScale ?? 1;
     const weights = Float64Array.from(layer.weights, (v) => (v * lead) / sigma);
     const bias = Float64Array.from({ length: layer.outputs }, (_, r) => {
       let rowSum = 0;
@@ -162,24 +164,26 @@ export function foldModel<L extends Layer>(layers: readonly L[]): L[] {
   }) as L[];
 }
 
-/** A first-layer convolution with the next activation's input scaling folded in: W/σ, b/σ. */
-function foldConv(layer: ConvLayer, sigma: number): ConvLayer {
-  const g = convGeometry(layer, 'layer 0');
+/** A convolution with its neighbours' scalings folded in: W·lead/σ, b/σ, the constant as input offset (÷σ with the rest). */
+function foldConv(layer: ConvLayer, index: number, lead: number, constant: number, sigma: number): ConvLayer {
+  const where = `layer ${index}`;
+  const g = convGeometry(layer, where);
   if (layer.weights.length !== layer.outChannels * g.planes) {
-    fail('E_SHAPE', `layer 0: conv weights have ${layer.weights.length} values, ${layer.outChannels}×${layer.inChannels}×${layer.kernel[0]}×${layer.kernel[1]} needs ${layer.outChannels * g.planes}`);
+    fail('E_SHAPE', `${where}: conv weights have ${layer.weights.length} values, ${layer.outChannels}×${layer.inChannels}×${layer.kernel[0]}×${layer.kernel[1]} needs ${layer.outChannels * g.planes}`);
   }
   if (layer.bias !== undefined && layer.bias.length !== layer.outChannels) {
-    fail('E_SHAPE', `layer 0: conv bias has ${layer.bias.length} values, the layer has ${layer.outChannels} output channels`);
+    fail('E_SHAPE', `${where}: conv bias has ${layer.bias.length} values, the layer has ${layer.outChannels} output channels`);
   }
   const finite = (values: ArrayLike<number>, what: string) => {
-    for (let k = 0; k < values.length; k++) if (!Number.isFinite(values[k]!)) fail('E_SHAPE', `layer 0: conv ${what} ${k} is not a finite number`);
+    for (let k = 0; k < values.length; k++) if (!Number.isFinite(values[k]!)) fail('E_SHAPE', `${where}: conv ${what} ${k} is not a finite number`);
   };
   finite(layer.weights, 'weight');
   if (layer.bias !== undefined) finite(layer.bias, 'bias');
   return {
     ...layer,
-    weights: Float64Array.from(layer.weights, (v) => v / sigma),
+    weights: Float64Array.from(layer.weights, (v) => (v * lead) / sigma),
     bias: Float64Array.from({ length: layer.outChannels }, (_, o) => (layer.bias?.[o] ?? 0) / sigma),
+    inputOffset: constant / lead,
   };
 }
 
@@ -191,44 +195,62 @@ export function classifierDepth(layers: readonly LayerShape[]): number {
 }
 
 /**
- * Plans every layer for `slots` slots: the first dense layer reads the device's own
- * shifted layout (or, if cheaper, a replicated one), later layers read the replicated
- * output of the layer before them. A convolution in front lays its output out directly
- * in the first dense layer's input layout (the device packs the im2col planes so).
+ * Plans every layer for `slots` slots. The first layer reads what the device packs: a dense
+ * layer its shifted layout (or, if cheaper, a replicated one), a convolution its im2col
+ * planes laid out directly in the next linear layer's input layout. Later layers read what
+ * the layer before leaves: a dense layer's replicated output, a rotated convolution's grid
+ * (scattered features for a dense layer after it).
  */
 export function planLayers(layers: readonly LayerShape[], polyPlans: readonly PolyPlan[], slots: number, options: { rowsLast?: boolean } = {}): LayerPlan[] {
   const plans: (LayerPlan | undefined)[] = [];
-  let period: number | undefined;
+  let previous: DensePlan | RotatedConvPlan | undefined;
   let poly = 0;
   const lastDense = layers.map((l) => l.kind).lastIndexOf('dense');
-  const firstDense = layers.findIndex((l) => l.kind === 'dense');
   layers.forEach((layer, i) => {
     if (layer.kind === 'poly') {
       plans.push(polyPlans[poly++]!);
       return;
     }
-    if (layer.kind === 'conv') {
-      plans.push(undefined);
-      return;
+    const afterFirst = i > 0 && previous === undefined;
+    let plan: DensePlan | RotatedConvPlan | undefined;
+    if (layer.kind === 'conv' && i > 0) {
+      const where = `layer ${i}`;
+      const input = afterFirst ? freeGrid(layer, slots) : gridAfter(previous!, layer, where);
+      if (input === undefined) {
+        fail('E_UNSUPPORTED', `${where}: ${layer.inChannels} input and ${layer.outChannels} output maps of ${layer.inHeight}×${layer.inWidth} do not fit one ciphertext of ${slots} slots (tensors spanning several ciphertexts are not supported yet): choose a larger ring degree or split after this layer`);
+      }
+      plan = planRotatedConv(layer, input, slots, where);
+    } else if (layer.kind === 'dense') {
+      plan = planDense(layer.inputs, layer.outputs, slots, {
+        inputLayout: previous?.kind === 'conv-rot' ? 'scattered' : previous === undefined ? 'shifted' : 'replicated',
+        inputPeriod: previous?.kind === 'dense' ? previous.outPeriod : undefined,
+        inputColumns: previous?.kind === 'conv-rot' ? previous.columns : undefined,
+        finalLayer: i === lastDense,
+        rows: options.rowsLast,
+      });
     }
-    const plan = planDense(layer.inputs, layer.outputs, slots, {
-      inputLayout: i === firstDense ? 'shifted' : 'replicated',
-      inputPeriod: period,
-      finalLayer: i === lastDense,
-      rows: options.rowsLast,
-    });
-    period = plan.outPeriod;
     plans.push(plan);
+    if (plan !== undefined) previous = plan;
   });
   const first = layers[0]!;
   if (first.kind === 'conv') {
-    const next = plans[firstDense] as DensePlan;
-    if (next.inputs !== convGeometry(first).outputs) {
-      fail('E_SHAPE', `layer ${firstDense}: expects ${next.inputs} inputs but the convolution produces ${convGeometry(first).outputs}`);
-    }
-    plans[0] = planConv(first, slots, inputColumns(next), 'layer 0');
+    const nextIndex = plans.findIndex((p, i) => i > 0 && p !== undefined && p.kind !== 'poly');
+    const next = plans[nextIndex] as DensePlan | RotatedConvPlan | undefined;
+    if (next === undefined) fail('E_SHAPE', 'a classifier needs a dense layer after its convolution');
+    const produced = convGeometry(first).outputs;
+    const reads = next.kind === 'dense' ? next.inputs : next.geometry.inputs;
+    if (reads !== produced) fail('E_SHAPE', `layer ${nextIndex}: expects ${reads} inputs but the convolution produces ${produced}`);
+    plans[0] = planConv(first, slots, next.kind === 'dense' ? inputColumns(next) : gridColumns(next.input, slots), 'layer 0');
   }
   return plans as LayerPlan[];
+}
+
+/** The grid a convolution reads from the layer before it: a rotated convolution's output, or a dense layer's replicated output. */
+function gridAfter(previous: DensePlan | RotatedConvPlan, layer: ConvShape, where: string): GridLayout {
+  if (previous.kind === 'conv-rot') return previous.output;
+  if (previous.layout === 'rows') fail('E_UNSUPPORTED', `${where}: a convolution cannot read a last layer's strided scores`);
+  const { inChannels: c, inHeight: h, inWidth: w } = layer;
+  return { channels: c, height: h, width: w, block: h * w, rowStep: w, colStep: 1, period: previous.outPeriod };
 }
 
 /** How CKKS plans its layers: a small last layer may take the 'rows' layout (its scores strided). */
@@ -282,32 +304,27 @@ export interface Backend<V, W> {
 }
 
 /**
- * The giant-step groups [lo, hi) of a dense layer's products, accumulated Horner-style down
- * to group 0: Σ_{i∈[lo,hi)} rot(part_i, i·baby), relinearized, not yet rescaled; null when
- * the groups hold no products. Below `lo` only the rotations by `baby` remain, so shares
- * computed by different workers add up to the whole sum with no extra Galois key.
+ * The diagonal method's sum, baby-step/giant-step: diagonal i·babies.length + b multiplies
+ * x rotated by babies[b] (each baby reached from the one before it), and group i is
+ * rotated by i·giantStep, Horner-style down to group 0. Groups [lo, hi) only; relinearized,
+ * not yet rescaled; null when the groups hold no products. Below `lo` only the rotations by
+ * `giantStep` remain, so shares computed by different workers add up to the whole sum with
+ * no extra Galois key.
  */
-export function denseShare<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, x: V, lo = 0, hi = plan.giant): V | null {
-  const { baby, diagonals } = plan;
-  if (weights.diagonals.length !== diagonals) {
-    fail('E_SHAPE', `layer has ${weights.diagonals.length} diagonals, its plan needs ${diagonals}`);
-  }
-  if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi > plan.giant || lo >= hi) {
-    fail('E_SHAPE', `giant-step groups [${lo}, ${hi}) are not a range within [0, ${plan.giant})`);
-  }
-  const rotated: V[] = [x];
-  for (let b = 1; b < Math.min(baby, diagonals); b++) rotated.push(be.rotate(rotated[b - 1]!, 1));
+function diagonalSum<V, W>(be: Backend<V, W>, diagonals: readonly (W | null)[], babies: readonly number[], giantStep: number, x: V, lo: number, hi: number): V | null {
+  const rotated: V[] = [];
+  babies.forEach((step, b) => rotated.push(b === 0 ? (step === 0 ? x : be.rotate(x, step)) : be.rotate(rotated[b - 1]!, step - babies[b - 1]!)));
   let acc: V | null = null;
   for (let i = hi - 1; i >= 0; i--) {
     let part: V | null = null;
-    for (let b = 0; i >= lo && b < baby; b++) {
-      const w = weights.diagonals[i * baby + b];
+    for (let b = 0; i >= lo && b < babies.length; b++) {
+      const w = diagonals[i * babies.length + b];
       if (w === undefined) break;
       if (w !== null) part = be.mulAdd(part, w, rotated[b]!);
     }
     if (part !== null) be.relinearize(part);
     if (acc !== null) {
-      const turned = be.rotate(acc, baby);
+      const turned = be.rotate(acc, giantStep);
       be.free(acc);
       acc = turned;
       if (part !== null) {
@@ -318,8 +335,29 @@ export function denseShare<V, W>(be: Backend<V, W>, plan: DensePlan, weights: La
       acc = part;
     }
   }
-  for (let b = 1; b < rotated.length; b++) be.free(rotated[b]!);
+  for (const r of rotated) if (r !== x) be.free(r);
   return acc;
+}
+
+/** A dense layer's share: its giant-step groups [lo, hi) (see diagonalSum). */
+export function denseShare<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, x: V, lo = 0, hi = plan.giant): V | null {
+  const { baby, diagonals } = plan;
+  if (weights.diagonals.length !== diagonals) {
+    fail('E_SHAPE', `layer has ${weights.diagonals.length} diagonals, its plan needs ${diagonals}`);
+  }
+  if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi > plan.giant || lo >= hi) {
+    fail('E_SHAPE', `giant-step groups [${lo}, ${hi}) are not a range within [0, ${plan.giant})`);
+  }
+  const babies = Array.from({ length: Math.min(baby, diagonals) }, (_, b) => b);
+  return diagonalSum(be, weights.diagonals, babies, baby, x, lo, hi);
+}
+
+/** A convolution on encrypted activations (see RotatedConvPlan): its diagonal sum, rescale, bias. */
+export function evaluateRotatedConv<V, W>(be: Backend<V, W>, plan: RotatedConvPlan, weights: LayerWeights<W>, x: V): V {
+  if (weights.diagonals.length !== plan.used.length) {
+    fail('E_SHAPE', `the convolution has ${weights.diagonals.length} diagonals, its plan needs ${plan.used.length}`);
+  }
+  return convFinish(be, weights, diagonalSum(be, weights.diagonals, plan.babies, plan.input.block, x, 0, plan.giant));
 }
 
 /** Completes a dense layer from the sum of its shares: rescale, rotate-and-sum, bias. */
@@ -495,10 +533,16 @@ export function evaluateLayers<V, W>(
   return finishLayers(be, plans, weights, evaluateShare(be, plans, weights, inputs), onLayer);
 }
 
+/** The first layer: it packs the device's input and is the layer shares split. */
+export function firstPlan(plans: readonly LayerPlan[]): ConvPlan | DensePlan {
+  const first = plans[0];
+  if (first === undefined || (first.kind !== 'conv' && first.kind !== 'dense')) fail('E_SHAPE', 'the first layer must be a convolution or a dense layer');
+  return first;
+}
+
 function firstLayer<W>(plans: readonly LayerPlan[], weights: readonly (LayerWeights<W> | null)[]): [ConvPlan | DensePlan, LayerWeights<W>] {
-  const plan = plans[0];
+  const plan = firstPlan(plans);
   const w = weights[0];
-  if (plan === undefined || plan.kind === 'poly') fail('E_SHAPE', 'the first layer must be a convolution or a dense layer');
   if (w == null) fail('E_SHAPE', 'layer 0 has no weights');
   return [plan, w];
 }
@@ -532,11 +576,11 @@ export function finishLayers<V, W>(
     if (i === 0) return;
     onLayer?.(i);
     let next: V;
-    if (layer.kind === 'conv') fail('E_UNSUPPORTED', `layer ${i}: a convolution can only be the first layer`);
-    if (layer.kind === 'dense') {
+    if (layer.kind === 'conv') fail('E_SHAPE', `layer ${i}: an im2col convolution can only be the first layer`);
+    if (layer.kind === 'conv-rot' || layer.kind === 'dense') {
       const lw = weights[i];
       if (lw == null) fail('E_SHAPE', `layer ${i} has no weights`);
-      next = evaluateDense(be, layer, lw, current);
+      next = layer.kind === 'dense' ? evaluateDense(be, layer, lw, current) : evaluateRotatedConv(be, layer, lw, current);
     } else {
       next = evaluatePoly(be, layer, current);
     }

@@ -5,6 +5,7 @@ import {
   readOutputs,
   evaluateShare,
   finishLayers,
+  firstPlan,
   foldModel,
   inputCount,
   packInputs,
@@ -18,11 +19,12 @@ import {
   shareRanges,
 } from './circuit';
 import { readContainer, writeContainer } from './container';
-import { type ConvPlan, convLowerBound, packConvWeights } from './conv';
+import { type ConvPlan, convLowerBound, rotatedConvLowerBound } from './conv';
 import type { HeContext } from './context';
 import { fail } from './errors';
 import { type DeviceKeys, loadSeal, type OwnerKeys } from './keys';
-import { type DensePlan, diagonalIndex, lowerBoundMults, packDense } from './packing';
+import { type DensePlan, diagonalIndex, lowerBoundMults } from './packing';
+import { packModel } from './reference';
 import { checkParameters, describeParameters, type HeParameters, sameParameters } from './params';
 import { Scope } from './scope';
 import { type SealValue, type SealWeight, SealBackend } from './seal-backend';
@@ -107,6 +109,7 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
   const plans = planLayers(shapes, planActivations(shapes), he.slots, CKKS_PLANNING);
   const structure = plans.map((plan) => {
     if (plan.kind === 'conv') return Array<boolean>(plan.geometry.planes).fill(true);
+    if (plan.kind === 'conv-rot') return [...plan.used];
     if (plan.kind !== 'dense') return null;
     const index = diagonalIndex(plan);
     return Array.from({ length: plan.diagonals }, (_, k) => index.subarray(k * he.slots, (k + 1) * he.slots).some((v) => v >= 0));
@@ -128,7 +131,9 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
   const sorted = (steps: Iterable<number>) => [...steps].sort((a, b) => a - b);
   const dense = plans.filter((p) => p.kind === 'dense');
   const first = firstPlan(plans);
-  const layerLowerBounds = plans.map((p) => (p.kind === 'conv' ? convLowerBound(p) : p.kind === 'dense' ? lowerBoundMults(p.outputs, p.inputs, he.slots) : 0));
+  const layerLowerBounds = plans.map((p) =>
+    p.kind === 'conv' ? convLowerBound(p) : p.kind === 'conv-rot' ? rotatedConvLowerBound(p) : p.kind === 'dense' ? lowerBoundMults(p.outputs, p.inputs, he.slots) : 0,
+  );
   return {
     params: he.params,
     mode: checked,
@@ -149,13 +154,6 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
     inputScale,
     shareSlot: { level: share?.level ?? he.topLevel, scale: share?.scale ?? 0 },
   };
-}
-
-/** The first layer: it packs the device's input and is the layer shares split. */
-function firstPlan(plans: readonly LayerPlan[]): ConvPlan | DensePlan {
-  const first = plans[0];
-  if (first === undefined || first.kind === 'poly') fail('E_SHAPE', 'the first layer must be a convolution or a dense layer');
-  return first;
 }
 
 interface ClassifierHeader {
@@ -224,14 +222,7 @@ export async function encryptClassifier(
         serializable.delete();
       }
     };
-    for (const [i, layerPlan] of plan.plans.entries()) {
-      const layer = folded[i]!;
-      const packed =
-        layerPlan.kind === 'dense' && layer.kind === 'dense'
-          ? packDense(layerPlan, layer.weights, layer.bias)
-          : layerPlan.kind === 'conv' && layer.kind === 'conv'
-            ? (({ planes, bias }) => ({ diagonals: planes, bias }))(packConvWeights(layerPlan, layer.weights, layer.bias))
-            : null;
+    for (const [i, packed] of packModel(plan.plans, folded).entries()) {
       if (packed === null) continue;
       const parts: [Float64Array, string][] = packed.diagonals.flatMap((d, k): [Float64Array, string][] => (d === null ? [] : [[d, `${i}:${k}`]]));
       parts.push([packed.bias, `${i}:-1`]);

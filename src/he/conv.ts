@@ -1,4 +1,5 @@
 import { fail } from './errors';
+import { rotateLeft } from './packing';
 
 /**
  * A 2-D convolution of the float model (ONNX Conv with group 1 and dilation 1): input
@@ -19,10 +20,15 @@ export interface ConvLayer {
   readonly pads: readonly [number, number, number, number];
   readonly weights: ArrayLike<number>;
   readonly bias?: ArrayLike<number>;
+  /**
+   * Set by folding only: the activation before adds this constant to every input value
+   * (not to the padding), and the layer's packing accounts for it.
+   */
+  readonly inputOffset?: number;
 }
 
 /** What planning needs of a convolution: its geometry, not its weights. */
-export type ConvShape = Omit<ConvLayer, 'weights' | 'bias'>;
+export type ConvShape = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
 
 export interface ConvGeometry {
   readonly outHeight: number;
@@ -178,7 +184,7 @@ export function floatConv(layer: ConvLayer, image: ArrayLike<number>): Float64Ar
             for (let dx = 0; dx < kernel[1]; dx++) {
               const ix = x * stride[1] + dx - pads[1];
               if (ix < 0 || ix >= w) continue;
-              sum += layer.weights[((o * cs + c) * kernel[0] + dy) * kernel[1] + dx]! * image[(c * h + iy) * w + ix]!;
+              sum += layer.weights[((o * cs + c) * kernel[0] + dy) * kernel[1] + dx]! * (image[(c * h + iy) * w + ix]! + (layer.inputOffset ?? 0));
             }
           }
         }
@@ -194,4 +200,179 @@ export function describeConv(shape: ConvShape): string {
   const g = convGeometry(shape);
   const stride = shape.stride[0] === shape.stride[1] ? `${shape.stride[0]}` : shape.stride.join('×');
   return `conv ${shape.inChannels}×${shape.inHeight}×${shape.inWidth} → ${shape.outChannels}×${g.outHeight}×${g.outWidth} (${shape.kernel.join('×')}, stride ${stride})`;
+}
+
+/**
+ * Where a C×H×W tensor sits in the slots of one ciphertext: value (c, y, x) in slot
+ * c·block + y·rowStep + x·colStep, repeated every `period` slots (period divides the slot
+ * count; period = slots: not repeated). Slots that hold no value may hold anything.
+ */
+export interface GridLayout {
+  readonly channels: number;
+  readonly height: number;
+  readonly width: number;
+  readonly block: number;
+  readonly rowStep: number;
+  readonly colStep: number;
+  readonly period: number;
+}
+
+export function gridSlot(g: GridLayout, c: number, y: number, x: number): number {
+  return c * g.block + y * g.rowStep + x * g.colStep;
+}
+
+/** The feature (c·H + y)·W + x each slot carries (−1: none), over every repetition. */
+export function gridColumns(g: GridLayout, slots: number): Int32Array {
+  const cols = new Int32Array(slots).fill(-1);
+  for (let c = 0; c < g.channels; c++) {
+    for (let y = 0; y < g.height; y++) {
+      for (let x = 0; x < g.width; x++) {
+        const f = (c * g.height + y) * g.width + x;
+        for (let s = gridSlot(g, c, y, x); s < slots; s += g.period) cols[s] = f;
+      }
+    }
+  }
+  return cols;
+}
+
+/**
+ * The layout a convolution on encrypted activations wants when the layer before it may
+ * lay its output out freely (an im2col convolution packed by the device): one block of
+ * ≥ H·W slots per channel, rows contiguous, the channels repeated every
+ * nextPowerOfTwo(C)·block slots so that every channel difference is one rotation; or
+ * undefined when input or output does not fit one ciphertext.
+ */
+export function freeGrid(shape: ConvShape, slots: number): GridLayout | undefined {
+  let block = 1;
+  while (block < shape.inHeight * shape.inWidth) block *= 2;
+  let period = block;
+  while (period < shape.inChannels * block) period *= 2;
+  if (period > slots || shape.outChannels * block > slots) return undefined;
+  return { channels: shape.inChannels, height: shape.inHeight, width: shape.inWidth, block, rowStep: shape.inWidth, colStep: 1, period };
+}
+
+/**
+ * A convolution on encrypted activations (any layer after the first). The input sits in a
+ * grid layout; output (o, y, x) goes to the slot of input position (y·sh, x·sw) in block o,
+ * so reading input (c, y·sh + dy − top, x·sw + dx − left) is a rotation by
+ * k = (c − o)·block + (dy − top)·rowStep + (dx − left)·colStep (mod the input period): one
+ * diagonal per distinct k, as a dense layer's diagonal method, with weights
+ * w[o][c][dy][dx] where map o's outputs sit and zero elsewhere (padding reads nothing).
+ * Baby-step/giant-step with giant step `block`: baby rotations by the kernel offsets
+ * (`babies`, each reached from the one before), giant rotations by whole blocks (channel
+ * differences), Horner-style. The output is a grid with the strides folded into its steps,
+ * not repeated.
+ */
+export interface RotatedConvPlan {
+  readonly kind: 'conv-rot';
+  readonly shape: ConvShape;
+  readonly geometry: ConvGeometry;
+  readonly slots: number;
+  readonly input: GridLayout;
+  readonly output: GridLayout;
+  /** Baby rotation steps in [0, block), ascending. */
+  readonly babies: readonly number[];
+  /** Giant-step groups; group i is rotated by i·block. */
+  readonly giant: number;
+  /** Diagonal i·babies.length + b is used (some weight lands on it). */
+  readonly used: readonly boolean[];
+  /** Output feature carried by each slot (−1: none): what the next layer reads. */
+  readonly columns: Int32Array;
+}
+
+/** Visits every product of a rotated convolution: output slot j, rotation k, weight index. */
+function forEachTap(
+  shape: ConvShape,
+  geometry: ConvGeometry,
+  input: GridLayout,
+  output: GridLayout,
+  visit: (j: number, k: number, weight: number) => void,
+): void {
+  const { inChannels: cs, inHeight: h, inWidth: w, outChannels: os, kernel, stride, pads } = shape;
+  for (let o = 0; o < os; o++) {
+    for (let y = 0; y < geometry.outHeight; y++) {
+      for (let x = 0; x < geometry.outWidth; x++) {
+        const j = gridSlot(output, o, y, x);
+        for (let c = 0; c < cs; c++) {
+          for (let dy = 0; dy < kernel[0]; dy++) {
+            const iy = y * stride[0] + dy - pads[0];
+            if (iy < 0 || iy >= h) continue;
+            for (let dx = 0; dx < kernel[1]; dx++) {
+              const ix = x * stride[1] + dx - pads[1];
+              if (ix < 0 || ix >= w) continue;
+              const k = (((gridSlot(input, c, iy, ix) - j) % input.period) + input.period) % input.period;
+              visit(j, k, ((o * cs + c) * kernel[0] + dy) * kernel[1] + dx);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/** The diagonal index i·babies.length + b of rotation k = i·block + babies[b]. */
+function diagonalOf(block: number, babies: readonly number[]): (k: number) => number {
+  const index = new Map(babies.map((b, n) => [b, n]));
+  return (k) => Math.floor(k / block) * babies.length + index.get(k % block)!;
+}
+
+export function planRotatedConv(shape: ConvShape, input: GridLayout, slots: number, where = 'conv layer'): RotatedConvPlan {
+  const geometry = convGeometry(shape, where);
+  if (input.channels !== shape.inChannels || input.height !== shape.inHeight || input.width !== shape.inWidth) {
+    fail('E_SHAPE', `${where}: reads ${shape.inChannels}×${shape.inHeight}×${shape.inWidth}, the layer before produces ${input.channels}×${input.height}×${input.width}`);
+  }
+  if (slots % input.period !== 0) fail('E_SHAPE', `${where}: an input repeated every ${input.period} slots does not tile ${slots} slots`);
+  const output: GridLayout = {
+    channels: shape.outChannels,
+    height: geometry.outHeight,
+    width: geometry.outWidth,
+    block: input.block,
+    rowStep: shape.stride[0] * input.rowStep,
+    colStep: shape.stride[1] * input.colStep,
+    period: slots,
+  };
+  if (shape.outChannels * input.block > slots) {
+    fail('E_UNSUPPORTED', `${where}: ${shape.outChannels} output maps of ${input.block} slots each do not fit one ciphertext of ${slots} slots (tensors spanning several ciphertexts are not supported yet): choose a larger ring degree or split after this layer`);
+  }
+  const ks = new Set<number>();
+  forEachTap(shape, geometry, input, output, (_j, k) => ks.add(k));
+  const babies = [...new Set([...ks].map((k) => k % input.block))].sort((a, b) => a - b);
+  const giant = Math.max(...[...ks].map((k) => Math.floor(k / input.block))) + 1;
+  const used = Array<boolean>(giant * babies.length).fill(false);
+  const diagonal = diagonalOf(input.block, babies);
+  for (const k of ks) used[diagonal(k)] = true;
+  return { kind: 'conv-rot', shape, geometry, slots, input, output, babies, giant, used, columns: gridColumns(output, slots) };
+}
+
+/** Lower bound on ct×ct products of a rotated convolution: ⌈taps·outputs/S⌉, taps = C·kh·kw. */
+export function rotatedConvLowerBound(plan: RotatedConvPlan): number {
+  return Math.ceil((plan.geometry.planes * plan.geometry.outputs) / plan.slots);
+}
+
+/**
+ * The owner's side of a rotated convolution: its diagonals (group i pre-rotated right by
+ * i·block, null where unused) and its bias where the outputs sit. `inputOffset` is a
+ * constant the activation before adds to every input value (folded in: each output gets
+ * offset·Σ of the weights it reads, borders included).
+ */
+export function packRotatedConv(plan: RotatedConvPlan, weights: ArrayLike<number>, bias: ArrayLike<number> | undefined, inputOffset = 0): { diagonals: (Float64Array | null)[]; bias: Float64Array } {
+  const { shape, geometry, slots, input, output, babies } = plan;
+  if (weights.length !== shape.outChannels * geometry.planes) {
+    fail('E_SHAPE', `conv weights have ${weights.length} values, ${shape.outChannels}×${shape.inChannels}×${shape.kernel[0]}×${shape.kernel[1]} needs ${shape.outChannels * geometry.planes}`);
+  }
+  if (bias !== undefined && bias.length !== shape.outChannels) fail('E_SHAPE', `conv bias has ${bias.length} values, the layer has ${shape.outChannels} output channels`);
+  const diagonals = plan.used.map((u) => (u ? new Float64Array(slots) : null));
+  const b = new Float64Array(slots);
+  for (let o = 0; o < shape.outChannels; o++) {
+    for (let y = 0; y < geometry.outHeight; y++) for (let x = 0; x < geometry.outWidth; x++) b[gridSlot(output, o, y, x)] = bias?.[o] ?? 0;
+  }
+  const diagonal = diagonalOf(input.block, babies);
+  forEachTap(shape, geometry, input, output, (j, k, at) => {
+    diagonals[diagonal(k)]![j] = weights[at]!;
+    b[j]! += inputOffset * weights[at]!;
+  });
+  return {
+    diagonals: diagonals.map((d, n) => (d === null ? null : rotateLeft(d, -input.block * Math.floor(n / babies.length)))),
+    bias: b,
+  };
 }

@@ -15,6 +15,10 @@ import { fail } from './errors';
  *   Only the device can lay out its own input this way (it knows x before encrypting),
  *   and it reaches the lower bound: outPeriod·period/S diagonals, each slot useful.
  *
+ * - 'scattered': feature `columns[s]` in slot s (−1: anything), as a rotated convolution
+ *   leaves its output. outPeriod diagonals cover every (row, column) pair; the
+ *   rotate-and-sum then runs over all S slots.
+ *
  * - 'rows' (a small last layer, m·period ≤ S): x replicated with period `period` against
  *   one ciphertext holding row r of W in slots [r·period, r·period + n); one product, then
  *   log2(period) rotate-and-sum steps leave output r in slot r·period (`outStride`).
@@ -28,7 +32,9 @@ export interface DensePlan {
   readonly inputs: number;
   readonly outputs: number;
   readonly slots: number;
-  readonly layout: 'replicated' | 'shifted' | 'rows';
+  readonly layout: 'replicated' | 'shifted' | 'rows' | 'scattered';
+  /** The input's feature per slot, for the 'scattered' layout. */
+  readonly columns?: Int32Array;
   /** Period of the input layout (power of two ≥ inputs). */
   readonly period: number;
   /** Period of the output (power of two ≥ outputs). */
@@ -55,6 +61,7 @@ export function lowerBoundMults(outputs: number, inputs: number, slots: number):
 
 /** The column of x held by each slot of the input layout (−1: a padding slot, always zero). */
 export function inputColumns(plan: DensePlan): Int32Array {
+  if (plan.layout === 'scattered') return plan.columns!;
   const cols = new Int32Array(plan.slots);
   for (let s = 0; s < plan.slots; s++) {
     const r = s % plan.period;
@@ -116,6 +123,22 @@ function rowsCandidate(inputs: number, outputs: number, slots: number, inputPeri
   };
 }
 
+/** A layer reading features scattered over the slots (see DensePlan). */
+function scatteredCandidate(inputs: number, outputs: number, slots: number, columns: Int32Array): DensePlan {
+  if (columns.length !== slots) fail('E_SHAPE', `an input layout of ${columns.length} slots for ${slots} slots`);
+  const seen = new Uint8Array(inputs);
+  for (const c of columns) {
+    if (c >= inputs) fail('E_SHAPE', `the input layout names feature ${c}, the layer reads ${inputs}`);
+    if (c >= 0) seen[c] = 1;
+  }
+  if (!seen.every((v) => v === 1)) fail('E_SHAPE', `the input layout leaves some of the layer's ${inputs} inputs out`);
+  const outPeriod = nextPowerOfTwo(outputs);
+  const sumSteps: number[] = [];
+  for (let step = outPeriod; step < slots; step *= 2) sumSteps.push(step);
+  const { baby, giant } = splitBabyGiant(outPeriod);
+  return { kind: 'dense', inputs, outputs, slots, layout: 'scattered', columns, period: slots, outPeriod, diagonals: outPeriod, baby, giant, sumSteps, outStride: 1 };
+}
+
 /**
  * Baby/giant split: key switches cost baby−1 + giant−1 rotations + giant relinearizations,
  * so g ≈ √(2·diagonals) balances them.
@@ -140,13 +163,17 @@ export function planDense(
   inputs: number,
   outputs: number,
   slots: number,
-  options: { inputLayout: 'replicated' | 'shifted'; inputPeriod?: number; finalLayer: boolean; rows?: boolean },
+  options: { inputLayout: 'replicated' | 'shifted' | 'scattered'; inputPeriod?: number; inputColumns?: Int32Array; finalLayer: boolean; rows?: boolean },
 ): DensePlan {
   if (!Number.isInteger(inputs) || !Number.isInteger(outputs) || inputs < 1 || outputs < 1) {
     fail('E_SHAPE', `dense layer needs positive integer sizes, got ${outputs}×${inputs}`);
   }
   if (nextPowerOfTwo(inputs) > slots || nextPowerOfTwo(outputs) > slots) {
     fail('E_SHAPE', `a ${outputs}×${inputs} layer does not fit in ${slots} slots; choose a larger ring degree`);
+  }
+  if (options.inputLayout === 'scattered') {
+    if (options.inputColumns === undefined) fail('E_SHAPE', 'a scattered input layout needs its columns');
+    return scatteredCandidate(inputs, outputs, slots, options.inputColumns);
   }
   const { inputPeriod } = options;
   if (inputPeriod !== undefined && (inputPeriod < nextPowerOfTwo(inputs) || inputPeriod !== nextPowerOfTwo(inputPeriod))) {

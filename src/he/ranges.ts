@@ -1,4 +1,4 @@
-import { CKKS_PLANNING, evaluateLayers, foldModel, type Layer, outputSlots, packInputs, planActivations, planLayers } from './circuit';
+import { CKKS_PLANNING, evaluateLayers, firstPlan, foldModel, type Layer, outputSlots, packInputs, planActivations, planLayers } from './circuit';
 import { fail } from './errors';
 import { PlainBackend, packModel } from './reference';
 
@@ -38,8 +38,7 @@ export function calibrateRanges(layers: readonly Layer[], slots: number, inputs:
   if (inputs.length === 0) fail('E_SHAPE', 'calibration needs at least one real input');
   const folded = foldModel(layers);
   const plans = planLayers(folded, planActivations(layers), slots, CKKS_PLANNING);
-  const first = plans[0]!;
-  if (first.kind === 'poly') fail('E_SHAPE', 'the first layer must be a convolution or a dense layer');
+  const first = firstPlan(plans);
   const weights = packModel(plans, folded);
   const output = outputSlots(plans);
   const be = new RangeBackend(slots);

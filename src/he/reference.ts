@@ -1,6 +1,7 @@
 import {
   type Backend,
   evaluateLayers,
+  firstPlan,
   foldModel,
   type Layer,
   type LayerPlan,
@@ -12,7 +13,7 @@ import {
   planLayers,
   readOutputs,
 } from './circuit';
-import { floatConv, packConvWeights } from './conv';
+import { floatConv, packConvWeights, packRotatedConv } from './conv';
 import { packDense, rotateLeft } from './packing';
 
 /**
@@ -62,13 +63,22 @@ export class PlainBackend implements Backend<Float64Array, Float64Array> {
   free(): void {}
 }
 
+/** A linear layer's packed weights: every diagonal (or plane) and the bias, as slot vectors. */
+export interface PackedLayer extends LayerWeights<Float64Array> {
+  readonly bias: Float64Array;
+}
+
 /** Packs every convolution and dense layer of an already folded model for its plan. */
-export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[]): (LayerWeights<Float64Array> | null)[] {
+export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[]): (PackedLayer | null)[] {
   return plans.map((plan, i) => {
     const layer = folded[i]!;
     if (plan.kind === 'conv' && layer.kind === 'conv') {
       const packed = packConvWeights(plan, layer.weights, layer.bias);
       return { diagonals: packed.planes, bias: packed.bias };
+    }
+    if (plan.kind === 'conv-rot' && layer.kind === 'conv') {
+      const packed = packRotatedConv(plan, layer.weights, layer.bias, layer.inputOffset);
+      return { diagonals: packed.diagonals, bias: packed.bias };
     }
     if (plan.kind !== 'dense' || layer.kind !== 'dense') return null;
     const packed = packDense(plan, layer.weights, layer.bias);
@@ -83,8 +93,7 @@ export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[])
 export function referenceModel(layers: readonly Layer[], slots: number): (x: ArrayLike<number>) => Float64Array {
   const folded = foldModel(layers);
   const plans = planLayers(folded, planActivations(layers), slots, CKKS_PLANNING);
-  const first = plans[0]!;
-  if (first.kind === 'poly') throw new Error('unreachable: the first layer is linear');
+  const first = firstPlan(plans);
   const weights = packModel(plans, folded);
   const output = outputSlots(plans);
   return (x) => readOutputs(evaluateLayers(new PlainBackend(slots), plans, weights, packInputs(first, x)), output);

@@ -1,0 +1,168 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ConvLayer, convGeometry, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
+import { freeGrid, planRotatedConv } from '../../src/he/conv';
+import { argmax, gaussian, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+
+type Geometry = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
+
+function makeConv(g: Geometry, seed: number): ConvLayer {
+  const n = gaussian(rng(seed));
+  const fanIn = g.inChannels * g.kernel[0] * g.kernel[1];
+  return {
+    ...g,
+    weights: Float64Array.from({ length: g.outChannels * fanIn }, () => n() * Math.sqrt(1 / fanIn)),
+    bias: Float64Array.from({ length: g.outChannels }, () => 0.1 * n()),
+  };
+}
+
+function dense(inputs: number, outputs: number, seed: number): Layer {
+  const n = gaussian(rng(seed));
+  return {
+    kind: 'dense',
+    inputs,
+    outputs,
+    weights: Float64Array.from({ length: inputs * outputs }, () => n() * Math.sqrt(1 / inputs)),
+    bias: Float64Array.from({ length: outputs }, () => 0.1 * n()),
+  };
+}
+
+/** Convolutions one after another (each reading the one before), an activation after each, then a dense layer to 10 scores. */
+function network(geometries: readonly Geometry[], seed: number, activation: readonly number[]): Layer[] {
+  const layers: Layer[] = [];
+  geometries.forEach((g, i) => layers.push(makeConv(g, seed + i), { kind: 'poly', coeffs: [...activation] }));
+  layers.push(dense(convGeometry(geometries.at(-1)!).outputs, 10, seed + 99));
+  return layers;
+}
+
+function images(g: Geometry, count: number, seed: number): Float64Array[] {
+  const u = rng(seed);
+  return Array.from({ length: count }, () => Float64Array.from({ length: g.inChannels * g.inHeight * g.inWidth }, () => u()));
+}
+
+/** conv 1→8 5×5 stride 2 pad 1, x², conv 8→16 3×3, x², dense: the deeper HE-friendly CNN's shape (its pool folds into the dense layer). */
+const DEEP: Geometry[] = [
+  { kind: 'conv', inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 8, kernel: [5, 5], stride: [2, 2], pads: [1, 1, 1, 1] },
+  { kind: 'conv', inChannels: 8, inHeight: 13, inWidth: 13, outChannels: 16, kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] },
+];
+
+/** Odd sizes, strides, asymmetric padding, channel counts that divide nothing, three convolutions in a row. */
+const CHAINS: [string, Geometry[]][] = [
+  ['the deeper CNN', DEEP],
+  [
+    '3×9×11 → 5 maps (3×2, stride 1×2, pads [0,1,2,1]) → 7 maps (3×3, stride 2, pads [1,0,1,2])',
+    [
+      { kind: 'conv', inChannels: 3, inHeight: 9, inWidth: 11, outChannels: 5, kernel: [3, 2], stride: [1, 2], pads: [0, 1, 2, 1] },
+      { kind: 'conv', inChannels: 5, inHeight: 9, inWidth: 6, outChannels: 7, kernel: [3, 3], stride: [2, 2], pads: [1, 0, 1, 2] },
+    ],
+  ],
+  [
+    'three in a row: 2×12×12 → 3 (3×3 pad 1) → 6 (2×2 stride 2) → 5 (3×3 pad 1)',
+    [
+      { kind: 'conv', inChannels: 2, inHeight: 12, inWidth: 12, outChannels: 3, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] },
+      { kind: 'conv', inChannels: 3, inHeight: 12, inWidth: 12, outChannels: 6, kernel: [2, 2], stride: [2, 2], pads: [0, 0, 0, 0] },
+      { kind: 'conv', inChannels: 6, inHeight: 6, inWidth: 6, outChannels: 5, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] },
+    ],
+  ],
+];
+
+describe('convolutions on encrypted activations: the packed plan', () => {
+  it('matches the float model for every chain and activation (plaintext reference of the same packing)', async () => {
+    for (const [, chain] of CHAINS) {
+      for (const activation of [[0, 0, 1], [0, 2, 1], [0.3, 1.1, 0.5]]) {
+        await yieldToEventLoop();
+        const layers = network(chain, 5, activation);
+        const ref = referenceModel(layers, 4096);
+        for (const x of images(chain[0]!, 3, 9)) {
+          const float = floatEvaluate(layers, x);
+          expect(maxAbsDiff(ref(x), float)).toBeLessThan(1e-9 * Math.max(1, maxAbs(float)));
+        }
+      }
+    }
+  });
+
+  it('reads the output of a dense layer too (dense → activation → convolution)', () => {
+    const conv = makeConv({ kind: 'conv', inChannels: 2, inHeight: 5, inWidth: 6, outChannels: 3, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] }, 4);
+    const layers: Layer[] = [dense(40, 60, 1), { kind: 'poly', coeffs: [0.1, 1, 0.5] }, conv, { kind: 'poly', coeffs: [0, 0, 1] }, dense(90, 10, 2)];
+    const ref = referenceModel(layers, 4096);
+    const u = rng(3);
+    for (let t = 0; t < 3; t++) {
+      const x = Float64Array.from({ length: 40 }, () => u());
+      const float = floatEvaluate(layers, x);
+      expect(maxAbsDiff(ref(x), float)).toBeLessThan(1e-9 * Math.max(1, maxAbs(float)));
+    }
+  });
+
+  it('reports products, rotations and the lower bound: 8 channel differences × 9 kernel offsets for the deeper CNN', () => {
+    const layers = network(DEEP, 3, [0, 0, 1]);
+    const plan = planClassifier({ slots: 4096, primes: [2 ** 40, ...Array(5).fill(2 ** 30)], params: { scaleBits: 30 }, topLevel: 5 } as never, layers);
+    const conv = plan.plans[2]!;
+    if (conv.kind !== 'conv-rot') throw new Error(`layer 2 is planned as ${conv.kind}`);
+    // 13×13 maps in blocks of 256, the 8 input maps repeated every 2048 slots.
+    expect(conv.input).toEqual({ channels: 8, height: 13, width: 13, block: 256, rowStep: 13, colStep: 1, period: 2048 });
+    expect(conv.babies).toEqual([0, 1, 2, 13, 14, 15, 26, 27, 28]);
+    expect(conv.giant).toBe(8);
+    expect(plan.plans[0]).toMatchObject({ kind: 'conv' });
+    expect(plan.plans[4]).toMatchObject({ kind: 'dense', layout: 'scattered', diagonals: 16 });
+    expect(plan.layerCounts.map((c) => [c.ctMults, c.rotations, c.relins])).toEqual([
+      [25, 0, 1],
+      [1, 0, 1],
+      [72, 8 + 7, 8],
+      [1, 0, 1],
+      [16, 3 + 3 + 8, 4],
+    ]);
+    // Rotation keys: the kernel's row and column steps, one block, the dense layer's steps.
+    expect(plan.layerRotationSteps[2]).toEqual([1, 11, 256]);
+    expect(plan.layerLowerBounds).toEqual([Math.ceil((25 * 8 * 169) / 4096), 0, Math.ceil((72 * 16 * 121) / 4096), 0, Math.ceil((10 * 1936) / 4096)]);
+    expect(plan.depth).toBe(5);
+  });
+
+  it('refuses tensors that do not fit one ciphertext, and a layer that reads the wrong size', () => {
+    const wide: Geometry[] = [DEEP[0]!, { ...DEEP[1]!, outChannels: 32 }];
+    expect(freeGrid(wide[1]!, 4096)).toBeUndefined();
+    expect(() => referenceModel(network(wide, 1, [0, 0, 1]), 4096)).toThrow(/layer 2: 8 input and 32 output maps of 13×13 do not fit one ciphertext of 4096 slots.*choose a larger ring degree or split after this layer/);
+    const grid = freeGrid(DEEP[1]!, 4096)!;
+    expect(() => planRotatedConv({ ...DEEP[1]!, inChannels: 7 }, grid, 4096, 'layer 2')).toThrow(/layer 2: reads 7×13×13, the layer before produces 8×13×13/);
+    const wrong = network(DEEP, 1, [0, 0, 1]);
+    wrong[2] = makeConv({ ...DEEP[1]!, inHeight: 12 }, 2);
+    expect(() => referenceModel(wrong, 4096)).toThrow(/layer 2: the convolution reads 8×12×13 = 1248 values but the previous layer produces 1352/);
+  });
+});
+
+const MODES: [string, Mode][] = [
+  ['ct(W)×ct(x)', { weights: 'encrypted', input: 'encrypted' }],
+  ['ct(W)×pt(x), the device’s frame in plaintext', { weights: 'encrypted', input: 'plain' }],
+];
+
+for (const [name, mode] of MODES) {
+  describe(`the deeper CNN encrypted from its first layer, ${name}, 128-bit`, () => {
+    let p: Protected;
+    const layers = network(DEEP, 11, [0, 0, 1]);
+    beforeAll(async () => {
+      p = await protect(layers, 128, mode, 15);
+    });
+    afterAll(() => p?.dispose());
+
+    it('fits N=8192 and matches the reference and the float model', async () => {
+      expect(p.he.params.polyModulusDegree).toBe(8192);
+      const ref = referenceModel(layers, p.he.slots);
+      for (const x of images(DEEP[0]!, 2, 21)) {
+        await yieldToEventLoop();
+        const float = floatEvaluate(layers, x);
+        const { result, counts } = p.classifier.evaluate(x);
+        const got = p.decrypt(result);
+        expect(maxAbsDiff(got, ref(x))).toBeLessThan(1e-2 * maxAbs(float));
+        expect(argmax(got)).toBe(argmax(float));
+        expect(counts).toEqual(planClassifier(p.he, layers, mode).counts);
+      }
+    });
+
+    it('two workers sharing the first layer add up to the same scores', async () => {
+      const x = images(DEEP[0]!, 1, 23)[0]!;
+      const float = floatEvaluate(layers, x);
+      const partials = p.classifier.shares(2).map((_, i) => p.classifier.evaluateShare(x, i, 2).partial);
+      await yieldToEventLoop();
+      const got = p.decrypt(p.classifier.finish(partials).result);
+      expect(maxAbsDiff(got, float)).toBeLessThan(1e-2 * maxAbs(float));
+    });
+  });
+}
