@@ -1,16 +1,17 @@
 /**
  * The encrypted part of the model (the head): the graph after the split, converted to the
- * engine's layer list. It may start with one convolution (the first encrypted layer);
- * dense layers and polynomial activations follow. Each tensor of the head is tracked as an
- * elementwise polynomial (VecPoly) of the current "base" — the output of the last layer,
- * or the features before the first one — read through a permutation (a gather) where
- * transposes reorder it. A layer op (Conv, Gemm, MatMul, an average pool) first turns the
+ * engine's layer list: convolutions, dense layers and polynomial activations. Each tensor
+ * of the head is tracked as an elementwise polynomial (VecPoly) of the current "base" — the
+ * output of the last layer, or the features before the first one — read through a
+ * permutation (a gather) where transposes reorder it. A layer op (Conv, Gemm, MatMul, an average pool) first turns the
  * expression it reads into layers — affine parts fold into a neighbouring layer, the rest
  * becomes one polynomial activation — and then starts a new base. So a bias Add, a batch
  * norm, x²+2x written as Mul/Add or Pow, scalings and transposes all reduce to conv, dense
- * and poly layers, whatever the exporter. Average pools are linear: one right after the
- * convolution merges into it (kernel and stride grow), others fold into the next dense
- * layer, or become a dense layer of their own when an activation follows them.
+ * and poly layers, whatever the exporter. Average pools are linear: one right after a
+ * convolution merges into it (kernel and stride grow), one before a convolution merges
+ * into that where exact, others fold into the next dense layer, or become a dense layer of
+ * their own when an activation follows them. A convolution right after another (no
+ * activation between) composes with it where exact; otherwise it is refused.
  */
 import { convGeometry, type Layer } from '../he';
 import type { Activation } from './approx';
@@ -23,14 +24,17 @@ import {
   broadcastConstant,
   imageDims,
   isIdentity,
-  mergePool,
+  composeWindows,
+  convWindow,
   type MutableConv,
   type Pads,
   poolMatrix,
+  poolWindow,
   sampleSize,
   type SparseLinear,
   transposeGather,
   windowPads,
+  type WindowOp,
 } from './spatial';
 
 /**
@@ -96,6 +100,14 @@ interface Value {
 interface Expr extends Value {
   /** The base `poly` refers to: a skip connection reads an expression of an earlier base. */
   readonly base: string;
+}
+
+/** An average pool's window, as its node describes it. */
+interface PoolShape {
+  readonly image: readonly [number, number, number];
+  readonly kernel: [number, number];
+  readonly stride: [number, number];
+  readonly pads: Pads;
 }
 
 interface MutableDense {
@@ -187,8 +199,11 @@ class HeadBuilder {
    * it joins `layers` only if it cannot fold into the dense layer after it.
    */
   private last: MutableDense | MutableConv | SparseLinear | undefined;
-  /** The pool a pending sparse layer comes from, for messages. */
-  private pendingPool: GraphNode | undefined;
+  /**
+   * The pool a pending sparse layer comes from (the last one, for messages), and its window
+   * when the layer is that one pool alone.
+   */
+  private pendingPool: { node: GraphNode; shape?: PoolShape } | undefined;
   /** Values per sample of the base; undefined only for features of unknown shape. */
   private width: number | undefined;
   private layout: InputLayout = 'nchw';
@@ -277,7 +292,7 @@ class HeadBuilder {
     }
     fail(
       'E_UNSUPPORTED',
-      `${describeNode(node)}: ${op} is not supported in the classifier head (a Conv as the first layer; dense layers: Gemm, MatMul [+ Add]; AveragePool; ` +
+      `${describeNode(node)}: ${op} is not supported in the classifier head (Conv, group 1 and undilated; dense layers: Gemm, MatMul [+ Add]; AveragePool; ` +
         `activations: polynomials of Add/Sub/Mul/Pow with constants; BatchNormalization after a layer). Split after it with --split to keep it in the plaintext extractor`,
     );
   }
@@ -512,14 +527,12 @@ class HeadBuilder {
     this.rebase(node.outputs[0]!);
   }
 
-  /** The first encrypted layer: a 2-D convolution, group 1, dilation 1, reading the features. */
+  /**
+   * A 2-D convolution, group 1, dilation 1: the first encrypted layer, reading the features,
+   * or a later one, reading what the layers before it compute.
+   */
   private conv(node: GraphNode, data: string[]): void {
     const [input, weightName, biasName] = node.inputs as [string, string | undefined, string | undefined];
-    if (this.last !== undefined) {
-      const from = this.graph.producer.get(input);
-      const remedy = from?.proto.name ? `split after ${describeNode(from)} (--split ${shellWord(from.proto.name)})` : `split at its input (--split ${shellWord(input)})`;
-      fail('E_UNSUPPORTED', `${describeNode(node)}: convolutions after the first encrypted layer are not supported yet; ${remedy} so that it is the first encrypted layer`);
-    }
     if (data.length !== 1 || data[0] !== input || weightName === undefined) {
       fail('E_UNSUPPORTED', `${describeNode(node)} reads computed weights: a convolution in the classifier head needs constant weights and bias`);
     }
@@ -559,7 +572,6 @@ class HeadBuilder {
       if (values.length !== outChannels) fail('E_GRAPH', `${describeNode(node)}: bias of ${values.length} values for ${outChannels} output channels`);
       bias.set(values);
     }
-    this.layout = this.inputLayout(node, input, image);
     const layer: MutableConv = {
       kind: 'conv',
       inChannels: channels,
@@ -572,10 +584,103 @@ class HeadBuilder {
       weights: tensorValues(weightTensor, describeNode(node)),
       bias,
     };
-    this.layers.push(layer);
-    this.last = layer;
-    this.width = convGeometry(layer, describeNode(node)).outputs;
+    let added = layer;
+    if (this.last === undefined) {
+      this.layout = this.inputLayout(node, input, image);
+      this.layers.push(layer);
+    } else {
+      added = this.laterConv(node, input, layer);
+    }
+    this.last = added;
+    this.width = convGeometry(added, describeNode(node)).outputs;
     this.rebase(node.outputs[0]!);
+  }
+
+  /**
+   * A convolution after the first encrypted layer reads that layer's output as C×H×W, in
+   * the order the layers produce it. After an activation it is a layer of its own (a
+   * per-channel scale and shift of the activation fold into it). With only per-channel
+   * affine maps since the layer before, it composes with that layer — a convolution, or
+   * an average pool after an activation — into one convolution where that is exact, and is
+   * refused otherwise.
+   */
+  private laterConv(node: GraphNode, input: string, layer: MutableConv): MutableConv {
+    const expr = this.exprOf(input, node);
+    const remedy = `${this.splitAtInput(input)} so that it is the first encrypted layer`;
+    if (expr.gather !== undefined && !isIdentity(expr.gather)) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} reads '${input}' transposed from the order the layer before it produces (channels first, C×H×W): undo the transpose before the convolution, or ${remedy}`);
+    }
+    const reads = layer.inChannels * layer.inHeight * layer.inWidth;
+    if (reads !== this.width) fail('E_GRAPH', `${describeNode(node)} reads ${layer.inChannels}×${layer.inHeight}×${layer.inWidth} values, but the layer before it has ${this.width} outputs`);
+    const linear = expr.poly.degree <= 1;
+    this.materialize(expr, layer, node);
+    if (!linear) {
+      this.layers.push(layer);
+      return layer;
+    }
+    const last = this.last!;
+    if (last.kind === 'dense') {
+      fail('E_UNSUPPORTED', `${describeNode(node)} follows a dense layer with no activation between them: put an activation between them, or ${remedy}`);
+    }
+    if (last.kind === 'conv') {
+      const composed = composeWindows(convWindow(last), convWindow(layer));
+      if (composed === undefined) {
+        fail(
+          'E_UNSUPPORTED',
+          `${describeNode(node)} follows the convolution before it with no activation between them, and the two compose into one convolution only when it reads none of its zero padding: ` +
+            `export it without padding, put an activation between them, or ${remedy}`,
+        );
+      }
+      this.layers[this.layers.length - 1] = composed;
+      return composed;
+    }
+    const composed = composeWindows(this.pendingPoolWindow(node), convWindow(layer));
+    if (composed === undefined) {
+      const pool = this.pendingPool!.node;
+      fail(
+        'E_UNSUPPORTED',
+        `${describeNode(pool)} averages the activations that ${describeNode(node)} reads, and the two do not compose exactly: the convolution reads zero padding where ` +
+          `the pool's windows would still reach activations (the pool drops a last row or column, or its windows overlap) or a shift after the pool: ` +
+          `pool right after the convolution before the activation, export the convolution without padding, or ${splitAfter(pool)} so that the convolution is the first encrypted layer`,
+      );
+    }
+    this.layers.push(composed);
+    return composed;
+  }
+
+  /**
+   * The pending average pool as a window operator, when it is one: a single pool whose every
+   * output of a channel averages its whole window (zero padding counted) with the same
+   * scale and shift, which per-channel maps folded into it keep.
+   */
+  private pendingPoolWindow(conv: GraphNode): WindowOp {
+    const { node, shape } = this.pendingPool!;
+    const map = this.last as SparseLinear;
+    const area = shape === undefined ? 0 : shape.kernel[0] * shape.kernel[1];
+    const [channels, height, width] = shape?.image ?? [0, 0, 0];
+    const perChannel = map.outputs / Math.max(1, channels);
+    const same = (a: number, b: number) => Math.abs(a - b) <= 1e-12 * Math.max(Math.abs(a), Math.abs(b));
+    const scale = new Float64Array(channels).map((_, c) => (map.values[c * perChannel]![0] ?? 0) * area);
+    const shift = new Float64Array(channels).map((_, c) => map.bias[c * perChannel]!);
+    const uniform =
+      shape !== undefined &&
+      map.inputs === channels * height * width &&
+      map.values.every((values, r) => values.every((v) => same(v * area, scale[Math.floor(r / perChannel)]!)) && same(map.bias[r]!, shift[Math.floor(r / perChannel)]!));
+    if (!uniform) {
+      fail(
+        'E_UNSUPPORTED',
+        `${describeNode(node)} averages the activations that ${describeNode(conv)} reads, but not as one window average per channel (padding left out of the average, ` +
+          `pools in a row, or scales that differ across a channel), so it folds into no convolution: pool right after the convolution before the activation, or ${splitAfter(node)} ` +
+          `so that the convolution is the first encrypted layer`,
+      );
+    }
+    return poolWindow(shape.image, shape.kernel, shape.stride, shape.pads, scale, shift);
+  }
+
+  /** The remedy that makes the node reading `input` the first encrypted layer. */
+  private splitAtInput(input: string): string {
+    const from = this.graph.producer.get(input);
+    return from?.proto.name ? `split after ${describeNode(from)} (--split ${shellWord(from.proto.name)})` : `split at its input (--split ${shellWord(input)})`;
   }
 
   /**
@@ -592,9 +697,10 @@ class HeadBuilder {
   }
 
   /**
-   * AveragePool and GlobalAveragePool: linear. Right after the convolution, unpadded, the
-   * pool merges into it; otherwise it stays pending as a sparse map that folds into the next
-   * dense layer, or becomes a dense layer of its own when an activation follows.
+   * AveragePool and GlobalAveragePool: linear. Right after a convolution, the pool merges
+   * into it where that is exact (always when unpadded); otherwise it stays pending as a
+   * sparse map that folds into the next dense layer or convolution, or becomes a dense layer
+   * of its own when an activation follows.
    */
   private pool(node: GraphNode): void {
     const input = node.inputs[0]!;
@@ -634,16 +740,19 @@ class HeadBuilder {
       }
       countIncludePad = intAttribute(node.proto, 'count_include_pad', 0) === 1;
     }
-    const { map, outHeight, outWidth } = poolMatrix(image, kernel, stride, pads, countIncludePad);
+    const { map } = poolMatrix(image, kernel, stride, pads, countIncludePad);
     if (this.last !== undefined) this.materialize(expr, map, node);
     const last = this.last;
-    if (last?.kind === 'conv' && this.layers.at(-1) === last && pads.every((p) => p === 0)) {
-      const merged = mergePool(last, kernel, stride, [outHeight, outWidth]);
+    // Zero padding counted in every window (or none): a window operator, which may merge.
+    const uniform = countIncludePad || pads.every((p) => p === 0);
+    const window = poolWindow(image, kernel, stride, pads, filled(image[0], 1), filled(image[0], 0));
+    const merged = uniform && last?.kind === 'conv' && this.layers.at(-1) === last ? composeWindows(convWindow(last), window) : undefined;
+    if (merged !== undefined) {
       this.layers[this.layers.length - 1] = merged;
       this.last = merged;
     } else {
+      this.pendingPool = { node, shape: last?.kind === 'sparse' ? undefined : { image, kernel, stride, pads } };
       this.last = last?.kind === 'sparse' ? composeSparse(map, last) : map;
-      this.pendingPool = node;
     }
     this.width = map.outputs;
     this.rebase(node.outputs[0]!);
@@ -656,8 +765,8 @@ class HeadBuilder {
     if (pool.outputs * pool.inputs > MAX_POOL_WEIGHTS) {
       fail(
         'E_UNSUPPORTED',
-        `${describeNode(this.pendingPool!)}: an activation follows this average pool, so it folds into no neighbouring layer, and as a dense layer of its own it would have ` +
-          `${pool.outputs}×${pool.inputs} weights: pool before the activation, or ${splitAfter(this.pendingPool!)} to keep it in the plaintext extractor`,
+        `${describeNode(this.pendingPool!.node)}: an activation follows this average pool, so it folds into no neighbouring layer, and as a dense layer of its own it would have ` +
+          `${pool.outputs}×${pool.inputs} weights: pool before the activation, or ${splitAfter(this.pendingPool!.node)} to keep it in the plaintext extractor`,
       );
     }
     const weights = new Float64Array(pool.outputs * pool.inputs);
@@ -723,7 +832,7 @@ class HeadBuilder {
    * one polynomial activation, with any per-feature scaling and offset folded into `next`.
    * A reordered expression reorders `next`'s columns (or, at the output, the last layer's rows).
    */
-  private materialize(expr: Expr, next: MutableDense | SparseLinear | undefined, node: GraphNode | undefined): void {
+  private materialize(expr: Expr, next: MutableDense | SparseLinear | MutableConv | undefined, node: GraphNode | undefined): void {
     const poly = inBaseOrder(expr.poly, expr.gather);
     const gather = expr.gather === undefined || isIdentity(expr.gather) ? undefined : expr.gather;
     if (gather !== undefined && next?.kind === 'dense') permuteColumns(next, gather);
@@ -748,7 +857,7 @@ class HeadBuilder {
         }
         this.flush();
         this.layers.push({ kind: 'poly', coeffs: [0, ...q.map((c) => c[0]!)] });
-        this.foldForward(next, s, poly.coeff(0));
+        this.foldForward(next, s, poly.coeff(0), node!);
       }
     }
     if (gather !== undefined && next === undefined) this.permuteRows(gather);
@@ -787,7 +896,8 @@ class HeadBuilder {
   }
 
   /** layer(x) ← layer(s ⊙ x + t): W ← W·diag(s), b ← b + W·t. */
-  private foldForward(layer: MutableDense | SparseLinear, s: Float64Array, t: Float64Array): void {
+  private foldForward(layer: MutableDense | SparseLinear | MutableConv, s: Float64Array, t: Float64Array, node: GraphNode): void {
+    if (layer.kind === 'conv') return this.foldIntoConv(layer, s, t, node);
     if (layer.kind === 'sparse') {
       layer.cols.forEach((cols, r) =>
         cols.forEach((c, k) => {
@@ -802,6 +912,40 @@ class HeadBuilder {
         const k = r * layer.inputs + c;
         layer.bias[r]! += layer.weights[k]! * t[c]!;
         layer.weights[k]! *= s[c]!;
+      }
+    }
+  }
+
+  /**
+   * conv(x) ← conv(s ⊙ x + t) for s and t constant per input channel: W ← W·s, b ← b + W·t.
+   * The shift is exact only where the convolution reads no zero padding (which stays zero,
+   * unshifted).
+   */
+  private foldIntoConv(conv: MutableConv, s: Float64Array, t: Float64Array, node: GraphNode): void {
+    const { inChannels: channels, inHeight: height, inWidth: width, outChannels, kernel: [kh, kw], stride: [sh, sw], pads: [top, left] } = conv;
+    const positions = height * width;
+    const perChannel = (v: Float64Array) => v.every((x, j) => x === v[j - (j % positions)]);
+    const remedy = `${this.splitAtInput(node.inputs[0]!)} so that it is the first encrypted layer`;
+    if (!perChannel(s) || !perChannel(t)) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} reads the activation's outputs scaled or shifted differently across the positions of a channel: only per-channel constants fold into a convolution; ${remedy}`);
+    }
+    const { outHeight, outWidth } = convGeometry(conv, describeNode(node));
+    const readsPadding = top > 0 || left > 0 || (outHeight - 1) * sh + kh - top > height || (outWidth - 1) * sw + kw - left > width;
+    if (readsPadding && t.some((v) => v !== 0)) {
+      fail(
+        'E_UNSUPPORTED',
+        `${describeNode(node)} reads the activation's outputs shifted per channel (a batch norm after the activation, say) and reads zero padding, which stays unshifted: ` +
+          `move the shift before the activation, export the convolution without padding, or ${remedy}`,
+      );
+    }
+    const taps = kh * kw;
+    for (let o = 0; o < outChannels; o++) {
+      for (let c = 0; c < channels; c++) {
+        const [sc, tc] = [s[c * positions]!, t[c * positions]!];
+        for (let k = (o * channels + c) * taps; k < (o * channels + c + 1) * taps; k++) {
+          conv.bias[o]! += conv.weights[k]! * tc;
+          conv.weights[k]! *= sc;
+        }
       }
     }
   }

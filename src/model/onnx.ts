@@ -63,8 +63,9 @@ export interface OnnxSplit {
    */
   readonly layout: InputLayout;
   /**
-   * The encrypted head for the engine: optionally a convolution first (weights OIHW), then
-   * dense layers (weights row-major outputs × inputs) and polynomial activations.
+   * The encrypted head for the engine: convolutions (weights OIHW), dense layers (weights
+   * row-major outputs × inputs) and polynomial activations, a convolution or a dense layer
+   * first.
    */
   readonly head: Layer[];
   /** The tensor of the original graph that the head starts at. */

@@ -1,9 +1,9 @@
 /**
- * The spatial ops the encrypted part may start with, as the head builder needs them: the
- * padding ONNX's auto_pad stands for, an average pool as a sparse linear map, an average
- * pool merged into the convolution before it, and transposes as permutations of the
- * flattened per-sample tensor. Channel-major (C, H, W) order throughout, as ONNX's Flatten
- * of an NCHW tensor and the engine's ConvLayer use.
+ * The spatial ops of the encrypted part, as the head builder needs them: the padding
+ * ONNX's auto_pad stands for, an average pool as a sparse linear map, convolutions and
+ * average pools composed into one convolution where that is exact, and transposes as
+ * permutations of the flattened per-sample tensor. Channel-major (C, H, W) order
+ * throughout, as ONNX's Flatten of an NCHW tensor and the engine's ConvLayer use.
  */
 import { fail } from './errors';
 import type { Dim, Shape } from './shapes';
@@ -131,34 +131,119 @@ export function poolMatrix(
 }
 
 /**
- * A convolution followed by an unpadded average pool (kernel K, stride S) is one
- * convolution: kernel k + (K − 1)·s, stride s·S, the same top and left padding, bottom and
- * right padding cut to what the pooled outputs read, each tap the average of the original
- * taps it covers. Exact, bias included (an average of equal biases).
+ * A linear window operator on a C×H×W tensor: a convolution, or an average pool seen as a
+ * depthwise convolution. Output channel o reads the input channels `sources(o)`, tap
+ * (dy, dx) of channel c weighing `weight(o, c, dy, dx)`.
  */
-export function mergePool(conv: MutableConv, kernel: readonly [number, number], stride: readonly [number, number], pooled: readonly [number, number]): MutableConv {
-  const { inChannels: c, outChannels: o, kernel: [kh, kw], stride: [sh, sw], pads: [pt, pl] } = conv;
-  const [ph, pw] = kernel;
-  const mh = kh + (ph - 1) * sh;
-  const mw = kw + (pw - 1) * sw;
-  const lastRead = (outputs: number, poolStride: number, pool: number, s: number, before: number, k: number) => ((outputs - 1) * poolStride + pool - 1) * s - before + k - 1;
-  // Never more than the original padding: the pooled outputs read no further than the convolution did.
-  const bottom = Math.max(0, lastRead(pooled[0], stride[0], ph, sh, pt, kh) - (conv.inHeight - 1));
-  const right = Math.max(0, lastRead(pooled[1], stride[1], pw, sw, pl, kw) - (conv.inWidth - 1));
-  const weights = new Float64Array(o * c * mh * mw);
-  const scale = 1 / (ph * pw);
-  for (let oc = 0; oc < o * c; oc++) {
-    for (let i = 0; i < ph; i++) {
-      for (let j = 0; j < pw; j++) {
-        for (let dy = 0; dy < kh; dy++) {
-          for (let dx = 0; dx < kw; dx++) {
-            weights[(oc * mh + i * sh + dy) * mw + j * sw + dx]! += scale * conv.weights[(oc * kh + dy) * kw + dx]!;
+export interface WindowOp {
+  readonly inChannels: number;
+  readonly inHeight: number;
+  readonly inWidth: number;
+  readonly outChannels: number;
+  readonly kernel: readonly [number, number];
+  readonly stride: readonly [number, number];
+  readonly pads: Pads;
+  readonly sources: (o: number) => Iterable<number>;
+  readonly weight: (o: number, c: number, dy: number, dx: number) => number;
+  readonly bias: Float64Array;
+}
+
+export function convWindow(conv: MutableConv): WindowOp {
+  const { inChannels: c, kernel: [kh, kw] } = conv;
+  const channels = [...Array(c).keys()];
+  return { ...conv, sources: () => channels, weight: (o, i, dy, dx) => conv.weights[((o * c + i) * kh + dy) * kw + dx]! };
+}
+
+/**
+ * An average pool over C×H×W whose every output of channel c is scale[c]·(the window's
+ * sum)/(kh·kw) + shift[c], zero padding counted in the window (count_include_pad=1, or no
+ * padding at all).
+ */
+export function poolWindow(
+  [channels, height, width]: readonly [number, number, number],
+  kernel: readonly [number, number],
+  stride: readonly [number, number],
+  pads: Pads,
+  scale: Float64Array,
+  shift: Float64Array,
+): WindowOp {
+  const area = kernel[0] * kernel[1];
+  return {
+    inChannels: channels,
+    inHeight: height,
+    inWidth: width,
+    outChannels: channels,
+    kernel,
+    stride,
+    pads,
+    sources: (o) => [o],
+    weight: (o) => scale[o]! / area,
+    bias: shift,
+  };
+}
+
+/**
+ * The composition outer ∘ inner of two window operators as one convolution on inner's
+ * input, or undefined when it is not exact. Along each axis the composed kernel is
+ * (k − 1)·S + K (K, S inner's kernel and stride, k outer's kernel), the stride s·S, the
+ * padding before pb·S + qb (pb, qb the outer's and inner's), the padding after cut to what
+ * the last output reads; tap (dy·S + u) sums outer tap dy times inner tap u. Where outer
+ * reads its zero padding, the composition reads inner's input through inner's window
+ * instead: exact only when inner has no bias and every such window lies wholly in inner's
+ * zero padding (K ≤ S + qb before the input; after it, when the pooled or convolved rows
+ * reach the end of the input — not when inner's floor drops a last row or column).
+ */
+export function composeWindows(inner: WindowOp, outer: WindowOp): MutableConv | undefined {
+  const axes = [0, 1].map((a) => {
+    const [n, kIn, sIn, qb, qa] = [[inner.inHeight, inner.inWidth][a]!, inner.kernel[a]!, inner.stride[a]!, inner.pads[a]!, inner.pads[a + 2]!];
+    const [kOut, sOut, pb, pa] = [outer.kernel[a]!, outer.stride[a]!, outer.pads[a]!, outer.pads[a + 2]!];
+    const m = windowOutput(n, kIn, sIn, qb, qa);
+    const lastRead = (windowOutput(m, kOut, sOut, pb, pa) - 1) * sOut + kOut - 1 - pb;
+    const readsBefore = pb > 0;
+    const readsAfter = lastRead >= m;
+    return {
+      kernel: (kOut - 1) * sIn + kIn,
+      stride: sOut * sIn,
+      before: pb * sIn + qb,
+      after: Math.max(0, lastRead * sIn + kIn - 1 - qb - (n - 1)),
+      readsPadding: readsBefore || readsAfter,
+      exact: (!readsBefore || kIn <= sIn + qb) && (!readsAfter || m * sIn - qb >= n),
+    };
+  });
+  const [rows, cols] = axes as [(typeof axes)[0], (typeof axes)[0]];
+  if (axes.some((a) => a.readsPadding && (!a.exact || inner.bias.some((b) => b !== 0)))) return undefined;
+  const [c, o, kh, kw] = [inner.inChannels, outer.outChannels, rows.kernel, cols.kernel];
+  const weights = new Float64Array(o * c * kh * kw);
+  const bias = Float64Array.from(outer.bias);
+  for (let out = 0; out < o; out++) {
+    for (const mid of outer.sources(out)) {
+      for (let dy = 0; dy < outer.kernel[0]; dy++) {
+        for (let dx = 0; dx < outer.kernel[1]; dx++) {
+          const w = outer.weight(out, mid, dy, dx);
+          if (w === 0) continue;
+          bias[out]! += w * inner.bias[mid]!;
+          for (const from of inner.sources(mid)) {
+            for (let u = 0; u < inner.kernel[0]; u++) {
+              const row = ((out * c + from) * kh + dy * inner.stride[0] + u) * kw + dx * inner.stride[1];
+              for (let v = 0; v < inner.kernel[1]; v++) weights[row + v]! += w * inner.weight(mid, from, u, v);
+            }
           }
         }
       }
     }
   }
-  return { ...conv, kernel: [mh, mw], stride: [sh * stride[0], sw * stride[1]], pads: [pt, pl, bottom, right], weights, bias: conv.bias };
+  return {
+    kind: 'conv',
+    inChannels: c,
+    inHeight: inner.inHeight,
+    inWidth: inner.inWidth,
+    outChannels: o,
+    kernel: [kh, kw],
+    stride: [rows.stride, cols.stride],
+    pads: [rows.before, cols.before, rows.after, cols.after],
+    weights,
+    bias,
+  };
 }
 
 /** Index k of the flattened input for each index of the flattened transposed tensor. */

@@ -118,6 +118,26 @@ export class ModelBuilder {
   }
 }
 
+/** One line per layer, for asserting an imported head's shape. */
+export const summary = (head: readonly Layer[]) =>
+  head.map((l) => {
+    if (l.kind === 'conv') return `conv ${l.inChannels}×${l.inHeight}×${l.inWidth} → ${l.outChannels}, kernel ${l.kernel.join('×')}, stride ${l.stride.join('×')}, pads [${l.pads.join(', ')}]`;
+    return l.kind === 'dense' ? `dense ${l.inputs}→${l.outputs}` : `poly [${l.coeffs.map((c) => Number(c.toFixed(6))).join(', ')}]`;
+  });
+
+/** BatchNormalization with random statistics (positive variances). */
+export function batchNorm(b: ModelBuilder, t: string, channels: number, name: string): string {
+  const [scale, shift, mean] = [b.random([channels], 1), b.random([channels], 0.5), b.random([channels], 0.5)];
+  const variance = b.init([channels], Array.from({ length: channels }, () => 0.5 + Math.abs(b.rand())));
+  return b.node('BatchNormalization', [t, scale, shift, mean, variance], { epsilon: { f: 1e-3 } }, { name });
+}
+
+/** PyTorch's Linear: Gemm with transB=1, weights outputs × inputs. */
+export const linear = (b: ModelBuilder, t: string, inputs: number, outputs: number, name: string) =>
+  b.node('Gemm', [t, b.random([outputs, inputs], 0.3), b.random([outputs], 0.1)], { alpha: { f: 1 }, beta: { f: 1 }, transB: 1 }, { name });
+
+export const square = (b: ModelBuilder, t: string, name: string) => b.node('Mul', [t, t], {}, { name });
+
 /**
  * CNTK's classifier as it exports it: Reshape to a vector, W·x (MatMul with the input on
  * the right) + Plus, x²+2x, Reshape to a column, W·x + Plus: `features` → 12 → 5.

@@ -45,6 +45,17 @@ const convModel = (() => {
   writeFileSync(path, b.build(t));
   return path;
 })();
+/** image [batch, 1, 9, 9] → conv (stride 2, pads 1) → x² → conv (2→3) → x² → Flatten → dense. */
+const twoConvModel = (() => {
+  const b = new ModelBuilder(23);
+  let t = b.node('Conv', [b.input('image', ['batch', 1, 9, 9]), b.random([2, 1, 3, 3], 0.5)], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, { name: 'conv1' });
+  t = b.node('Conv', [b.node('Mul', [t, t], {}, { name: 'act1' }), b.random([3, 2, 3, 3], 0.5)], { kernel_shape: [3, 3] }, { name: 'conv2' });
+  t = b.node('Flatten', [b.node('Mul', [t, t], {}, { name: 'act2' })], {}, { name: 'flatten' });
+  t = b.node('Gemm', [t, b.random([4, 27], 0.5)], { transB: 1 }, { name: 'fc' });
+  const path = join(dir, 'two-conv.onnx');
+  writeFileSync(path, b.build(t));
+  return path;
+})();
 const relu = saved('relu.onnx', 'relu');
 
 describe('sealed-edge inspect', () => {
@@ -97,6 +108,26 @@ describe('sealed-edge inspect', () => {
     expect(text.out).toContain(`extractor  none: the head reads the model's input 'image' [batch, 5, 7, 3], NHWC: the device transposes it to channels first (C×H×W) before encrypting\n`);
     expect(text.out).toContain('head       conv  3×5×7 → 2×3×4, kernel 3×3, stride 2×2, pads [1, 1, 1, 1]\n');
     expect(text.out).toContain('splits     input, to_nchw, act, flatten\n');
+  });
+
+  it('--split input with a second convolution: both are head layers, and the split before the second is offered', () => {
+    const r = cli('inspect', twoConvModel, '--split', 'input', '--json');
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(JSON.parse(r.out)).toMatchObject({
+      extractor: null,
+      head: [
+        { op: 'conv', in: [1, 9, 9], out: [2, 5, 5], kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1] },
+        { op: 'poly', coeffs: [0, 0, 1] },
+        { op: 'conv', in: [2, 5, 5], out: [3, 3, 3], kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] },
+        { op: 'poly', coeffs: [0, 0, 1] },
+        { op: 'dense', in: 27, out: 4 },
+      ],
+      splits: ['input', 'act1', 'act2', 'flatten'],
+    });
+    const text = cli('inspect', twoConvModel, '--split', 'act1');
+    expect(text).toMatchObject({ code: 0, err: '' });
+    expect(text.out).toContain('head       conv  2×5×5 → 3×3×3, kernel 3×3, stride 1×1, pads [0, 0, 0, 0]\n');
+    expect(text.out).toContain('splits     input, act1, act2, flatten\n');
   });
 
   it('refuses a ReLU head naming the node, and takes --activation to approximate it', () => {

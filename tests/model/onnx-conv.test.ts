@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { Layer } from '../../src/he';
 import { type ImportOptions, importOnnx, type OnnxSplit, splitOnnx } from '../../src/model/onnx';
 import { onnx } from '../../src/model/proto';
-import { channelsFirst, cntkClassifier, evaluateHead, evaluateLayers, maxRelativeDiff, ModelBuilder, randomInput, run, softmaxRows } from './onnx-builder';
+import { batchNorm, channelsFirst, cntkClassifier, evaluateHead, evaluateLayers, linear, maxRelativeDiff, ModelBuilder, randomInput, run, softmaxRows, square, summary } from './onnx-builder';
 
 const BATCH = 3;
 const TOLERANCE = 1e-4;
@@ -38,24 +37,6 @@ async function checkInputSplit(model: Uint8Array, inputDims: number[], options: 
   expect(maxRelativeDiff(original.data, options.softmax ? softmaxRows(viaExtractor, samples) : viaExtractor)).toBeLessThan(TOLERANCE);
   return split;
 }
-
-const summary = (head: readonly Layer[]) =>
-  head.map((l) => {
-    if (l.kind === 'conv') return `conv ${l.inChannels}×${l.inHeight}×${l.inWidth} → ${l.outChannels}, kernel ${l.kernel.join('×')}, stride ${l.stride.join('×')}, pads [${l.pads.join(', ')}]`;
-    return l.kind === 'dense' ? `dense ${l.inputs}→${l.outputs}` : `poly [${l.coeffs.map((c) => Number(c.toFixed(6))).join(', ')}]`;
-  });
-
-function batchNorm(b: ModelBuilder, t: string, channels: number, name: string): string {
-  const [scale, shift, mean] = [b.random([channels], 1), b.random([channels], 0.5), b.random([channels], 0.5)];
-  const variance = b.init([channels], Array.from({ length: channels }, () => 0.5 + Math.abs(b.rand())));
-  return b.node('BatchNormalization', [t, scale, shift, mean, variance], { epsilon: { f: 1e-3 } }, { name });
-}
-
-/** PyTorch's Linear: Gemm with transB=1, weights outputs × inputs. */
-const linear = (b: ModelBuilder, t: string, inputs: number, outputs: number, name: string) =>
-  b.node('Gemm', [t, b.random([outputs, inputs], 0.3), b.random([outputs], 0.1)], { alpha: { f: 1 }, beta: { f: 1 }, transB: 1 }, { name });
-
-const square = (b: ModelBuilder, t: string, name: string) => b.node('Mul', [t, t], {}, { name });
 
 describe('--split input, PyTorch style (NCHW, Conv with bias, BatchNormalization, AveragePool, Flatten, Gemm)', () => {
   it('3 channels, odd sizes, asymmetric pads: batch norm folds into the conv, the pool after x² into the dense layer', async () => {
