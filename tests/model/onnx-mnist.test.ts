@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
+import { floatEvaluate } from '../../src/he/reference';
 import { ModelError } from '../../src/model/errors';
 import { MNIST_PIXELS, preprocessMnist, readIdx, readMnistImages, readMnistLabels } from '../../src/model/idx';
 import { importOnnx, splitOnnx } from '../../src/model/onnx';
@@ -13,6 +14,8 @@ const testLabels = () => readMnistLabels(readFileSync(`${DATA}/t10k-labels-idx1-
 
 const PAPER_MODEL = 'models/paper-cnn-x2+2x.onnx';
 const SMALL_MODEL = 'models/small-poly-square.onnx';
+const DEEP_MODEL = 'models/deep-poly-square.onnx';
+const PAPER_HE_MODEL = 'models/paper-cnn-he.onnx';
 const IMAGES = 1000;
 const BATCH = 100;
 
@@ -62,11 +65,11 @@ describe('IDX files and MNIST preprocessing', () => {
   });
 });
 
-/** The first `IMAGES` test images preprocessed, batch by batch, as NCHW float32. */
-function* batches(): Generator<{ x: Float32Array; labels: Uint8Array; from: number }> {
+/** The first `count` test images preprocessed, batch by batch, as NCHW float32. */
+function* batches(count = IMAGES): Generator<{ x: Float32Array; labels: Uint8Array; from: number }> {
   const images = testImages();
   const labels = testLabels();
-  for (let from = 0; from < IMAGES; from += BATCH) {
+  for (let from = 0; from < count; from += BATCH) {
     const x = new Float32Array(BATCH * MNIST_PIXELS);
     for (let i = 0; i < BATCH; i++) x.set(preprocessMnist(images, from + i), i * MNIST_PIXELS);
     yield { x, labels: labels.subarray(from, from + BATCH), from };
@@ -156,6 +159,46 @@ describe('the trained models in models/', () => {
     console.log(`${SMALL_MODEL} at --split input: max relative |head − model| = ${maxRelative.toExponential(3)} on ${IMAGES} images, accuracy ${correct / IMAGES}`);
     expect(maxRelative).toBeLessThan(1e-4);
     expect(correct / IMAGES).toBeGreaterThan(0.97);
+  });
+
+  /** The head at --split input in float (floatEvaluate) against the model on the first `count` test images. */
+  async function checkInputSplit(path: string, count: number) {
+    const bytes = readFileSync(path);
+    const split = splitOnnx(bytes, { split: 'input', source: path });
+    const original = await ort.InferenceSession.create(bytes);
+    let maxRelative = 0;
+    let correct = 0;
+    for (const { x, labels, from } of batches(count)) {
+      const expected = await outputs(original, x);
+      for (let i = 0; i < Math.min(BATCH, count - from); i++) {
+        const scores = floatEvaluate(split.head, x.subarray(i * MNIST_PIXELS, (i + 1) * MNIST_PIXELS));
+        scores.forEach((s, k) => (maxRelative = Math.max(maxRelative, Math.abs(expected[i * 10 + k]! - s) / Math.max(1, Math.abs(expected[i * 10 + k]!)))));
+        if (scores.indexOf(Math.max(...scores)) === labels[i]) correct++;
+      }
+    }
+    await original.release();
+    console.log(`${path} at --split input: max relative |head − model| = ${maxRelative.toExponential(3)} on ${count} images, accuracy ${correct / count}`);
+    return { split, maxRelative, accuracy: correct / count };
+  }
+
+  it.skipIf(!existsSync(DEEP_MODEL))(`${DEEP_MODEL} at --split input: [conv, poly, conv, poly, dense], equal to the model on 1,000 MNIST test images within 1e-4 relative`, async () => {
+    const { split, maxRelative, accuracy } = await checkInputSplit(DEEP_MODEL, IMAGES);
+    expect(split).toMatchObject({ extractor: null, layout: 'nchw', features: { name: 'input', shape: ['N', 1, 28, 28] } });
+    expect(split.head.map((l) => (l.kind === 'poly' ? l.coeffs : l.kind === 'dense' ? [l.inputs, l.outputs] : l.kind))).toEqual(['conv', [0, 0, 1], 'conv', [0, 0, 1], [1936, 10]]);
+    expect(split.head[0]).toMatchObject({ inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 8, kernel: [5, 5], stride: [2, 2], pads: [1, 1, 1, 1] });
+    expect(split.head[2]).toMatchObject({ inChannels: 8, inHeight: 13, inWidth: 13, outChannels: 16, kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] });
+    expect(maxRelative).toBeLessThan(1e-4);
+    expect(accuracy).toBeGreaterThan(0.97);
+  });
+
+  it.skipIf(!existsSync(PAPER_HE_MODEL))(`${PAPER_HE_MODEL} at --split input: 4 convs, the pool between x²+2x and conv3 merged into it; equal to the model on 20 MNIST test images within 1e-4 relative`, async () => {
+    const { split, maxRelative, accuracy } = await checkInputSplit(PAPER_HE_MODEL, 20);
+    expect(split.head.map((l) => (l.kind === 'poly' ? l.coeffs : l.kind === 'dense' ? [l.inputs, l.outputs] : l.kind))).toEqual([
+      'conv', [0, 2, 1], 'conv', [0, 2, 1], 'conv', [0, 2, 1], 'conv', [0, 2, 1], [7744, 512], [0, 2, 1], [512, 10],
+    ]);
+    expect(split.head[4]).toMatchObject({ inChannels: 32, inHeight: 26, inWidth: 26, outChannels: 64, kernel: [6, 6], stride: [2, 2], pads: [2, 2, 2, 2] });
+    expect(maxRelative).toBeLessThan(1e-4);
+    expect(accuracy).toBeGreaterThan(0.9);
   });
 
   it.skipIf(!existsSync(PAPER_MODEL))(`${PAPER_MODEL} at --split input: refuses its first ReLU by name`, () => {
