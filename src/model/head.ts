@@ -655,25 +655,22 @@ class HeadBuilder {
    */
   private pendingPoolWindow(conv: GraphNode): WindowOp {
     const { node, shape } = this.pendingPool!;
-    const map = this.last as SparseLinear;
-    const area = shape === undefined ? 0 : shape.kernel[0] * shape.kernel[1];
-    const [channels, height, width] = shape?.image ?? [0, 0, 0];
-    const perChannel = map.outputs / Math.max(1, channels);
-    const same = (a: number, b: number) => Math.abs(a - b) <= 1e-12 * Math.max(Math.abs(a), Math.abs(b));
-    const scale = new Float64Array(channels).map((_, c) => (map.values[c * perChannel]![0] ?? 0) * area);
-    const shift = new Float64Array(channels).map((_, c) => map.bias[c * perChannel]!);
-    const uniform =
-      shape !== undefined &&
-      map.inputs === channels * height * width &&
-      map.values.every((values, r) => values.every((v) => same(v * area, scale[Math.floor(r / perChannel)]!)) && same(map.bias[r]!, shift[Math.floor(r / perChannel)]!));
-    if (!uniform) {
+    const refuse = () =>
       fail(
         'E_UNSUPPORTED',
         `${describeNode(node)} averages the activations that ${describeNode(conv)} reads, but not as one window average per channel (padding left out of the average, ` +
           `pools in a row, or scales that differ across a channel), so it folds into no convolution: pool right after the convolution before the activation, or ${splitAfter(node)} ` +
           `so that the convolution is the first encrypted layer`,
       );
-    }
+    if (shape === undefined) return refuse();
+    const map = this.last as SparseLinear;
+    const area = shape.kernel[0] * shape.kernel[1];
+    const perChannel = map.outputs / shape.image[0];
+    const same = (a: number, b: number) => Math.abs(a - b) <= 1e-12 * Math.max(Math.abs(a), Math.abs(b));
+    const scale = new Float64Array(shape.image[0]).map((_, c) => map.values[c * perChannel]![0]! * area);
+    const shift = new Float64Array(shape.image[0]).map((_, c) => map.bias[c * perChannel]!);
+    const channelOf = (r: number) => Math.floor(r / perChannel);
+    if (!map.values.every((values, r) => values.every((v) => same(v * area, scale[channelOf(r)]!)) && same(map.bias[r]!, shift[channelOf(r)]!))) refuse();
     return poolWindow(shape.image, shape.kernel, shape.stride, shape.pads, scale, shift);
   }
 

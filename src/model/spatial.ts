@@ -210,7 +210,7 @@ export function composeWindows(inner: WindowOp, outer: WindowOp): MutableConv | 
       exact: (!readsBefore || kIn <= sIn + qb) && (!readsAfter || m * sIn - qb >= n),
     };
   });
-  const [rows, cols] = axes as [(typeof axes)[0], (typeof axes)[0]];
+  const [rows, cols] = [axes[0]!, axes[1]!];
   if (axes.some((a) => a.readsPadding && (!a.exact || inner.bias.some((b) => b !== 0)))) return undefined;
   const [c, o, kh, kw] = [inner.inChannels, outer.outChannels, rows.kernel, cols.kernel];
   const weights = new Float64Array(o * c * kh * kw);

@@ -244,9 +244,13 @@ describe('convolutions after the first encrypted layer: what is refused names th
     expect(summary((await check(model, [3, 2, 9, 8], 'pool')).head)[0]).toBe('conv 3×4×4 → 4, kernel 3×3, stride 1×1, pads [1, 1, 1, 1]');
   });
 
-  it('a pool that leaves padding out of its averages (count_include_pad 0) before a conv', async () => {
+  it('a pool that leaves padding out of its averages (count_include_pad 0), or two pools in a row, before a conv', async () => {
     const model = await finish(twoConvs((b, t) => pool(b, square(b, t, 'act1'), { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }), { kernel: [2, 2] }));
     refused(model, 'input', /^node 'pool' \(AveragePool\) averages the activations that node 'conv2' \(Conv\) reads, but not as one window average per channel .*: pool right after the convolution before the activation, or split after it \(--split pool\)/);
+    const twoPools = await finish(
+      twoConvs((b, t) => b.node('AveragePool', [pool(b, square(b, t, 'act1'), { kernel_shape: [2, 2], strides: [1, 1] })], { kernel_shape: [2, 2], strides: [2, 2] }, { name: 'pool2' }), { kernel: [2, 2] }),
+    );
+    refused(twoPools, 'input', /^node 'pool2' \(AveragePool\) averages the activations that node 'conv2' \(Conv\) reads, but not as one window average per channel .*split after it \(--split pool2\)/);
   });
 
   it('a padded conv right after a conv; the remedy imports', async () => {
