@@ -36,6 +36,21 @@ small-poly
         Conv 1->5 5x5 stride 2 pad 1 -> 5x13x13 = 845, x^2, Flatten,
         FC 845->100, x^2, FC 100->10 (logits)
 
+deep-poly
+    A deeper all-polynomial CNN for full-model encryption with 5 multiplicative
+    levels (Conv, act, Conv, act, AvgPool+FC), 5,386 parameters as exported:
+
+        Conv 1->8 5x5 stride 2 pad 1 -> 8x13x13, BN, x^2,
+        Conv 8->16 3x3 -> 16x11x11, BN, x^2,
+        AvgPool 2x2 (floor: the last row and column are dropped) -> 16x5x5,
+        Flatten -> 400, FC 400->10 (logits)
+
+    The batch norms (on by default, ``--no-batch-norm`` leaves them out) are folded
+    into the Convs before the export, as for paper-cnn-he, so the exported graph is
+    Conv, Mul (x^2 is x*x; another polynomial adds Add/Constant), AveragePool, Flatten
+    and Gemm only (the pool has count_include_pad=False, which exports without a Pad
+    node).
+
 Activations (``--activation``):
     relu, none (identity), x2+2x (x^2 + 2x, the paper's), square (x^2),
     poly (coefficients from ``--coeffs a0,a1,...``), and
@@ -292,7 +307,33 @@ class SmallPoly(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = ("paper-cnn", "paper-cnn-he", "small-poly")
+class DeepPoly(nn.Module):
+    """Two Convs, average pooling, polynomial activations only; see the module docstring.
+    Without ``batch_norm`` it is the folded, exported form."""
+
+    def __init__(self, activation_factory, batch_norm: bool = True):
+        super().__init__()
+        layers = [("conv1", nn.Conv2d(1, 8, 5, stride=2, padding=1))]    # -> 8x13x13
+        if batch_norm:
+            layers.append(("bn1", nn.BatchNorm2d(8)))
+        layers += [("act1", activation_factory()),
+                   ("conv2", nn.Conv2d(8, 16, 3))]                         # -> 16x11x11
+        if batch_norm:
+            layers.append(("bn2", nn.BatchNorm2d(16)))
+        layers += [("act2", activation_factory()),
+                   # unpadded; count_include_pad=True would export a no-op Pad
+                   ("pool", nn.AvgPool2d(2, count_include_pad=False)),    # -> 16x5x5
+                   ("flatten", nn.Flatten())]
+        self.features = nn.Sequential(OrderedDict(layers))
+        self.classifier = nn.Sequential(OrderedDict([("fc", nn.Linear(16 * 5 * 5, 10))]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+MODELS = ("paper-cnn", "paper-cnn-he", "small-poly", "deep-poly")
+# the models trained with batch norms that fold_batch_norm folds before the export
+FOLDED_BATCH_NORM = ("paper-cnn-he", "deep-poly")
 
 
 def build_model(name: str, spec: ActivationSpec, batch_norm: bool = False) -> nn.Module:
@@ -304,8 +345,12 @@ def build_model(name: str, spec: ActivationSpec, batch_norm: bool = False) -> nn
         return PaperCNNHE(lambda: make_activation(spec), batch_norm=batch_norm)
     if name == "small-poly":
         if batch_norm:
-            raise ValueError("--batch-norm is only for paper-cnn and paper-cnn-he")
+            raise ValueError("--batch-norm is only for paper-cnn, paper-cnn-he and deep-poly")
         return SmallPoly(lambda: make_activation(spec))
+    if name == "deep-poly":
+        if spec.kind != "poly":
+            raise ValueError(f"deep-poly needs a polynomial activation, not {spec.name}")
+        return DeepPoly(lambda: make_activation(spec), batch_norm=batch_norm)
     raise ValueError(f"unknown model {name!r}: use one of {MODELS}")
 
 

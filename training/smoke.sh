@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke test of the training agent (well under 2 minutes on 2 cores):
-#   1. the unit tests (IDX reader, polynomials, paper-cnn-he's build, batch-norm folding
-#      and export on a fake MNIST, --shift, the cosine schedule);
+#   1. the unit tests (IDX reader, polynomials, paper-cnn-he's and deep-poly's build,
+#      batch-norm folding and export on a fake MNIST, --shift, the cosine schedule);
 #   2. paper-cnn with x^2+2x, 1 epoch on the first 3,000 training images, exported to
 #      ONNX and checked (onnx.checker, the input/output contract, and the numpy
 #      interpreter's output against PyTorch's; train.py fails if any check fails);

