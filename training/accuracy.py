@@ -9,8 +9,8 @@ and docs/accuracy.md. Three kinds of rows:
   models in models/; the others are trained into training/runs/ (with --train).
 * replaced (retrained: false): the committed ReLU model with its classifier ReLU swapped
   for a polynomial, no retraining.
-* all-polynomial networks: the committed small-poly and paper-cnn-he models, whose
-  every activation is a polynomial (no ReLU, no max pooling).
+* all-polynomial networks: the committed small-poly, paper-cnn-he and deep-poly models,
+  whose every activation is a polynomial (no ReLU, no max pooling).
 
 Every accuracy is measured here, on the full 10k test set, from the ONNX file's weights
 loaded back into the PyTorch model (so it also checks the exported weights).
@@ -45,11 +45,13 @@ REPLACED = ["cryptodl-relu-2", "cryptodl-relu-3", "least-squares-relu-2",
 REPLACED_WIDE = ["cryptodl-relu-2", "least-squares-relu-2", "chebyshev-relu-2"]
 DEFAULT_MODELS = {"relu": "paper-cnn-relu", "x2+2x": "paper-cnn-x2+2x"}
 # committed networks whose every activation is a polynomial (models/<name>.onnx)
-ALL_POLY = ["small-poly-square", "paper-cnn-he"]
+ALL_POLY = ["small-poly-square", "paper-cnn-he", "deep-poly-square"]
 LAYERS = {
     "small-poly": "Conv 1→5 5×5 stride 2, act, FC 845→100, act, FC 100→10 (CryptoNets/LoLa)",
     "paper-cnn-he": "the paper's CNN with act after each of its 4 Convs and FC 1600→512, "
                     "AvgPool instead of MaxPool (batch norms folded into the Convs and FC)",
+    "deep-poly": "Conv 1→8 5×5 stride 2, act, Conv 8→16 3×3, act, AvgPool 2, FC 400→10 "
+                 "(batch norms folded into the Convs)",
 }
 
 
