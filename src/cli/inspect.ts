@@ -25,6 +25,8 @@ function layerJson(layer: Layer) {
     }
     case 'dense':
       return { op: 'dense', in: layer.inputs, out: layer.outputs };
+    case 'add':
+      return { op: 'add', from: layer.from };
     default:
       return { op: 'poly', coeffs: [...layer.coeffs] };
   }
@@ -41,6 +43,8 @@ function layerText(layer: Layer): string {
     }
     case 'dense':
       return `dense ${layer.inputs} → ${layer.outputs}`;
+    case 'add':
+      return `add   layer ${layer.from}'s output (residual)`;
     default:
       return `poly  coeffs (x^0 first) ${JSON.stringify(layer.coeffs)}`;
   }

@@ -131,7 +131,7 @@ function describeReport(report: ProtectReport, head: Layer[], input: string, tot
   const s = (ms: number) => (ms / 1000).toFixed(2);
   const lines = [
     `protected ${report.modelId} v${report.version} (key ${report.keyId}) → ${report.bundleDir}`,
-    `  head: ${head.map((l) => (l.kind === 'conv' ? describeConv(l) : l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
+    `  head: ${head.map((l) => (l.kind === 'conv' ? describeConv(l) : l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : l.kind === 'add' ? `+layer ${l.from}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
     `  ${report.scheme.toUpperCase()}, ${manifest.he.params.polyModulusDegree} ring degree, ${manifest.he.params.security}-bit, input ${input}`,
   ];
   const { bgv, ckks } = report;

@@ -17,7 +17,17 @@ export interface PolyLayer {
   readonly coeffs: readonly number[];
 }
 
-export type Layer = ConvLayer | DenseLayer | PolyLayer;
+/**
+ * A residual connection: adds the output of the earlier layer `from` to the output of the
+ * convolution right before it (same shape, same slots). It costs no level: the skip value
+ * joins the convolution's sum before its rescale.
+ */
+export interface AddLayer {
+  readonly kind: 'add';
+  readonly from: number;
+}
+
+export type Layer = ConvLayer | DenseLayer | PolyLayer | AddLayer;
 
 /**
  * How a polynomial activation p(x) = Σ a_i·x^i is evaluated. With x = σ·u, the device
@@ -37,7 +47,7 @@ export interface PolyPlan {
   readonly folded: boolean;
 }
 
-export type LayerPlan = ConvPlan | RotatedConvPlan | DensePlan | PolyPlan;
+export type LayerPlan = ConvPlan | RotatedConvPlan | DensePlan | PolyPlan | AddLayer;
 
 /** Multiplicative depth of the monic evaluation: ⌈log2 d⌉, as many levels as x^d needs. */
 export function monicDepth(degree: number): number {
@@ -45,6 +55,7 @@ export function monicDepth(degree: number): number {
 }
 
 export function layerDepth(plan: LayerPlan): number {
+  if (plan.kind === 'add') return 0;
   if (plan.kind !== 'poly') return 1;
   return monicDepth(plan.monic.length - 1) + (!plan.folded && Math.abs(plan.lead) !== 1 ? 1 : 0);
 }
@@ -61,16 +72,16 @@ function trimmedCoeffs(layer: PolyLayer, index: number): number[] {
 }
 
 /** What planning needs of a model: its shapes and its activations, not its weights. */
-export type LayerShape = ConvShape | { readonly kind: 'dense'; readonly inputs: number; readonly outputs: number } | PolyLayer;
+export type LayerShape = ConvShape | { readonly kind: 'dense'; readonly inputs: number; readonly outputs: number } | PolyLayer | AddLayer;
 
 /** A model made of dense layers and activations only (what BGV plans today). */
 export type DenseModelLayer = DenseLayer | PolyLayer;
 
-/** Narrows a model to dense layers and activations, refusing a convolution with `why`. */
-export function denseOnly<L extends LayerShape | Layer>(layers: readonly L[], why: string): Exclude<L, { kind: 'conv' }>[] {
-  const conv = layers.findIndex((l) => l?.kind === 'conv');
-  if (conv >= 0) fail('E_UNSUPPORTED', `layer ${conv} is a convolution: ${why}`);
-  return layers as Exclude<L, { kind: 'conv' }>[];
+/** Narrows a model to dense layers and activations, refusing a convolution or a residual add with `why`. */
+export function denseOnly<L extends LayerShape | Layer>(layers: readonly L[], why: string): Exclude<L, { kind: 'conv' | 'add' }>[] {
+  const other = layers.findIndex((l) => l?.kind === 'conv' || l?.kind === 'add');
+  if (other >= 0) fail('E_UNSUPPORTED', `layer ${other} is a ${layers[other]!.kind === 'conv' ? 'convolution' : 'residual add'}: ${why}`);
+  return layers as Exclude<L, { kind: 'conv' | 'add' }>[];
 }
 
 /** A layer that multiplies by weights: a convolution or a dense layer. */
@@ -88,7 +99,19 @@ export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
   if (!layers.some((l) => l.kind === 'dense')) fail('E_SHAPE', 'a classifier needs a dense layer after its convolution');
   const polys: PolyPlan[] = [];
   let width = first.kind === 'conv' ? convGeometry(first, 'layer 0').inputs : (first as DenseLayer).inputs;
+  /** outputs[k]: how many values layer k produces. */
+  const outputs: number[] = [];
+  const skipped = new Set(layers.flatMap((l) => (l.kind === 'add' ? [l.from] : [])));
   layers.forEach((layer, i) => {
+    if (i > 0) outputs[i - 1] = width;
+    if (layer.kind === 'add') {
+      const { from } = layer;
+      if (!Number.isInteger(from) || from < 0 || from >= i - 1) fail('E_SHAPE', `layer ${i}: a residual add takes an earlier layer's output, from 0 to ${i - 2}, got ${String(from)}`);
+      if (layers[i - 1]!.kind !== 'conv' || i - 1 === 0) fail('E_UNSUPPORTED', `layer ${i}: a residual add must follow a convolution after the first layer (it joins that convolution's sum)`);
+      if (layers[from + 1]?.kind === 'add') fail('E_UNSUPPORTED', `layer ${i}: layer ${from} is followed by an add, so its own output is not kept: add layer ${from + 1}'s instead`);
+      if (outputs[from] !== width) fail('E_SHAPE', `layer ${i}: adds layer ${from}'s ${outputs[from]} values to ${width}`);
+      return;
+    }
     if (layer.kind === 'conv') {
       const g = convGeometry(layer, `layer ${i}`);
       if (i > 0 && g.inputs !== width) {
@@ -118,7 +141,8 @@ export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
     const lead = scaled ? Math.sign(ad) : ad;
     const monic = coeffs.map((c, k) => (k === 0 ? 0 : (c * sigma ** k) / lead));
     monic[d] = 1;
-    polys.push({ kind: 'poly', monic, lead, constant: coeffs[0]!, inputScale: sigma, folded: isLinear(layers[i + 1]) });
+    // An output a residual add reads must be the activation's own value: not folded.
+    polys.push({ kind: 'poly', monic, lead, constant: coeffs[0]!, inputScale: sigma, folded: isLinear(layers[i + 1]) && !skipped.has(i) });
   });
   return polys;
 }
@@ -191,7 +215,7 @@ function foldConv(layer: ConvLayer, index: number, lead: number, constant: numbe
 export function classifierDepth(layers: readonly LayerShape[]): number {
   const polys = planActivations(layers);
   let poly = 0;
-  return layers.reduce((depth, layer) => depth + (layer.kind !== 'poly' ? 1 : layerDepth(polys[poly++]!)), 0);
+  return layers.reduce((depth, layer) => depth + (layer.kind === 'add' ? 0 : layer.kind !== 'poly' ? 1 : layerDepth(polys[poly++]!)), 0);
 }
 
 /**
@@ -207,8 +231,8 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
   let poly = 0;
   const lastDense = layers.map((l) => l.kind).lastIndexOf('dense');
   layers.forEach((layer, i) => {
-    if (layer.kind === 'poly') {
-      plans.push(polyPlans[poly++]!);
+    if (layer.kind === 'poly' || layer.kind === 'add') {
+      plans.push(layer.kind === 'poly' ? polyPlans[poly++]! : layer);
       return;
     }
     const afterFirst = i > 0 && previous === undefined;
@@ -242,7 +266,27 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
     if (reads !== produced) fail('E_SHAPE', `layer ${nextIndex}: expects ${reads} inputs but the convolution produces ${produced}`);
     plans[0] = planConv(first, slots, next.kind === 'dense' ? inputColumns(next) : gridColumns(next.input, slots), 'layer 0');
   }
+  layers.forEach((layer, i) => {
+    if (layer.kind !== 'add') return;
+    const main = outputColumns(plans as LayerPlan[], i - 1);
+    const skip = outputColumns(plans as LayerPlan[], layer.from);
+    if (main.some((f, s) => f >= 0 && skip[s] !== f)) {
+      fail('E_UNSUPPORTED', `layer ${i}: layer ${layer.from}'s values sit in other slots than the convolution's before the add (a branch with a stride, or a dense layer on one side): the two branches of a residual add must keep their layout`);
+    }
+  });
   return plans as LayerPlan[];
+}
+
+/** The feature each slot holds after layer k (−1: none): the layout of the last linear layer up to k. */
+function outputColumns(plans: readonly LayerPlan[], k: number): Int32Array {
+  for (let i = k; i >= 0; i--) {
+    const plan = plans[i]!;
+    if (plan.kind === 'conv' || plan.kind === 'conv-rot') return plan.columns;
+    if (plan.kind === 'dense') {
+      return Int32Array.from({ length: plan.slots }, (_, s) => (s % plan.outStride === 0 && Math.floor(s / plan.outStride) % plan.outPeriod < plan.outputs ? Math.floor(s / plan.outStride) % plan.outPeriod : -1));
+    }
+  }
+  fail('E_SHAPE', `layer ${k} has no linear layer before it`);
 }
 
 /** The grid a convolution reads from the layer before it: a rotated convolution's output, or a dense layer's replicated output. */
@@ -352,12 +396,22 @@ export function denseShare<V, W>(be: Backend<V, W>, plan: DensePlan, weights: La
   return diagonalSum(be, weights.diagonals, babies, baby, x, lo, hi);
 }
 
-/** A convolution on encrypted activations (see RotatedConvPlan): its diagonal sum, rescale, bias. */
-export function evaluateRotatedConv<V, W>(be: Backend<V, W>, plan: RotatedConvPlan, weights: LayerWeights<W>, x: V): V {
+/**
+ * A convolution on encrypted activations (see RotatedConvPlan): its diagonal sum, rescale,
+ * bias. A residual add's `skip` value joins the sum before the rescale (brought to its
+ * level and scale by a product with 1), so the add costs no level.
+ */
+export function evaluateRotatedConv<V, W>(be: Backend<V, W>, plan: RotatedConvPlan, weights: LayerWeights<W>, x: V, skip?: V): V {
   if (weights.diagonals.length !== plan.used.length) {
     fail('E_SHAPE', `the convolution has ${weights.diagonals.length} diagonals, its plan needs ${plan.used.length}`);
   }
-  return convFinish(be, weights, diagonalSum(be, weights.diagonals, plan.babies, plan.input.block, x, 0, plan.giant));
+  const sum = diagonalSum(be, weights.diagonals, plan.babies, plan.input.block, x, 0, plan.giant);
+  if (sum !== null && skip !== undefined) {
+    const aligned = be.mulConstLike(skip, 1, sum);
+    be.add(sum, aligned);
+    be.free(aligned);
+  }
+  return convFinish(be, weights, sum);
 }
 
 /** Completes a dense layer from the sum of its shares: rescale, rotate-and-sum, bias. */
@@ -572,20 +626,30 @@ export function finishLayers<V, W>(
 ): V {
   const [plan, w] = firstLayer(plans, weights);
   let current = plan.kind === 'conv' ? convFinish(be, w, shares) : denseFinish(be, plan, w, shares);
+  // Outputs a residual add reads later, kept until then.
+  const kept = new Map<number, V>();
+  const keep = (i: number, value: V) => plans.some((p) => p.kind === 'add' && p.from === i) && kept.set(i, be.clone(value));
+  keep(0, current);
   plans.forEach((layer, i) => {
-    if (i === 0) return;
+    if (i === 0 || layer.kind === 'add') return;
     onLayer?.(i);
     let next: V;
     if (layer.kind === 'conv') fail('E_SHAPE', `layer ${i}: an im2col convolution can only be the first layer`);
     if (layer.kind === 'conv-rot' || layer.kind === 'dense') {
       const lw = weights[i];
       if (lw == null) fail('E_SHAPE', `layer ${i} has no weights`);
-      next = layer.kind === 'dense' ? evaluateDense(be, layer, lw, current) : evaluateRotatedConv(be, layer, lw, current);
+      const add = plans[i + 1];
+      const skip = add?.kind === 'add' ? kept.get(add.from) : undefined;
+      if (add?.kind === 'add' && skip === undefined) fail('E_SHAPE', `layer ${i + 1}: layer ${add.from}'s output was not kept`);
+      next = layer.kind === 'dense' ? evaluateDense(be, layer, lw, current) : evaluateRotatedConv(be, layer, lw, current, skip);
     } else {
       next = evaluatePoly(be, layer, current);
     }
     be.free(current);
     current = next;
+    keep(i, current);
+    if (plans[i + 1]?.kind === 'add') keep(i + 1, current);
   });
+  for (const value of kept.values()) be.free(value);
   return current;
 }

@@ -92,10 +92,11 @@ export function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
       const copy = (v: unknown) => (Array.isArray(v) ? [...v] : v);
       return { kind: 'conv', inChannels, inHeight, inWidth, outChannels, kernel: copy(kernel), stride: copy(stride), pads: copy(pads) } as LayerShape;
     }
+    if (l?.kind === 'add') return { kind: 'add', from: l.from };
     if (l?.kind === 'poly' && Array.isArray(l.coeffs) && l.coeffs.every((c) => typeof c === 'number')) {
       return { kind: 'poly', coeffs: [...l.coeffs] };
     }
-    fail('E_SHAPE', `layer ${i} is neither a convolution, a dense layer nor a polynomial activation`);
+    fail('E_SHAPE', `layer ${i} is neither a convolution, a dense layer, a polynomial activation nor a residual add`);
   });
 }
 
@@ -116,7 +117,7 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
   });
   const trace = new TraceBackend(he.primes, checked.weights === 'encrypted');
   const markers = plans.map((plan, layer): LayerWeights<TraceWeight> | null =>
-    plan.kind === 'poly'
+    plan.kind === 'poly' || plan.kind === 'add'
       ? null
       : {
           diagonals: structure[layer]!.map((used, diagonal) => (used ? { layer, diagonal } : null)),
@@ -324,7 +325,7 @@ export class EncryptedClassifier {
         return ct;
       };
       const weights = plan.plans.map((layerPlan, i): LayerWeights<SealWeight> | null => {
-        if (layerPlan.kind === 'poly') return null;
+        if (layerPlan.kind === 'poly' || layerPlan.kind === 'add') return null;
         const diagonals = plan.structure[i]!.map((used, k) => (used ? load(`${i}:${k}`) : null));
         return { diagonals, bias: load(`${i}:-1`) };
       });

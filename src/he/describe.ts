@@ -16,14 +16,16 @@ export function polynomialText(coeffs: readonly number[]): string {
   return terms.length === 0 ? '0' : terms.join('');
 }
 
-/** Each layer in words: "conv 1×28×28 → 5×13×13 (5×5, stride 2)", "845→100", "x²". */
+/** Each layer in words: "conv 1×28×28 → 5×13×13 (5×5, stride 2)", "845→100", "x²", "+layer 3". */
 export function layerNames(layers: readonly LayerShape[]): string[] {
-  return layers.map((l) => (l.kind === 'poly' ? polynomialText(l.coeffs) : l.kind === 'conv' ? describeConv(l) : `${l.inputs}→${l.outputs}`));
+  return layers.map((l) => (l.kind === 'poly' ? polynomialText(l.coeffs) : l.kind === 'conv' ? describeConv(l) : l.kind === 'add' ? `+layer ${l.from}` : `${l.inputs}→${l.outputs}`));
 }
 
 /** "1600→512→x²+2x→10", or "conv 1×28×28 → 5×13×13 (5×5, stride 2)→x²→100→x²→10". */
 export function describeLayers(layers: readonly LayerShape[]): string {
   return layers
-    .map((l, i) => (l.kind === 'poly' ? polynomialText(l.coeffs) : l.kind === 'conv' ? describeConv(l) : i === 0 ? `${l.inputs}→${l.outputs}` : String(l.outputs)))
+    .map((l, i) =>
+      l.kind === 'poly' ? polynomialText(l.coeffs) : l.kind === 'conv' ? describeConv(l) : l.kind === 'add' ? `+layer ${l.from}` : i === 0 ? `${l.inputs}→${l.outputs}` : String(l.outputs),
+    )
     .join('→');
 }

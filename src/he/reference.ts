@@ -113,6 +113,7 @@ export function outputCount(layers: readonly Layer[]): number {
 /** The float model itself, evaluated directly: no packing, no folding. */
 export function floatEvaluate(layers: readonly Layer[], x: ArrayLike<number>): Float64Array {
   let v: Float64Array = Float64Array.from(x);
+  const outputs: Float64Array[] = [];
   for (const layer of layers) {
     if (layer.kind === 'conv') {
       v = floatConv(layer, v);
@@ -124,9 +125,14 @@ export function floatEvaluate(layers: readonly Layer[], x: ArrayLike<number>): F
         out[r] = s;
       }
       v = out;
+    } else if (layer.kind === 'add') {
+      const skip = outputs[layer.from];
+      if (skip === undefined || skip.length !== v.length) throw new Error(`layer ${outputs.length}: cannot add layer ${layer.from}'s output`);
+      v = v.map((t, i) => t + skip[i]!);
     } else {
       v = v.map((t) => layer.coeffs.reduceRight((acc, a) => acc * t + a, 0));
     }
+    outputs.push(v);
   }
   return v;
 }

@@ -128,6 +128,50 @@ describe('convolutions on encrypted activations: the packed plan', () => {
   });
 });
 
+/** conv → x²+x → [conv 3×3 pad 1 → x² → conv 3×3 pad 1] + skip → x² → dense: a residual block on encrypted activations (7 levels). */
+function residual(seed: number, channels = 4): Layer[] {
+  const block: Geometry = { kind: 'conv', inChannels: channels, inHeight: 10, inWidth: 10, outChannels: channels, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] };
+  return [
+    makeConv({ kind: 'conv', inChannels: 1, inHeight: 22, inWidth: 22, outChannels: channels, kernel: [4, 4], stride: [2, 2], pads: [0, 0, 0, 0] }, seed),
+    { kind: 'poly', coeffs: [0, 1, 0.5] },
+    makeConv(block, seed + 1),
+    { kind: 'poly', coeffs: [0, 0, 1] },
+    makeConv(block, seed + 2),
+    { kind: 'add', from: 1 },
+    { kind: 'poly', coeffs: [0, 0, 1] },
+    dense(channels * 100, 10, seed + 3),
+  ];
+}
+
+describe('a residual add on encrypted activations', () => {
+  it('matches the float model, and costs no level', () => {
+    const layers = residual(3);
+    const ref = referenceModel(layers, 4096);
+    const u = rng(5);
+    for (let t = 0; t < 3; t++) {
+      const x = Float64Array.from({ length: 22 * 22 }, () => u());
+      const float = floatEvaluate(layers, x);
+      expect(maxAbsDiff(ref(x), float)).toBeLessThan(1e-9 * Math.max(1, maxAbs(float)));
+    }
+    const plan = planClassifier({ slots: 4096, primes: [2 ** 40, ...Array(7).fill(2 ** 30)], params: { scaleBits: 30 }, topLevel: 7 } as never, layers);
+    // conv, x²+x, conv, x², conv (+ the skip before its rescale), x², dense.
+    expect(plan.depth).toBe(7);
+  });
+
+  it('refuses an add whose branches differ in layout or size, that does not follow a convolution, or reads a later layer', () => {
+    const layers = residual(3);
+    // 16×5×5 after a strided convolution: as many values as the 4×10×10 skip, in other slots.
+    const strided = [...layers];
+    strided[4] = makeConv({ kind: 'conv', inChannels: 4, inHeight: 10, inWidth: 10, outChannels: 16, kernel: [3, 3], stride: [2, 2], pads: [1, 1, 0, 0] }, 9);
+    expect(() => referenceModel(strided, 4096)).toThrow(/layer 5: layer 1's values sit in other slots than the convolution's before the add.*must keep their layout/);
+    const narrow = [...layers];
+    narrow[4] = makeConv({ kind: 'conv', inChannels: 4, inHeight: 10, inWidth: 10, outChannels: 3, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] }, 9);
+    expect(() => referenceModel(narrow, 4096)).toThrow(/layer 5: adds layer 1's 400 values to 300/);
+    expect(() => referenceModel([...layers.slice(0, 5), { kind: 'poly', coeffs: [0, 0, 1] }, { kind: 'add', from: 1 }, layers[7]!], 4096)).toThrow(/layer 6: a residual add must follow a convolution/);
+    expect(() => referenceModel([...layers.slice(0, 5), { kind: 'add', from: 4 }, ...layers.slice(6)], 4096)).toThrow(/layer 5: a residual add takes an earlier layer's output, from 0 to 3, got 4/);
+  });
+});
+
 const MODES: [string, Mode][] = [
   ['ct(W)×ct(x)', { weights: 'encrypted', input: 'encrypted' }],
   ['ct(W)×pt(x), the device’s frame in plaintext', { weights: 'encrypted', input: 'plain' }],
@@ -166,3 +210,29 @@ for (const [name, mode] of MODES) {
     });
   });
 }
+
+describe('a residual block encrypted, ct(W)×ct(x), 128-bit', () => {
+  let p: Protected;
+  // x + conv(x) between two activations, 4 levels: the skip joins the sum before the rescale.
+  const layers: Layer[] = [...residual(21).slice(0, 3), { kind: 'add', from: 1 }, residual(21)[7]!];
+  beforeAll(async () => {
+    p = await protect(layers, 128, undefined, 15);
+  });
+  afterAll(() => p?.dispose());
+
+  it('fits N=8192 and matches the reference and the float model', async () => {
+    expect(p.he.params.polyModulusDegree).toBe(8192);
+    const ref = referenceModel(layers, p.he.slots);
+    const u = rng(8);
+    for (let t = 0; t < 2; t++) {
+      await yieldToEventLoop();
+      const x = Float64Array.from({ length: 22 * 22 }, () => u());
+      const float = floatEvaluate(layers, x);
+      const { result, counts } = p.classifier.evaluate(x);
+      const got = p.decrypt(result);
+      expect(counts).toEqual(planClassifier(p.he, layers).counts);
+      expect(maxAbsDiff(got, ref(x))).toBeLessThan(1e-2 * maxAbs(float));
+      expect(argmax(got)).toBe(argmax(float));
+    }
+  });
+});

@@ -122,6 +122,7 @@ export class ModelBuilder {
 export const summary = (head: readonly Layer[]) =>
   head.map((l) => {
     if (l.kind === 'conv') return `conv ${l.inChannels}×${l.inHeight}×${l.inWidth} → ${l.outChannels}, kernel ${l.kernel.join('×')}, stride ${l.stride.join('×')}, pads [${l.pads.join(', ')}]`;
+    if (l.kind === 'add') return `add layer ${l.from}`;
     return l.kind === 'dense' ? `dense ${l.inputs}→${l.outputs}` : `poly [${l.coeffs.map((c) => Number(c.toFixed(6))).join(', ')}]`;
   });
 
@@ -209,8 +210,10 @@ export function evaluateLayers(layers: readonly Layer[], input: ArrayLike<number
         for (let c = 0; c < layer.inputs; c++) sum += layer.weights[r * layer.inputs + c]! * x[c]!;
         return sum;
       });
-    } else {
+    } else if (layer.kind === 'poly') {
       v = v.map((t) => layer.coeffs.reduceRight((acc, a) => acc * t + a, 0));
+    } else {
+      throw new Error('a residual add needs the float model of src/he (floatEvaluate)');
     }
   }
   return v;
