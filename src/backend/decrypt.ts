@@ -11,13 +11,11 @@ import {
   OwnerKeys,
   type SealRuntime,
 } from '../he';
-import { unwrapSecret } from '../protect/kek';
-import type { Store } from './store/types';
+import { secretKeyContext, unwrapSecret } from '../node/kek';
+import type { Store } from '../store/types';
 
-/** The AES-GCM associated data a SEAL secret key is wrapped under. */
-export function secretKeyContext(keyId: string): string {
-  return `seal-secret-key:${keyId}`;
-}
+// bench/ imports secretKeyContext from here.
+export { secretKeyContext } from '../node/kek';
 
 /** A decrypted result, as the backend keeps it. */
 export interface Decrypted {

@@ -1,4 +1,4 @@
-import type { RangeFlag } from './store/types';
+import type { RangeFlag } from '../store/types';
 
 /**
  * How far beyond the calibrated range a decrypted CKKS score may lie before its result is

@@ -7,8 +7,8 @@ import { isModelId } from '../model/bundle';
 import { COCKPIT_HTML } from './cockpit';
 import type { Decrypted, DecryptionAgent } from './decrypt';
 import { checkScoreRange } from './ranges';
-import { StoreError, type StoreErrorCode } from './store/errors';
-import type { DeviceRecord, ResultRecord, Store } from './store/types';
+import { StoreError, type StoreErrorCode } from '../store/errors';
+import type { DeviceRecord, ResultRecord, Store } from '../store/types';
 
 /** Store refusals that a request caused, as HTTP statuses; the rest are 500s. */
 const STORE_STATUS: Partial<Record<StoreErrorCode, number>> = { E_INVALID: 400, E_NOT_FOUND: 404, E_CONFLICT: 409, E_BUSY: 503 };

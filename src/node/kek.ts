@@ -52,6 +52,11 @@ export function loadKek(dataDir: string, env: NodeJS.ProcessEnv = process.env): 
   }
 }
 
+/** The AES-GCM associated data a SEAL secret key is wrapped under. */
+export function secretKeyContext(keyId: string): string {
+  return `seal-secret-key:${keyId}`;
+}
+
 const WRAP_VERSION = 1;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;

@@ -27,11 +27,10 @@ import {
   calibrateRanges,
   type CalibratedRanges,
 } from '../he';
-import { secretKeyContext } from '../backend/decrypt';
 import { BUNDLE_FORMAT, type BundleHe, type BundleManifest, isModelId, type Preprocessing } from '../model/bundle';
 import { sha256Hex, writeBundle } from './bundle';
 import { type CalibrationImages, defaultCalibrationImages, extractorFeatures } from './calibration';
-import { wrapSecret } from './kek';
+import { secretKeyContext, wrapSecret } from '../node/kek';
 import { signingKey, type Workspace } from './workspace';
 
 /** A model split for protection: the plaintext extractor and the head to encrypt. */

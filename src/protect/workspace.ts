@@ -1,9 +1,9 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openSqliteStore } from '../backend/store/sqlite';
-import type { DeviceRecord, Store } from '../backend/store/types';
-import { KeyError, loadKek, unwrapSecret, wrapSecret } from './kek';
+import { openSqliteStore } from '../store/sqlite';
+import type { DeviceRecord, Store } from '../store/types';
+import { KeyError, loadKek, unwrapSecret, wrapSecret } from '../node/kek';
 import { generateSigningKey, type SigningKeyPair } from './signing';
 
 export const DATABASE_FILE = 'sealed-edge.db';

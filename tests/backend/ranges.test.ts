@@ -13,7 +13,7 @@ import { floatEvaluate } from '../../src/he';
 import type { DecryptionAgent } from '../../src/backend/decrypt';
 import { checkScoreRange, RANGE_FACTOR } from '../../src/backend/ranges';
 import type { Backend } from '../../src/backend/server';
-import type { ResultRecord } from '../../src/backend/store/types';
+import type { ResultRecord } from '../../src/store/types';
 import { fetchBundle, NodeDevice } from '../../src/node/device-client';
 import { nodeSeal } from '../../src/node/seal';
 import type { ProtectReport } from '../../src/protect/protect';

@@ -11,8 +11,8 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openSqliteStore } from '../../src/backend/store/sqlite';
-import type { NewResult } from '../../src/backend/store/types';
+import { openSqliteStore } from '../../src/store/sqlite';
+import type { NewResult } from '../../src/store/types';
 
 export function resultFor(deviceId: string, modelId: string, keyId: string, idempotencyKey: string): NewResult {
   const digest = createHash('sha256').update(idempotencyKey).digest();

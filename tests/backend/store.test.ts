@@ -14,8 +14,8 @@ import {
   SCHEMA_VERSION,
   StoreError,
   type Migration,
-} from '../../src/backend/store/sqlite';
-import type { NewResult, Store } from '../../src/backend/store/types';
+} from '../../src/store/sqlite';
+import type { NewResult, Store } from '../../src/store/types';
 import { resultFor } from './store-writer';
 
 const WRITER = resolve(__dirname, 'store-writer.ts');

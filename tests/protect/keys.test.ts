@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BundleError, type BundleManifest, parseManifest } from '../../src/model/bundle';
 import { loadBundleDir, sha256Hex, writeBundle } from '../../src/protect/bundle';
-import { KEK_FILE, KeyError, loadKek, unwrapSecret, wrapSecret } from '../../src/protect/kek';
+import { KEK_FILE, KeyError, loadKek, unwrapSecret, wrapSecret } from '../../src/node/kek';
 import { generateSigningKey, signBytes, verifyBytes } from '../../src/protect/signing';
 
 const temp = () => mkdtempSync(join(tmpdir(), 'sealed-edge-'));
