@@ -22,6 +22,7 @@ interface ConvModel {
 
 const LOLA: ConvModel = { name: 'cryptonets-lola', file: 'models/small-poly-square.onnx', split: 'input' };
 const LOLA_HEAD: ConvModel = { name: 'cryptonets-lola', file: 'models/small-poly-square.onnx' };
+const DEEP: ConvModel = { name: 'deep-poly', file: 'models/deep-poly-square.onnx', split: 'input' };
 
 interface ConvCase {
   readonly model: ConvModel;
@@ -37,6 +38,8 @@ const CASES: ConvCase[] = [
   { model: LOLA, input: 'encrypted', images: [1_000, 200], browser: true },
   { model: LOLA, input: 'plain', images: [10_000, 200] },
   { model: LOLA_HEAD, input: 'encrypted', images: [500, 0] },
+  { model: DEEP, input: 'encrypted', images: [1_000, 100], browser: true },
+  { model: DEEP, input: 'plain', images: [0, 0] },
 ];
 
 const SECURITY: SecurityBits = 128;
@@ -125,12 +128,14 @@ async function benchCase(spec: ConvCase, quick: boolean, root: string, env: Node
   return row;
 }
 
-export async function benchConv({ quick }: { quick: boolean }): Promise<{ machine: Record<string, unknown>; results: ConvRow[] }> {
+export async function benchConv({ quick, model }: { quick: boolean; model?: string }): Promise<{ machine: Record<string, unknown>; results: ConvRow[] }> {
+  const names = [...new Set(CASES.map((c) => c.model.name))];
+  if (model !== undefined && !names.includes(model)) throw new Error(`no conv benchmark rows for model '${model}': choose one of ${names.join(', ')}`);
   const root = mkdtempSync(join(tmpdir(), 'sealed-edge-bench-conv-'));
   const env = { ...process.env, SEALED_EDGE_KEK: 'cd'.repeat(32) };
   try {
     const results: ConvRow[] = [];
-    for (const spec of CASES) results.push(await benchCase(spec, quick, root, env));
+    for (const spec of CASES) if (model === undefined || spec.model.name === model) results.push(await benchCase(spec, quick, root, env));
     return { machine: machine(), results };
   } finally {
     rmSync(root, { recursive: true, force: true });

@@ -13,10 +13,10 @@ const SUITES = {
   backend: { run: (quick: boolean) => benchBackend({ quick }), table: backendTable },
   browser: { run: (quick: boolean) => benchBrowser({ quick }), table: browserTable },
   paper: { run: (quick: boolean) => benchPaper({ quick }), table: paperTable },
-  conv: { run: (quick: boolean) => benchConv({ quick }), table: convTable },
+  conv: { run: (quick: boolean, model?: string) => benchConv({ quick, model }), table: convTable },
 } as const;
 
-const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE]
+const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE] [--model NAME (conv only: one model's rows)]
 suites: ${Object.keys(SUITES).join(', ')}`;
 
 async function main(argv: string[]): Promise<number> {
@@ -25,7 +25,7 @@ async function main(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { quick: { type: 'boolean', default: false }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: { quick: { type: 'boolean', default: false }, out: { type: 'string' }, model: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     });
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${usage}\n`);
@@ -41,9 +41,13 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`${name === undefined ? 'no suite given' : `unknown suite '${positionals.join(' ')}'`}\n${usage}\n`);
     return 2;
   }
+  if (values.model !== undefined && name !== 'conv') {
+    process.stderr.write(`--model chooses rows of the conv suite only, not of '${name}'\n${usage}\n`);
+    return 2;
+  }
   const suite = SUITES[name as keyof typeof SUITES];
   const out = values.out ?? `bench/results/${name}.json`;
-  const report = await suite.run(values.quick!);
+  const report = await suite.run(values.quick!, values.model);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, `${JSON.stringify({ suite: name, quick: values.quick, ...report }, null, 2)}\n`);
   process.stdout.write(`${suite.table(report as { results: Record<string, unknown>[] })}\n\nwrote ${out}\n`);
