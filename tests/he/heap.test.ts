@@ -68,6 +68,43 @@ describe('WASM memory', () => {
     }
   });
 
+  it('convolutions on encrypted activations with a residual add: 100 evaluations do not grow the heap', async () => {
+    const runtime = await nodeSeal();
+    const g = gaussian(rng(41));
+    const conv = (inChannels: number, size: number, pads: [number, number, number, number]): Layer => ({
+      kind: 'conv',
+      inChannels,
+      inHeight: size,
+      inWidth: size,
+      outChannels: 2,
+      kernel: [3, 3],
+      stride: [1, 1],
+      pads,
+      weights: Float64Array.from({ length: 2 * inChannels * 9 }, () => 0.3 * g()),
+      bias: Float64Array.from({ length: 2 }, () => 0.1 * g()),
+    });
+    // conv 1×12×12 → 2×10×10, x², x + conv(x), dense → 10.
+    const network = [conv(1, 12, [0, 0, 0, 0]), { kind: 'poly', coeffs: [0, 0, 1] }, conv(2, 10, [1, 1, 1, 1]), { kind: 'add', from: 1 }, ...makeHead([200, 10], 'realistic', 42)] as Layer[];
+    const p2 = await protect(network, 128, undefined, 15);
+    try {
+      const images = makeInputs(144, 100, 'random', 43);
+      let afterFirst = 0;
+      for (const [i, x] of images.entries()) {
+        const { result } = p2.classifier.evaluate(x);
+        if (i === 0) afterFirst = runtime.heapBytes();
+        await yieldToEventLoop();
+        if (i % 25 === 0) {
+          const float = floatEvaluate(network, x);
+          expect(maxAbsDiff(p2.decrypt(result), float)).toBeLessThan(1e-2 * maxAbs(float));
+        }
+      }
+      expect(afterFirst).toBeGreaterThan(0);
+      expect(runtime.heapBytes()).toBe(afterFirst);
+    } finally {
+      p2.dispose();
+    }
+  });
+
   it('loading and disposing a classifier repeatedly does not grow the heap', async () => {
     const runtime = await nodeSeal();
     const again = async () => (await protect(layers)).dispose();
