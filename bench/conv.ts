@@ -23,6 +23,7 @@ interface ConvModel {
 const LOLA: ConvModel = { name: 'cryptonets-lola', file: 'models/small-poly-square.onnx', split: 'input' };
 const LOLA_HEAD: ConvModel = { name: 'cryptonets-lola', file: 'models/small-poly-square.onnx' };
 const DEEP: ConvModel = { name: 'deep-poly', file: 'models/deep-poly-square.onnx', split: 'input' };
+const DEEP_HEAD: ConvModel = { name: 'deep-poly', file: 'models/deep-poly-square.onnx' };
 
 interface ConvCase {
   readonly model: ConvModel;
@@ -40,6 +41,7 @@ const CASES: ConvCase[] = [
   { model: LOLA_HEAD, input: 'encrypted', images: [500, 0] },
   { model: DEEP, input: 'encrypted', images: [1_000, 100], browser: true },
   { model: DEEP, input: 'plain', images: [0, 0] },
+  { model: DEEP_HEAD, input: 'encrypted', images: [500, 0] },
 ];
 
 const SECURITY: SecurityBits = 128;
