@@ -173,7 +173,8 @@ const CKKS_MIN_PRECISION_BITS = 12;
 /**
  * CKKS parameters for the head's depth, with a first prime sized from the ranges the head
  * reaches on real inputs (CKKS wraps around silently past it). The ranges depend on the
- * packing and so on the ring degree: measured again until the ring settles.
+ * packing and so on the ring degree: measured again until the ring settles (it only grows,
+ * so at most once per ring degree).
  */
 function ckksParameters(model: SplitModel, options: ProtectOptions, inputs: readonly ArrayLike<number>[]): { params: HeParameters; ranges: CalibratedRanges; integerBits: number } {
   const request = {
@@ -189,7 +190,8 @@ function ckksParameters(model: SplitModel, options: ProtectOptions, inputs: read
     const integerBits = integerBitsFor(ranges.resultMax);
     let next: HeParameters;
     try {
-      next = planParameters({ ...request, integerBits });
+      // Never a smaller ring than the one just measured: the ring only grows, so this settles.
+      next = planParameters({ ...request, integerBits, minSlots: params.polyModulusDegree / 2 });
     } catch (error) {
       throw new HeError(
         'E_RANGE',
