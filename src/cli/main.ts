@@ -32,7 +32,7 @@ commands:
       polynomial approximation.
   protect MODEL.onnx [--id ID] [--split NODE|input] [--security 128|192|256] [--input encrypted|plain]
           [--scheme ckks|bgv] [--calibration IMAGES.idx] [--activation METHOD-FN-DEGREE]
-          [--out DIR] [--data DIR] [--json]
+          [--out DIR] [--data DIR] [--store URL|FILE] [--json]
       Splits the model, generates a key pair, encrypts the head's weights and publishes a
       signed bundle as a new version under DIR/ID/vN (default public/models); prints the
       time to encrypt, the bundle size and the peak memory. --scheme bgv (the paper's
@@ -40,19 +40,22 @@ commands:
       images (default: the first MNIST training images; --calibration: an IDX file of
       28×28 images), plans CRT moduli and chain, and verifies the noise budget with one
       real evaluation before publishing.
-  serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--static DIR] [--rate N]
+  serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--store URL|FILE] [--static DIR] [--rate N]
       Runs the decryption backend: device enrollment and encrypted results, the operators'
       API and cockpit (/cockpit), and DIR as a static host with COOP/COEP headers.
       --rate: requests per second each device may send (default 10).
-  device add NAME | list | revoke ID   [--data DIR] [--json]
+  device add NAME | list | revoke ID   [--data DIR] [--store URL|FILE] [--json]
       Provisions a device (prints its one-time enrollment token), lists or revokes devices.
-  model list [ID] | retire ID VERSION   [--data DIR] [--json]
+  model list [ID] | retire ID VERSION   [--data DIR] [--store URL|FILE] [--json]
       Lists protected model versions; a retired version's results are refused.
   help
       Shows this text.
 
 The owner's data directory (--data, default ./data) holds the database, the key-encryption
-key (or set SEALED_EDGE_KEK) and the operator token (or set SEALED_EDGE_OPERATOR_TOKEN).`;
+key (or set SEALED_EDGE_KEK) and the operator token (or set SEALED_EDGE_OPERATOR_TOKEN).
+--store postgres://USER:PASSWORD@HOST:PORT/DATABASE (or SEALED_EDGE_DATABASE_URL) keeps the
+database in PostgreSQL instead, shared by several backend instances; --store FILE names
+another SQLite file.`;
 
 type Command = (args: string[]) => Promise<number>;
 

@@ -10,8 +10,8 @@ export const DEFAULT_DATA_DIR = 'data';
 
 const print = (line: string) => process.stdout.write(`${line}\n`);
 
-async function withWorkspace<T>(dataDir: string, work: (ws: Workspace) => Promise<T>): Promise<T> {
-  const ws = await openWorkspace(dataDir);
+async function withWorkspace<T>(dataDir: string, store: string | undefined, work: (ws: Workspace) => Promise<T>): Promise<T> {
+  const ws = await openWorkspace(dataDir, process.env, store);
   try {
     return await work(ws);
   } finally {
@@ -53,6 +53,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       port: { type: 'string', default: '8080' },
       host: { type: 'string', default: '127.0.0.1' },
       data: { type: 'string', default: DEFAULT_DATA_DIR },
+      store: { type: 'string' },
       static: { type: 'string' },
       rate: { type: 'string', default: '10' },
     },
@@ -63,7 +64,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     throw new UsageError(`--static must be a directory, got '${values.static}'`);
   }
   const port = parsePort(values.port!);
-  await withWorkspace(values.data!, (ws) =>
+  await withWorkspace(values.data!, values.store, (ws) =>
     runBackend(ws, { port, host: values.host!, staticDir: values.static, rateLimit: { burst: Math.max(20, 2 * perSecond), perSecond } }, (base) => {
       print(`sealed-edge backend on ${base}`);
       print(`  cockpit:  ${base}/cockpit  (operator token in ${ws.dataDir}/operator.token)`);
@@ -75,10 +76,10 @@ export async function serveCommand(args: string[]): Promise<number> {
 
 /** `sealed-edge device add NAME | list | revoke ID`. */
 export async function deviceCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { data: { type: 'string', default: DEFAULT_DATA_DIR }, json: { type: 'boolean', default: false } } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { data: { type: 'string', default: DEFAULT_DATA_DIR }, store: { type: 'string' }, json: { type: 'boolean', default: false } } });
   const [action, argument, ...extra] = positionals;
   if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`);
-  return withWorkspace(values.data!, async (ws) => {
+  return withWorkspace(values.data!, values.store, async (ws) => {
     switch (action) {
       case 'add': {
         if (argument === undefined || !/^[\w .-]{1,64}$/.test(argument)) {
@@ -113,10 +114,10 @@ export async function deviceCommand(args: string[]): Promise<number> {
 
 /** `sealed-edge model list | retire ID VERSION`. */
 export async function modelCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { data: { type: 'string', default: DEFAULT_DATA_DIR }, json: { type: 'boolean', default: false } } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { data: { type: 'string', default: DEFAULT_DATA_DIR }, store: { type: 'string' }, json: { type: 'boolean', default: false } } });
   const [action, id, version, ...extra] = positionals;
   if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`);
-  return withWorkspace(values.data!, async (ws) => {
+  return withWorkspace(values.data!, values.store, async (ws) => {
     switch (action) {
       case 'list': {
         const versions = await ws.store.listModelVersions(id);

@@ -38,6 +38,7 @@ export async function protectCommand(args: string[]): Promise<number> {
       input: { type: 'string', default: 'encrypted' },
       out: { type: 'string', default: DEFAULT_BUNDLE_ROOT },
       data: { type: 'string', default: DEFAULT_DATA_DIR },
+      store: { type: 'string' },
       activation: { type: 'string', multiple: true, default: [] },
       mean: { type: 'string', default: String(MNIST_MEAN) },
       std: { type: 'string', default: String(MNIST_STD) },
@@ -79,7 +80,7 @@ export async function protectCommand(args: string[]): Promise<number> {
   if (input[2] !== MNIST_SIDE || input[3] !== MNIST_SIDE) {
     throw new UsageError(`protect calibrates on ${MNIST_SIDE}×${MNIST_SIDE} images; the extractor's input is [${input.join(', ')}]`);
   }
-  const ws = await openWorkspace(values.data!);
+  const ws = await openWorkspace(values.data!, process.env, values.store);
   try {
     const started = performance.now();
     let last = 0;

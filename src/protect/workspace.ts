@@ -1,17 +1,20 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openSqliteStore } from '../store/sqlite';
+import { openStore, storeLocation } from '../store/open';
 import type { DeviceRecord, Store } from '../store/types';
 import { KeyError, loadKek, unwrapSecret, wrapSecret } from '../node/kek';
 import { generateSigningKey, type SigningKeyPair } from './signing';
 
-export const DATABASE_FILE = 'sealed-edge.db';
+export { DATABASE_FILE } from '../store/open';
 export const OPERATOR_TOKEN_FILE = 'operator.token';
 /** The owner's Ed25519 verification key (hex): what kiosks pin at build time. */
 export const SIGNING_PUBLIC_FILE = 'owner-signing.pub';
 
-/** The owner's data directory: the database, the key-encryption key, the operator token. */
+/**
+ * The owner's data directory: the key-encryption key, the operator token and, unless the
+ * store is a PostgreSQL database (`store`, or SEALED_EDGE_DATABASE_URL), the SQLite database.
+ */
 export interface Workspace {
   readonly dataDir: string;
   readonly store: Store;
@@ -19,12 +22,13 @@ export interface Workspace {
   close(): Promise<void>;
 }
 
-export async function openWorkspace(dataDir: string, env: NodeJS.ProcessEnv = process.env): Promise<Workspace> {
+export async function openWorkspace(dataDir: string, env: NodeJS.ProcessEnv = process.env, store?: string): Promise<Workspace> {
+  const location = storeLocation(dataDir, store, env);
   if (existsSync(dataDir) && !statSync(dataDir).isDirectory()) throw new KeyError('E_KEK', `${dataDir} is not a directory`);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const kek = loadKek(dataDir, env);
-  const store = await openSqliteStore(join(dataDir, DATABASE_FILE));
-  return { dataDir, store, kek, close: () => store.close() };
+  const opened = await openStore(location);
+  return { dataDir, store: opened, kek, close: () => opened.close() };
 }
 
 function writePrivate(path: string, text: string): void {

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openSqliteStore } from '../../src/store/sqlite';
+import { openStore } from '../../src/store/open';
 import type { NewResult } from '../../src/store/types';
 
 export function resultFor(deviceId: string, modelId: string, keyId: string, idempotencyKey: string): NewResult {
@@ -37,7 +37,7 @@ export function resultFor(deviceId: string, modelId: string, keyId: string, idem
 async function main(): Promise<void> {
   const [db, deviceId, modelId, keyId, mode, count] = process.argv.slice(2);
   if (!db || !deviceId || !modelId || !keyId || !mode) throw new Error('usage: store-writer DB DEVICE MODEL KEY MODE [COUNT]');
-  const store = await openSqliteStore(db);
+  const store = await openStore(db);
   if (mode === 'forever') {
     for (let i = 0; ; i++) {
       const key = `crash-${process.pid}-${i}`;

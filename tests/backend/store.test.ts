@@ -17,6 +17,7 @@ import {
 } from '../../src/store/sqlite';
 import type { NewResult, Store } from '../../src/store/types';
 import { resultFor } from './store-writer';
+import { type TestEngine, testEngines } from './store-engines';
 
 const WRITER = resolve(__dirname, 'store-writer.ts');
 
@@ -68,9 +69,13 @@ function versionInput(modelId: string, keyId: string) {
   };
 }
 
+const engines = testEngines();
+const sqlite = engines[0]!;
+
 /** A store with one model version and one active device, ready for results. */
-async function storeWithDevice(path = dbPath()) {
-  const store = await openSqliteStore(path);
+async function storeWithDevice(engine: TestEngine = sqlite) {
+  const path = await engine.location();
+  const store = await engine.open(path);
   const { version, keyPair } = versionInput('mnist', 'k1');
   await store.addModelVersion(version, keyPair);
   await store.addDevice({ id: 'dev-1', name: 'Kiosk 1', tokenSha256: sha('token-1') });
@@ -127,25 +132,12 @@ describe('opening and migrations', () => {
 
   it('sets WAL, synchronous = FULL, foreign keys and a busy timeout on its connection', async () => {
     const store = await openSqliteStore(dbPath());
-    expect(connectionSettings(store)).toEqual({ journalMode: 'wal', synchronous: 2, foreignKeys: 1, busyTimeout: BUSY_TIMEOUT_MS });
+    expect(await connectionSettings(store)).toEqual({ journalMode: 'wal', synchronous: 2, foreignKeys: 1, busyTimeout: BUSY_TIMEOUT_MS });
     await store.close();
     // Foreign keys are enforced: a result for an unknown device is refused, not stored.
     const { store: s2 } = await storeWithDevice();
     await expectStoreError(s2.recordResult(result('k', 'k', 'nobody')), 'E_NOT_FOUND');
     await s2.close();
-  });
-
-  it('keeps data across reopening', async () => {
-    const { store, path } = await storeWithDevice();
-    await store.recordResult(result('a'));
-    await store.audit('owner', 'model.protected', { modelId: 'mnist' });
-    await store.close();
-    const reopened = await openSqliteStore(path);
-    expect((await reopened.latestModelVersion('mnist'))?.version).toBe(1);
-    expect((await reopened.getDevice('dev-1'))?.status).toBe('active');
-    expect(await reopened.countResults()).toBe(1);
-    expect((await reopened.listAudit()).map((e) => e.event)).toEqual(['model.protected']);
-    await reopened.close();
   });
 
   it('refuses a database from a newer schema without modifying it', async () => {
@@ -334,426 +326,442 @@ describe('opening and migrations', () => {
   });
 });
 
-describe('models, key pairs and signing keys', () => {
-  let store: Store;
-  beforeAll(async () => {
-    store = await openSqliteStore(dbPath());
-  });
-  afterAll(async () => {
-    await store.close();
-  });
-
-  it('numbers versions per model and keeps each key pair byte-exact', async () => {
-    const a1 = versionInput('mnist', 'key-a1');
-    const a2 = versionInput('mnist', 'key-a2');
-    const b1 = versionInput('cifar', 'key-b1');
-    const v1 = await store.addModelVersion(a1.version, a1.keyPair);
-    const w1 = await store.addModelVersion(b1.version, b1.keyPair);
-    const v2 = await store.addModelVersion(a2.version, a2.keyPair);
-    expect([v1.version, v2.version, w1.version]).toEqual([1, 2, 1]);
-    expect(v1).toMatchObject({ ...a1.version, version: 1, status: 'active' });
-    expect(new Date(v1.createdAt).toISOString()).toBe(v1.createdAt);
-    expect(await store.getModelVersion('mnist', 2)).toEqual(v2);
-    expect(await store.getModelVersion('mnist', 3)).toBeNull();
-    expect(await store.latestModelVersion('mnist')).toEqual(v2);
-    expect(await store.latestModelVersion('nothing')).toBeNull();
-    expect((await store.listModelVersions()).map((v) => `${v.modelId}@${v.version}`)).toEqual(['cifar@1', 'mnist@1', 'mnist@2']);
-    expect((await store.listModelVersions('mnist')).map((v) => v.keyId)).toEqual(['key-a1', 'key-a2']);
-
-    const pair = await store.getKeyPair('key-a2');
-    expect(pair).not.toBeNull();
-    expect(pair!.modelId).toBe('mnist');
-    expect(pair!.wrappedSecretKey.constructor).toBe(Uint8Array);
-    expect(pair!.deviceKeys.constructor).toBe(Uint8Array);
-    expect(Buffer.from(pair!.wrappedSecretKey).equals(Buffer.from(a2.keyPair.wrappedSecretKey))).toBe(true);
-    expect(Buffer.from(pair!.deviceKeys).equals(Buffer.from(a2.keyPair.deviceKeys))).toBe(true);
-    expect(await store.getKeyPair('nope')).toBeNull();
-
-    // A subarray view in is stored as exactly its bytes.
-    const big = new Uint8Array(randomBytes(64));
-    const c = versionInput('view', 'key-view');
-    await store.addModelVersion(c.version, { ...c.keyPair, wrappedSecretKey: big.subarray(8, 40) });
-    expect(Buffer.from((await store.getKeyPair('key-view'))!.wrappedSecretKey).equals(Buffer.from(big.subarray(8, 40)))).toBe(true);
-  });
-
-  it('refuses a reused key id without storing anything', async () => {
-    const dup = versionInput('mnist', 'key-a1');
-    await expectStoreError(store.addModelVersion(dup.version, dup.keyPair), 'E_CONFLICT');
-    expect((await store.listModelVersions('mnist')).length).toBe(2);
-    const other = versionInput('fresh', 'key-a1');
-    await expectStoreError(store.addModelVersion(other.version, other.keyPair), 'E_CONFLICT');
-    expect(await store.latestModelVersion('fresh')).toBeNull();
-  });
-
-  it('retires a version, idempotently, and refuses an unknown one', async () => {
-    const retired = await store.retireModelVersion('mnist', 1);
-    expect(retired.status).toBe('retired');
-    expect((await store.getModelVersion('mnist', 1))?.status).toBe('retired');
-    expect((await store.getModelVersion('mnist', 2))?.status).toBe('active');
-    expect((await store.retireModelVersion('mnist', 1)).status).toBe('retired');
-    await expectStoreError(store.retireModelVersion('mnist', 99), 'E_NOT_FOUND');
-    await expectStoreError(store.retireModelVersion('ghost', 1), 'E_NOT_FOUND');
-    // A retired version still keeps its key pair (old results stay decryptable).
-    expect(await store.getKeyPair('key-a1')).not.toBeNull();
-  });
-
-  it('keeps signing keys; the newest is the active one', async () => {
-    expect(await store.activeSigningKey()).toBeNull();
-    const pub = new Uint8Array(randomBytes(32));
-    const wrapped = new Uint8Array(randomBytes(80));
-    const added = await store.addSigningKey({ id: 'sig-1', publicKey: pub, wrappedPrivateKey: wrapped });
-    const active = await store.activeSigningKey();
-    expect(active).toEqual(added);
-    expect(active!.publicKey.constructor).toBe(Uint8Array);
-    expect(Buffer.from(active!.publicKey).equals(Buffer.from(pub))).toBe(true);
-    expect(Buffer.from(active!.wrappedPrivateKey).equals(Buffer.from(wrapped))).toBe(true);
-    await expectStoreError(store.addSigningKey({ id: 'sig-1', publicKey: pub, wrappedPrivateKey: wrapped }), 'E_CONFLICT');
-    await store.addSigningKey({ id: 'sig-2', publicKey: new Uint8Array(randomBytes(32)), wrappedPrivateKey: wrapped });
-    expect((await store.activeSigningKey())?.id).toBe('sig-2');
-    await expectStoreError(store.addSigningKey({ id: 'sig-3', publicKey: new Uint8Array(31), wrappedPrivateKey: wrapped }), 'E_INVALID');
-  });
-
-  it('refuses malformed model versions with E_INVALID and writes nothing', async () => {
-    const good = versionInput('valid', 'key-valid');
-    const cases: Array<[string, Parameters<Store['addModelVersion']>]> = [
-      ['model id with a slash', [{ ...good.version, modelId: '../etc' }, good.keyPair]],
-      ['empty model id', [{ ...good.version, modelId: '' }, good.keyPair]],
-      ['manifest hash not hex', [{ ...good.version, manifestSha256: 'zz' }, good.keyPair]],
-      ['uppercase manifest hash', [{ ...good.version, manifestSha256: sha('m').toUpperCase() }, good.keyPair]],
-      ['zero outputs', [{ ...good.version, outputs: 0 }, good.keyPair]],
-      ['fractional outputs', [{ ...good.version, outputs: 2.5 }, good.keyPair]],
-      ['NaN metric', [{ ...good.version, protectMetrics: { t: Number.NaN } }, good.keyPair]],
-      ['string metric', [{ ...good.version, protectMetrics: { t: '1' as unknown as number } }, good.keyPair]],
-      ['empty bundle dir', [{ ...good.version, bundleDir: '' }, good.keyPair]],
-      ['key ids differ', [good.version, { ...good.keyPair, keyId: 'other' }]],
-      ['empty secret key', [good.version, { ...good.keyPair, wrappedSecretKey: new Uint8Array(0) }]],
-      ['secret key not bytes', [good.version, { ...good.keyPair, wrappedSecretKey: 'secret' as unknown as Uint8Array }]],
-      ['null version', [null as never, good.keyPair]],
-    ];
-    for (const [what, args] of cases) {
-      await expect(store.addModelVersion(...args), what).rejects.toMatchObject({ name: 'StoreError', code: 'E_INVALID' });
-    }
-    expect(await store.latestModelVersion('valid')).toBeNull();
-    expect(await store.getKeyPair('key-valid')).toBeNull();
-    await expectStoreError(store.getModelVersion('mnist', 0), 'E_INVALID');
-    await expectStoreError(store.getModelVersion('mnist', 1.5), 'E_INVALID');
-    await expectStoreError(store.getKeyPair(42 as unknown as string), 'E_INVALID');
-  });
-});
-
-describe('devices', () => {
-  it('goes pending → active once per token → revoked', async () => {
-    const store = await openSqliteStore(dbPath());
-    const token = sha('one-time token');
-    const pending = await store.addDevice({ id: 'kiosk-7', name: 'Lobby kiosk', tokenSha256: token });
-    expect(pending).toMatchObject({ id: 'kiosk-7', name: 'Lobby kiosk', status: 'pending', enrolledAt: null, publicKeyJwk: null });
-    expect(await store.enrollDevice(sha('wrong token'), jwk())).toBeNull();
-    expect((await store.getDevice('kiosk-7'))?.status).toBe('pending');
-
-    const key = jwk();
-    const enrolled = await store.enrollDevice(token, key);
-    expect(enrolled).toMatchObject({ id: 'kiosk-7', status: 'active', publicKeyJwk: key });
-    expect(enrolled!.enrolledAt).not.toBeNull();
-    expect(await store.getDevice('kiosk-7')).toEqual(enrolled);
-
-    // The token works once: a second enrollment (another key) is refused and changes nothing.
-    expect(await store.enrollDevice(token, jwk())).toBeNull();
-    expect((await store.getDevice('kiosk-7'))?.publicKeyJwk).toEqual(key);
-    // … and it can never be issued again.
-    await expectStoreError(store.addDevice({ id: 'kiosk-8', name: 'Copy', tokenSha256: token }), 'E_CONFLICT');
-    await expectStoreError(store.addDevice({ id: 'kiosk-7', name: 'Again', tokenSha256: sha('x') }), 'E_CONFLICT');
-
-    const revoked = await store.revokeDevice('kiosk-7');
-    expect(revoked.status).toBe('revoked');
-    expect(revoked.publicKeyJwk).toEqual(key);
-    expect((await store.revokeDevice('kiosk-7')).status).toBe('revoked');
-    expect(await store.enrollDevice(token, jwk())).toBeNull();
-    expect((await store.getDevice('kiosk-7'))?.status).toBe('revoked');
-    await expectStoreError(store.revokeDevice('ghost'), 'E_NOT_FOUND');
-    expect(await store.getDevice('ghost')).toBeNull();
-
-    // A pending device revoked before enrollment can no longer enroll.
-    await store.addDevice({ id: 'kiosk-9', name: 'Spare', tokenSha256: sha('spare') });
-    await store.revokeDevice('kiosk-9');
-    expect(await store.enrollDevice(sha('spare'), jwk())).toBeNull();
-
-    expect((await store.listDevices()).map((d) => [d.id, d.status])).toEqual([
-      ['kiosk-7', 'revoked'],
-      ['kiosk-9', 'revoked'],
-    ]);
-    await store.close();
-  });
-
-  it('stores only public P-256 keys and refuses malformed devices', async () => {
-    const store = await openSqliteStore(dbPath());
-    await store.addDevice({ id: 'd1', name: 'd1', tokenSha256: sha('t1') });
-    const priv = { ...jwk(), d: randomBytes(32).toString('base64url') };
-    await expectStoreError(store.enrollDevice(sha('t1'), priv), 'E_INVALID');
-    await expectStoreError(store.enrollDevice(sha('t1'), { kty: 'RSA', n: 'x', e: 'AQAB' }), 'E_INVALID');
-    await expectStoreError(store.enrollDevice(sha('t1'), { kty: 'EC', crv: 'P-256', x: 'short', y: 'short' }), 'E_INVALID');
-    await expectStoreError(store.enrollDevice(sha('t1'), null as unknown as JsonWebKey), 'E_INVALID');
-    await expectStoreError(store.enrollDevice('not a hash', jwk()), 'E_INVALID');
-    // None of that used the token.
-    expect((await store.enrollDevice(sha('t1'), jwk()))?.status).toBe('active');
-
-    await expectStoreError(store.addDevice({ id: '', name: 'x', tokenSha256: sha('a') }), 'E_INVALID');
-    await expectStoreError(store.addDevice({ id: 'has space', name: 'x', tokenSha256: sha('b') }), 'E_INVALID');
-    await expectStoreError(store.addDevice({ id: 'ok', name: '', tokenSha256: sha('c') }), 'E_INVALID');
-    await expectStoreError(store.addDevice({ id: 'ok', name: 'line\nbreak', tokenSha256: sha('c') }), 'E_INVALID');
-    await expectStoreError(store.addDevice({ id: 'ok', name: 'ok', tokenSha256: 'token-in-clear' }), 'E_INVALID');
-    await expectStoreError(store.getDevice(undefined as unknown as string), 'E_INVALID');
-    expect((await store.listDevices()).length).toBe(1);
-    await store.close();
-  });
-});
-
-describe('results', () => {
-  it('creates, replays the same body and flags a different body as a conflict, storing one row', async () => {
-    const { store } = await storeWithDevice();
-    const first = await store.recordResult(result('idem-1', 'body A'));
-    expect(first.kind).toBe('created');
-    expect(first.result).toMatchObject({ ...result('idem-1', 'body A'), receivedAt: first.result.receivedAt, id: 1 });
-
-    const replay = await store.recordResult({ ...result('idem-1', 'body A'), receivedAt: new Date(Date.now() + 5000).toISOString() });
-    expect(replay).toEqual({ kind: 'replayed', result: first.result });
-
-    const conflict = await store.recordResult({ ...result('idem-1', 'body B'), label: 7 });
-    expect(conflict).toEqual({ kind: 'conflict', result: first.result });
-    expect(await store.countResults()).toBe(1);
-    expect(await store.listResults()).toEqual([first.result]);
-
-    // The same idempotency key from another device is another result.
-    await store.addDevice({ id: 'dev-2', name: 'Kiosk 2', tokenSha256: sha('token-2') });
-    await store.enrollDevice(sha('token-2'), jwk());
-    expect((await store.recordResult(result('idem-1', 'body A', 'dev-2'))).kind).toBe('created');
-    expect(await store.countResults()).toBe(2);
-    await store.close();
-  });
-
-  it('lists results by ascending id with deviceId, afterId and limit', async () => {
-    const { store } = await storeWithDevice();
-    await store.addDevice({ id: 'dev-2', name: 'Kiosk 2', tokenSha256: sha('token-2') });
-    await store.enrollDevice(sha('token-2'), jwk());
-    for (let i = 0; i < 10; i++) await store.recordResult(result(`r-${i}`, `r-${i}`, i % 2 === 0 ? 'dev-1' : 'dev-2'));
-
-    const all = await store.listResults();
-    expect(all.map((r) => r.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    expect((await store.listResults({ deviceId: 'dev-2' })).map((r) => r.idempotencyKey)).toEqual(['r-1', 'r-3', 'r-5', 'r-7', 'r-9']);
-    expect((await store.listResults({ afterId: 7 })).map((r) => r.id)).toEqual([8, 9, 10]);
-    expect((await store.listResults({ limit: 3 })).map((r) => r.id)).toEqual([1, 2, 3]);
-    expect((await store.listResults({ deviceId: 'dev-1', afterId: 3, limit: 2 })).map((r) => r.id)).toEqual([5, 7]);
-    expect(await store.listResults({ limit: 0 })).toEqual([]);
-    expect(await store.listResults({ deviceId: 'nobody' })).toEqual([]);
-    expect(await store.countResults()).toBe(10);
-
-    await expectStoreError(store.listResults({ limit: -1 }), 'E_INVALID');
-    await expectStoreError(store.listResults({ afterId: 1.5 }), 'E_INVALID');
-    await expectStoreError(store.listResults({ deviceId: '' }), 'E_INVALID');
-    await expectStoreError(store.listResults({ after: 3 } as never), 'E_INVALID');
-    await store.close();
-  });
-
-  it('refuses bad results with a StoreError and stores nothing', async () => {
-    const { store } = await storeWithDevice();
-    const good = result('good');
-    const bad: Array<[string, NewResult]> = [
-      ['unknown model version', { ...good, version: 2 }],
-      ['unknown model', { ...good, modelId: 'ghost' }],
-      ['key of another version', { ...good, keyId: 'k2' }],
-      ['unknown device', { ...good, deviceId: 'ghost' }],
-    ];
-    for (const [what, r] of bad) {
-      await expect(store.recordResult(r), what).rejects.toMatchObject({ name: 'StoreError', code: 'E_NOT_FOUND' });
-    }
-    const invalid: Array<[string, unknown]> = [
-      ['label out of range', { ...good, label: 10 }],
-      ['negative label', { ...good, label: -1 }],
-      ['fractional label', { ...good, label: 1.5 }],
-      ['NaN score', { ...good, scores: [1, Number.NaN] }],
-      ['infinite score', { ...good, scores: [Number.POSITIVE_INFINITY] }],
-      ['scores not an array', { ...good, scores: 'none' }],
-      ['body hash not hex', { ...good, bodySha256: 'abc' }],
-      ['empty idempotency key', { ...good, idempotencyKey: '' }],
-      ['idempotency key too long', { ...good, idempotencyKey: 'x'.repeat(201) }],
-      ['receivedAt not ISO', { ...good, receivedAt: 'yesterday' }],
-      ['receipt not an object', { ...good, receipt: [1, 2] }],
-      ['receipt with a bigint', { ...good, receipt: { n: 1n } }],
-      ['receipt with a function', { ...good, receipt: { f: () => 1 } }],
-      ['receipt with a cycle', { ...good, receipt: (() => { const o: Record<string, unknown> = {}; o.self = o; return o; })() }],
-      ['version zero', { ...good, version: 0 }],
-      ['negative noise budget', { ...good, noiseBudgetBits: -1 }],
-      ['fractional noise budget', { ...good, noiseBudgetBits: 16.5 }],
-      ['noise budget beyond any modulus', { ...good, noiseBudgetBits: 5000 }],
-      ['noise budget as text', { ...good, noiseBudgetBits: '17' }],
-      ['no label and no flag', { ...good, label: null }],
-      ['a label and a flag', { ...good, rangeFlag: 'out-of-range' }],
-      ['an unknown flag', { ...good, label: null, rangeFlag: 'overflow' }],
-      ['a flag that is not text', { ...good, label: null, rangeFlag: 1 }],
-      ['missing fields', { deviceId: 'dev-1' }],
-      ['null', null],
-    ];
-    for (const [what, r] of invalid) {
-      await expect(store.recordResult(r as NewResult), what).rejects.toMatchObject({ name: 'StoreError', code: 'E_INVALID' });
-    }
-    expect(await store.countResults()).toBe(0);
-    // Undefined receipt members are simply not stored.
-    const ok = await store.recordResult({ ...good, receipt: { a: 1, b: undefined } });
-    expect(ok.result.receipt).toEqual({ a: 1 });
-    expect(await store.countResults()).toBe(1);
-    expect(await store.integrityCheck()).toBe('ok');
-    await store.close();
-  });
-
-  it('stores a flagged result without a label, and replays it as it was stored', async () => {
-    const { store } = await storeWithDevice();
-    const flagged = { ...result('flagged'), label: null, rangeFlag: 'out-of-range' as const };
-    const created = await store.recordResult(flagged);
-    expect(created).toMatchObject({ kind: 'created', result: { id: 1, label: null, rangeFlag: 'out-of-range', scores: flagged.scores } });
-    expect(await store.recordResult(flagged)).toEqual({ kind: 'replayed', result: created.result });
-    expect((await store.recordResult({ ...result('labelled'), rangeFlag: null })).result).toMatchObject({ label: 3, rangeFlag: null });
-    expect((await store.listResults()).map((r) => [r.label, r.rangeFlag])).toEqual([
-      [null, 'out-of-range'],
-      [3, null],
-    ]);
-    await store.close();
-  });
-
-  it('stores exactly one row for 50 concurrent calls with the same idempotency key', async () => {
-    const { store, path } = await storeWithDevice();
-    const same = await Promise.all(Array.from({ length: 50 }, () => store.recordResult(result('burst', 'one body'))));
-    expect(same.filter((o) => o.kind === 'created').length).toBe(1);
-    expect(same.filter((o) => o.kind === 'replayed').length).toBe(49);
-    expect(new Set(same.map((o) => o.result.id)).size).toBe(1);
-
-    const differing = await Promise.all(Array.from({ length: 50 }, (_, i) => store.recordResult(result('burst-2', `body ${i}`))));
-    expect(differing.filter((o) => o.kind === 'created').length).toBe(1);
-    expect(differing.filter((o) => o.kind === 'conflict').length).toBe(49);
-
-    // Two connections to the same file, interleaved.
-    const other = await openSqliteStore(path);
-    const mixed = await Promise.all(
-      Array.from({ length: 50 }, (_, i) => (i % 2 === 0 ? store : other).recordResult(result('burst-3', 'same'))),
-    );
-    expect(mixed.filter((o) => o.kind === 'created').length).toBe(1);
-    await other.close();
-
-    expect(await store.countResults()).toBe(3);
-    expect(await store.integrityCheck()).toBe('ok');
-    await store.close();
-  });
-});
-
-describe('audit events', () => {
-  it('appends events and lists the latest ones oldest first', async () => {
-    const store = await openSqliteStore(dbPath());
-    await store.audit('owner', 'model.protected', { modelId: 'mnist', version: 1 });
-    await store.audit('cli', 'device.added');
-    await store.audit('kiosk-1', 'device.enrolled', { nested: { list: [1, 'two', null, true] } });
-    const all = await store.listAudit();
-    expect(all.map((e) => [e.id, e.actor, e.event])).toEqual([
-      [1, 'owner', 'model.protected'],
-      [2, 'cli', 'device.added'],
-      [3, 'kiosk-1', 'device.enrolled'],
-    ]);
-    expect(all[0]!.details).toEqual({ modelId: 'mnist', version: 1 });
-    expect(all[1]!.details).toEqual({});
-    expect(all[2]!.details).toEqual({ nested: { list: [1, 'two', null, true] } });
-    expect(new Date(all[0]!.at).toISOString()).toBe(all[0]!.at);
-    expect((await store.listAudit({ limit: 2 })).map((e) => e.id)).toEqual([2, 3]);
-
-    await expectStoreError(store.audit('', 'x'), 'E_INVALID');
-    await expectStoreError(store.audit('a', ''), 'E_INVALID');
-    await expectStoreError(store.audit('a', 'b', { n: Number.NaN }), 'E_INVALID');
-    await expectStoreError(store.audit('a', 'b', 'details' as never), 'E_INVALID');
-    await expectStoreError(store.listAudit({ limit: -5 }), 'E_INVALID');
-    expect((await store.listAudit()).length).toBe(3);
-    await store.close();
-  });
-});
-
-describe('closing', () => {
-  it('fails every method with E_CLOSED after close()', async () => {
-    const store = await openSqliteStore(dbPath());
-    await store.close();
-    await store.close(); // idempotent
-    await expectStoreError(store.schemaVersion(), 'E_CLOSED');
-    await expectStoreError(store.listResults(), 'E_CLOSED');
-    await expectStoreError(store.addDevice({ id: 'a', name: 'a', tokenSha256: sha('a') }), 'E_CLOSED');
-    await expectStoreError(store.integrityCheck(), 'E_CLOSED');
-  });
-});
-
-describe('processes', () => {
-  function runWriter(args: string[]) {
-    return spawn(process.execPath, ['--import', 'tsx', WRITER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  }
-
-  it('leaves a sound database with only complete rows when a writer is killed mid-way', async () => {
-    const { store, path } = await storeWithDevice();
-    await store.close();
-
-    const child = runWriter([path, 'dev-1', 'mnist', 'k1', 'forever']);
-    const acked: string[] = [];
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<NodeJS.Signals | number | null>((done) => child.on('exit', (code, signal) => done(signal ?? code)));
-    await new Promise<void>((done, failed) => {
-      let buffer = '';
-      const target = 150 + Math.floor(Math.random() * 100);
-      child.stdout.on('data', (d: Buffer) => {
-        buffer += d.toString();
-        const lines = buffer.split('\n');
-        buffer = lines.pop()!;
-        for (const line of lines) {
-          const [, , key] = line.split(' ');
-          if (key) acked.push(key);
-        }
-        if (acked.length >= target && !child.killed) {
-          child.kill('SIGKILL');
-          done();
-        }
-      });
-      child.on('exit', () => failed(new Error(`writer exited early: ${stderr}`)));
+describe.each(engines)('the $name store', (engine) => {
+    it('keeps data across reopening', async () => {
+      const { store, path } = await storeWithDevice(engine);
+      await store.recordResult(result('a'));
+      await store.audit('owner', 'model.protected', { modelId: 'mnist' });
+      await store.close();
+      const reopened = await engine.open(path);
+      expect((await reopened.latestModelVersion('mnist'))?.version).toBe(1);
+      expect((await reopened.getDevice('dev-1'))?.status).toBe('active');
+      expect(await reopened.countResults()).toBe(1);
+      expect((await reopened.listAudit()).map((e) => e.event)).toEqual(['model.protected']);
+      await reopened.close();
     });
-    expect(await exited).toBe('SIGKILL');
 
-    const reopened = await openSqliteStore(path);
-    expect(await reopened.integrityCheck()).toBe('ok');
-    const rows = await reopened.listResults();
-    const keys = new Set(rows.map((r) => r.idempotencyKey));
-    for (const key of acked) expect(keys.has(key), `acknowledged ${key} is stored`).toBe(true);
-    expect(rows.length).toBeGreaterThanOrEqual(acked.length);
-    // The writer is sequential: what is stored is a prefix of what it wrote, with no gaps.
-    const indices = rows.map((r) => Number(r.idempotencyKey.split('-').pop())).sort((a, b) => a - b);
-    expect(indices).toEqual(rows.map((_, i) => i));
-    for (const row of rows) {
-      const expected = resultFor('dev-1', 'mnist', 'k1', row.idempotencyKey);
-      expect({ ...row, receivedAt: expected.receivedAt, id: 0 }).toEqual({ ...expected, rangeFlag: null, id: 0 });
-    }
-    // The database is still writable after the crash.
-    expect((await reopened.recordResult(result('after-crash'))).kind).toBe('created');
-    await reopened.close();
+
+  describe('models, key pairs and signing keys', () => {
+    let store: Store;
+    beforeAll(async () => {
+      store = await engine.open(await engine.location());
+    });
+    afterAll(async () => {
+      await store.close();
+    });
+
+    it('numbers versions per model and keeps each key pair byte-exact', async () => {
+      const a1 = versionInput('mnist', 'key-a1');
+      const a2 = versionInput('mnist', 'key-a2');
+      const b1 = versionInput('cifar', 'key-b1');
+      const v1 = await store.addModelVersion(a1.version, a1.keyPair);
+      const w1 = await store.addModelVersion(b1.version, b1.keyPair);
+      const v2 = await store.addModelVersion(a2.version, a2.keyPair);
+      expect([v1.version, v2.version, w1.version]).toEqual([1, 2, 1]);
+      expect(v1).toMatchObject({ ...a1.version, version: 1, status: 'active' });
+      expect(new Date(v1.createdAt).toISOString()).toBe(v1.createdAt);
+      expect(await store.getModelVersion('mnist', 2)).toEqual(v2);
+      expect(await store.getModelVersion('mnist', 3)).toBeNull();
+      expect(await store.latestModelVersion('mnist')).toEqual(v2);
+      expect(await store.latestModelVersion('nothing')).toBeNull();
+      expect((await store.listModelVersions()).map((v) => `${v.modelId}@${v.version}`)).toEqual(['cifar@1', 'mnist@1', 'mnist@2']);
+      expect((await store.listModelVersions('mnist')).map((v) => v.keyId)).toEqual(['key-a1', 'key-a2']);
+
+      const pair = await store.getKeyPair('key-a2');
+      expect(pair).not.toBeNull();
+      expect(pair!.modelId).toBe('mnist');
+      expect(pair!.wrappedSecretKey.constructor).toBe(Uint8Array);
+      expect(pair!.deviceKeys.constructor).toBe(Uint8Array);
+      expect(Buffer.from(pair!.wrappedSecretKey).equals(Buffer.from(a2.keyPair.wrappedSecretKey))).toBe(true);
+      expect(Buffer.from(pair!.deviceKeys).equals(Buffer.from(a2.keyPair.deviceKeys))).toBe(true);
+      expect(await store.getKeyPair('nope')).toBeNull();
+
+      // A subarray view in is stored as exactly its bytes.
+      const big = new Uint8Array(randomBytes(64));
+      const c = versionInput('view', 'key-view');
+      await store.addModelVersion(c.version, { ...c.keyPair, wrappedSecretKey: big.subarray(8, 40) });
+      expect(Buffer.from((await store.getKeyPair('key-view'))!.wrappedSecretKey).equals(Buffer.from(big.subarray(8, 40)))).toBe(true);
+    });
+
+    it('refuses a reused key id without storing anything', async () => {
+      const dup = versionInput('mnist', 'key-a1');
+      await expectStoreError(store.addModelVersion(dup.version, dup.keyPair), 'E_CONFLICT');
+      expect((await store.listModelVersions('mnist')).length).toBe(2);
+      const other = versionInput('fresh', 'key-a1');
+      await expectStoreError(store.addModelVersion(other.version, other.keyPair), 'E_CONFLICT');
+      expect(await store.latestModelVersion('fresh')).toBeNull();
+    });
+
+    it('retires a version, idempotently, and refuses an unknown one', async () => {
+      const retired = await store.retireModelVersion('mnist', 1);
+      expect(retired.status).toBe('retired');
+      expect((await store.getModelVersion('mnist', 1))?.status).toBe('retired');
+      expect((await store.getModelVersion('mnist', 2))?.status).toBe('active');
+      expect((await store.retireModelVersion('mnist', 1)).status).toBe('retired');
+      await expectStoreError(store.retireModelVersion('mnist', 99), 'E_NOT_FOUND');
+      await expectStoreError(store.retireModelVersion('ghost', 1), 'E_NOT_FOUND');
+      // A retired version still keeps its key pair (old results stay decryptable).
+      expect(await store.getKeyPair('key-a1')).not.toBeNull();
+    });
+
+    it('keeps signing keys; the newest is the active one', async () => {
+      expect(await store.activeSigningKey()).toBeNull();
+      const pub = new Uint8Array(randomBytes(32));
+      const wrapped = new Uint8Array(randomBytes(80));
+      const added = await store.addSigningKey({ id: 'sig-1', publicKey: pub, wrappedPrivateKey: wrapped });
+      const active = await store.activeSigningKey();
+      expect(active).toEqual(added);
+      expect(active!.publicKey.constructor).toBe(Uint8Array);
+      expect(Buffer.from(active!.publicKey).equals(Buffer.from(pub))).toBe(true);
+      expect(Buffer.from(active!.wrappedPrivateKey).equals(Buffer.from(wrapped))).toBe(true);
+      await expectStoreError(store.addSigningKey({ id: 'sig-1', publicKey: pub, wrappedPrivateKey: wrapped }), 'E_CONFLICT');
+      await store.addSigningKey({ id: 'sig-2', publicKey: new Uint8Array(randomBytes(32)), wrappedPrivateKey: wrapped });
+      expect((await store.activeSigningKey())?.id).toBe('sig-2');
+      await expectStoreError(store.addSigningKey({ id: 'sig-3', publicKey: new Uint8Array(31), wrappedPrivateKey: wrapped }), 'E_INVALID');
+    });
+
+    it('refuses malformed model versions with E_INVALID and writes nothing', async () => {
+      const good = versionInput('valid', 'key-valid');
+      const cases: Array<[string, Parameters<Store['addModelVersion']>]> = [
+        ['model id with a slash', [{ ...good.version, modelId: '../etc' }, good.keyPair]],
+        ['empty model id', [{ ...good.version, modelId: '' }, good.keyPair]],
+        ['manifest hash not hex', [{ ...good.version, manifestSha256: 'zz' }, good.keyPair]],
+        ['uppercase manifest hash', [{ ...good.version, manifestSha256: sha('m').toUpperCase() }, good.keyPair]],
+        ['zero outputs', [{ ...good.version, outputs: 0 }, good.keyPair]],
+        ['fractional outputs', [{ ...good.version, outputs: 2.5 }, good.keyPair]],
+        ['NaN metric', [{ ...good.version, protectMetrics: { t: Number.NaN } }, good.keyPair]],
+        ['string metric', [{ ...good.version, protectMetrics: { t: '1' as unknown as number } }, good.keyPair]],
+        ['empty bundle dir', [{ ...good.version, bundleDir: '' }, good.keyPair]],
+        ['key ids differ', [good.version, { ...good.keyPair, keyId: 'other' }]],
+        ['empty secret key', [good.version, { ...good.keyPair, wrappedSecretKey: new Uint8Array(0) }]],
+        ['secret key not bytes', [good.version, { ...good.keyPair, wrappedSecretKey: 'secret' as unknown as Uint8Array }]],
+        ['null version', [null as never, good.keyPair]],
+      ];
+      for (const [what, args] of cases) {
+        await expect(store.addModelVersion(...args), what).rejects.toMatchObject({ name: 'StoreError', code: 'E_INVALID' });
+      }
+      expect(await store.latestModelVersion('valid')).toBeNull();
+      expect(await store.getKeyPair('key-valid')).toBeNull();
+      await expectStoreError(store.getModelVersion('mnist', 0), 'E_INVALID');
+      await expectStoreError(store.getModelVersion('mnist', 1.5), 'E_INVALID');
+      await expectStoreError(store.getKeyPair(42 as unknown as string), 'E_INVALID');
+    });
   });
 
-  it('stores each idempotency key once when two processes race on the same keys', async () => {
-    const { store, path } = await storeWithDevice();
-    await store.close();
-    const run = (child: ReturnType<typeof runWriter>) =>
-      new Promise<Record<string, number>>((done, failed) => {
-        let out = '';
-        let err = '';
-        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        child.on('exit', (code) => (code === 0 ? done(JSON.parse(out) as Record<string, number>) : failed(new Error(err))));
+  describe('devices', () => {
+    it('goes pending → active once per token → revoked', async () => {
+      const store = await engine.open(await engine.location());
+      const token = sha('one-time token');
+      const pending = await store.addDevice({ id: 'kiosk-7', name: 'Lobby kiosk', tokenSha256: token });
+      expect(pending).toMatchObject({ id: 'kiosk-7', name: 'Lobby kiosk', status: 'pending', enrolledAt: null, publicKeyJwk: null });
+      expect(await store.enrollDevice(sha('wrong token'), jwk())).toBeNull();
+      expect((await store.getDevice('kiosk-7'))?.status).toBe('pending');
+
+      const key = jwk();
+      const enrolled = await store.enrollDevice(token, key);
+      expect(enrolled).toMatchObject({ id: 'kiosk-7', status: 'active', publicKeyJwk: key });
+      expect(enrolled!.enrolledAt).not.toBeNull();
+      expect(await store.getDevice('kiosk-7')).toEqual(enrolled);
+
+      // The token works once: a second enrollment (another key) is refused and changes nothing.
+      expect(await store.enrollDevice(token, jwk())).toBeNull();
+      expect((await store.getDevice('kiosk-7'))?.publicKeyJwk).toEqual(key);
+      // … and it can never be issued again.
+      await expectStoreError(store.addDevice({ id: 'kiosk-8', name: 'Copy', tokenSha256: token }), 'E_CONFLICT');
+      await expectStoreError(store.addDevice({ id: 'kiosk-7', name: 'Again', tokenSha256: sha('x') }), 'E_CONFLICT');
+
+      const revoked = await store.revokeDevice('kiosk-7');
+      expect(revoked.status).toBe('revoked');
+      expect(revoked.publicKeyJwk).toEqual(key);
+      expect((await store.revokeDevice('kiosk-7')).status).toBe('revoked');
+      expect(await store.enrollDevice(token, jwk())).toBeNull();
+      expect((await store.getDevice('kiosk-7'))?.status).toBe('revoked');
+      await expectStoreError(store.revokeDevice('ghost'), 'E_NOT_FOUND');
+      expect(await store.getDevice('ghost')).toBeNull();
+
+      // A pending device revoked before enrollment can no longer enroll.
+      await store.addDevice({ id: 'kiosk-9', name: 'Spare', tokenSha256: sha('spare') });
+      await store.revokeDevice('kiosk-9');
+      expect(await store.enrollDevice(sha('spare'), jwk())).toBeNull();
+
+      expect((await store.listDevices()).map((d) => [d.id, d.status])).toEqual([
+        ['kiosk-7', 'revoked'],
+        ['kiosk-9', 'revoked'],
+      ]);
+      await store.close();
+    });
+
+    it('stores only public P-256 keys and refuses malformed devices', async () => {
+      const store = await engine.open(await engine.location());
+      await store.addDevice({ id: 'd1', name: 'd1', tokenSha256: sha('t1') });
+      const priv = { ...jwk(), d: randomBytes(32).toString('base64url') };
+      await expectStoreError(store.enrollDevice(sha('t1'), priv), 'E_INVALID');
+      await expectStoreError(store.enrollDevice(sha('t1'), { kty: 'RSA', n: 'x', e: 'AQAB' }), 'E_INVALID');
+      await expectStoreError(store.enrollDevice(sha('t1'), { kty: 'EC', crv: 'P-256', x: 'short', y: 'short' }), 'E_INVALID');
+      await expectStoreError(store.enrollDevice(sha('t1'), null as unknown as JsonWebKey), 'E_INVALID');
+      await expectStoreError(store.enrollDevice('not a hash', jwk()), 'E_INVALID');
+      // None of that used the token.
+      expect((await store.enrollDevice(sha('t1'), jwk()))?.status).toBe('active');
+
+      await expectStoreError(store.addDevice({ id: '', name: 'x', tokenSha256: sha('a') }), 'E_INVALID');
+      await expectStoreError(store.addDevice({ id: 'has space', name: 'x', tokenSha256: sha('b') }), 'E_INVALID');
+      await expectStoreError(store.addDevice({ id: 'ok', name: '', tokenSha256: sha('c') }), 'E_INVALID');
+      await expectStoreError(store.addDevice({ id: 'ok', name: 'line\nbreak', tokenSha256: sha('c') }), 'E_INVALID');
+      await expectStoreError(store.addDevice({ id: 'ok', name: 'ok', tokenSha256: 'token-in-clear' }), 'E_INVALID');
+      await expectStoreError(store.getDevice(undefined as unknown as string), 'E_INVALID');
+      expect((await store.listDevices()).length).toBe(1);
+      await store.close();
+    });
+  });
+
+  describe('results', () => {
+    it('creates, replays the same body and flags a different body as a conflict, storing one row', async () => {
+      const { store } = await storeWithDevice(engine);
+      const first = await store.recordResult(result('idem-1', 'body A'));
+      expect(first.kind).toBe('created');
+      expect(first.result).toMatchObject({ ...result('idem-1', 'body A'), receivedAt: first.result.receivedAt, id: 1 });
+
+      const replay = await store.recordResult({ ...result('idem-1', 'body A'), receivedAt: new Date(Date.now() + 5000).toISOString() });
+      expect(replay).toEqual({ kind: 'replayed', result: first.result });
+
+      const conflict = await store.recordResult({ ...result('idem-1', 'body B'), label: 7 });
+      expect(conflict).toEqual({ kind: 'conflict', result: first.result });
+      expect(await store.countResults()).toBe(1);
+      expect(await store.listResults()).toEqual([first.result]);
+
+      // The same idempotency key from another device is another result.
+      await store.addDevice({ id: 'dev-2', name: 'Kiosk 2', tokenSha256: sha('token-2') });
+      await store.enrollDevice(sha('token-2'), jwk());
+      expect((await store.recordResult(result('idem-1', 'body A', 'dev-2'))).kind).toBe('created');
+      expect(await store.countResults()).toBe(2);
+      await store.close();
+    });
+
+    it('lists results by ascending id with deviceId, afterId and limit', async () => {
+      const { store } = await storeWithDevice(engine);
+      await store.addDevice({ id: 'dev-2', name: 'Kiosk 2', tokenSha256: sha('token-2') });
+      await store.enrollDevice(sha('token-2'), jwk());
+      for (let i = 0; i < 10; i++) await store.recordResult(result(`r-${i}`, `r-${i}`, i % 2 === 0 ? 'dev-1' : 'dev-2'));
+
+      const all = await store.listResults();
+      expect(all.map((r) => r.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect((await store.listResults({ deviceId: 'dev-2' })).map((r) => r.idempotencyKey)).toEqual(['r-1', 'r-3', 'r-5', 'r-7', 'r-9']);
+      expect((await store.listResults({ afterId: 7 })).map((r) => r.id)).toEqual([8, 9, 10]);
+      expect((await store.listResults({ limit: 3 })).map((r) => r.id)).toEqual([1, 2, 3]);
+      expect((await store.listResults({ deviceId: 'dev-1', afterId: 3, limit: 2 })).map((r) => r.id)).toEqual([5, 7]);
+      expect(await store.listResults({ limit: 0 })).toEqual([]);
+      expect(await store.listResults({ deviceId: 'nobody' })).toEqual([]);
+      expect(await store.countResults()).toBe(10);
+
+      await expectStoreError(store.listResults({ limit: -1 }), 'E_INVALID');
+      await expectStoreError(store.listResults({ afterId: 1.5 }), 'E_INVALID');
+      await expectStoreError(store.listResults({ deviceId: '' }), 'E_INVALID');
+      await expectStoreError(store.listResults({ after: 3 } as never), 'E_INVALID');
+      await store.close();
+    });
+
+    it('refuses bad results with a StoreError and stores nothing', async () => {
+      const { store } = await storeWithDevice(engine);
+      const good = result('good');
+      const bad: Array<[string, NewResult]> = [
+        ['unknown model version', { ...good, version: 2 }],
+        ['unknown model', { ...good, modelId: 'ghost' }],
+        ['key of another version', { ...good, keyId: 'k2' }],
+        ['unknown device', { ...good, deviceId: 'ghost' }],
+      ];
+      for (const [what, r] of bad) {
+        await expect(store.recordResult(r), what).rejects.toMatchObject({ name: 'StoreError', code: 'E_NOT_FOUND' });
+      }
+      const invalid: Array<[string, unknown]> = [
+        ['label out of range', { ...good, label: 10 }],
+        ['negative label', { ...good, label: -1 }],
+        ['fractional label', { ...good, label: 1.5 }],
+        ['NaN score', { ...good, scores: [1, Number.NaN] }],
+        ['infinite score', { ...good, scores: [Number.POSITIVE_INFINITY] }],
+        ['scores not an array', { ...good, scores: 'none' }],
+        ['body hash not hex', { ...good, bodySha256: 'abc' }],
+        ['empty idempotency key', { ...good, idempotencyKey: '' }],
+        ['idempotency key too long', { ...good, idempotencyKey: 'x'.repeat(201) }],
+        ['receivedAt not ISO', { ...good, receivedAt: 'yesterday' }],
+        ['receipt not an object', { ...good, receipt: [1, 2] }],
+        ['receipt with a bigint', { ...good, receipt: { n: 1n } }],
+        ['receipt with a function', { ...good, receipt: { f: () => 1 } }],
+        ['receipt with a cycle', { ...good, receipt: (() => { const o: Record<string, unknown> = {}; o.self = o; return o; })() }],
+        ['version zero', { ...good, version: 0 }],
+        ['negative noise budget', { ...good, noiseBudgetBits: -1 }],
+        ['fractional noise budget', { ...good, noiseBudgetBits: 16.5 }],
+        ['noise budget beyond any modulus', { ...good, noiseBudgetBits: 5000 }],
+        ['noise budget as text', { ...good, noiseBudgetBits: '17' }],
+        ['no label and no flag', { ...good, label: null }],
+        ['a label and a flag', { ...good, rangeFlag: 'out-of-range' }],
+        ['an unknown flag', { ...good, label: null, rangeFlag: 'overflow' }],
+        ['a flag that is not text', { ...good, label: null, rangeFlag: 1 }],
+        ['missing fields', { deviceId: 'dev-1' }],
+        ['null', null],
+      ];
+      for (const [what, r] of invalid) {
+        await expect(store.recordResult(r as NewResult), what).rejects.toMatchObject({ name: 'StoreError', code: 'E_INVALID' });
+      }
+      expect(await store.countResults()).toBe(0);
+      // Undefined receipt members are simply not stored.
+      const ok = await store.recordResult({ ...good, receipt: { a: 1, b: undefined } });
+      expect(ok.result.receipt).toEqual({ a: 1 });
+      expect(await store.countResults()).toBe(1);
+      expect(await store.integrityCheck()).toBe('ok');
+      await store.close();
+    });
+
+    it('stores a flagged result without a label, and replays it as it was stored', async () => {
+      const { store } = await storeWithDevice(engine);
+      const flagged = { ...result('flagged'), label: null, rangeFlag: 'out-of-range' as const };
+      const created = await store.recordResult(flagged);
+      expect(created).toMatchObject({ kind: 'created', result: { id: 1, label: null, rangeFlag: 'out-of-range', scores: flagged.scores } });
+      expect(await store.recordResult(flagged)).toEqual({ kind: 'replayed', result: created.result });
+      expect((await store.recordResult({ ...result('labelled'), rangeFlag: null })).result).toMatchObject({ label: 3, rangeFlag: null });
+      expect((await store.listResults()).map((r) => [r.label, r.rangeFlag])).toEqual([
+        [null, 'out-of-range'],
+        [3, null],
+      ]);
+      await store.close();
+    });
+
+    it('stores exactly one row for 50 concurrent calls with the same idempotency key', async () => {
+      const { store, path } = await storeWithDevice(engine);
+      const same = await Promise.all(Array.from({ length: 50 }, () => store.recordResult(result('burst', 'one body'))));
+      expect(same.filter((o) => o.kind === 'created').length).toBe(1);
+      expect(same.filter((o) => o.kind === 'replayed').length).toBe(49);
+      expect(new Set(same.map((o) => o.result.id)).size).toBe(1);
+
+      const differing = await Promise.all(Array.from({ length: 50 }, (_, i) => store.recordResult(result('burst-2', `body ${i}`))));
+      expect(differing.filter((o) => o.kind === 'created').length).toBe(1);
+      expect(differing.filter((o) => o.kind === 'conflict').length).toBe(49);
+
+      // Two connections to the same file, interleaved.
+      const other = await engine.open(path);
+      const mixed = await Promise.all(
+        Array.from({ length: 50 }, (_, i) => (i % 2 === 0 ? store : other).recordResult(result('burst-3', 'same'))),
+      );
+      expect(mixed.filter((o) => o.kind === 'created').length).toBe(1);
+      await other.close();
+
+      expect(await store.countResults()).toBe(3);
+      expect(await store.integrityCheck()).toBe('ok');
+      await store.close();
+    });
+  });
+
+  describe('audit events', () => {
+    it('appends events and lists the latest ones oldest first', async () => {
+      const store = await engine.open(await engine.location());
+      await store.audit('owner', 'model.protected', { modelId: 'mnist', version: 1 });
+      await store.audit('cli', 'device.added');
+      await store.audit('kiosk-1', 'device.enrolled', { nested: { list: [1, 'two', null, true] } });
+      const all = await store.listAudit();
+      expect(all.map((e) => [e.id, e.actor, e.event])).toEqual([
+        [1, 'owner', 'model.protected'],
+        [2, 'cli', 'device.added'],
+        [3, 'kiosk-1', 'device.enrolled'],
+      ]);
+      expect(all[0]!.details).toEqual({ modelId: 'mnist', version: 1 });
+      expect(all[1]!.details).toEqual({});
+      expect(all[2]!.details).toEqual({ nested: { list: [1, 'two', null, true] } });
+      expect(new Date(all[0]!.at).toISOString()).toBe(all[0]!.at);
+      expect((await store.listAudit({ limit: 2 })).map((e) => e.id)).toEqual([2, 3]);
+
+      await expectStoreError(store.audit('', 'x'), 'E_INVALID');
+      await expectStoreError(store.audit('a', ''), 'E_INVALID');
+      await expectStoreError(store.audit('a', 'b', { n: Number.NaN }), 'E_INVALID');
+      await expectStoreError(store.audit('a', 'b', 'details' as never), 'E_INVALID');
+      await expectStoreError(store.listAudit({ limit: -5 }), 'E_INVALID');
+      expect((await store.listAudit()).length).toBe(3);
+      await store.close();
+    });
+  });
+
+  describe('closing', () => {
+    it('fails every method with E_CLOSED after close()', async () => {
+      const store = await engine.open(await engine.location());
+      await store.close();
+      await store.close(); // idempotent
+      await expectStoreError(store.schemaVersion(), 'E_CLOSED');
+      await expectStoreError(store.listResults(), 'E_CLOSED');
+      await expectStoreError(store.addDevice({ id: 'a', name: 'a', tokenSha256: sha('a') }), 'E_CLOSED');
+      await expectStoreError(store.integrityCheck(), 'E_CLOSED');
+    });
+  });
+
+  describe('processes', () => {
+    function runWriter(args: string[]) {
+      return spawn(process.execPath, ['--import', 'tsx', WRITER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    }
+
+    it('leaves a sound database with only complete rows when a writer is killed mid-way', async () => {
+      const { store, path } = await storeWithDevice(engine);
+      await store.close();
+
+      const child = runWriter([path, 'dev-1', 'mnist', 'k1', 'forever']);
+      const acked: string[] = [];
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<NodeJS.Signals | number | null>((done) => child.on('exit', (code, signal) => done(signal ?? code)));
+      await new Promise<void>((done, failed) => {
+        let buffer = '';
+        const target = 150 + Math.floor(Math.random() * 100);
+        child.stdout.on('data', (d: Buffer) => {
+          buffer += d.toString();
+          const lines = buffer.split('\n');
+          buffer = lines.pop()!;
+          for (const line of lines) {
+            const [, , key] = line.split(' ');
+            if (key) acked.push(key);
+          }
+          if (acked.length >= target && !child.killed) {
+            child.kill('SIGKILL');
+            done();
+          }
+        });
+        child.on('exit', () => failed(new Error(`writer exited early: ${stderr}`)));
       });
-    const outcomes = await Promise.all([run(runWriter([path, 'dev-1', 'mnist', 'k1', 'race', '60'])), run(runWriter([path, 'dev-1', 'mnist', 'k1', 'race', '60']))]);
-    const created = outcomes.reduce((n, o) => n + (o.created ?? 0), 0);
-    const replayed = outcomes.reduce((n, o) => n + (o.replayed ?? 0), 0);
-    expect(created).toBe(60);
-    expect(replayed).toBe(60);
-    const reopened = await openSqliteStore(path);
-    expect(await reopened.countResults()).toBe(60);
-    expect(await reopened.integrityCheck()).toBe('ok');
-    await reopened.close();
+      expect(await exited).toBe('SIGKILL');
+
+      const reopened = await engine.open(path);
+      expect(await reopened.integrityCheck()).toBe('ok');
+      const rows = await reopened.listResults();
+      const keys = new Set(rows.map((r) => r.idempotencyKey));
+      for (const key of acked) expect(keys.has(key), `acknowledged ${key} is stored`).toBe(true);
+      expect(rows.length).toBeGreaterThanOrEqual(acked.length);
+      // The writer is sequential: what is stored is a prefix of what it wrote, with no gaps.
+      const indices = rows.map((r) => Number(r.idempotencyKey.split('-').pop())).sort((a, b) => a - b);
+      expect(indices).toEqual(rows.map((_, i) => i));
+      for (const row of rows) {
+        const expected = resultFor('dev-1', 'mnist', 'k1', row.idempotencyKey);
+        expect({ ...row, receivedAt: expected.receivedAt, id: 0 }).toEqual({ ...expected, rangeFlag: null, id: 0 });
+      }
+      // The database is still writable after the crash.
+      expect((await reopened.recordResult(result('after-crash'))).kind).toBe('created');
+      await reopened.close();
+    });
+
+    it('stores each idempotency key once when two processes race on the same keys', async () => {
+      const { store, path } = await storeWithDevice(engine);
+      await store.close();
+      const run = (child: ReturnType<typeof runWriter>) =>
+        new Promise<Record<string, number>>((done, failed) => {
+          let out = '';
+          let err = '';
+          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+          child.on('exit', (code) => (code === 0 ? done(JSON.parse(out) as Record<string, number>) : failed(new Error(err))));
+        });
+      const outcomes = await Promise.all([run(runWriter([path, 'dev-1', 'mnist', 'k1', 'race', '60'])), run(runWriter([path, 'dev-1', 'mnist', 'k1', 'race', '60']))]);
+      const created = outcomes.reduce((n, o) => n + (o.created ?? 0), 0);
+      const replayed = outcomes.reduce((n, o) => n + (o.replayed ?? 0), 0);
+      expect(created).toBe(60);
+      expect(replayed).toBe(60);
+      const reopened = await engine.open(path);
+      expect(await reopened.countResults()).toBe(60);
+      expect(await reopened.integrityCheck()).toBe('ok');
+      await reopened.close();
+    });
   });
 });

@@ -1,0 +1,409 @@
+/**
+ * The PostgreSQL engine of the Store (node-postgres, a pool of connections): the shared
+ * state of several backend instances. The store's logic is shared with SQLite (sql.ts);
+ * this file holds what is PostgreSQL's own.
+ *
+ * - The same tables, columns and constraints as SQLite's schema 3: idempotency keys
+ *   unique per device, results and audit events append-only and device states moving
+ *   forward only (triggers), one-time enrollment tokens, CHECKs on every enum, hash and
+ *   JSON column. JSON and timestamps are TEXT, as in SQLite, so both engines return
+ *   exactly what was stored.
+ * - Writes are READ COMMITTED transactions whose statements are safe under concurrency:
+ *   a result is inserted ON CONFLICT DO NOTHING, a token is used by one UPDATE, version
+ *   numbers are given out under a row lock on the model.
+ * - Versioned migrations of its own (`MIGRATIONS`), each in a transaction that holds an
+ *   advisory lock, so instances starting at once apply each step once; a database whose
+ *   schema is newer than this code is refused before anything is written to it.
+ * - The tables live in the connection's current schema: `?options=-c search_path=NAME`
+ *   in the URL puts a store in a schema of its own.
+ */
+import pg from 'pg';
+import { fail, StoreError, type StoreErrorCode } from './errors';
+import { type AppliedMigration, checkApplied, checkMigrationList, type Engine, type Migration, type Queries, SqlStore } from './sql';
+import type { Store } from './types';
+import { now } from './validate';
+
+/** How long opening the store waits for a connection before failing with E_OPEN. */
+export const CONNECT_TIMEOUT_MS = 5000;
+/** Connections per store (per backend instance). */
+export const POOL_SIZE = 10;
+
+const HEX64_CHECK = (column: string): string => `${column} ~ '^[0-9a-f]{64}$'`;
+const JSON_CHECK = (column: string, type: 'object' | 'array'): string => `jsonb_typeof(${column}::jsonb) = '${type}'`;
+const refuse = (table: string, event: string, message: string): string => `
+      CREATE TRIGGER ${table}_no_${event.toLowerCase()}
+      BEFORE ${event} ON ${table}
+      FOR EACH ROW EXECUTE FUNCTION sealed_edge_refuse('${message}');`;
+
+/** The schema, in order. Append new steps; never edit a step that has shipped. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: `
+      CREATE FUNCTION sealed_edge_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'integrity_constraint_violation';
+      END $$;
+
+      CREATE TABLE models (
+        id         TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+      );
+
+      CREATE TABLE key_pairs (
+        id                 TEXT PRIMARY KEY,
+        model_id           TEXT NOT NULL REFERENCES models (id),
+        created_at         TEXT NOT NULL,
+        wrapped_secret_key BYTEA NOT NULL CHECK (length(wrapped_secret_key) > 0),
+        device_keys        BYTEA NOT NULL CHECK (length(device_keys) > 0),
+        UNIQUE (id, model_id)
+      );
+
+      CREATE TABLE model_versions (
+        model_id        TEXT NOT NULL REFERENCES models (id),
+        version         INTEGER NOT NULL CHECK (version >= 1),
+        key_id          TEXT NOT NULL UNIQUE,
+        status          TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+        created_at      TEXT NOT NULL,
+        retired_at      TEXT,
+        bundle_dir      TEXT NOT NULL CHECK (length(bundle_dir) > 0),
+        manifest_sha256 TEXT NOT NULL CHECK (${HEX64_CHECK('manifest_sha256')}),
+        outputs         INTEGER NOT NULL CHECK (outputs >= 1),
+        protect_metrics TEXT NOT NULL CHECK (${JSON_CHECK('protect_metrics', 'object')}),
+        PRIMARY KEY (model_id, version),
+        UNIQUE (model_id, version, key_id),
+        FOREIGN KEY (key_id, model_id) REFERENCES key_pairs (id, model_id),
+        CHECK ((status = 'retired') = (retired_at IS NOT NULL))
+      );
+
+      CREATE TABLE signing_keys (
+        seq                 BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id                  TEXT NOT NULL UNIQUE,
+        created_at          TEXT NOT NULL,
+        public_key          BYTEA NOT NULL CHECK (length(public_key) = 32),
+        wrapped_private_key BYTEA NOT NULL CHECK (length(wrapped_private_key) > 0)
+      );
+
+      CREATE TABLE devices (
+        seq            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id             TEXT NOT NULL UNIQUE,
+        name           TEXT NOT NULL CHECK (length(name) > 0),
+        status         TEXT NOT NULL CHECK (status IN ('pending', 'active', 'revoked')),
+        created_at     TEXT NOT NULL,
+        -- The one-time enrollment token is kept only as its SHA-256, and stays in the row
+        -- (UNIQUE) after use so that the same token can never be issued or used again.
+        token_sha256   TEXT NOT NULL UNIQUE CHECK (${HEX64_CHECK('token_sha256')}),
+        token_used_at  TEXT,
+        enrolled_at    TEXT,
+        revoked_at     TEXT,
+        public_key_jwk TEXT CHECK (public_key_jwk IS NULL OR (${JSON_CHECK('public_key_jwk', 'object')})),
+        CHECK ((enrolled_at IS NULL) = (public_key_jwk IS NULL)),
+        CHECK ((enrolled_at IS NULL) = (token_used_at IS NULL)),
+        CHECK (status <> 'pending' OR (enrolled_at IS NULL AND revoked_at IS NULL)),
+        CHECK (status <> 'active' OR (enrolled_at IS NOT NULL AND revoked_at IS NULL)),
+        CHECK ((status = 'revoked') = (revoked_at IS NOT NULL))
+      );
+
+      CREATE FUNCTION devices_forward_only() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.status <> OLD.status AND NOT (
+          (OLD.status = 'pending' AND NEW.status IN ('active', 'revoked')) OR
+          (OLD.status = 'active' AND NEW.status = 'revoked')) THEN
+          RAISE EXCEPTION 'a device status only moves forward' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        IF NEW.token_sha256 <> OLD.token_sha256 THEN
+          RAISE EXCEPTION 'an enrollment token hash never changes' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN NEW;
+      END $$;
+
+      CREATE TRIGGER devices_forward_only BEFORE UPDATE ON devices
+      FOR EACH ROW EXECUTE FUNCTION devices_forward_only();
+
+      CREATE TABLE results (
+        id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        device_id         TEXT NOT NULL REFERENCES devices (id),
+        model_id          TEXT NOT NULL,
+        version           INTEGER NOT NULL,
+        key_id            TEXT NOT NULL,
+        idempotency_key   TEXT NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+        body_sha256       TEXT NOT NULL CHECK (${HEX64_CHECK('body_sha256')}),
+        label             INTEGER CHECK (label IS NULL OR label >= 0),
+        scores            TEXT NOT NULL CHECK (${JSON_CHECK('scores', 'array')}),
+        received_at       TEXT NOT NULL,
+        receipt           TEXT NOT NULL CHECK (${JSON_CHECK('receipt', 'object')}),
+        noise_budget_bits INTEGER CHECK (noise_budget_bits IS NULL OR noise_budget_bits BETWEEN 0 AND 4096),
+        range_flag        TEXT CHECK (range_flag IS NULL OR range_flag IN ('out-of-range')),
+        UNIQUE (device_id, idempotency_key),
+        FOREIGN KEY (model_id, version, key_id) REFERENCES model_versions (model_id, version, key_id),
+        CHECK ((label IS NULL) = (range_flag IS NOT NULL))
+      );
+
+      CREATE INDEX results_by_device ON results (device_id, id);
+      ${refuse('results', 'UPDATE', 'results are never modified')}
+
+      CREATE TABLE audit_events (
+        id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at      TEXT NOT NULL,
+        actor   TEXT NOT NULL CHECK (length(actor) > 0),
+        event   TEXT NOT NULL CHECK (length(event) > 0),
+        details TEXT NOT NULL CHECK (${JSON_CHECK('details', 'object')})
+      );
+      ${refuse('audit_events', 'UPDATE', 'audit events are append-only')}
+      ${refuse('audit_events', 'DELETE', 'audit events are append-only')}
+    `,
+  },
+];
+
+/** The schema version this code creates and understands. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
+
+/** True for a location that names a PostgreSQL database rather than a SQLite file. */
+export function isPostgresUrl(location: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(location);
+}
+
+/** The URL with its password hidden, for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, '//***@');
+  }
+}
+
+function checkUrl(url: unknown): string {
+  if (typeof url !== 'string' || !isPostgresUrl(url)) {
+    fail('E_INVALID', `a PostgreSQL URL must start with postgres:// or postgresql://, got ${typeof url === 'string' ? `'${redactUrl(url)}'` : typeof url}`);
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    fail('E_INVALID', `'${redactUrl(url)}' is not a valid URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)`);
+  }
+  if (parsed.hostname === '') fail('E_INVALID', `'${redactUrl(url)}' names no host (postgres://USER:PASSWORD@HOST:PORT/DATABASE)`);
+  if (parsed.pathname.length <= 1) fail('E_INVALID', `'${redactUrl(url)}' names no database (postgres://USER:PASSWORD@HOST:PORT/DATABASE)`);
+  return url;
+}
+
+/** BIGINT (identity columns, count(*)) as a number; ids stay far below 2^53. */
+function parseBigint(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new StoreError('E_DB', `a BIGINT from PostgreSQL (${text}) does not fit a JavaScript number`);
+  return n;
+}
+const INT8_OID = 20;
+const TYPES = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary' ? parseBigint : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+/**
+ * Opens the store in the PostgreSQL database at `url` (postgres://USER:PASSWORD@HOST:PORT/DATABASE),
+ * applying pending migrations. A malformed URL is E_INVALID; a database that cannot be
+ * reached or logged into is E_OPEN; one whose schema is newer than this code, or that
+ * holds other tables, is E_SCHEMA and is left untouched.
+ */
+export function openPostgresStore(url: string): Promise<Store> {
+  return openPostgresStoreWithMigrations(url, MIGRATIONS);
+}
+
+/** @internal `openPostgresStore` with another migration list: for tests of the migration runner. */
+export async function openPostgresStoreWithMigrations(url: string, migrations: readonly Migration[]): Promise<Store> {
+  checkMigrationList(migrations);
+  const where = redactUrl(checkUrl(url));
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types: TYPES });
+  // A pooled connection that the server drops while idle is reported here, not to a caller;
+  // the pool discards it and the next statement gets a fresh connection or a StoreError.
+  pool.on('error', () => undefined);
+  try {
+    const client = await pool.connect().catch((e: unknown) => {
+      throw translate(e, `cannot connect to the database ${where}`, 'E_OPEN');
+    });
+    try {
+      await inspect(client, where, migrations);
+      await migrate(client, where, migrations);
+    } finally {
+      client.release();
+    }
+  } catch (e) {
+    await pool.end().catch(() => undefined);
+    throw translate(e, `cannot open the database ${where}`, 'E_OPEN');
+  }
+  return new SqlStore(new PostgresEngine(pool));
+}
+
+async function appliedMigrations(client: pg.PoolClient): Promise<AppliedMigration[] | null> {
+  const exists = await client.query<{ t: string | null }>("SELECT to_regclass('schema_migrations')::text AS t");
+  if (exists.rows[0]?.t == null) return null;
+  return (await client.query<AppliedMigration>('SELECT version, name FROM schema_migrations ORDER BY version')).rows;
+}
+
+/** Refuses, without writing, a database that is not ours or that is newer than `migrations`. */
+async function inspect(client: pg.PoolClient, where: string, migrations: readonly Migration[]): Promise<void> {
+  const schema = (await client.query<{ s: string | null }>('SELECT current_schema() AS s')).rows[0]?.s;
+  if (schema == null) fail('E_OPEN', `${where}: the connection has no current schema to keep the tables in (check search_path)`);
+  const applied = await appliedMigrations(client);
+  if (applied === null) {
+    const other = await client.query<{ name: string }>(
+      "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name LIMIT 1",
+    );
+    if (other.rows.length > 0) {
+      fail('E_SCHEMA', `${where} holds tables (e.g. '${other.rows[0]!.name}') in schema '${schema}' but no schema_migrations: not a sealed-edge database`);
+    }
+    return;
+  }
+  checkApplied(applied, where, migrations);
+}
+
+async function migrate(client: pg.PoolClient, where: string, migrations: readonly Migration[]): Promise<void> {
+  for (const migration of migrations) {
+    // One transaction per step, under an advisory lock on this schema: instances opening a
+    // fresh database at once apply each step exactly once.
+    await client.query('BEGIN');
+    try {
+      await client.query("SELECT pg_advisory_xact_lock(hashtext('sealed-edge migrations ' || current_schema()))");
+      await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+        version    INTEGER PRIMARY KEY CHECK (version >= 1),
+        name       TEXT NOT NULL,
+        applied_at TEXT NOT NULL
+      )`);
+      const applied = (await appliedMigrations(client)) ?? [];
+      checkApplied(applied, where, migrations);
+      if (!applied.some((row) => row.version === migration.version)) {
+        await client.query(migration.sql);
+        await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [migration.version, migration.name, now()]);
+      }
+      await client.query('COMMIT');
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/** SQLSTATE classes and codes (https://www.postgresql.org/docs/current/errcodes-appendix.html). */
+function mapSqlState(code: string, fallback: StoreErrorCode): StoreErrorCode {
+  if (code === '23505') return 'E_CONFLICT'; // unique_violation
+  if (code.startsWith('23') || code.startsWith('22')) return 'E_INVALID'; // integrity constraint, data exception
+  if (code === '40001' || code === '40P01' || code === '55P03') return 'E_BUSY'; // serialization, deadlock, lock not available
+  if (code.startsWith('XX')) return 'E_CORRUPT'; // internal error, data_corrupted, index_corrupted
+  if (code.startsWith('08') || code.startsWith('28') || code === '3D000' || code === '57P03') return 'E_OPEN'; // connection, authorization, no such database, cannot connect now
+  return fallback;
+}
+
+function translate(e: unknown, context: string, fallback: StoreErrorCode = 'E_DB'): StoreError {
+  if (e instanceof StoreError) return e;
+  const code = (e as { code?: unknown } | null)?.code;
+  const message = e instanceof Error ? e.message || String(e) : String(e);
+  if (e instanceof pg.DatabaseError && typeof code === 'string') {
+    return new StoreError(mapSqlState(code, fallback), `${context}: ${message} (SQLSTATE ${code})`, { cause: e });
+  }
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+    // A socket error (ECONNREFUSED, ENOTFOUND, ETIMEDOUT, …): the database is not there.
+    return new StoreError(fallback === 'E_DB' ? 'E_DB' : 'E_OPEN', `${context}: ${message || code} (${code})`, { cause: e });
+  }
+  return new StoreError(fallback, `${context}: ${message}`, { cause: e });
+}
+
+// ---------------------------------------------------------------------------------------
+// The engine
+
+/** `?` placeholders, as the shared SQL writes them, to PostgreSQL's `$1, $2, …` (the shared SQL has no `?` in literals). */
+const numbered = new Map<string, string>();
+function toPostgres(sql: string): string {
+  let text = numbered.get(sql);
+  if (text === undefined) {
+    let n = 0;
+    text = sql.replace(/\?/g, () => `$${++n}`);
+    numbered.set(sql, text);
+  }
+  return text;
+}
+
+function queriesOf(client: pg.Pool | pg.PoolClient): Queries {
+  const all = async <T>(sql: string, params: readonly unknown[] = []): Promise<T[]> =>
+    (await client.query(toPostgres(sql), params as unknown[])).rows as T[];
+  return {
+    all,
+    get: async <T>(sql: string, params?: readonly unknown[]) => (await all<T>(sql, params))[0],
+    run: async (sql: string, params?: readonly unknown[]) => {
+      await client.query(toPostgres(sql), (params ?? []) as unknown[]);
+    },
+  };
+}
+
+class PostgresEngine implements Engine {
+  readonly forUpdate = ' FOR UPDATE';
+  private pool: pg.Pool | null;
+
+  constructor(pool: pg.Pool) {
+    this.pool = pool;
+  }
+
+  private open(what: string): pg.Pool {
+    if (this.pool === null) fail('E_CLOSED', `${what}: the store is closed`);
+    return this.pool;
+  }
+
+  async read<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+    const pool = this.open(what);
+    try {
+      return await fn(queriesOf(pool));
+    } catch (e) {
+      throw translate(e, what);
+    }
+  }
+
+  async write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+    const pool = this.open(what);
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (e) {
+      throw translate(e, what);
+    }
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const value = await fn(queriesOf(client));
+      await client.query('COMMIT');
+      return value;
+    } catch (e) {
+      await client.query('ROLLBACK').catch((rollback: unknown) => {
+        // The connection itself failed: it is dropped rather than returned to the pool.
+        broken = rollback instanceof Error ? rollback : new Error(String(rollback));
+      });
+      throw translate(e, what);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** 'ok' when every constraint of the store's schema is validated and the tables are readable. */
+  integrityCheck(): Promise<string> {
+    return this.read('integrityCheck', async (q) => {
+      const unchecked = await q.all<{ name: string }>(
+        'SELECT conname AS name FROM pg_constraint WHERE connamespace = current_schema()::regnamespace AND NOT convalidated ORDER BY conname',
+      );
+      for (const table of ['models', 'key_pairs', 'model_versions', 'signing_keys', 'devices', 'results', 'audit_events']) {
+        await q.get(`SELECT count(*) AS n FROM ${table}`);
+      }
+      return unchecked.length === 0 ? 'ok' : `constraints not validated: ${unchecked.map((c) => c.name).join(', ')}`;
+    });
+  }
+
+  /** Closes the pool (idempotent) once its connections are idle. */
+  async close(): Promise<void> {
+    const pool = this.pool;
+    this.pool = null;
+    if (pool !== null) await pool.end();
+  }
+}

@@ -1,0 +1,585 @@
+/**
+ * The store's logic, shared by every engine: validation, the SQL both engines understand,
+ * and the mapping of rows to records. An engine (sqlite.ts, postgres.ts) only opens its
+ * database, runs its migrations, translates its errors and runs statements, in a
+ * transaction or not (`Engine`).
+ *
+ * The SQL here is written once, with `?` placeholders, and keeps to what SQLite and
+ * PostgreSQL both accept (RETURNING, ON CONFLICT … DO NOTHING, no LIMIT -1). Where the
+ * engines must differ, the engine says so (`forUpdate`).
+ */
+import { fail } from './errors';
+import type {
+  AuditEvent,
+  DeviceRecord,
+  DeviceStatus,
+  KeyPairRecord,
+  ModelStatus,
+  ModelVersion,
+  NewResult,
+  RangeFlag,
+  RecordOutcome,
+  ResultRecord,
+  SigningKeyRecord,
+  Store,
+} from './types';
+import {
+  checkBytes,
+  checkHex64,
+  checkId,
+  checkInt,
+  checkMetrics,
+  checkModelId,
+  checkOptions,
+  checkPublicJwk,
+  checkRangeFlag,
+  checkScores,
+  checkText,
+  checkTimestamp,
+  describe,
+  invalid,
+  isPlainObject,
+  jsonObject,
+  MAX_NOISE_BUDGET_BITS,
+  now,
+} from './validate';
+
+/** Statements against one connection (inside a transaction, for `Engine.write`). */
+export interface Queries {
+  all<T>(sql: string, params?: readonly unknown[]): Promise<T[]>;
+  get<T>(sql: string, params?: readonly unknown[]): Promise<T | undefined>;
+  run(sql: string, params?: readonly unknown[]): Promise<void>;
+}
+
+/** What an engine provides the shared store. Every failure comes out as a StoreError. */
+export interface Engine {
+  /** Appended to a SELECT whose rows must stay locked until the transaction ends ('' where a write transaction locks the whole database). */
+  readonly forUpdate: string;
+  /** `fn` outside a transaction; E_CLOSED once closed. */
+  read<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
+  /** `fn` in one transaction: all of it is committed before this resolves, or none of it. */
+  write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
+  /** 'ok' when the engine finds the database sound, else what it found. */
+  integrityCheck(): Promise<string>;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Migrations: each engine has its own list; the rules for checking one are shared.
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export interface AppliedMigration {
+  version: number;
+  name: string;
+}
+
+export function checkMigrationList(migrations: readonly Migration[]): void {
+  migrations.forEach((m, i) => {
+    if (m.version !== i + 1) fail('E_SCHEMA', `migration ${i} has version ${m.version}, expected ${i + 1}`);
+  });
+}
+
+/** Refuses a database whose recorded steps are newer than, or differ from, `migrations`. `where` names the database. */
+export function checkApplied(applied: readonly AppliedMigration[], where: string, migrations: readonly Migration[]): void {
+  const known = migrations.length;
+  const newest = applied.reduce((max, row) => Math.max(max, row.version), 0);
+  if (newest > known) {
+    fail(
+      'E_SCHEMA',
+      `${where} has schema version ${newest}, newer than the ${known} this version of sealed-edge knows: ` +
+        'upgrade sealed-edge (the database was left unchanged)',
+    );
+  }
+  applied.forEach((row, i) => {
+    const expected = migrations[i];
+    if (row.version !== i + 1 || !expected || expected.name !== row.name) {
+      fail(
+        'E_SCHEMA',
+        `${where}: recorded migration ${row.version} '${row.name}' does not match this code's ` +
+          `migration ${i + 1} '${expected?.name ?? '?'}'`,
+      );
+    }
+  });
+}
+
+/** A plain Uint8Array copy of the bytes a driver returns (never a view of its memory). */
+function bytes(value: Uint8Array): Uint8Array {
+  return new Uint8Array(value);
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows (the same columns on every engine: TEXT for JSON and timestamps, bytes for keys)
+
+interface ModelVersionRow {
+  model_id: string;
+  version: number;
+  key_id: string;
+  status: ModelStatus;
+  created_at: string;
+  bundle_dir: string;
+  manifest_sha256: string;
+  outputs: number;
+  protect_metrics: string;
+}
+
+interface KeyPairRow {
+  id: string;
+  model_id: string;
+  created_at: string;
+  wrapped_secret_key: Uint8Array;
+  device_keys: Uint8Array;
+}
+
+interface SigningKeyRow {
+  id: string;
+  created_at: string;
+  public_key: Uint8Array;
+  wrapped_private_key: Uint8Array;
+}
+
+interface DeviceRow {
+  id: string;
+  name: string;
+  status: DeviceStatus;
+  created_at: string;
+  enrolled_at: string | null;
+  public_key_jwk: string | null;
+}
+
+interface ResultRow {
+  id: number;
+  device_id: string;
+  model_id: string;
+  version: number;
+  key_id: string;
+  idempotency_key: string;
+  body_sha256: string;
+  label: number | null;
+  scores: string;
+  noise_budget_bits: number | null;
+  range_flag: RangeFlag | null;
+  received_at: string;
+  receipt: string;
+}
+
+interface AuditRow {
+  id: number;
+  at: string;
+  actor: string;
+  event: string;
+  details: string;
+}
+
+function toModelVersion(row: ModelVersionRow): ModelVersion {
+  return {
+    modelId: row.model_id,
+    version: row.version,
+    keyId: row.key_id,
+    status: row.status,
+    createdAt: row.created_at,
+    bundleDir: row.bundle_dir,
+    manifestSha256: row.manifest_sha256,
+    outputs: row.outputs,
+    protectMetrics: JSON.parse(row.protect_metrics) as Record<string, number>,
+  };
+}
+
+function toKeyPair(row: KeyPairRow): KeyPairRecord {
+  return {
+    keyId: row.id,
+    modelId: row.model_id,
+    createdAt: row.created_at,
+    wrappedSecretKey: bytes(row.wrapped_secret_key),
+    deviceKeys: bytes(row.device_keys),
+  };
+}
+
+function toSigningKey(row: SigningKeyRow): SigningKeyRecord {
+  return {
+    id: row.id,
+    createdAt: row.created_at,
+    publicKey: bytes(row.public_key),
+    wrappedPrivateKey: bytes(row.wrapped_private_key),
+  };
+}
+
+function toDevice(row: DeviceRow): DeviceRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    status: row.status,
+    createdAt: row.created_at,
+    enrolledAt: row.enrolled_at,
+    publicKeyJwk: row.public_key_jwk === null ? null : (JSON.parse(row.public_key_jwk) as JsonWebKey),
+  };
+}
+
+function toResult(row: ResultRow): ResultRecord {
+  return {
+    id: row.id,
+    deviceId: row.device_id,
+    modelId: row.model_id,
+    version: row.version,
+    keyId: row.key_id,
+    idempotencyKey: row.idempotency_key,
+    bodySha256: row.body_sha256,
+    label: row.label,
+    scores: JSON.parse(row.scores) as number[],
+    noiseBudgetBits: row.noise_budget_bits,
+    rangeFlag: row.range_flag,
+    receivedAt: row.received_at,
+    receipt: JSON.parse(row.receipt) as Record<string, unknown>,
+  };
+}
+
+function toAudit(row: AuditRow): AuditEvent {
+  return {
+    id: row.id,
+    at: row.at,
+    actor: row.actor,
+    event: row.event,
+    details: JSON.parse(row.details) as Record<string, unknown>,
+  };
+}
+
+const MODEL_VERSION_COLUMNS =
+  'model_id, version, key_id, status, created_at, bundle_dir, manifest_sha256, outputs, protect_metrics';
+const DEVICE_COLUMNS = 'id, name, status, created_at, enrolled_at, public_key_jwk';
+const RESULT_COLUMNS =
+  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, range_flag, received_at, receipt';
+
+// ---------------------------------------------------------------------------------------
+// The store
+
+/** The Store over an engine; `engine` is exposed for engine-specific diagnostics in tests. */
+export class SqlStore implements Store {
+  constructor(readonly engine: Engine) {}
+
+  async schemaVersion(): Promise<number> {
+    return this.engine.read('schemaVersion', async (q) => {
+      const row = await q.get<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+      return row?.v ?? 0;
+    });
+  }
+
+  // --- models and key pairs ----------------------------------------------------------
+
+  async addModelVersion(
+    version: Omit<ModelVersion, 'version' | 'createdAt' | 'status'>,
+    keyPair: Omit<KeyPairRecord, 'createdAt' | 'modelId'>,
+  ): Promise<ModelVersion> {
+    if (!isPlainObject(version)) invalid('addModelVersion: the version must be an object');
+    if (!isPlainObject(keyPair)) invalid('addModelVersion: the key pair must be an object');
+    const modelId = checkModelId(version.modelId);
+    const keyId = checkId(version.keyId, 'keyId');
+    if (keyPair.keyId !== keyId) {
+      invalid(`addModelVersion: the key pair's keyId ${describe(keyPair.keyId)} differs from the version's keyId "${keyId}"`);
+    }
+    const bundleDir = checkText(version.bundleDir, 'bundleDir', 4096);
+    const manifestSha256 = checkHex64(version.manifestSha256, 'manifestSha256');
+    const outputs = checkInt(version.outputs, 'outputs', 1, 1 << 20);
+    const metrics = checkMetrics(version.protectMetrics);
+    const secret = checkBytes(keyPair.wrappedSecretKey, 'wrappedSecretKey');
+    const deviceKeys = checkBytes(keyPair.deviceKeys, 'deviceKeys');
+
+    return this.engine.write('addModelVersion', async (q) => {
+      const at = now();
+      if (await q.get('SELECT 1 FROM key_pairs WHERE id = ?', [keyId])) {
+        fail('E_CONFLICT', `addModelVersion: key id "${keyId}" is already stored`);
+      }
+      await q.run('INSERT INTO models (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING', [modelId, at]);
+      // Version numbers are given out one at a time per model.
+      await q.get(`SELECT 1 FROM models WHERE id = ?${this.engine.forUpdate}`, [modelId]);
+      const row = await q.get<{ next: number }>('SELECT coalesce(max(version), 0) + 1 AS next FROM model_versions WHERE model_id = ?', [modelId]);
+      const next = row!.next;
+      await q.run('INSERT INTO key_pairs (id, model_id, created_at, wrapped_secret_key, device_keys) VALUES (?, ?, ?, ?, ?)', [
+        keyId,
+        modelId,
+        at,
+        secret,
+        deviceKeys,
+      ]);
+      await q.run(
+        `INSERT INTO model_versions (model_id, version, key_id, status, created_at, bundle_dir, manifest_sha256, outputs, protect_metrics)
+         VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)`,
+        [modelId, next, keyId, at, bundleDir, manifestSha256, outputs, metrics],
+      );
+      return (await modelVersionRow(q, modelId, next))!;
+    });
+  }
+
+  async getModelVersion(modelId: string, version: number): Promise<ModelVersion | null> {
+    checkModelId(modelId);
+    checkInt(version, 'version', 1);
+    return this.engine.read('getModelVersion', (q) => modelVersionRow(q, modelId, version));
+  }
+
+  /** The highest version of the model, whatever its status (callers check `status`). */
+  async latestModelVersion(modelId: string): Promise<ModelVersion | null> {
+    checkModelId(modelId);
+    return this.engine.read('latestModelVersion', async (q) => {
+      const row = await q.get<ModelVersionRow>(
+        `SELECT ${MODEL_VERSION_COLUMNS} FROM model_versions WHERE model_id = ? ORDER BY version DESC LIMIT 1`,
+        [modelId],
+      );
+      return row ? toModelVersion(row) : null;
+    });
+  }
+
+  /** Every version, ordered by model id then version. */
+  async listModelVersions(modelId?: string): Promise<ModelVersion[]> {
+    if (modelId !== undefined) checkModelId(modelId);
+    return this.engine.read('listModelVersions', async (q) => {
+      const rows =
+        modelId === undefined
+          ? await q.all<ModelVersionRow>(`SELECT ${MODEL_VERSION_COLUMNS} FROM model_versions ORDER BY model_id, version`)
+          : await q.all<ModelVersionRow>(`SELECT ${MODEL_VERSION_COLUMNS} FROM model_versions WHERE model_id = ? ORDER BY version`, [modelId]);
+      return rows.map(toModelVersion);
+    });
+  }
+
+  /** Marks the version retired (idempotent); an unknown version is E_NOT_FOUND. */
+  async retireModelVersion(modelId: string, version: number): Promise<ModelVersion> {
+    checkModelId(modelId);
+    checkInt(version, 'version', 1);
+    return this.engine.write('retireModelVersion', async (q) => {
+      await q.run(
+        `UPDATE model_versions SET status = 'retired', retired_at = ?
+         WHERE model_id = ? AND version = ? AND status <> 'retired'`,
+        [now(), modelId, version],
+      );
+      const updated = await modelVersionRow(q, modelId, version);
+      if (!updated) fail('E_NOT_FOUND', `retireModelVersion: model "${modelId}" has no version ${version}`);
+      return updated;
+    });
+  }
+
+  async getKeyPair(keyId: string): Promise<KeyPairRecord | null> {
+    checkId(keyId, 'keyId');
+    return this.engine.read('getKeyPair', async (q) => {
+      const row = await q.get<KeyPairRow>('SELECT id, model_id, created_at, wrapped_secret_key, device_keys FROM key_pairs WHERE id = ?', [keyId]);
+      return row ? toKeyPair(row) : null;
+    });
+  }
+
+  // --- signing keys --------------------------------------------------------------------
+
+  /** The most recently added signing key. */
+  async activeSigningKey(): Promise<SigningKeyRecord | null> {
+    return this.engine.read('activeSigningKey', async (q) => {
+      const row = await q.get<SigningKeyRow>('SELECT id, created_at, public_key, wrapped_private_key FROM signing_keys ORDER BY seq DESC LIMIT 1');
+      return row ? toSigningKey(row) : null;
+    });
+  }
+
+  async addSigningKey(key: Omit<SigningKeyRecord, 'createdAt'>): Promise<SigningKeyRecord> {
+    if (!isPlainObject(key)) invalid('addSigningKey: the key must be an object');
+    const id = checkId(key.id, 'signing key id');
+    const publicKey = checkBytes(key.publicKey, 'publicKey', 32);
+    const wrapped = checkBytes(key.wrappedPrivateKey, 'wrappedPrivateKey');
+    return this.engine.write('addSigningKey', async (q) => {
+      if (await q.get('SELECT 1 FROM signing_keys WHERE id = ?', [id])) {
+        fail('E_CONFLICT', `addSigningKey: signing key "${id}" already exists`);
+      }
+      const at = now();
+      await q.run('INSERT INTO signing_keys (id, created_at, public_key, wrapped_private_key) VALUES (?, ?, ?, ?)', [id, at, publicKey, wrapped]);
+      return { id, createdAt: at, publicKey: new Uint8Array(publicKey), wrappedPrivateKey: new Uint8Array(wrapped) };
+    });
+  }
+
+  // --- devices -------------------------------------------------------------------------
+
+  async addDevice(device: { id: string; name: string; tokenSha256: string }): Promise<DeviceRecord> {
+    if (!isPlainObject(device)) invalid('addDevice: the device must be an object');
+    const id = checkId(device.id, 'device id');
+    const name = checkText(device.name, 'device name', 200);
+    const token = checkHex64(device.tokenSha256, 'tokenSha256');
+    return this.engine.write('addDevice', async (q) => {
+      if (await q.get('SELECT 1 FROM devices WHERE id = ?', [id])) {
+        fail('E_CONFLICT', `addDevice: device "${id}" already exists`);
+      }
+      if (await q.get('SELECT 1 FROM devices WHERE token_sha256 = ?', [token])) {
+        fail('E_CONFLICT', 'addDevice: this enrollment token was already issued');
+      }
+      await q.run("INSERT INTO devices (id, name, status, created_at, token_sha256) VALUES (?, ?, 'pending', ?, ?)", [id, name, now(), token]);
+      return (await deviceRow(q, id))!;
+    });
+  }
+
+  /**
+   * Activates the pending device whose token hash this is and stores its public key; the
+   * token is marked used in the same statement, so it works once. Null for an unknown,
+   * used or revoked token.
+   */
+  async enrollDevice(tokenSha256: string, publicKeyJwk: JsonWebKey): Promise<DeviceRecord | null> {
+    const token = checkHex64(tokenSha256, 'tokenSha256');
+    const jwk = checkPublicJwk(publicKeyJwk);
+    return this.engine.write('enrollDevice', async (q) => {
+      const at = now();
+      const row = await q.get<DeviceRow>(
+        `UPDATE devices SET status = 'active', public_key_jwk = ?, enrolled_at = ?, token_used_at = ?
+         WHERE token_sha256 = ? AND status = 'pending' AND token_used_at IS NULL
+         RETURNING ${DEVICE_COLUMNS}`,
+        [jwk, at, at, token],
+      );
+      return row ? toDevice(row) : null;
+    });
+  }
+
+  async getDevice(id: string): Promise<DeviceRecord | null> {
+    checkId(id, 'device id');
+    return this.engine.read('getDevice', (q) => deviceRow(q, id));
+  }
+
+  /** Every device, in the order they were added. */
+  async listDevices(): Promise<DeviceRecord[]> {
+    return this.engine.read('listDevices', async (q) => (await q.all<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices ORDER BY seq`)).map(toDevice));
+  }
+
+  /** Revokes a pending or active device (idempotent); an unknown device is E_NOT_FOUND. */
+  async revokeDevice(id: string): Promise<DeviceRecord> {
+    checkId(id, 'device id');
+    return this.engine.write('revokeDevice', async (q) => {
+      await q.run("UPDATE devices SET status = 'revoked', revoked_at = ? WHERE id = ? AND status <> 'revoked'", [now(), id]);
+      const device = await deviceRow(q, id);
+      if (!device) fail('E_NOT_FOUND', `revokeDevice: no device "${id}"`);
+      return device;
+    });
+  }
+
+  // --- results -------------------------------------------------------------------------
+
+  /**
+   * 'replayed' (same body hash) or 'conflict' (another body) when (deviceId,
+   * idempotencyKey) is stored: the stored result is returned and nothing written. A new
+   * result needs an existing device and model version whose key id matches (E_NOT_FOUND
+   * otherwise), and either a label below the version's output count or a range flag (no
+   * label). Whether the device is active or the version retired, and whether scores are in
+   * range, is the caller's policy. Two racing calls with one key store one row: the insert
+   * does nothing on the unique key, and the loser returns the winner's row.
+   */
+  async recordResult(result: NewResult): Promise<RecordOutcome> {
+    if (!isPlainObject(result)) invalid('recordResult: the result must be an object');
+    const deviceId = checkId(result.deviceId, 'deviceId');
+    const modelId = checkModelId(result.modelId);
+    const version = checkInt(result.version, 'version', 1);
+    const keyId = checkId(result.keyId, 'keyId');
+    const idempotencyKey = checkId(result.idempotencyKey, 'idempotencyKey');
+    const bodySha256 = checkHex64(result.bodySha256, 'bodySha256');
+    const label = result.label === null ? null : checkInt(result.label, 'label', 0, (1 << 20) - 1);
+    const scores = checkScores(result.scores);
+    const noiseBudgetBits =
+      result.noiseBudgetBits === undefined || result.noiseBudgetBits === null ? null : checkInt(result.noiseBudgetBits, 'noiseBudgetBits', 0, MAX_NOISE_BUDGET_BITS);
+    const rangeFlag = result.rangeFlag === undefined || result.rangeFlag === null ? null : checkRangeFlag(result.rangeFlag);
+    if ((label === null) !== (rangeFlag !== null)) {
+      invalid(rangeFlag === null ? 'recordResult: a result without a label must carry a range flag' : 'recordResult: a flagged result has no label');
+    }
+    const receivedAt = checkTimestamp(result.receivedAt, 'receivedAt');
+    const receipt = jsonObject(result.receipt, 'receipt');
+
+    return this.engine.write('recordResult', async (q): Promise<RecordOutcome> => {
+      const stored = async (): Promise<RecordOutcome | null> => {
+        const existing = await q.get<ResultRow>(`SELECT ${RESULT_COLUMNS} FROM results WHERE device_id = ? AND idempotency_key = ?`, [deviceId, idempotencyKey]);
+        if (!existing) return null;
+        const found = toResult(existing);
+        return { kind: found.bodySha256 === bodySha256 ? 'replayed' : 'conflict', result: found };
+      };
+      const before = await stored();
+      if (before) return before;
+      if (!(await q.get('SELECT 1 FROM devices WHERE id = ?', [deviceId]))) {
+        fail('E_NOT_FOUND', `recordResult: no device "${deviceId}"`);
+      }
+      const mv = await q.get<{ key_id: string; outputs: number }>('SELECT key_id, outputs FROM model_versions WHERE model_id = ? AND version = ?', [modelId, version]);
+      if (!mv) fail('E_NOT_FOUND', `recordResult: model "${modelId}" has no version ${version}`);
+      if (mv.key_id !== keyId) {
+        fail('E_NOT_FOUND', `recordResult: key "${keyId}" does not belong to model "${modelId}" version ${version}`);
+      }
+      if (label !== null && label >= mv.outputs) {
+        invalid(`recordResult: label ${label} is out of range for a model with ${mv.outputs} outputs`);
+      }
+      const row = await q.get<ResultRow>(
+        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, range_flag, received_at, receipt)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (device_id, idempotency_key) DO NOTHING
+         RETURNING ${RESULT_COLUMNS}`,
+        [deviceId, modelId, version, keyId, idempotencyKey, bodySha256, label, scores, noiseBudgetBits, rangeFlag, receivedAt, receipt],
+      );
+      if (row) return { kind: 'created', result: toResult(row) };
+      const raced = await stored();
+      if (!raced) fail('E_DB', `recordResult: (${deviceId}, ${idempotencyKey}) was neither inserted nor found`);
+      return raced;
+    });
+  }
+
+  /** Results by ascending id: those after `afterId`, of one device if given, at most `limit`. */
+  async listResults(options?: { deviceId?: string; afterId?: number; limit?: number }): Promise<ResultRecord[]> {
+    const o = checkOptions(options, ['deviceId', 'afterId', 'limit'], 'listResults');
+    const deviceId = o.deviceId === undefined ? null : checkId(o.deviceId, 'deviceId');
+    const afterId = o.afterId === undefined ? 0 : checkInt(o.afterId, 'afterId', 0);
+    const limit = o.limit === undefined ? null : checkInt(o.limit, 'limit', 0);
+    const params: unknown[] = [afterId];
+    let sql = `SELECT ${RESULT_COLUMNS} FROM results WHERE id > ?`;
+    if (deviceId !== null) {
+      sql += ' AND device_id = ?';
+      params.push(deviceId);
+    }
+    sql += ' ORDER BY id';
+    if (limit !== null) {
+      sql += ' LIMIT ?';
+      params.push(limit);
+    }
+    return this.engine.read('listResults', async (q) => (await q.all<ResultRow>(sql, params)).map(toResult));
+  }
+
+  async countResults(): Promise<number> {
+    return this.engine.read('countResults', async (q) => (await q.get<{ n: number }>('SELECT count(*) AS n FROM results'))!.n);
+  }
+
+  // --- audit ---------------------------------------------------------------------------
+
+  async audit(actor: string, event: string, details: Record<string, unknown> = {}): Promise<void> {
+    const a = checkText(actor, 'actor', 200);
+    const e = checkText(event, 'event', 200);
+    const d = jsonObject(details, 'details');
+    await this.engine.write('audit', (q) => q.run('INSERT INTO audit_events (at, actor, event, details) VALUES (?, ?, ?, ?)', [now(), a, e, d]));
+  }
+
+  /** The latest `limit` events (all when omitted), oldest first. */
+  async listAudit(options?: { limit?: number }): Promise<AuditEvent[]> {
+    const o = checkOptions(options, ['limit'], 'listAudit');
+    const limit = o.limit === undefined ? null : checkInt(o.limit, 'limit', 0);
+    return this.engine.read('listAudit', async (q) => {
+      const rows =
+        limit === null
+          ? await q.all<AuditRow>('SELECT id, at, actor, event, details FROM audit_events ORDER BY id')
+          : await q.all<AuditRow>('SELECT id, at, actor, event, details FROM (SELECT * FROM audit_events ORDER BY id DESC LIMIT ?) AS latest ORDER BY id', [limit]);
+      return rows.map(toAudit);
+    });
+  }
+
+  // --- maintenance ---------------------------------------------------------------------
+
+  integrityCheck(): Promise<string> {
+    return this.engine.integrityCheck();
+  }
+
+  /** Closes the database (idempotent); every other method then fails with E_CLOSED. */
+  close(): Promise<void> {
+    return this.engine.close();
+  }
+}
+
+async function modelVersionRow(q: Queries, modelId: string, version: number): Promise<ModelVersion | null> {
+  const row = await q.get<ModelVersionRow>(`SELECT ${MODEL_VERSION_COLUMNS} FROM model_versions WHERE model_id = ? AND version = ?`, [modelId, version]);
+  return row ? toModelVersion(row) : null;
+}
+
+async function deviceRow(q: Queries, id: string): Promise<DeviceRecord | null> {
+  const row = await q.get<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`, [id]);
+  return row ? toDevice(row) : null;
+}

@@ -1,0 +1,96 @@
+/**
+ * The store engines the store tests run against. SQLite always. PostgreSQL when
+ * SEALED_EDGE_TEST_DATABASE_URL names a server (`.ci/run` starts one with
+ * scripts/test-postgres.sh): each test file creates a throwaway database there and drops
+ * it at the end, and each fresh store gets a schema of its own in it. With the variable
+ * set, an unreachable server fails the tests; on CI it must be set. Without it (a
+ * developer without PostgreSQL) the PostgreSQL tests are skipped, and say so.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll } from 'vitest';
+import { openStore } from '../../src/store/open';
+import type { Store } from '../../src/store/types';
+
+export const POSTGRES_URL = process.env.SEALED_EDGE_TEST_DATABASE_URL || undefined;
+
+if (POSTGRES_URL === undefined) {
+  if (process.env.CI === 'true') throw new Error('CI must provide PostgreSQL for the store tests: SEALED_EDGE_TEST_DATABASE_URL is not set (see .ci/run)');
+  process.stderr.write('store tests: SEALED_EDGE_TEST_DATABASE_URL is not set, so the PostgreSQL store tests are skipped (scripts/test-postgres.sh starts a server)\n');
+}
+
+export interface TestEngine {
+  readonly name: 'sqlite' | 'postgres';
+  /** Where a new, empty store can be opened. */
+  location(label?: string): Promise<string>;
+  open(location: string): Promise<Store>;
+}
+
+let counter = 0;
+
+/** A throwaway database on the test server for this test file: created in beforeAll, dropped (with its connections) in afterAll. */
+export function postgresDatabase(): { url: () => string; admin: () => pg.Client } {
+  let url = '';
+  let admin: pg.Client | null = null;
+  const name = `sealed_edge_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  beforeAll(async () => {
+    const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 5000 });
+    try {
+      await client.connect();
+    } catch (error) {
+      throw new Error(`the PostgreSQL server of SEALED_EDGE_TEST_DATABASE_URL cannot be reached: ${(error as Error).message}`);
+    }
+    await client.query(`CREATE DATABASE ${name}`);
+    admin = client;
+    const parsed = new URL(POSTGRES_URL!);
+    parsed.pathname = `/${name}`;
+    url = parsed.toString();
+  });
+  afterAll(async () => {
+    if (admin === null) return;
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.end();
+  });
+  return {
+    url: () => url,
+    admin: () => {
+      if (admin === null) throw new Error('the test database is not created yet');
+      return admin;
+    },
+  };
+}
+
+/** The URL of a new, empty schema in the test database `url`. */
+export async function postgresSchema(url: string, label = 'store'): Promise<string> {
+  const schema = `${label.replace(/[^a-z0-9_]/g, '_')}_${++counter}`;
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`CREATE SCHEMA ${schema}`);
+  } finally {
+    await client.end();
+  }
+  return `${url}?options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+}
+
+/** The engines for this test file, with their set-up and clean-up registered. */
+export function testEngines(): TestEngine[] {
+  let dir = '';
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'sealed-edge-store-'));
+  });
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const engines: TestEngine[] = [
+    { name: 'sqlite', location: async (label = 'store') => join(dir, `${label}-${++counter}.sqlite`), open: openStore },
+  ];
+  if (POSTGRES_URL !== undefined) {
+    const database = postgresDatabase();
+    engines.push({ name: 'postgres', location: (label) => postgresSchema(database.url(), label), open: openStore });
+  }
+  return engines;
+}

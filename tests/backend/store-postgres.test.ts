@@ -1,0 +1,210 @@
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { openStore } from '../../src/store/open';
+import type { StoreErrorCode } from '../../src/store/errors';
+import { MIGRATIONS, openPostgresStore, openPostgresStoreWithMigrations, SCHEMA_VERSION } from '../../src/store/postgres';
+import type { Migration } from '../../src/store/sql';
+import { POSTGRES_URL, postgresDatabase, postgresSchema } from './store-engines';
+
+const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+
+async function expectStoreError(promise: Promise<unknown>, code: StoreErrorCode): Promise<Error> {
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e as Error,
+  );
+  expect(error, `expected StoreError ${code}`).toMatchObject({ name: 'StoreError', code });
+  return error!;
+}
+
+/** A port nothing listens on: bound, then closed. */
+function closedPort(): number {
+  const r = spawnSync(process.execPath, ['-e', "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"], { encoding: 'utf8' });
+  return Number(r.stdout.trim());
+}
+
+function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, SEALED_EDGE_DATABASE_URL: '', SEALED_EDGE_KEK: '5a'.repeat(32), ...env },
+    timeout: 60_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('database URLs', () => {
+  it('refuses a malformed URL with E_INVALID and an unreachable or missing database with E_OPEN, hiding the password', async () => {
+    await expectStoreError(openPostgresStore('postgres://'), 'E_INVALID');
+    await expectStoreError(openPostgresStore('postgres://host-only'), 'E_INVALID');
+    await expectStoreError(openPostgresStore('postgres://u:p@[::1/db'), 'E_INVALID');
+    await expectStoreError(openPostgresStore('mysql://u@h/db'), 'E_INVALID');
+    await expectStoreError(openStore('mysql://u@h/db'), 'E_INVALID');
+    const port = closedPort();
+    const error = await expectStoreError(openPostgresStore(`postgres://owner:hunter2@127.0.0.1:${port}/sealed`), 'E_OPEN');
+    expect(error.message).toMatch(new RegExp(`cannot connect to the database postgres://owner:\\*\\*\\*@127.0.0.1:${port}/sealed: .*ECONNREFUSED`));
+    expect(error.message).not.toMatch(/hunter2/);
+  });
+
+  it('serve, device and model stop at start-up with one clear line for a wrong or unreachable --store or SEALED_EDGE_DATABASE_URL', () => {
+    const data = join(mkdtempSync(join(tmpdir(), 'sealed-edge-store-cli-')), 'data');
+    const port = closedPort();
+    const unreachable = `postgres://owner:hunter2@127.0.0.1:${port}/sealed`;
+    for (const args of [['serve', '--port', '0'], ['device', 'list'], ['model', 'list']]) {
+      const r = cli([...args, '--data', data, '--store', unreachable]);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.err).toMatch(new RegExp(`^sealed-edge ${args[0]}: E_OPEN: cannot connect to the database postgres://owner:\\*\\*\\*@127\\.0\\.0\\.1:${port}/sealed: .*ECONNREFUSED.*\\n$`));
+      expect(r.err).not.toMatch(/hunter2/);
+    }
+    expect(cli(['serve', '--data', data, '--store', 'mysql://u@h/db'])).toMatchObject({ code: 1, err: expect.stringMatching(/^sealed-edge serve: E_INVALID: a mysql:\/\/ database is not supported/) });
+    expect(cli(['device', 'list', '--data', data, '--store', ''])).toMatchObject({ code: 1, err: expect.stringMatching(/E_INVALID: --store must be a postgres:\/\/ URL or a SQLite file path/) });
+    expect(cli(['device', 'list', '--data', data], { SEALED_EDGE_DATABASE_URL: 'sqlite.db' })).toMatchObject({ code: 1, err: expect.stringMatching(/E_INVALID: SEALED_EDGE_DATABASE_URL must be a postgres:\/\/ or postgresql:\/\/ URL/) });
+    expect(cli(['model', 'list', '--data', data], { SEALED_EDGE_DATABASE_URL: unreachable })).toMatchObject({ code: 1, err: expect.stringMatching(/E_OPEN: cannot connect/) });
+  });
+});
+
+describe.skipIf(POSTGRES_URL === undefined)('the PostgreSQL engine', () => {
+  const database = postgresDatabase();
+  const query = async <T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<T[]> => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      return (await client.query<T>(sql, params)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  /** Every row of every table in the schema, as text: to show that nothing changed. */
+  const snapshot = async (url: string): Promise<string> => {
+    const tables = await query<{ t: string }>(url, "SELECT table_name AS t FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1");
+    const parts: string[] = [];
+    for (const { t } of tables) parts.push(t, JSON.stringify(await query(url, `SELECT * FROM ${t} ORDER BY 1`)));
+    return parts.join('\n');
+  };
+
+  it('applies its migrations once, records them, and reopens an up-to-date database without applying anything', async () => {
+    const url = await postgresSchema(database.url());
+    const store = await openPostgresStore(url);
+    expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
+    expect(await store.integrityCheck()).toBe('ok');
+    await store.close();
+    const rows = await query<{ version: number; name: string; applied_at: string }>(url, 'SELECT version, name, applied_at FROM schema_migrations ORDER BY version');
+    expect(rows.map((r) => [r.version, r.name])).toEqual(MIGRATIONS.map((m) => [m.version, m.name]));
+    const again = await openPostgresStore(url);
+    await again.close();
+    expect(await query(url, 'SELECT version, name, applied_at FROM schema_migrations ORDER BY version')).toEqual(rows);
+  });
+
+  it('applies each step once when several instances open a fresh database at the same time', async () => {
+    const url = await postgresSchema(database.url());
+    const stores = await Promise.all(Array.from({ length: 4 }, () => openPostgresStore(url)));
+    for (const s of stores) expect(await s.schemaVersion()).toBe(SCHEMA_VERSION);
+    await Promise.all(stores.map((s) => s.close()));
+    expect(await query(url, 'SELECT count(*)::int AS n FROM schema_migrations')).toEqual([{ n: SCHEMA_VERSION }]);
+  });
+
+  it('refuses a database from a newer schema, or another application’s, without modifying it', async () => {
+    const url = await postgresSchema(database.url());
+    const store = await openPostgresStore(url);
+    await store.addDevice({ id: 'd', name: 'd', tokenSha256: sha('t') });
+    await store.close();
+    await query(url, 'INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [SCHEMA_VERSION + 1, 'from the future', new Date().toISOString()]);
+    const before = await snapshot(url);
+    const error = await expectStoreError(openPostgresStore(url), 'E_SCHEMA');
+    expect(error.message).toMatch(/has schema version 2, newer than the 1 this version of sealed-edge knows: upgrade sealed-edge \(the database was left unchanged\)/);
+    expect(await snapshot(url)).toBe(before);
+
+    const foreign = await postgresSchema(database.url(), 'foreign');
+    await query(foreign, 'CREATE TABLE stuff (x INTEGER)');
+    const foreignBefore = await snapshot(foreign);
+    expect((await expectStoreError(openPostgresStore(foreign), 'E_SCHEMA')).message).toMatch(/holds tables \(e\.g\. 'stuff'\).*not a sealed-edge database/);
+    expect(await snapshot(foreign)).toBe(foreignBefore);
+  });
+
+  it('applies new steps in order, one transaction each, rolls back a failing step and refuses a history that differs', async () => {
+    const url = await postgresSchema(database.url());
+    const m1: Migration = { version: 1, name: 'one', sql: 'CREATE TABLE a (x INTEGER NOT NULL)' };
+    const m2: Migration = { version: 2, name: 'two', sql: 'CREATE TABLE b (y TEXT NOT NULL); INSERT INTO a VALUES (1);' };
+    const bad: Migration = { version: 3, name: 'bad', sql: 'CREATE TABLE c (z INTEGER); INSERT INTO nowhere VALUES (1);' };
+    await (await openPostgresStoreWithMigrations(url, [m1])).close();
+    await (await openPostgresStoreWithMigrations(url, [m1, m2])).close();
+    await (await openPostgresStoreWithMigrations(url, [m1, m2])).close();
+    await expectStoreError(openPostgresStoreWithMigrations(url, [m1, m2, bad]), 'E_OPEN');
+    expect(await query(url, 'SELECT count(*)::int AS n FROM a')).toEqual([{ n: 1 }]);
+    expect(await query(url, "SELECT to_regclass('c') AS c")).toEqual([{ c: null }]);
+    expect(await query(url, 'SELECT max(version) AS v FROM schema_migrations')).toEqual([{ v: 2 }]);
+    await expectStoreError(openPostgresStoreWithMigrations(url, [m1, { ...m2, name: 'another two' }]), 'E_SCHEMA');
+  });
+
+  it('enforces its rules in the database too: unique idempotency keys per device, append-only results and audit, forward-only devices, one-time tokens', async () => {
+    const url = await postgresSchema(database.url());
+    const store = await openPostgresStore(url);
+    await store.addModelVersion(
+      { modelId: 'mnist', keyId: 'k1', bundleDir: 'b', manifestSha256: sha('m'), outputs: 10, protectMetrics: {} },
+      { keyId: 'k1', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
+    );
+    await store.addDevice({ id: 'dev-1', name: 'Kiosk', tokenSha256: sha('token') });
+    const jwk = { kty: 'EC', crv: 'P-256', x: randomBytes(32).toString('base64url'), y: randomBytes(32).toString('base64url') };
+    expect(await store.enrollDevice(sha('token'), jwk)).toMatchObject({ status: 'active' });
+    expect(await store.enrollDevice(sha('token'), jwk)).toBeNull();
+    await store.recordResult({ deviceId: 'dev-1', modelId: 'mnist', version: 1, keyId: 'k1', idempotencyKey: 'i1', bodySha256: sha('b'), label: 1, scores: [0, 1], receivedAt: new Date().toISOString(), receipt: {} });
+    await store.audit('owner', 'x');
+    await store.close();
+
+    const raw = new pg.Client({ connectionString: url });
+    await raw.connect();
+    const fails = async (sql: string, pattern: RegExp) => {
+      await expect(raw.query(sql), sql).rejects.toThrow(pattern);
+    };
+    const insert = (key: string, label: string, flag: string) =>
+      `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, range_flag, received_at, receipt)
+       VALUES ('dev-1', 'mnist', 1, 'k1', '${key}', '${sha(key)}', ${label}, '[]', ${flag}, 'now', '{}')`;
+    await fails(insert('i1', '2', 'NULL'), /duplicate key value violates unique constraint/);
+    await fails(insert('i2', 'NULL', 'NULL'), /check constraint/);
+    await fails(insert('i3', '2', "'out-of-range'"), /check constraint/);
+    await fails(insert('i4', 'NULL', "'overflow'"), /check constraint/);
+    await fails("UPDATE results SET label = 2", /results are never modified/);
+    await fails("UPDATE audit_events SET actor = 'x'", /audit events are append-only/);
+    await fails('DELETE FROM audit_events', /audit events are append-only/);
+    await fails("UPDATE devices SET status = 'pending', enrolled_at = NULL, token_used_at = NULL, public_key_jwk = NULL", /a device status only moves forward/);
+    await fails(`UPDATE devices SET token_sha256 = '${sha('other')}'`, /an enrollment token hash never changes/);
+    await fails(`INSERT INTO devices (id, name, status, created_at, token_sha256) VALUES ('dev-2', 'again', 'pending', 'now', '${sha('token')}')`, /duplicate key value/);
+    await fails("INSERT INTO audit_events (at, actor, event, details) VALUES ('now', 'a', 'b', '[1]')", /check constraint/);
+    await fails("INSERT INTO audit_events (at, actor, event, details) VALUES ('now', 'a', 'b', 'not json')", /invalid input syntax for type json/);
+    expect((await raw.query('SELECT count(*)::int AS n FROM results')).rows).toEqual([{ n: 1 }]);
+    await raw.end();
+  });
+
+  it('fails a call with E_DB, not the process, when the server cuts its connections, and the next call opens fresh ones', async () => {
+    const url = await postgresSchema(database.url());
+    const store = await openPostgresStore(url);
+    await store.addDevice({ id: 'd1', name: 'd1', tokenSha256: sha('t1') });
+    const name = new URL(database.url()).pathname.slice(1);
+    await database.admin().query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+    const first = await store.listDevices().then(
+      () => 'ok',
+      (e: { code?: string }) => e.code,
+    );
+    expect(['ok', 'E_DB']).toContain(first);
+    expect(await store.listDevices()).toHaveLength(1);
+    await store.close();
+    await expectStoreError(store.listDevices(), 'E_CLOSED');
+  });
+
+  it('device and model commands work against PostgreSQL with --store', () => {
+    return postgresSchema(database.url(), 'cli').then((url) => {
+      const data = join(mkdtempSync(join(tmpdir(), 'sealed-edge-store-cli-')), 'data');
+      const added = cli(['device', 'add', 'kiosk-pg', '--data', data, '--store', url, '--json']);
+      expect(added.err).toBe('');
+      expect(JSON.parse(added.out)).toMatchObject({ name: 'kiosk-pg', token: expect.any(String) });
+      const listed = cli(['device', 'list', '--data', data, '--json'], { SEALED_EDGE_DATABASE_URL: url });
+      expect(JSON.parse(listed.out)).toMatchObject([{ name: 'kiosk-pg', status: 'pending' }]);
+      expect(cli(['model', 'list', '--data', data, '--store', url])).toMatchObject({ code: 0, out: '' });
+      expect(cli(['model', 'retire', 'mnist', '1', '--data', data, '--store', url])).toMatchObject({ code: 1, err: expect.stringMatching(/E_NOT_FOUND/) });
+    });
+  });
+});
