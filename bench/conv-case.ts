@@ -9,14 +9,13 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decryptResult, HeContext, layerNames, keySetInfo, OwnerKeys, planClassifier, type SecurityBits } from '../src/he';
-import { secretKeyContext } from '../src/backend/decrypt';
 import { preprocessMnist } from '../src/model/idx';
 import { importOnnx } from '../src/model/onnx';
 import { decodeModel } from '../src/model/proto';
 import { loadBundleClassifier } from '../src/node/device-client';
 import { nodeSeal } from '../src/node/seal';
 import { loadBundleDir } from '../src/protect/bundle';
-import { unwrapSecret } from '../src/protect/kek';
+import { secretKeyContext, unwrapSecret } from '../src/node/kek';
 import { protectSplitModel } from '../src/protect/protect';
 import { openWorkspace, SIGNING_PUBLIC_FILE } from '../src/protect/workspace';
 import { argmax } from '../tests/he/helpers';

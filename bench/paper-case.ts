@@ -26,14 +26,13 @@ import {
 } from '../src/he';
 import { readContainer } from '../src/he/container';
 import { loadSeal } from '../src/he/keys';
-import { secretKeyContext } from '../src/backend/decrypt';
 import { preprocessMnist } from '../src/model/idx';
 import { importOnnx } from '../src/model/onnx';
 import { loadBundleClassifier } from '../src/node/device-client';
 import { nodeSeal } from '../src/node/seal';
 import { loadBundleDir } from '../src/protect/bundle';
 import { CALIBRATION_IMAGES } from '../src/protect/calibration';
-import { unwrapSecret } from '../src/protect/kek';
+import { secretKeyContext, unwrapSecret } from '../src/node/kek';
 import { protectSplitModel, type ProtectMetrics } from '../src/protect/protect';
 import { openWorkspace, SIGNING_PUBLIC_FILE } from '../src/protect/workspace';
 import { argmax } from '../tests/he/helpers';

@@ -14,9 +14,6 @@ import {
 import { secretKeyContext, unwrapSecret } from '../node/kek';
 import type { Store } from '../store/types';
 
-// bench/ imports secretKeyContext from here.
-export { secretKeyContext } from '../node/kek';
-
 /** A decrypted result, as the backend keeps it. */
 export interface Decrypted {
   /** The scheme of the key pair and the result. */
