@@ -74,16 +74,6 @@ function trimmedCoeffs(layer: PolyLayer, index: number): number[] {
 /** What planning needs of a model: its shapes and its activations, not its weights. */
 export type LayerShape = ConvShape | { readonly kind: 'dense'; readonly inputs: number; readonly outputs: number } | PolyLayer | AddLayer;
 
-/** A model made of dense layers and activations only (what BGV plans today). */
-export type DenseModelLayer = DenseLayer | PolyLayer;
-
-/** Narrows a model to dense layers and activations, refusing a convolution or a residual add with `why`. */
-export function denseOnly<L extends LayerShape | Layer>(layers: readonly L[], why: string): Exclude<L, { kind: 'conv' | 'add' }>[] {
-  const other = layers.findIndex((l) => l?.kind === 'conv' || l?.kind === 'add');
-  if (other >= 0) fail('E_UNSUPPORTED', `layer ${other} is a ${layers[other]!.kind === 'conv' ? 'convolution' : 'residual add'}: ${why}`);
-  return layers as Exclude<L, { kind: 'conv' | 'add' }>[];
-}
-
 /** A layer that multiplies by weights: a convolution or a dense layer. */
 const isLinear = (layer: LayerShape | undefined): boolean => layer?.kind === 'dense' || layer?.kind === 'conv';
 

@@ -1,15 +1,14 @@
-import { evaluateLayers, type Layer, type LayerShape, type LayerWeights } from '../circuit';
+import { evaluateLayers, firstPlan, type Layer, type LayerShape, type LayerWeights, packInputs } from '../circuit';
 import { type Evaluation, type Mode, type Progress, SECTIONS_PER_YIELD, yieldToEventLoop } from '../classifier';
 import { readContainer, writeContainer } from '../container';
 import { fail, HeError } from '../errors';
 import { loadSeal } from '../keys';
-import { packInput } from '../packing';
 import { Scope } from '../scope';
 import type { CipherText } from '../seal';
 import { type OpCounts, zeroCounts } from '../trace';
 import { type BgvCipher, BgvSealBackend, type BgvValue } from './backend';
 import type { BgvContext } from './context';
-import { checkFixedPoint, type FixedPoint, quantizeInput } from './fixed-point';
+import { checkFixedPoint, type FixedPoint, linearCount, quantizeInput } from './fixed-point';
 import { BgvDeviceKeys, type BgvOwnerKeys } from './keys';
 import { type BgvParameters, checkBgvParameters, describeBgvParameters, sameBgvParameters, switchLevels } from './params';
 import { type BgvClassifierPlan, planBgvClassifier } from './plan';
@@ -84,8 +83,7 @@ function planOf(header: ClassifierHeader): { params: BgvParameters; keyId: strin
   const params = checkBgvParameters(header.params);
   if (!Array.isArray(header.layers)) fail('E_CORRUPT', 'the classifier header has no layer list');
   if (typeof header.keyId !== 'string') fail('E_CORRUPT', 'the classifier header has no key id');
-  const dense = header.layers.filter((l) => l?.kind === 'dense').length;
-  const plan = planBgvClassifier(params, header.layers, header.mode, checkFixedPoint(header.fixedPoint, dense));
+  const plan = planBgvClassifier(params, header.layers, header.mode, checkFixedPoint(header.fixedPoint, linearCount(header.layers)));
   return { params, keyId: header.keyId, plan };
 }
 
@@ -141,11 +139,9 @@ export class EncryptedBgvClassifier {
         };
         weights.set(
           c.index,
-          plan.plans.map((layerPlan, i): LayerWeights<BgvCipher> | null => {
-            if (layerPlan.kind !== 'dense') return null;
-            const diagonals = plan.structure[i]!.map((used, k) => (used ? load(`${i}:${k}`) : null));
-            return { diagonals, bias: load(`${i}:-1`) };
-          }),
+          plan.structure.map((structure, i): LayerWeights<BgvCipher> | null =>
+            structure === null ? null : { diagonals: structure.map((used, k) => (used ? load(`${i}:${k}`) : null)), bias: load(`${i}:-1`) },
+          ),
         );
       }
     } catch (error) {
@@ -156,10 +152,12 @@ export class EncryptedBgvClassifier {
   }
 
   /**
-   * Clamps the features to the calibrated range and quantizes them, evaluates every open
-   * component, or only those listed in `components` (encrypting the input under each one's
-   * public key, or using it in the clear in the plaintext-input mode) and serializes the
-   * still-encrypted scores. Timings and counts are summed over the components.
+   * Clamps the features (or a convolution's image) to the calibrated range and quantizes
+   * them, packs them for the first layer (one vector, or one im2col plane per kernel
+   * offset), evaluates every open component, or only those listed in `components`
+   * (encrypting the packed input under each one's public key, or using it in the clear in
+   * the plaintext-input mode) and serializes the still-encrypted scores. Timings and
+   * counts are summed over the components.
    */
   evaluate(features: ArrayLike<number>, components?: readonly number[]): Evaluation {
     if (this.disposed) fail('E_DISPOSED', 'the classifier has been disposed');
@@ -167,10 +165,9 @@ export class EncryptedBgvClassifier {
     if (components !== undefined && (!Array.isArray(components) || components.some((i) => !open.includes(i)))) {
       fail('E_SHAPE', `components ${JSON.stringify(components)} are not among the open ones [${open.join(', ')}]`);
     }
-    const first = this.plan.plans[0]!;
-    if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
     if (features?.length !== this.plan.inputs) fail('E_SHAPE', `input has ${features?.length} values, the classifier expects ${this.plan.inputs}`);
-    const packed = packInput(first, quantizeInput(this.plan.fixedPoint, features));
+    const packed = packInputs(firstPlan(this.plan.plans), quantizeInput(this.plan.fixedPoint, features));
+    const scale = this.plan.fixedPoint.inputScale;
     const timings = { encryptMs: 0, evaluateMs: 0, serializeMs: 0 };
     const counts: OpCounts = zeroCounts();
     const sections: Uint8Array[] = [];
@@ -181,19 +178,21 @@ export class EncryptedBgvClassifier {
       const scope = new Scope();
       try {
         const t0 = performance.now();
-        let input: BgvValue;
+        let inputs: BgvValue[];
         if (this.plan.mode.input === 'encrypted') {
           const encryptor = scope.track(c.seal.Encryptor(c.context, keys.publicKey));
-          const plain = scope.track(c.encode(packed));
-          const ct = scope.track(c.seal.CipherText());
-          encryptor.encrypt(plain, ct);
-          input = { ct, scale: this.plan.fixedPoint.inputScale };
+          const plain = scope.track(c.seal.PlainText());
+          inputs = packed.map((values) => {
+            const ct = scope.track(c.seal.CipherText());
+            encryptor.encrypt(c.encode(values, plain), ct);
+            return { ct, scale };
+          });
         } else {
-          input = { plain: packed, scale: this.plan.fixedPoint.inputScale };
+          inputs = packed.map((plain) => ({ plain, scale }));
         }
         const t1 = performance.now();
         const backend = new BgvSealBackend(c, keys, scope, switchLevels(this.plan.params));
-        const out = evaluateLayers<BgvValue, BgvCipher>(backend, this.plan.plans, this.weights.get(c.index)!, [input]);
+        const out = evaluateLayers<BgvValue, BgvCipher>(backend, this.plan.plans, this.weights.get(c.index)!, inputs);
         const t2 = performance.now();
         if ('plain' in out) fail('E_SHAPE', 'the classifier produced no ciphertext');
         sections.push(out.ct.saveArray(c.seal.ComprModeType.zstd));

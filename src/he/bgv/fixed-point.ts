@@ -1,13 +1,17 @@
-import { type Backend, type DenseModelLayer, denseOnly, evaluatePoly, type Layer, foldModel, planActivations, type PolyPlan } from '../circuit';
-import { BGV_NO_CONV } from './params';
+import { type Backend, evaluatePoly, type Layer, type LayerShape, foldModel, planActivations, type PolyPlan } from '../circuit';
+import { type ConvLayer, convGeometry, floatConv } from '../conv';
 import { fail } from '../errors';
 
 /**
- * How real numbers become the integers BGV computes on. The device clamps each feature to
- * the calibrated range [lo, hi] and encodes X = round(x·inputScale); dense layer k (in
+ * How real numbers become the integers BGV computes on. The device clamps each input value
+ * (a feature, or a pixel of a convolution's image) to the calibrated range [lo, hi] and
+ * encodes X = round(x·inputScale); linear layer k (convolutions and dense layers, in
  * order) holds W = round(w·weightScales[k]) of its folded weights, and its bias is rounded
  * at the scale of the products it is added to. A value's scale is the product of the
  * scales that made it, so the decrypted integer divided by the output scale is the score.
+ * A residual add multiplies its skip value by the integer ratio of the two branches'
+ * scales: the weight scale of the convolution before it is chosen to make that ratio an
+ * integer (see chooseFixedPoint), so the branches align exactly.
  */
 export interface FixedPoint {
   readonly inputRange: readonly [number, number];
@@ -15,7 +19,12 @@ export interface FixedPoint {
   readonly weightScales: readonly number[];
 }
 
-export function checkFixedPoint(value: unknown, denseLayers: number): FixedPoint {
+/** Layers that hold weights: one weight scale each. */
+export function linearCount(layers: readonly LayerShape[]): number {
+  return layers.filter((l) => l?.kind === 'dense' || l?.kind === 'conv').length;
+}
+
+export function checkFixedPoint(value: unknown, linearLayers: number): FixedPoint {
   const f = value as Partial<FixedPoint> | null;
   const positive = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v > 0;
   const ok =
@@ -27,7 +36,7 @@ export function checkFixedPoint(value: unknown, denseLayers: number): FixedPoint
     f.inputRange[0]! < f.inputRange[1]! &&
     positive(f.inputScale) &&
     Array.isArray(f.weightScales) &&
-    f.weightScales.length === denseLayers &&
+    f.weightScales.length === linearLayers &&
     f.weightScales.every(positive);
   if (!ok) fail('E_CORRUPT', `invalid fixed-point encoding: ${JSON.stringify(value)}`);
   return Object.freeze({
@@ -63,21 +72,58 @@ function maxAbs(values: ArrayLike<number>): number {
   return m;
 }
 
+/** A linear layer of the folded model. */
+type Linear = Extract<Layer, { kind: 'dense' | 'conv' }>;
+
+/** Scale of a polynomial activation's output for an input at `scale`: what evaluatePoly makes of it. */
+function polyScale(plan: PolyPlan, scale: number): number {
+  return evaluatePoly(new PointBackend(), plan, { v: Float64Array.of(1), scale }).scale;
+}
+
 /**
- * Scales that give the largest feature `inputBits` bits and each dense layer's largest
- * folded weight (`folded`: foldModel's output) `weightBits` bits, both signed magnitudes.
+ * Scales that give the largest input value `inputBits` bits and each linear layer's
+ * largest folded weight (`folded`: foldModel's output) `weightBits` bits, both signed
+ * magnitudes. A convolution followed by a residual add gets the nearest weight scale that
+ * makes its output scale an integer multiple k ≥ 1 of the skip value's (BGV aligns the
+ * skip by multiplying it by k; it cannot divide): refused when even k = 1 needs a scale
+ * above the skip's by more than rounding.
  */
-export function chooseFixedPoint(folded: readonly DenseModelLayer[], range: readonly [number, number], inputBits: number, weightBits: number): FixedPoint {
+export function chooseFixedPoint(folded: readonly Layer[], range: readonly [number, number], inputBits: number, weightBits: number): FixedPoint {
   for (const [name, bits] of [['inputBits', inputBits], ['weightBits', weightBits]] as const) {
     if (!Number.isInteger(bits) || bits < 1 || bits > 40) fail('E_PARAMS', `${name} must be an integer from 1 to 40, got ${bits}`);
   }
-  const weightScales = folded.flatMap((layer, i) => {
-    if (layer.kind !== 'dense') return [];
-    const m = maxAbs(layer.weights);
-    if (m === 0) fail('E_PARAMS', `layer ${i}: all weights are zero`);
-    return [(2 ** weightBits - 1) / m];
+  const polys = planActivations(folded);
+  const inputScale = (2 ** inputBits - 1) / Math.max(-range[0], range[1]);
+  const weightScales: number[] = [];
+  /** Output scale of each layer so far. */
+  const scales: number[] = [];
+  let scale = inputScale;
+  let poly = 0;
+  folded.forEach((layer, i) => {
+    if (layer.kind === 'poly') scale = polyScale(polys[poly++]!, scale);
+    if (layer.kind === 'dense' || layer.kind === 'conv') {
+      const m = maxAbs(layer.weights);
+      if (m === 0) fail('E_PARAMS', `layer ${i}: all weights are zero`);
+      let w = (2 ** weightBits - 1) / m;
+      const add = folded[i + 1];
+      if (add?.kind === 'add') {
+        const skip = scales[add.from]!;
+        const k = Math.round((scale * w) / skip);
+        if (k < 1) {
+          fail(
+            'E_PARAMS',
+            `layer ${i + 1}: the residual add cannot align its branches in BGV: layer ${add.from}'s values have scale 2^${Math.log2(skip).toFixed(1)}, ` +
+              `the convolution's sum only 2^${Math.log2(scale * w).toFixed(1)}, and BGV can multiply the skip by an integer but not divide it: quantize with more bits`,
+          );
+        }
+        w = (k * skip) / scale;
+      }
+      weightScales.push(w);
+      scale *= w;
+    }
+    scales.push(scale);
   });
-  return { inputRange: [range[0], range[1]], inputScale: (2 ** inputBits - 1) / Math.max(-range[0], range[1]), weightScales };
+  return { inputRange: [range[0], range[1]], inputScale, weightScales };
 }
 
 /** The device's encoding of its features: clamped to the calibrated range, scaled, rounded. */
@@ -111,21 +157,72 @@ export function constAddend(c: number, scale: number): number {
   return Math.round(c * scale);
 }
 
-/** A folded model with each dense layer's weights rounded to integers at its scale (biases stay real). */
-export function quantizeFolded(folded: readonly DenseModelLayer[], fp: FixedPoint): DenseModelLayer[] {
-  let dense = 0;
+/** A folded model with each linear layer's weights rounded to integers at its scale (biases stay real). */
+export function quantizeFolded(folded: readonly Layer[], fp: FixedPoint): Layer[] {
+  let linear = 0;
   return folded.map((layer) => {
-    if (layer.kind !== 'dense') return layer;
-    const scale = fp.weightScales[dense++]!;
+    if (layer.kind !== 'dense' && layer.kind !== 'conv') return layer;
+    const scale = fp.weightScales[linear++]!;
     const weights = new Float64Array(layer.weights.length);
     for (let i = 0; i < weights.length; i++) weights[i] = Math.round(layer.weights[i]! * scale);
     return { ...layer, weights };
   });
 }
 
-/** The model folded, with each dense layer's weights rounded to integers at its scale (biases stay real). */
-export function quantizeWeights(layers: readonly DenseModelLayer[], fp: FixedPoint): DenseModelLayer[] {
+/** The model folded, with each linear layer's weights rounded to integers at its scale (biases stay real). */
+export function quantizeWeights(layers: readonly Layer[], fp: FixedPoint): Layer[] {
   return quantizeFolded(foldModel(layers), fp);
+}
+
+/**
+ * A linear layer unpacked: its real bias per output (a dense layer's folded bias; a
+ * convolution's b[o] plus its input offset times the weights each output reads, as
+ * packRotatedConv folds it) and its products, output by output.
+ */
+interface Unpacked {
+  readonly outputs: number;
+  readonly bias: Float64Array;
+  /** Visits every product: output index, input index, integer weight. */
+  forEach(visit: (out: number, input: number, w: number) => void): void;
+}
+
+function unpack(real: Linear, quantized: Linear): Unpacked {
+  if (real.kind === 'dense' && quantized.kind === 'dense') {
+    const { inputs, outputs } = real;
+    return {
+      outputs,
+      bias: Float64Array.from({ length: outputs }, (_, r) => real.bias?.[r] ?? 0),
+      forEach(visit) {
+        for (let r = 0; r < outputs; r++) for (let c = 0; c < inputs; c++) visit(r, c, quantized.weights[r * inputs + c]!);
+      },
+    };
+  }
+  const conv = real as ConvLayer;
+  const g = convGeometry(conv);
+  const { inChannels: cs, inHeight: h, inWidth: w, outChannels: os, kernel, stride, pads } = conv;
+  return {
+    outputs: g.outputs,
+    bias: floatConv(conv, new Float64Array(g.inputs)),
+    forEach(visit) {
+      for (let o = 0; o < os; o++) {
+        for (let y = 0; y < g.outHeight; y++) {
+          for (let x = 0; x < g.outWidth; x++) {
+            const out = (o * g.outHeight + y) * g.outWidth + x;
+            for (let c = 0; c < cs; c++) {
+              for (let dy = 0; dy < kernel[0]; dy++) {
+                const iy = y * stride[0] + dy - pads[0];
+                if (iy < 0 || iy >= h) continue;
+                for (let dx = 0; dx < kernel[1]; dx++) {
+                  const ix = x * stride[1] + dx - pads[1];
+                  if (ix >= 0 && ix < w) visit(out, (c * h + iy) * w + ix, quantized.weights[((o * cs + c) * kernel[0] + dy) * kernel[1] + dx]!);
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+  };
 }
 
 /** Integers (held in doubles) of the neurons of one layer, at one scale. */
@@ -134,7 +231,6 @@ interface Point {
   scale: number;
 }
 
-/** The device's polynomial evaluation on the integers of one input (unpacked). */
 /**
  * What the backends below share: they evaluate activations only (evaluatePoly), so the
  * dense layer's operations refuse.
@@ -195,41 +291,62 @@ export function clampInput(fp: FixedPoint, x: ArrayLike<number>): Float64Array {
 }
 
 /**
+ * A linear layer on the integers of one input (unpacked): the products, and the real bias
+ * rounded at their scale.
+ */
+function linearPoint(layer: Linear, unpacked: Unpacked, x: Point, weightScale: number): Point {
+  const scale = x.scale * weightScale;
+  const v = unpacked.bias.map((b) => Math.round(b * scale));
+  if (layer.kind === 'dense') {
+    const weights = layer.weights;
+    for (let r = 0; r < layer.outputs; r++) {
+      let sum = v[r]!;
+      const row = r * layer.inputs;
+      for (let c = 0; c < layer.inputs; c++) sum += weights[row + c]! * x.v[c]!;
+      v[r] = sum;
+    }
+  } else {
+    unpacked.forEach((out, input, w) => {
+      v[out]! += w * x.v[input]!;
+    });
+  }
+  return { v, scale };
+}
+
+/**
  * Largest error of the quantized model's scores (the model `folded`, its activations
  * planned as `polys`) against the float model's (`floats`, on the same clamped inputs) over
  * the calibration vectors, relative to the largest |float score|: what a fixed-point
  * encoding costs in precision, computed as the device would.
  */
 export function quantizationError(
-  folded: readonly DenseModelLayer[],
+  folded: readonly Layer[],
   polys: readonly PolyPlan[],
   fp: FixedPoint,
   calibration: readonly ArrayLike<number>[],
   floats: readonly Float64Array[],
 ): number {
   const quantized = quantizeFolded(folded, fp);
+  const unpacked = folded.map((layer, i) => (layer.kind === 'dense' || layer.kind === 'conv' ? unpack(layer, quantized[i] as Linear) : null));
   let error = 0;
   let largest = 0;
   calibration.forEach((x, k) => {
     let point: Point = { v: quantizeInput(fp, x), scale: fp.inputScale };
-    let dense = 0;
+    const outputs: Point[] = [];
+    let linear = 0;
     let poly = 0;
-    for (const layer of quantized) {
+    quantized.forEach((layer, i) => {
       if (layer.kind === 'poly') {
         point = evaluatePoly(new PointBackend(), polys[poly++]!, point);
-        continue;
+      } else if (layer.kind === 'add') {
+        const skip = outputs[layer.from]!;
+        const k = constMultiplier(1, skip.scale, point.scale);
+        point = { v: point.v.map((t, j) => t + k * skip.v[j]!), scale: point.scale };
+      } else {
+        point = linearPoint(layer, unpacked[i]!, point, fp.weightScales[linear++]!);
       }
-      const scale = point.scale * fp.weightScales[dense++]!;
-      const weights = layer.weights as Float64Array;
-      const v = new Float64Array(layer.outputs);
-      for (let r = 0; r < layer.outputs; r++) {
-        let sum = Math.round((layer.bias?.[r] ?? 0) * scale);
-        const row = r * layer.inputs;
-        for (let c = 0; c < layer.inputs; c++) sum += weights[row + c]! * point.v[c]!;
-        v[r] = sum;
-      }
-      point = { v, scale };
-    }
+      outputs.push(point);
+    });
     floats[k]!.forEach((f, i) => {
       error = Math.max(error, Math.abs(point.v[i]! / point.scale - f));
       largest = Math.max(largest, Math.abs(f));
@@ -331,7 +448,7 @@ class IntervalBackend extends ActivationBackend implements Backend<Interval, nev
 
 /** Worst-case magnitudes of one layer's integers and the scale of its output. */
 export interface LayerBound {
-  readonly kind: 'dense' | 'poly';
+  readonly kind: Layer['kind'];
   /** Largest |integer| any value of the layer can reach, partial sums included. */
   readonly bound: number;
   /** Scale of the layer's output. */
@@ -340,50 +457,58 @@ export interface LayerBound {
 
 /**
  * Worst-case bounds of every layer for inputs in the calibrated range, from the quantized
- * weights: a dense layer's partial sums stay within Σ|W|·max|x| + |b| per row, and its
+ * weights: a linear layer's partial sums stay within Σ|W|·max|x| + |b| per output, and its
  * output within the interval its signed weights give; an activation is bounded by interval
- * arithmetic through the device's own evaluation order.
+ * arithmetic through the device's own evaluation order; a residual add by the
+ * convolution's partial sums plus k·max|skip|.
  */
 export function layerBounds(model: readonly Layer[], fp: FixedPoint): LayerBound[] {
-  const layers = denseOnly(model, BGV_NO_CONV);
-  const quantized = quantizeWeights(layers, fp);
-  const polys = planActivations(layers);
+  const folded = foldModel(model);
+  const quantized = quantizeFolded(folded, fp);
+  const polys = planActivations(model);
   const [lo, hi] = fp.inputRange;
   const first = quantized[0]!;
-  if (first.kind !== 'dense') fail('E_SHAPE', 'the first layer of a classifier must be dense');
+  const inputs = first.kind === 'conv' ? convGeometry(first).inputs : first.kind === 'dense' ? first.inputs : fail('E_SHAPE', 'the first layer of a classifier must be a convolution or a dense layer');
   let x: Interval = {
-    lo: new Float64Array(first.inputs).fill(Math.round(lo * fp.inputScale)),
-    hi: new Float64Array(first.inputs).fill(Math.round(hi * fp.inputScale)),
+    lo: new Float64Array(inputs).fill(Math.round(lo * fp.inputScale)),
+    hi: new Float64Array(inputs).fill(Math.round(hi * fp.inputScale)),
     scale: fp.inputScale,
   };
-  let dense = 0;
+  const outputs: Interval[] = [];
+  /** Per output of the last linear layer: the largest |partial sum|. */
+  let partial = new Float64Array(0);
+  let linear = 0;
   let poly = 0;
-  return quantized.map((layer): LayerBound => {
+  return quantized.map((layer, i): LayerBound => {
+    let bound: number;
     if (layer.kind === 'poly') {
       const be = new IntervalBackend();
-      const out = evaluatePoly(be, polys[poly++]!, x);
-      x = out;
-      return { kind: 'poly', bound: be.largest, scale: out.scale };
+      x = evaluatePoly(be, polys[poly++]!, x);
+      bound = be.largest;
+    } else if (layer.kind === 'add') {
+      const skip = outputs[layer.from]!;
+      const k = constMultiplier(1, skip.scale, x.scale);
+      const [p, q] = [skip.lo.map((v) => k * v), skip.hi.map((v) => k * v)];
+      x = { lo: x.lo.map((v, j) => v + Math.min(p[j]!, q[j]!)), hi: x.hi.map((v, j) => v + Math.max(p[j]!, q[j]!)), scale: x.scale };
+      bound = partial.reduce((m, v, j) => Math.max(m, v + Math.max(Math.abs(p[j]!), Math.abs(q[j]!))), 0);
+    } else {
+      const unpacked = unpack(folded[i] as Linear, layer);
+      const scale = x.scale * fp.weightScales[linear++]!;
+      const b = unpacked.bias.map((v) => Math.round(v * scale));
+      const outLo = b.slice();
+      const outHi = b.slice();
+      partial = b.map(Math.abs);
+      const input = x;
+      unpacked.forEach((out, c, w) => {
+        const [p, q] = [w * input.lo[c]!, w * input.hi[c]!];
+        outLo[out]! += Math.min(p, q);
+        outHi[out]! += Math.max(p, q);
+        partial[out]! += Math.max(Math.abs(p), Math.abs(q));
+      });
+      x = { lo: outLo, hi: outHi, scale };
+      bound = partial.reduce((m, v) => Math.max(m, v), 0);
     }
-    const scale = x.scale * fp.weightScales[dense++]!;
-    const outLo = new Float64Array(layer.outputs);
-    const outHi = new Float64Array(layer.outputs);
-    let bound = 0;
-    for (let r = 0; r < layer.outputs; r++) {
-      const b = Math.round((layer.bias?.[r] ?? 0) * scale);
-      let [l, h, abs] = [b, b, Math.abs(b)];
-      for (let c = 0; c < layer.inputs; c++) {
-        const w = layer.weights[r * layer.inputs + c]!;
-        const [p, q] = [w * x.lo[c]!, w * x.hi[c]!];
-        l += Math.min(p, q);
-        h += Math.max(p, q);
-        abs += Math.max(Math.abs(p), Math.abs(q));
-      }
-      outLo[r] = l;
-      outHi[r] = h;
-      bound = Math.max(bound, abs);
-    }
-    x = { lo: outLo, hi: outHi, scale };
-    return { kind: 'dense', bound, scale };
+    outputs.push(x);
+    return { kind: layer.kind, bound, scale: x.scale };
   });
 }

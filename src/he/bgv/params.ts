@@ -1,9 +1,6 @@
 import { fail } from '../errors';
 import { MAX_MODULUS_BITS, type SecurityBits } from '../params';
 
-/** Why BGV refuses a model with a convolution. */
-export const BGV_NO_CONV = 'BGV evaluates dense layers and activations only; protect with --scheme ckks, or split after the convolution';
-
 /**
  * A checked, immutable BGV parameter set: one ring and modulus chain shared by every CRT
  * component, and one batching plaintext prime per component. Each component is its own

@@ -1,12 +1,13 @@
-import { type DenseModelLayer, denseOnly, evaluateLayers, foldModel, type Layer, type LayerPlan, type LayerShape, type LayerWeights, planActivations, planLayers } from '../circuit';
+import { evaluateLayers, firstPlan, foldModel, inputCount, type Layer, type LayerPlan, type LayerShape, type LayerWeights, planActivations, planLayers } from '../circuit';
 import { checkMode, DEFAULT_MODE, type Mode, shapesOf } from '../classifier';
 import { fail, HeError } from '../errors';
+import { convLowerBound, rotatedConvLowerBound } from '../conv';
 import { diagonalIndex, lowerBoundMults } from '../packing';
 import { MAX_MODULUS_BITS, type SecurityBits } from '../params';
 import { floatEvaluate } from '../reference';
 import type { OpCounts, TraceWeight } from '../trace';
-import { calibrateRange, chooseFixedPoint, clampInput, type FixedPoint, type LayerBound, layerBounds, quantizationError } from './fixed-point';
-import { BGV_NO_CONV, BGV_RING_DEGREES, type BgvParameters, checkBgvParameters, finalPrimes, MAX_MODULI, MAX_PRIME_BITS, maxPlainBits, minDataBits, minPlainBits, switchLevels } from './params';
+import { calibrateRange, chooseFixedPoint, clampInput, type FixedPoint, type LayerBound, layerBounds, linearCount, quantizationError } from './fixed-point';
+import { BGV_RING_DEGREES, type BgvParameters, checkBgvParameters, finalPrimes, MAX_MODULI, MAX_PRIME_BITS, maxPlainBits, minDataBits, minPlainBits, switchLevels } from './params';
 import { plainPrimes, realizeBgvPrimes } from './primes';
 import { BgvTraceBackend, NoiseModel, opCostMs, primesToDrop, type TraceChain } from './trace';
 
@@ -27,7 +28,7 @@ export interface BgvClassifierPlan {
   /** Operations of one evaluation of one CRT component, by kind. */
   readonly counts: OpCounts;
   readonly lowerBoundMults: number;
-  /** Per dense layer, which diagonals carry weights (the rest are structurally zero). */
+  /** Per dense layer, which diagonals carry weights (the rest are structurally zero); per convolution, its planes or used diagonals. */
   readonly structure: readonly (readonly boolean[] | null)[];
   /** Chain level and scale each weight section is used at, keyed `layer:diagonal` (−1: bias). */
   readonly weightSlots: ReadonlyMap<string, { level: number; scale: number }>;
@@ -52,25 +53,25 @@ function traceChain(params: BgvParameters): TraceChain {
 
 function structureOf(plans: readonly LayerPlan[], slots: number): (boolean[] | null)[] {
   return plans.map((plan) => {
+    if (plan.kind === 'conv') return Array<boolean>(plan.geometry.planes).fill(true);
+    if (plan.kind === 'conv-rot') return [...plan.used];
     if (plan.kind !== 'dense') return null;
     const index = diagonalIndex(plan);
     return Array.from({ length: plan.diagonals }, (_, k) => index.subarray(k * slots, (k + 1) * slots).some((v) => v >= 0));
   });
 }
 
-function markersOf(plans: readonly LayerPlan[], structure: readonly (readonly boolean[] | null)[]): (LayerWeights<TraceWeight> | null)[] {
-  return plans.map((plan, layer) =>
-    plan.kind !== 'dense'
-      ? null
-      : { diagonals: structure[layer]!.map((used, diagonal) => (used ? { layer, diagonal } : null)), bias: { layer, diagonal: -1 } },
+function markersOf(structure: readonly (readonly boolean[] | null)[]): (LayerWeights<TraceWeight> | null)[] {
+  return structure.map((used, layer) =>
+    used === null ? null : { diagonals: used.map((u, diagonal) => (u ? { layer, diagonal } : null)), bias: { layer, diagonal: -1 } },
   );
 }
 
-/** Scale of the diagonals of each dense layer, by layer index. */
+/** Scale of the diagonals (or planes) of each linear layer, by layer index. */
 function weightScaleOf(shapes: readonly LayerShape[], fp: FixedPoint): (layer: number) => number {
   const byLayer = new Map<number, number>();
-  let dense = 0;
-  shapes.forEach((l, i) => l.kind === 'dense' && byLayer.set(i, fp.weightScales[dense++]!));
+  let linear = 0;
+  shapes.forEach((l, i) => (l.kind === 'dense' || l.kind === 'conv') && byLayer.set(i, fp.weightScales[linear++]!));
   return (layer) => byLayer.get(layer)!;
 }
 
@@ -91,8 +92,8 @@ function trace(
 ): { be: BgvTraceBackend; noise: number; depth: number; scale: number } {
   const be = new BgvTraceBackend(model, chain, weightScaleOf(shapes, fp), mode.weights === 'encrypted');
   const encrypted = mode.input === 'encrypted';
-  const input = { depth: 0, scale: fp.inputScale, size: encrypted ? 2 : 0, noise: encrypted ? model.freshPublic() : 0 };
-  const out = evaluateLayers(be, plans, markersOf(plans, structure), [input], (i) => be.enterLayer(i));
+  const inputs = Array.from({ length: inputCount(firstPlan(plans)) }, () => ({ depth: 0, scale: fp.inputScale, size: encrypted ? 2 : 0, noise: encrypted ? model.freshPublic() : 0 }));
+  const out = evaluateLayers(be, plans, markersOf(structure), inputs, (i) => be.enterLayer(i));
   return { be, noise: out.noise, depth: out.depth, scale: out.scale };
 }
 
@@ -108,9 +109,10 @@ export function planBgvClassifier(params: BgvParameters, layers: readonly LayerS
   const slots = params.polyModulusDegree / 2;
   const plans = planLayers(shapes, planActivations(shapes), slots);
   const dense = plans.filter((p) => p.kind === 'dense');
-  if (fixedPoint.weightScales.length !== dense.length) {
-    fail('E_SHAPE', `the fixed-point encoding has ${fixedPoint.weightScales.length} weight scales for ${dense.length} dense layers`);
+  if (fixedPoint.weightScales.length !== linearCount(shapes)) {
+    fail('E_SHAPE', `the fixed-point encoding has ${fixedPoint.weightScales.length} weight scales for ${linearCount(shapes)} convolutions and dense layers`);
   }
+  const first = firstPlan(plans);
   const plainBits = Math.max(...params.plainModulusBits);
   const structure = structureOf(plans, slots);
   const model = new NoiseModel(params.polyModulusDegree, plainBits);
@@ -122,20 +124,23 @@ export function planBgvClassifier(params: BgvParameters, layers: readonly LayerS
   const top = levels[0]!;
   const sorted = (steps: Iterable<number>) => [...steps].sort((a, b) => a - b);
   const components = params.plainModulusBits.length;
-  const encryptMs = checked.input === 'encrypted' ? opCostMs('encrypt', params.polyModulusDegree, top + 1) : 0;
+  const encryptMs = checked.input === 'encrypted' ? inputCount(first) * opCostMs('encrypt', params.polyModulusDegree, top + 1) : 0;
   return {
     params,
     mode: checked,
     fixedPoint,
     layers: shapes,
     plans,
-    inputs: dense[0]!.inputs,
+    inputs: first.kind === 'conv' ? first.geometry.inputs : first.inputs,
     outputs: dense[dense.length - 1]!.outputs,
     depth,
     rotationSteps: sorted(be.steps),
     layerRotationSteps: plans.map((_, i) => sorted(be.layerSteps.get(i) ?? [])),
     counts: be.counts,
-    lowerBoundMults: dense.reduce((n, p) => n + lowerBoundMults(p.outputs, p.inputs, slots), 0),
+    lowerBoundMults: plans.reduce(
+      (n, p) => n + (p.kind === 'conv' ? convLowerBound(p) : p.kind === 'conv-rot' ? rotatedConvLowerBound(p) : p.kind === 'dense' ? lowerBoundMults(p.outputs, p.inputs, slots) : 0),
+      0,
+    ),
     structure,
     weightSlots: new Map([...be.weightSlots].map(([key, slot]) => [key, { level: levels[slot.depth]!, scale: slot.scale }])),
     outputScale: scale,
@@ -159,7 +164,7 @@ export interface BgvPlanOptions {
   readonly precision?: number;
   /** Bits of the largest quantized feature (instead of the fewest that meet `precision`). */
   readonly inputBits?: number;
-  /** Bits of each dense layer's largest quantized weight (likewise). */
+  /** Bits of each linear layer's largest quantized weight (likewise). */
   readonly weightBits?: number;
   /** The most CRT plaintext moduli (each a whole evaluation) the plan may use. Default 4. */
   readonly maxModuli?: number;
@@ -192,7 +197,7 @@ const PRECISION_SAMPLES = 128;
  * calibration vectors.
  */
 function fixedPointFor(
-  layers: readonly DenseModelLayer[],
+  layers: readonly Layer[],
   calibration: readonly ArrayLike<number>[],
   range: readonly [number, number],
   options: { precision: number; inputBits?: number; weightBits?: number },
@@ -287,6 +292,21 @@ function candidate(
 }
 
 /**
+ * The packed plan at the largest ring degree BGV plans: what fails there (a tensor too
+ * large for one ciphertext, a residual add whose branches differ in layout) fails at every
+ * ring, and is refused with the packing's own reason.
+ */
+function largestRingPlans(shapes: readonly LayerShape[]): LayerPlan[] {
+  const n = Math.max(...BGV_RING_DEGREES);
+  try {
+    return planLayers(shapes, planActivations(shapes), n / 2);
+  } catch (error) {
+    if (error instanceof HeError && error.code === 'E_UNSUPPORTED') fail('E_UNSUPPORTED', `BGV, at its largest ring degree N=${n}: ${error.message}`);
+    throw error;
+  }
+}
+
+/**
  * The owner's BGV planner. From calibration data it fixes the input range and the scales,
  * bounds every layer's integers in the worst case from the quantized weights, and chooses
  * the plaintext moduli (several batching primes recombined by CRT when one is not enough),
@@ -295,8 +315,7 @@ function candidate(
  * security level. Refuses with E_PARAMS, before anything is encrypted, a configuration
  * whose bound needs more than `maxModuli` moduli or whose noise no ring degree can hold.
  */
-export function planBgv(model: readonly Layer[], options: BgvPlanOptions): BgvPlan {
-  const layers = denseOnly(model, BGV_NO_CONV);
+export function planBgv(layers: readonly Layer[], options: BgvPlanOptions): BgvPlan {
   const { security } = options;
   if (!(security in MAX_MODULUS_BITS)) fail('E_PARAMS', `security must be 128, 192 or 256 bits, got ${String(security)}`);
   const mode = checkBgvMode(options.mode ?? DEFAULT_MODE);
@@ -306,9 +325,8 @@ export function planBgv(model: readonly Layer[], options: BgvPlanOptions): BgvPl
   }
   if (!Number.isFinite(marginBits) || marginBits < 0) fail('E_PARAMS', `marginBits must be a non-negative number, got ${marginBits}`);
   const shapes = shapesOf(layers);
-  const first = shapes[0];
-  if (first?.kind !== 'dense') fail('E_SHAPE', 'the first layer of a classifier must be dense');
-  const range = calibrateRange(options.calibration, first.inputs);
+  const largest = firstPlan(largestRingPlans(shapes));
+  const range = calibrateRange(options.calibration, largest.kind === 'conv' ? largest.geometry.inputs : largest.inputs);
   const { fixedPoint, error } = fixedPointFor(layers, options.calibration, range, { precision, inputBits: options.inputBits, weightBits: options.weightBits });
   const bounds = layerBounds(layers, fixedPoint);
   const bound = Math.max(1, ...bounds.map((b) => b.bound));
@@ -330,7 +348,8 @@ export function planBgv(model: readonly Layer[], options: BgvPlanOptions): BgvPl
       try {
         found = candidate(shapes, mode, fixedPoint, security, n, plainBits, marginBits);
       } catch (error) {
-        if (error instanceof HeError && error.code === 'E_SHAPE') break; // the layers do not fit N/2 slots
+        // The layers do not fit N/2 slots (a dense layer's width, a convolution's maps): try a larger ring.
+        if (error instanceof HeError && (error.code === 'E_SHAPE' || error.code === 'E_UNSUPPORTED')) break;
         throw error;
       }
       if (found === null) continue;

@@ -1,9 +1,8 @@
-import { type Backend, denseOnly, evaluateLayers, type Layer, type LayerWeights } from '../circuit';
+import { type Backend, evaluateLayers, firstPlan, foldModel, type Layer, type LayerWeights, packInputs } from '../circuit';
 import { shapesOf } from '../classifier';
 import { fail } from '../errors';
-import { packDense, packInput } from '../packing';
-import { constAddend, constMultiplier, quantizeInput, quantizeWeights, scaleByMultiplier } from './fixed-point';
-import { BGV_NO_CONV } from './params';
+import { packModel } from '../reference';
+import { constAddend, constMultiplier, quantizeFolded, quantizeInput, scaleByMultiplier } from './fixed-point';
 import type { BgvClassifierPlan } from './plan';
 
 /** Integers held exactly in doubles, at a scale: a packed weight or bias as it is encrypted. */
@@ -13,22 +12,24 @@ export interface IntVector {
 }
 
 /**
- * The folded model quantized and packed for the plan: every weight diagonal and bias as
- * the integers the owner encrypts (the same for every CRT component, reduced mod t_i there).
+ * The folded model quantized and packed for the plan: every weight diagonal (or plane) and
+ * bias as the integers the owner encrypts (the same for every CRT component, reduced mod
+ * t_i there). The diagonals pack the integer weights; the biases pack the real folded
+ * model (a convolution's input offset times its real weights included) and are rounded at
+ * the scale they are added at.
  */
-export function packBgvModel(plan: BgvClassifierPlan, model: readonly Layer[]): (LayerWeights<IntVector> | null)[] {
-  const layers = denseOnly(model, BGV_NO_CONV);
+export function packBgvModel(plan: BgvClassifierPlan, layers: readonly Layer[]): (LayerWeights<IntVector> | null)[] {
   if (JSON.stringify(shapesOf(layers)) !== JSON.stringify(plan.layers)) fail('E_SHAPE', 'the layers are not the ones the plan was made for');
-  const quantized = quantizeWeights(layers, plan.fixedPoint);
-  return plan.plans.map((layerPlan, i) => {
-    const layer = quantized[i]!;
-    if (layerPlan.kind !== 'dense' || layer.kind !== 'dense') return null;
-    const packed = packDense(layerPlan, layer.weights, layer.bias);
+  const folded = foldModel(layers);
+  const real = packModel(plan.plans, folded);
+  const integer = packModel(plan.plans, quantizeFolded(folded, plan.fixedPoint));
+  return integer.map((packed, i) => {
+    if (packed === null) return null;
     const slot = (k: number) => plan.weightSlots.get(`${i}:${k}`)!;
     const bias = slot(-1);
     return {
       diagonals: packed.diagonals.map((d, k) => (d === null ? null : { values: d, scale: slot(k).scale })),
-      bias: { values: packed.bias.map((b) => Math.round(b * bias.scale)), scale: bias.scale },
+      bias: { values: real[i]!.bias.map((b) => Math.round(b * bias.scale)), scale: bias.scale },
     };
   });
 }
@@ -112,8 +113,7 @@ class IntegerBackend implements Backend<BigVector, BigVector> {
  * (the decrypted, CRT-recombined result must equal them exactly).
  */
 export function bgvReferenceModel(plan: BgvClassifierPlan, layers: readonly Layer[]): (x: ArrayLike<number>) => bigint[] {
-  const first = plan.plans[0];
-  if (first?.kind !== 'dense') fail('E_SHAPE', 'the first layer must be dense');
+  const first = firstPlan(plan.plans);
   const slots = plan.params.polyModulusDegree / 2;
   const weights = packBgvModel(plan, layers).map((w): LayerWeights<BigVector> | null =>
     w === null
@@ -124,7 +124,7 @@ export function bgvReferenceModel(plan: BgvClassifierPlan, layers: readonly Laye
         },
   );
   return (x) => {
-    const input = { v: big(packInput(first, quantizeInput(plan.fixedPoint, x))), scale: plan.fixedPoint.inputScale };
-    return evaluateLayers(new IntegerBackend(slots), plan.plans, weights, [input]).v.slice(0, plan.outputs);
+    const inputs = packInputs(first, quantizeInput(plan.fixedPoint, x)).map((v) => ({ v: big(v), scale: plan.fixedPoint.inputScale }));
+    return evaluateLayers(new IntegerBackend(slots), plan.plans, weights, inputs).v.slice(0, plan.outputs);
   };
 }

@@ -145,7 +145,7 @@ export class BgvTraceBackend implements Backend<BgvTraceValue, TraceWeight> {
   constructor(
     private readonly model: NoiseModel,
     private readonly chain: TraceChain,
-    /** Scale of the diagonals of dense layer `layer` (by layer index). */
+    /** Scale of the diagonals (or planes) of linear layer `layer` (by layer index). */
     private readonly weightScale: (layer: number) => number,
     private readonly weightsEncrypted: boolean,
   ) {}
