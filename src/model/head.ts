@@ -12,6 +12,12 @@
  * into that where exact, others fold into the next dense layer, or become a dense layer of
  * their own when an activation follows them. A convolution right after another (no
  * activation between) composes with it where exact; otherwise it is refused.
+ *
+ * A residual block — a tensor T that feeds both a branch of layers ending in a convolution
+ * (a batch norm or bias after it folded in) and an Add with that branch's output — becomes
+ * the branch's layers and an 'add' layer that reads the engine layer whose output T is.
+ * Every layer remembers its output as a polynomial of a base, so the skip, an expression
+ * of an earlier base, is matched to the layer that computes it.
  */
 import { convGeometry, type Layer } from '../he';
 import type { Activation } from './approx';
@@ -81,6 +87,8 @@ const NON_LINEAR_POOLS = new Set(['MaxPool', 'GlobalMaxPool', 'LpPool', 'GlobalL
 const SHAPE_OPS = new Set(['Shape', 'Gather', 'Concat', 'Unsqueeze', 'Squeeze', 'Slice', 'Cast', 'ConstantOfShape']);
 /** Ops that keep the flattened order of one sample's values: identities on the head's vector. */
 const RESHAPES = new Set(['Flatten', 'Reshape', 'Squeeze', 'Unsqueeze']);
+/** Ops that compute a layer of their own (or fold into one): a residual branch holds at least one. */
+const LAYER_OPS = new Set(['Conv', 'Gemm', 'MatMul', 'AveragePool', 'GlobalAveragePool']);
 /** Elementwise ops: they need a layer before them to fold into. */
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div', 'Sum', 'Neg', 'Pow', 'BatchNormalization']);
 
@@ -118,7 +126,35 @@ interface MutableDense {
   bias: Float64Array;
 }
 
+type AddLayer = Extract<Layer, { kind: 'add' }>;
+
+/** A layer the builder assembles: the last one may still change (folds, merges) or, if sparse, not join the list at all. */
+type BuiltLayer = MutableDense | MutableConv | SparseLinear | AddLayer;
+
+/** What a layer outputs: an elementwise polynomial of a base, in the base's order. */
+interface LayerOutput {
+  readonly base: string;
+  readonly poly: VecPoly;
+}
+
+/**
+ * An Add whose two inputs both come from the head, one through layers: a residual add.
+ * `skip` is the input without layers, `branch` the other. `problem`: why the engine
+ * cannot evaluate it, thrown when the builder reaches the add or a node of its branches.
+ */
+interface Join {
+  readonly skip: string;
+  readonly branch: string;
+  /** The nodes on either side only (not before the fork). */
+  readonly sides: ReadonlySet<GraphNode>;
+  /** Those on the skip's side: elementwise ops there may read the skip after the branch has begun. */
+  readonly skipSide: ReadonlySet<GraphNode>;
+  readonly problem?: string;
+}
+
 const filled = (width: number, value: number) => new Float64Array(width).fill(value);
+
+const samePoly = (a: VecPoly, b: VecPoly) => a.degree === b.degree && a.coeffs.every((c, i) => c.every((v, j) => v === b.coeffs[i]![j]));
 
 const sameOrder = (a: Int32Array | undefined, b: Int32Array | undefined) =>
   (a === undefined || isIdentity(a)) && (b === undefined || isIdentity(b)) ? true : a !== undefined && b !== undefined && a.every((v, i) => v === b[i]);
@@ -131,6 +167,19 @@ function shellWord(name: string): string {
 /** The remedy that moves a node into the plaintext extractor. */
 function splitAfter(node: GraphNode): string {
   return `split after it (--split ${shellWord(node.proto.name || node.outputs[0]!)})`;
+}
+
+/**
+ * The remedy that moves a residual block into the plaintext extractor: split where the
+ * first layer after its add reads its input, before any reshape or transpose (after the
+ * activation that usually follows the add, which cannot start the head).
+ */
+export function splitAfterBlock(graph: Graph, add: GraphNode): string {
+  const next = graph.descendants(add.outputs[0]!).find((n) => LAYER_OPS.has(n.op));
+  const input = next?.op === 'MatMul' ? next.inputs.find((i) => !graph.isConstant(i)) : next?.inputs[0];
+  let at = (input !== undefined && graph.producer.get(input)) || add;
+  for (let before = graph.producer.get(at.inputs[0]!); at !== add && before && (RESHAPES.has(at.op) || at.op === 'Transpose'); before = graph.producer.get(at.inputs[0]!)) at = before;
+  return `split after the block (--split ${shellWord(at.proto.name || at.outputs[0]!)}) to keep it in the plaintext extractor`;
 }
 
 /** The coefficients of element j moved to base element gather[j]. */
@@ -198,7 +247,10 @@ class HeadBuilder {
    * The last layer, whose output `base` names. A sparse one (an average pool) is pending:
    * it joins `layers` only if it cannot fold into the dense layer after it.
    */
-  private last: MutableDense | MutableConv | SparseLinear | undefined;
+  private last: BuiltLayer | undefined;
+  /** Each layer's output (pending or in `layers`), for the skips of residual adds to find. */
+  private readonly outputOf = new Map<BuiltLayer | Layer, LayerOutput>();
+  private readonly joins: ReadonlyMap<GraphNode, Join>;
   /**
    * The pool a pending sparse layer comes from (the last one, for messages), and its window
    * when the layer is that one pool alone.
@@ -220,6 +272,67 @@ class HeadBuilder {
     this.members = new Set(nodes);
     this.width = sampleSize(shapes.shapeOf(features));
     if (this.width !== undefined) this.exprs.set(features, { base: features, poly: VecPoly.identity(this.width) });
+    this.joins = this.findJoins();
+  }
+
+  /**
+   * The residual adds among the head's nodes: Adds of two computed tensors where at least
+   * one side, from where the two part, holds a layer. The side with more layers is the
+   * branch; a layer on the other side too is a projection shortcut, which the engine
+   * cannot take, nor a branch that changes the size, nor tensors of two shapes.
+   */
+  private findJoins(): Map<GraphNode, Join> {
+    const joins = new Map<GraphNode, Join>();
+    for (const node of this.nodes) {
+      const data = node.inputs.filter((name) => name !== '' && !this.graph.isConstant(name) && !this.shapes.values.has(name));
+      if (node.op !== 'Add' || data.length !== 2 || data[0] === data[1]) continue;
+      const ancestors = data.map((name) => new Set(this.graph.ancestors([name]).filter((n) => this.members.has(n))));
+      const own = ancestors.map((side, i) => [...side].filter((n) => !ancestors[1 - i]!.has(n)));
+      const layers = own.map((nodes) => nodes.filter((n) => LAYER_OPS.has(n.op)));
+      if (layers.every((l) => l.length === 0)) continue;
+      const b = layers[1]!.length > layers[0]!.length ? 1 : 0;
+      const [branch, skip] = [data[b]!, data[1 - b]!];
+      const problem = this.joinProblem(node, layers[1 - b]!, own[b]!, skip, branch);
+      joins.set(node, { skip, branch, sides: new Set(own.flat()), skipSide: new Set(own[1 - b]), problem });
+    }
+    return joins;
+  }
+
+  private joinProblem(node: GraphNode, shortcut: readonly GraphNode[], branchNodes: readonly GraphNode[], skip: string, branch: string): string | undefined {
+    const remedy = splitAfterBlock(this.graph, node);
+    if (shortcut.length > 0) {
+      return (
+        `${describeNode(node)} adds two branches that both compute layers: ${describeNode(shortcut[0]!)} is on the skip side (a projection shortcut), ` +
+        `but the engine's residual add takes the block's input itself as its skip; ${remedy}`
+      );
+    }
+    for (const n of branchNodes) {
+      if (n.op !== 'Conv' && n.op !== 'AveragePool') continue;
+      const strides = intsAttribute(n.proto, 'strides') ?? [];
+      const [before, after] = [imageDims(this.shapes.shapeOf(n.inputs[0]!)), imageDims(this.shapes.shapeOf(n.outputs[0]!))];
+      const resized = before !== undefined && after !== undefined && (before[1] !== after[1] || before[2] !== after[2]);
+      if (strides.some((s) => s !== 1) || resized) {
+        return (
+          `${describeNode(n)} in the branch of the residual add ${describeNode(node)} ` +
+          `${strides.some((s) => s !== 1) ? `has strides [${strides.join(', ')}]` : `turns ${before![1]}×${before![2]} into ${after![1]}×${after![2]}`}: ` +
+          `the engine adds the two branches slot by slot, so the branch's convolutions and pools must keep the skip's size (stride 1, 'same' padding); ${remedy}`
+        );
+      }
+    }
+    const [a, b] = [this.shapes.shapeOf(skip), this.shapes.shapeOf(branch)];
+    if (a !== undefined && b !== undefined && (a.length !== b.length || a.some((d, i) => d !== b[i]))) return this.shapeMismatch(node, skip, branch);
+    return undefined;
+  }
+
+  private shapeMismatch(node: GraphNode, skip: string, branch: string): string {
+    const shape = (name: string) => {
+      const s = this.shapes.shapeOf(name);
+      return s === undefined ? 'unknown shape' : `shape [${s.join(', ')}]`;
+    };
+    return (
+      `${describeNode(node)} adds '${skip}' of ${shape(skip)} and '${branch}' of ${shape(branch)}: a residual add needs two tensors of one shape, with no broadcast; ` +
+      splitAfterBlock(this.graph, node)
+    );
   }
 
   build(): Head {
@@ -258,7 +371,10 @@ class HeadBuilder {
       case 'AveragePool':
       case 'GlobalAveragePool':
         return this.pool(node);
-      case 'Add':
+      case 'Add': {
+        const join = this.joins.get(node);
+        return join === undefined ? this.derive(node, this.binary(node)) : this.residual(node, join);
+      }
       case 'Sub':
       case 'Mul':
       case 'Div':
@@ -269,7 +385,7 @@ class HeadBuilder {
       }
       case 'Neg': {
         const { polys, gather } = this.operands(node, [node.inputs[0]!]);
-        return this.derive(node, { poly: polys[0]!.scale(filled(this.width!, -1)), gather });
+        return this.derive(node, { poly: polys[0]!.scale(filled(polys[0]!.width, -1)), gather });
       }
       case 'Pow':
         return this.derive(node, this.pow(node));
@@ -305,23 +421,33 @@ class HeadBuilder {
       fail('E_UNSUPPORTED', `${where} reads '${name}', which the classifier head does not compute: the head must be a chain from the features to the output`);
     }
     if (expr.base !== this.base) {
-      fail(
-        'E_UNSUPPORTED',
-        `${where} reads '${name}' from before the last encrypted layer: skip connections (residual adds) in the classifier head are not supported yet; ` +
-          `${node ? splitAfter(node) : 'split after the last layer'} to keep it in the plaintext extractor`,
-      );
+      const join = node && [...this.joins.values()].find((j) => j.sides.has(node));
+      if (join?.problem !== undefined) fail('E_UNSUPPORTED', join.problem);
+      // Elementwise ops on a residual add's skip read it where it is: the add matches the result to a layer's output.
+      if (!join?.skipSide.has(node!)) this.readsEarlier(name, node);
     }
     return expr;
+  }
+
+  private readsEarlier(name: string, node: GraphNode | undefined): never {
+    return fail(
+      'E_UNSUPPORTED',
+      `${node ? describeNode(node) : 'the graph output'} reads '${name}' from before the last encrypted layer: skip connections (residual adds) in the classifier head are supported only as an Add ` +
+        `of a convolution's output and an earlier layer's; ${node ? splitAfter(node) : 'split after the last layer'} to keep it in the plaintext extractor`,
+    );
   }
 
   /** The inputs as polynomials of the base (constants as constant polynomials), in the one element order they share. */
   private operands(node: GraphNode, names: readonly string[]): { polys: VecPoly[]; gather: Int32Array | undefined } {
     const exprs = names.map((name) => (this.graph.isConstant(name) ? undefined : this.exprOf(name, node)));
-    const gathers = exprs.flatMap((e) => (e === undefined ? [] : [e.gather]));
-    if (gathers.some((g) => !sameOrder(g, gathers[0]))) {
+    const data = exprs.flatMap((e) => (e === undefined ? [] : [e]));
+    const mixed = exprs.findIndex((e) => e !== undefined && e.base !== data[0]!.base);
+    if (mixed >= 0) this.readsEarlier(names[mixed]!, node);
+    if (data.some((e) => !sameOrder(e.gather, data[0]!.gather))) {
       fail('E_UNSUPPORTED', `${describeNode(node)} combines the same values in two different orders (one transposed): ${splitAfter(node)} to keep it in the plaintext extractor`);
     }
-    return { polys: names.map((name, i) => exprs[i]?.poly ?? VecPoly.constant(this.vectorConstant(node, name))), gather: gathers[0] };
+    const width = data[0]!.poly.width;
+    return { polys: names.map((name, i) => exprs[i]?.poly ?? VecPoly.constant(this.vectorConstant(node, name, width))), gather: data[0]!.gather };
   }
 
   private requireWidth(node: GraphNode): number {
@@ -336,8 +462,7 @@ class HeadBuilder {
    * a scalar, one value per feature, one per channel of an image, … Anything that would
    * enlarge the data or mix samples is refused.
    */
-  private vectorConstant(node: GraphNode, name: string): Float64Array {
-    const width = this.requireWidth(node);
+  private vectorConstant(node: GraphNode, name: string, width: number): Float64Array {
     const tensor = this.graph.constants.get(name)!;
     const values = tensorValues(tensor, describeNode(node));
     if (values.length === 1) return filled(width, values[0]!);
@@ -362,7 +487,9 @@ class HeadBuilder {
       fail('E_UNSUPPORTED', `${describeNode(node)} raises the activation's degree to ${value.poly.degree}, above the engine's ${MAX_POLY_DEGREE}`);
     }
     const out = node.outputs[0]!;
-    this.exprs.set(out, { base: this.base, ...value });
+    // The base of what the node reads: an earlier one on a residual add's skip.
+    const input = node.inputs.find((name) => this.exprs.has(name) && !this.graph.isConstant(name));
+    this.exprs.set(out, { base: input === undefined ? this.base : this.exprs.get(input)!.base, ...value });
     this.foldEagerly(out, node);
   }
 
@@ -372,12 +499,13 @@ class HeadBuilder {
    * polynomial that may follow is a plain scalar one of the folded output.
    */
   private foldEagerly(tensor: string, node: GraphNode): void {
-    const { poly, gather } = this.exprs.get(tensor)!;
-    if (this.last === undefined || poly.degree > 1 || poly.uniform() !== undefined) return;
+    const { base, poly, gather } = this.exprs.get(tensor)!;
+    const last = this.last;
+    if (last === undefined || last.kind === 'add' || base !== this.base || poly.degree > 1 || poly.uniform() !== undefined) return;
     for (const [name, expr] of this.exprs) {
       if (name !== tensor && expr.base === this.base && this.isLive(name)) return;
     }
-    this.foldBackward(inBaseOrder(poly, gather), node);
+    this.foldBackward(last, inBaseOrder(poly, gather), node);
     this.rebase(tensor, gather);
   }
 
@@ -389,6 +517,7 @@ class HeadBuilder {
   private rebase(tensor: string, gather?: Int32Array): void {
     this.base = tensor;
     this.exprs.set(tensor, { base: tensor, poly: VecPoly.identity(this.width!), gather });
+    this.outputOf.set(this.last!, { base: tensor, poly: VecPoly.identity(this.width!) });
   }
 
   private binary(node: GraphNode): Value {
@@ -398,7 +527,7 @@ class HeadBuilder {
       case 'Add':
         return { poly: pa.add(pb), gather };
       case 'Sub':
-        return { poly: pa.add(pb.scale(filled(this.width!, -1))), gather };
+        return { poly: pa.add(pb.scale(filled(pb.width, -1))), gather };
       case 'Mul':
         return { poly: pa.mul(pb), gather };
       default: {
@@ -410,6 +539,76 @@ class HeadBuilder {
         return { poly: pa.scale(divisor.map((d) => 1 / d)), gather };
       }
     }
+  }
+
+  /**
+   * A residual add: the branch ends with a convolution (per-channel constants after it fold
+   * into it) and the skip is an earlier layer's output as that layer computes it. Becomes
+   * { kind: 'add', from } after the convolution; the sum is the new base.
+   */
+  private residual(node: GraphNode, join: Join): void {
+    if (join.problem !== undefined) fail('E_UNSUPPORTED', join.problem);
+    const remedy = splitAfterBlock(this.graph, node);
+    const skip = this.exprs.get(join.skip) ?? this.exprOf(join.skip, node);
+    if (skip.base === this.features) {
+      const earlier = this.graph.producer.has(this.features)
+        ? `split earlier, where an encrypted layer computes '${join.skip}' (sealed-edge inspect lists the split points), or ${remedy}`
+        : remedy;
+      fail(
+        'E_UNSUPPORTED',
+        `${describeNode(node)} takes its skip ${join.skip === this.features ? '' : `'${join.skip}' `}from the head's input '${this.features}', which the device packs for the first encrypted layer alone: ` +
+          `a residual add reads the output of an encrypted layer; ${earlier}`,
+      );
+    }
+    const branch = this.exprOf(join.branch, node);
+    if (skip.poly.width !== branch.poly.width) fail('E_UNSUPPORTED', this.shapeMismatch(node, join.skip, join.branch));
+    const last = this.last!;
+    if (branch.poly.degree > 1 || last.kind !== 'conv') {
+      const [what, fix] =
+        branch.poly.degree > 1
+          ? ['an activation', `add before the activation, so that the block ends with its convolution (or a batch norm after it), or ${remedy}`]
+          : last.kind === 'sparse'
+            ? [describeNode(this.pendingPool!.node), `pool after the add, or ${remedy}`]
+            : [last.kind === 'dense' ? 'a dense layer' : 'another residual add', remedy];
+      fail('E_UNSUPPORTED', `${describeNode(node)} adds its skip '${join.skip}' to '${join.branch}', the output of ${what}: the engine joins a skip to a convolution's output only; ${fix}`);
+    }
+    if (!sameOrder(skip.gather, branch.gather)) {
+      fail('E_UNSUPPORTED', `${describeNode(node)} combines the same values in two different orders (one transposed): ${remedy}`);
+    }
+    const from = this.skipLayer(skip);
+    if (from < 0) {
+      fail(
+        'E_UNSUPPORTED',
+        `${describeNode(node)} takes its skip '${join.skip}', which no encrypted layer outputs as such (an average pool's output, or an activation scaled or shifted ` +
+          `before a layer reads it): the engine's residual add reads an earlier layer's output unchanged; take the skip from an activation or a convolution, or ${remedy}`,
+      );
+    }
+    const [source, next] = [this.layers[from]!, this.layers[from + 1]];
+    const lead = next?.kind === 'poly' ? next.coeffs.filter((c) => c !== 0).at(-1) : undefined;
+    if ((source.kind === 'conv' || source.kind === 'dense') && lead !== undefined && Math.abs(lead) !== 1) {
+      fail(
+        'E_UNSUPPORTED',
+        `${describeNode(node)} takes its skip '${join.skip}' from the output of a ${source.kind === 'conv' ? 'convolution' : 'dense layer'} that an activation with leading coefficient ${lead} reads: ` +
+          `the engine folds the scaling of that activation's input into the layer, which would scale the skip too; take the skip after the activation, ` +
+          `use an activation whose leading coefficient is ±1 (x², x²+2x), or ${remedy}`,
+      );
+    }
+    this.foldBackward(last, inBaseOrder(branch.poly, branch.gather), node);
+    const add: AddLayer = { kind: 'add', from };
+    this.layers.push(add);
+    this.outputOf.delete(last);
+    this.last = add;
+    this.rebase(node.outputs[0]!, branch.gather);
+  }
+
+  /** The layer whose output the skip `expr` is (the latest, if several), or −1. */
+  private skipLayer(expr: Expr): number {
+    const poly = inBaseOrder(expr.poly, expr.gather);
+    for (let k = this.layers.length - 2; k >= 0; k--) {
+      const output = this.outputOf.get(this.layers[k]!);
+      if (output?.base === expr.base && samePoly(output.poly, poly)) return k;
+    }
+    return -1;
   }
 
   private pow(node: GraphNode): Value {
@@ -598,8 +797,8 @@ class HeadBuilder {
 
   /**
    * A convolution after the first encrypted layer reads that layer's output as C×H×W, in
-   * the order the layers produce it. After an activation it is a layer of its own (a
-   * per-channel scale and shift of the activation fold into it). With only per-channel
+   * the order the layers produce it. After an activation or a residual add it is a layer of
+   * its own (a per-channel scale and shift in between fold into it). With only per-channel
    * affine maps since the layer before, it composes with that layer — a convolution, or
    * an average pool after an activation — into one convolution where that is exact, and is
    * refused otherwise.
@@ -614,11 +813,12 @@ class HeadBuilder {
     if (reads !== this.width) fail('E_GRAPH', `${describeNode(node)} reads ${layer.inChannels}×${layer.inHeight}×${layer.inWidth} values, but the layer before it has ${this.width} outputs`);
     const linear = expr.poly.degree <= 1;
     this.materialize(expr, layer, node);
-    if (!linear) {
+    const last = this.last!;
+    // A residual add's sum is no convolution's output to compose with: the convolution reads it as it is.
+    if (!linear || last.kind === 'add') {
       this.layers.push(layer);
       return layer;
     }
-    const last = this.last!;
     if (last.kind === 'dense') {
       fail('E_UNSUPPORTED', `${describeNode(node)} follows a dense layer with no activation between them: put an activation between them, or ${remedy}`);
     }
@@ -770,6 +970,7 @@ class HeadBuilder {
     pool.cols.forEach((cols, r) => cols.forEach((c, k) => (weights[r * pool.inputs + c] = pool.values[r]![k]!)));
     const layer: MutableDense = { kind: 'dense', inputs: pool.inputs, outputs: pool.outputs, weights, bias: pool.bias };
     this.layers.push(layer);
+    this.outputOf.set(layer, this.outputOf.get(pool)!);
     this.last = layer;
   }
 
@@ -833,13 +1034,19 @@ class HeadBuilder {
     const poly = inBaseOrder(expr.poly, expr.gather);
     const gather = expr.gather === undefined || isIdentity(expr.gather) ? undefined : expr.gather;
     if (gather !== undefined && next?.kind === 'dense') permuteColumns(next, gather);
-    if (poly.degree <= 1) {
-      this.foldBackward(poly, node);
+    const last = this.last!;
+    if (poly.degree <= 1 && last.kind !== 'add') {
+      this.foldBackward(last, poly, node);
+    } else if (poly.degree <= 1) {
+      // A residual add's sum is no layer's own output: an affine map after it folds forward.
+      const identity = poly.coeff(0).every((v) => v === 0) && poly.coeff(1).every((v) => v === 1);
+      if (!identity && next === undefined) fail('E_UNSUPPORTED', 'the graph output scales or shifts the output of a residual add: nothing follows to fold that into; end the head with a dense layer');
+      if (!identity) this.foldForward(next!, poly.coeff(1), poly.coeff(0), node!);
     } else {
       const scalars = poly.uniform();
       if (scalars !== undefined) {
         this.flush();
-        this.layers.push({ kind: 'poly', coeffs: scalars });
+        this.pushPoly(scalars, { base: expr.base, poly });
       } else {
         // p_j(x) = s_j·q(x) + t_j with one polynomial q: s and t fold into the next layer.
         const high = poly.coeffs.slice(1);
@@ -853,17 +1060,25 @@ class HeadBuilder {
           fail('E_UNSUPPORTED', 'the head ends with an activation that differs per feature (a per-feature scale or offset after it): nothing follows to fold it into');
         }
         this.flush();
-        this.layers.push({ kind: 'poly', coeffs: [0, ...q.map((c) => c[0]!)] });
+        const coeffs = [0, ...q.map((c) => c[0]!)];
+        this.pushPoly(coeffs, { base: expr.base, poly: VecPoly.of(poly.width, coeffs.map((c) => filled(poly.width, c))) });
         this.foldForward(next, s, poly.coeff(0), node!);
       }
     }
     if (gather !== undefined && next === undefined) this.permuteRows(gather);
   }
 
-  /** last ← a ⊙ last + b (a, b the affine expression's coefficients). */
-  private foldBackward(affine: VecPoly, node: GraphNode | undefined): void {
+  private pushPoly(coeffs: number[], output: LayerOutput): void {
+    const layer: Layer = { kind: 'poly', coeffs };
+    this.layers.push(layer);
+    this.outputOf.set(layer, output);
+  }
+
+  /** layer ← a ⊙ layer + b (a, b the affine expression's coefficients), for the last layer. */
+  private foldBackward(layer: MutableDense | MutableConv | SparseLinear, affine: VecPoly, node: GraphNode | undefined): void {
     const [b, a] = [affine.coeff(0), affine.coeff(1)];
-    const layer = this.last!;
+    const output = this.outputOf.get(layer)!;
+    this.outputOf.set(layer, { base: output.base, poly: output.poly.scale(a).add(VecPoly.constant(b)) });
     if (layer.kind === 'conv') {
       const positions = a.length / layer.outChannels;
       const perChannel = (v: Float64Array) => v.every((x, j) => x === v[j - (j % positions)]);

@@ -16,7 +16,7 @@
 import type { Layer } from '../he';
 import { fail, ModelError } from './errors';
 import { describeNode, Graph, type GraphNode, subgraphInputs } from './graph';
-import { buildHead, type Head, type HeadOptions, type InputLayout } from './head';
+import { buildHead, type Head, type HeadOptions, type InputLayout, splitAfterBlock } from './head';
 import { DataType, decodeModel, type IModelProto, type INodeProto, type IValueInfoProto, type ModelProto, onnx } from './proto';
 import { declaredShape, type Shape, ShapeInference, UNKNOWN } from './shapes';
 
@@ -169,6 +169,14 @@ function headNodes(graph: Graph, split: string, output: string): GraphNode[] {
     for (const input of [...node.inputs, ...node.implicitInputs]) {
       if (input && input !== split && !inHead.has(input) && !graph.isConstant(input)) {
         const from = graph.producer.get(input);
+        if (node.op === 'Add' && node.inputs.every((i) => i && !graph.isConstant(i))) {
+          const earlier = from ? `split earlier, where an encrypted layer computes '${input}' (sealed-edge inspect lists the split points), or ` : '';
+          fail(
+            'E_SPLIT',
+            `${describeNode(node)} in the head adds '${input}'${from ? ` from ${describeNode(from)}` : ''}, which is computed before the split at '${split}', to a tensor of the head: ` +
+              `the skip of a residual add must be an encrypted layer's output; ${earlier}${splitAfterBlock(graph, node)}`,
+          );
+        }
         fail(
           'E_SPLIT',
           `${describeNode(node)} in the head reads '${input}'${from ? ` from ${describeNode(from)}` : ''}, which is computed before the split at '${split}': ` +

@@ -82,13 +82,13 @@ describe('importOnnx refuses bad input with a clear error', () => {
     refused(head((b, t) => b.node('Softmax', [t], {}, { name: 'mid_softmax' })), 'E_UNSUPPORTED', /node 'mid_softmax' \(Softmax\) is inside the classifier head/);
   });
 
-  it('a skip connection in the head', () => {
+  it('a skip connection around a dense layer', () => {
     const bytes = head((b, t) => {
       const squared = b.node('Mul', [t, t], {}, { name: 'sq' });
       const next = b.node('Gemm', [squared, b.random([8, 8], 0.5)], { transB: 1 }, { name: 'fc_mid' });
       return b.node('Add', [next, t], {}, { name: 'residual' });
     });
-    refused(bytes, 'E_UNSUPPORTED', /node 'residual' \(Add\) reads '.*' from before the last encrypted layer: skip connections .*split after it \(--split residual\)/);
+    refused(bytes, 'E_UNSUPPORTED', /node 'residual' \(Add\) adds its skip '.*' to '.*', the output of a dense layer: the engine joins a skip to a convolution's output only; split after the block \(--split residual\)/);
   });
 
   it('an unknown split node, and splits that leave no dense head', () => {
@@ -144,7 +144,7 @@ describe('--split input refuses what the encrypted part cannot evaluate, naming 
 
   it('a residual Add across the convolution, unless both branches are the same layer\'s output', () => {
     const residual = convHead((b, t, x) => b.node('Add', [b.node('Mul', [t, t], {}, { name: 'act1' }), x], {}, { name: 'res' }), 2);
-    refused(residual, 'E_UNSUPPORTED', /node 'res' \(Add\) reads 'image' from before the last encrypted layer: skip connections \(residual adds\) in the classifier head are not supported yet; split after it \(--split res\)/, input);
+    refused(residual, 'E_UNSUPPORTED', /node 'res' \(Add\) takes its skip from the head's input 'image', which the device packs for the first encrypted layer alone: .*split after the block \(--split res\)/, input);
     const sameLayer = convHead((b, t) => b.node('Add', [b.node('Mul', [t, t], {}, { name: 'act1' }), t], {}, { name: 'res' }));
     expect(splitOnnx(sameLayer, input).head.map((l) => (l.kind === 'poly' ? [...l.coeffs] : l.kind))).toEqual(['conv', [0, 1, 1], 'dense']);
   });
