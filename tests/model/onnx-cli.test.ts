@@ -56,6 +56,21 @@ const twoConvModel = (() => {
   writeFileSync(path, b.build(t));
   return path;
 })();
+/** image [batch, 1, 9, 9] → conv (stride 2, pads 1) → x² → [conv 3×3 pad 1 → x² → conv 3×3 pad 1] + skip → x² → Flatten → dense. */
+const residualModel = (() => {
+  const b = new ModelBuilder(24);
+  const same = { kernel_shape: [3, 3], pads: [1, 1, 1, 1] };
+  let t = b.node('Conv', [b.input('image', ['batch', 1, 9, 9]), b.random([2, 1, 3, 3], 0.5)], { ...same, strides: [2, 2] }, { name: 'conv1' });
+  const skip = b.node('Mul', [t, t], {}, { name: 'act1' });
+  t = b.node('Conv', [skip, b.random([2, 2, 3, 3], 0.5)], same, { name: 'block.conv1' });
+  t = b.node('Conv', [b.node('Mul', [t, t], {}, { name: 'block.act' }), b.random([2, 2, 3, 3], 0.5)], same, { name: 'block.conv2' });
+  t = b.node('Add', [t, skip], {}, { name: 'block.add' });
+  t = b.node('Flatten', [b.node('Mul', [t, t], {}, { name: 'act2' })], {}, { name: 'flatten' });
+  t = b.node('Gemm', [t, b.random([4, 50], 0.5)], { transB: 1 }, { name: 'fc' });
+  const path = join(dir, 'residual.onnx');
+  writeFileSync(path, b.build(t));
+  return path;
+})();
 const relu = saved('relu.onnx', 'relu');
 
 describe('sealed-edge inspect', () => {
@@ -128,6 +143,29 @@ describe('sealed-edge inspect', () => {
     expect(text).toMatchObject({ code: 0, err: '' });
     expect(text.out).toContain('head       conv  2×5×5 → 3×3×3, kernel 3×3, stride 1×1, pads [0, 0, 0, 0]\n');
     expect(text.out).toContain('splits     input, act1, act2, flatten\n');
+  });
+
+  it('--split input with a residual block: an add layer after its second convolution, and no split offered inside the block', () => {
+    const r = cli('inspect', residualModel, '--split', 'input', '--json');
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(JSON.parse(r.out)).toMatchObject({
+      head: [
+        { op: 'conv', in: [1, 9, 9], out: [2, 5, 5], kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1] },
+        { op: 'poly', coeffs: [0, 0, 1] },
+        { op: 'conv', in: [2, 5, 5], out: [2, 5, 5], kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] },
+        { op: 'poly', coeffs: [0, 0, 1] },
+        { op: 'conv', in: [2, 5, 5], out: [2, 5, 5], kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] },
+        { op: 'add', from: 1 },
+        { op: 'poly', coeffs: [0, 0, 1] },
+        { op: 'dense', in: 50, out: 4 },
+      ],
+      splits: ['input', 'act2', 'flatten'],
+    });
+    const text = cli('inspect', residualModel, '--split', 'input');
+    expect(text.out).toContain("conv  2×5×5 → 2×5×5, kernel 3×3, stride 1×1, pads [1, 1, 1, 1]\n             add   layer 1's output (residual)\n");
+    const inside = cli('inspect', residualModel, '--split', 'block.act');
+    expect(inside).toMatchObject({ code: 2, out: '' });
+    expect(inside.err).toMatch(/^sealed-edge inspect: --split: node 'block\.add' \(Add\) in the head adds 'mul_\d+' from node 'act1' \(Mul\), which is computed before the split .*split after the block \(--split act2\)/);
   });
 
   it('refuses a ReLU head naming the node, and takes --activation to approximate it', () => {
