@@ -3,8 +3,9 @@
  * state of several backend instances. The store's logic is shared with SQLite (sql.ts);
  * this file holds what is PostgreSQL's own.
  *
- * - The same tables, columns and constraints as SQLite's schema 3: idempotency keys
- *   unique per device, results and audit events append-only and device states moving
+ * - The same tables, columns and constraints as SQLite's schema 4 (PostgreSQL's step 2):
+ *   idempotency keys unique per device, results written once after they are stored
+ *   pending and never deleted, audit events append-only and device states moving
  *   forward only (triggers), one-time enrollment tokens, CHECKs on every enum, hash and
  *   JSON column. JSON and timestamps are TEXT, as in SQLite, so both engines return
  *   exactly what was stored.
@@ -19,7 +20,17 @@
  */
 import pg from 'pg';
 import { fail, StoreError, type StoreErrorCode } from './errors';
-import { type AppliedMigration, checkApplied, checkMigrationList, type Engine, type Migration, type Queries, SqlStore } from './sql';
+import {
+  type AppliedMigration,
+  checkApplied,
+  checkMigrationList,
+  type Engine,
+  type Migration,
+  type Queries,
+  RESULT_STATE_CHECKS,
+  RESULT_STATE_COLUMNS,
+  SqlStore,
+} from './sql';
 import type { Store } from './types';
 import { now } from './validate';
 
@@ -34,6 +45,13 @@ const refuse = (table: string, event: string, message: string): string => `
       CREATE TRIGGER ${table}_no_${event.toLowerCase()}
       BEFORE ${event} ON ${table}
       FOR EACH ROW EXECUTE FUNCTION sealed_edge_refuse('${message}');`;
+
+/** The values rows stored before step 2 take in its two NOT NULL columns (defaults dropped once they are filled). */
+const EXISTING_ROWS: Record<string, string> = { state: "'decrypted'", attempts: '0' };
+const addColumnForExistingRows = (column: string): string => {
+  const value = EXISTING_ROWS[column.split(' ')[0]!];
+  return `ADD COLUMN ${column}${value === undefined ? '' : ` DEFAULT ${value}`}`;
+};
 
 /** The schema, in order. Append new steps; never edit a step that has shipped. */
 export const MIGRATIONS: readonly Migration[] = [
@@ -152,6 +170,46 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       ${refuse('audit_events', 'UPDATE', 'audit events are append-only')}
       ${refuse('audit_events', 'DELETE', 'audit events are append-only')}
+    `,
+  },
+  {
+    version: 2,
+    name: 'results pending decryption',
+    // As SQLite's step 4: a result is stored 'pending' with its ciphertext when the device
+    // is answered, claimed by a decryption worker and completed once ('decrypted' or
+    // 'failed'). Rows stored before were decrypted before they were stored: 'decrypted' at
+    // their received_at. A pending row may be claimed and completed and nothing else; a
+    // decrypted or failed row never changes; no row is deleted.
+    sql: `
+      DROP TRIGGER results_no_update ON results;
+      ALTER TABLE results
+        DROP CONSTRAINT results_check,
+        ALTER COLUMN scores DROP NOT NULL,
+        ${RESULT_STATE_COLUMNS('BYTEA').map(addColumnForExistingRows).join(',\n        ')};
+      UPDATE results SET decrypted_at = received_at;
+      ALTER TABLE results
+        ALTER COLUMN state DROP DEFAULT,
+        ALTER COLUMN attempts DROP DEFAULT,
+        ${RESULT_STATE_CHECKS.map((check) => `ADD ${check}`).join(',\n        ')};
+
+      CREATE INDEX results_pending ON results (id) WHERE state = 'pending';
+
+      CREATE FUNCTION results_written_once() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF OLD.state <> 'pending' THEN
+          RAISE EXCEPTION 'results are never modified once decrypted (or failed)' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        IF (NEW.id, NEW.device_id, NEW.model_id, NEW.version, NEW.key_id, NEW.idempotency_key, NEW.body_sha256, NEW.received_at, NEW.receipt, NEW.ciphertext)
+           IS DISTINCT FROM (OLD.id, OLD.device_id, OLD.model_id, OLD.version, OLD.key_id, OLD.idempotency_key, OLD.body_sha256, OLD.received_at, OLD.receipt, OLD.ciphertext)
+           OR NEW.attempts < OLD.attempts THEN
+          RAISE EXCEPTION 'results are never modified: only a pending result is claimed and completed' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN NEW;
+      END $$;
+
+      CREATE TRIGGER results_written_once BEFORE UPDATE ON results
+      FOR EACH ROW EXECUTE FUNCTION results_written_once();
+      ${refuse('results', 'DELETE', 'results are never deleted')}
     `,
   },
 ];
@@ -341,6 +399,7 @@ function queriesOf(client: pg.Pool | pg.PoolClient): Queries {
 }
 
 class PostgresEngine implements Engine {
+  readonly skipLocked = ' FOR UPDATE SKIP LOCKED';
   readonly forUpdate = ' FOR UPDATE';
   private pool: pg.Pool | null;
 

@@ -16,10 +16,14 @@ import type {
   KeyPairRecord,
   ModelStatus,
   ModelVersion,
+  Claims,
+  DecryptionOutcome,
+  NewPendingResult,
   NewResult,
   RangeFlag,
   RecordOutcome,
   ResultRecord,
+  ResultState,
   SigningKeyRecord,
   Store,
 } from './types';
@@ -55,6 +59,8 @@ export interface Queries {
 export interface Engine {
   /** Appended to a SELECT whose rows must stay locked until the transaction ends ('' where a write transaction locks the whole database). */
   readonly forUpdate: string;
+  /** Appended to a SELECT of rows to claim: skips rows another transaction holds ('' where a write transaction locks the whole database). */
+  readonly skipLocked: string;
   /** `fn` outside a transaction; E_CLOSED once closed. */
   read<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
   /** `fn` in one transaction: all of it is committed before this resolves, or none of it. */
@@ -106,6 +112,35 @@ export function checkApplied(applied: readonly AppliedMigration[], where: string
     }
   });
 }
+
+/**
+ * The columns a result's decryption adds (schema 4) on every engine, `bytes` the engine's
+ * binary type: its state, the ciphertext it waits with, the current claim (worker,
+ * when, how many claims so far), when it was decrypted or failed, and why it failed.
+ */
+export const RESULT_STATE_COLUMNS = (bytes: string): string[] => [
+  "state TEXT NOT NULL CHECK (state IN ('pending', 'decrypted', 'failed'))",
+  `ciphertext ${bytes} CHECK (ciphertext IS NULL OR length(ciphertext) > 0)`,
+  'claimed_by TEXT CHECK (claimed_by IS NULL OR length(claimed_by) BETWEEN 1 AND 200)',
+  'claimed_at TEXT',
+  'attempts INTEGER NOT NULL CHECK (attempts >= 0)',
+  'decrypted_at TEXT',
+  'error TEXT CHECK (error IS NULL OR length(error) BETWEEN 1 AND 2000)',
+];
+
+/**
+ * What each state of a result holds (schema 4), on every engine: pending, a ciphertext and
+ * nothing decrypted; decrypted, scores and either a label or a range flag; failed, an error.
+ */
+export const RESULT_STATE_CHECKS: readonly string[] = [
+  'CHECK ((claimed_by IS NULL) = (claimed_at IS NULL))',
+  `CHECK (state <> 'pending' OR (ciphertext IS NOT NULL AND label IS NULL AND scores IS NULL AND range_flag IS NULL
+     AND noise_budget_bits IS NULL AND error IS NULL AND decrypted_at IS NULL))`,
+  `CHECK (state <> 'decrypted' OR (scores IS NOT NULL AND (label IS NULL) = (range_flag IS NOT NULL)
+     AND error IS NULL AND decrypted_at IS NOT NULL))`,
+  `CHECK (state <> 'failed' OR (label IS NULL AND scores IS NULL AND range_flag IS NULL AND noise_budget_bits IS NULL
+     AND error IS NOT NULL AND decrypted_at IS NOT NULL))`,
+];
 
 /** A plain Uint8Array copy of the bytes a driver returns (never a view of its memory). */
 function bytes(value: Uint8Array): Uint8Array {
@@ -159,12 +194,26 @@ interface ResultRow {
   key_id: string;
   idempotency_key: string;
   body_sha256: string;
+  state: ResultState;
   label: number | null;
-  scores: string;
+  scores: string | null;
   noise_budget_bits: number | null;
   range_flag: RangeFlag | null;
   received_at: string;
+  decrypted_at: string | null;
+  error: string | null;
   receipt: string;
+}
+
+interface ClaimedRow {
+  id: number;
+  device_id: string;
+  model_id: string;
+  version: number;
+  key_id: string;
+  attempts: number;
+  ciphertext: Uint8Array;
+  received_at: string;
 }
 
 interface AuditRow {
@@ -228,11 +277,14 @@ function toResult(row: ResultRow): ResultRecord {
     keyId: row.key_id,
     idempotencyKey: row.idempotency_key,
     bodySha256: row.body_sha256,
+    state: row.state,
     label: row.label,
-    scores: JSON.parse(row.scores) as number[],
+    scores: row.scores === null ? [] : (JSON.parse(row.scores) as number[]),
     noiseBudgetBits: row.noise_budget_bits,
     rangeFlag: row.range_flag,
     receivedAt: row.received_at,
+    decryptedAt: row.decrypted_at,
+    error: row.error,
     receipt: JSON.parse(row.receipt) as Record<string, unknown>,
   };
 }
@@ -251,7 +303,9 @@ const MODEL_VERSION_COLUMNS =
   'model_id, version, key_id, status, created_at, bundle_dir, manifest_sha256, outputs, protect_metrics';
 const DEVICE_COLUMNS = 'id, name, status, created_at, enrolled_at, public_key_jwk';
 const RESULT_COLUMNS =
-  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, range_flag, received_at, receipt';
+  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag, received_at, decrypted_at, error, receipt';
+/** The longest error message a failed result keeps (longer ones are cut). */
+export const MAX_RESULT_ERROR = 2000;
 
 // ---------------------------------------------------------------------------------------
 // The store
@@ -461,28 +515,44 @@ export class SqlStore implements Store {
    * otherwise), and either a label below the version's output count or a range flag (no
    * label). Whether the device is active or the version retired, and whether scores are in
    * range, is the caller's policy. Two racing calls with one key store one row: the insert
-   * does nothing on the unique key, and the loser returns the winner's row.
+   * does nothing on the unique key, and the loser returns the winner's row. The result is
+   * stored decrypted: for callers that decrypt before they store.
    */
   async recordResult(result: NewResult): Promise<RecordOutcome> {
     if (!isPlainObject(result)) invalid('recordResult: the result must be an object');
-    const deviceId = checkId(result.deviceId, 'deviceId');
-    const modelId = checkModelId(result.modelId);
-    const version = checkInt(result.version, 'version', 1);
-    const keyId = checkId(result.keyId, 'keyId');
-    const idempotencyKey = checkId(result.idempotencyKey, 'idempotencyKey');
-    const bodySha256 = checkHex64(result.bodySha256, 'bodySha256');
-    const label = result.label === null ? null : checkInt(result.label, 'label', 0, (1 << 20) - 1);
-    const scores = checkScores(result.scores);
-    const noiseBudgetBits =
-      result.noiseBudgetBits === undefined || result.noiseBudgetBits === null ? null : checkInt(result.noiseBudgetBits, 'noiseBudgetBits', 0, MAX_NOISE_BUDGET_BITS);
-    const rangeFlag = result.rangeFlag === undefined || result.rangeFlag === null ? null : checkRangeFlag(result.rangeFlag);
-    if ((label === null) !== (rangeFlag !== null)) {
-      invalid(rangeFlag === null ? 'recordResult: a result without a label must carry a range flag' : 'recordResult: a flagged result has no label');
-    }
-    const receivedAt = checkTimestamp(result.receivedAt, 'receivedAt');
-    const receipt = jsonObject(result.receipt, 'receipt');
+    const identity = checkIdentity(result, 'recordResult');
+    const decrypted = checkDecryption(result, 'recordResult');
+    if ('error' in decrypted) invalid('recordResult: a result to record needs a label or a range flag');
+    return this.insertResult('recordResult', identity, {
+      state: 'decrypted',
+      label: decrypted.label,
+      scores: decrypted.scores,
+      noise_budget_bits: decrypted.noiseBudgetBits,
+      range_flag: decrypted.rangeFlag,
+      decrypted_at: now(),
+      ciphertext: null,
+    });
+  }
 
-    return this.engine.write('recordResult', async (q): Promise<RecordOutcome> => {
+  /** Stores a result pending decryption with its ciphertext: recordResult's rules, without a label. */
+  async acceptResult(result: NewPendingResult): Promise<RecordOutcome> {
+    if (!isPlainObject(result)) invalid('acceptResult: the result must be an object');
+    const identity = checkIdentity(result, 'acceptResult');
+    const ciphertext = checkBytes(result.ciphertext, 'ciphertext');
+    return this.insertResult('acceptResult', identity, {
+      state: 'pending',
+      label: null,
+      scores: null,
+      noise_budget_bits: null,
+      range_flag: null,
+      decrypted_at: null,
+      ciphertext,
+    });
+  }
+
+  private insertResult(what: string, identity: ResultIdentity, columns: InsertedColumns): Promise<RecordOutcome> {
+    const { deviceId, modelId, version, keyId, idempotencyKey, bodySha256, receivedAt, receipt } = identity;
+    return this.engine.write(what, async (q): Promise<RecordOutcome> => {
       const stored = async (): Promise<RecordOutcome | null> => {
         const existing = await q.get<ResultRow>(`SELECT ${RESULT_COLUMNS} FROM results WHERE device_id = ? AND idempotency_key = ?`, [deviceId, idempotencyKey]);
         if (!existing) return null;
@@ -492,41 +562,143 @@ export class SqlStore implements Store {
       const before = await stored();
       if (before) return before;
       if (!(await q.get('SELECT 1 FROM devices WHERE id = ?', [deviceId]))) {
-        fail('E_NOT_FOUND', `recordResult: no device "${deviceId}"`);
+        fail('E_NOT_FOUND', `${what}: no device "${deviceId}"`);
       }
       const mv = await q.get<{ key_id: string; outputs: number }>('SELECT key_id, outputs FROM model_versions WHERE model_id = ? AND version = ?', [modelId, version]);
-      if (!mv) fail('E_NOT_FOUND', `recordResult: model "${modelId}" has no version ${version}`);
+      if (!mv) fail('E_NOT_FOUND', `${what}: model "${modelId}" has no version ${version}`);
       if (mv.key_id !== keyId) {
-        fail('E_NOT_FOUND', `recordResult: key "${keyId}" does not belong to model "${modelId}" version ${version}`);
+        fail('E_NOT_FOUND', `${what}: key "${keyId}" does not belong to model "${modelId}" version ${version}`);
       }
-      if (label !== null && label >= mv.outputs) {
-        invalid(`recordResult: label ${label} is out of range for a model with ${mv.outputs} outputs`);
+      if (columns.label !== null && columns.label >= mv.outputs) {
+        invalid(`${what}: label ${columns.label} is out of range for a model with ${mv.outputs} outputs`);
       }
       const row = await q.get<ResultRow>(
-        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, range_flag, received_at, receipt)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag,
+                              received_at, decrypted_at, receipt, ciphertext, attempts)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
          ON CONFLICT (device_id, idempotency_key) DO NOTHING
          RETURNING ${RESULT_COLUMNS}`,
-        [deviceId, modelId, version, keyId, idempotencyKey, bodySha256, label, scores, noiseBudgetBits, rangeFlag, receivedAt, receipt],
+        [
+          deviceId,
+          modelId,
+          version,
+          keyId,
+          idempotencyKey,
+          bodySha256,
+          columns.state,
+          columns.label,
+          columns.scores,
+          columns.noise_budget_bits,
+          columns.range_flag,
+          receivedAt,
+          columns.decrypted_at,
+          receipt,
+          columns.ciphertext,
+        ],
       );
       if (row) return { kind: 'created', result: toResult(row) };
       const raced = await stored();
-      if (!raced) fail('E_DB', `recordResult: (${deviceId}, ${idempotencyKey}) was neither inserted nor found`);
+      if (!raced) fail('E_DB', `${what}: (${deviceId}, ${idempotencyKey}) was neither inserted nor found`);
       return raced;
     });
   }
 
-  /** Results by ascending id: those after `afterId`, of one device if given, at most `limit`. */
-  async listResults(options?: { deviceId?: string; afterId?: number; limit?: number }): Promise<ResultRecord[]> {
-    const o = checkOptions(options, ['deviceId', 'afterId', 'limit'], 'listResults');
+  /**
+   * One transaction: first the pending results whose claim expired after `maxAttempts`
+   * claims are marked failed (a ciphertext that kills its worker is not retried forever);
+   * then up to `limit` claimable results are claimed, oldest first. PostgreSQL skips rows
+   * another transaction is claiming (FOR UPDATE SKIP LOCKED), so instances never wait on
+   * each other; SQLite's write transaction holds the whole database.
+   */
+  async claimResults(options: { worker: string; limit: number; claimTimeoutMs: number; maxAttempts: number }): Promise<Claims> {
+    const o = checkOptions(options, ['worker', 'limit', 'claimTimeoutMs', 'maxAttempts'], 'claimResults');
+    const worker = checkId(o.worker, 'worker');
+    const limit = checkInt(o.limit, 'limit', 1, 10_000);
+    const timeout = checkInt(o.claimTimeoutMs, 'claimTimeoutMs', 0, 7 * 24 * 3600 * 1000);
+    const maxAttempts = checkInt(o.maxAttempts, 'maxAttempts', 1, 1000);
+    return this.engine.write('claimResults', async (q) => {
+      const at = now();
+      const expired = new Date(Date.parse(at) - timeout).toISOString();
+      const abandoned = await q.all<ResultRow>(
+        `UPDATE results SET state = 'failed', error = ?, decrypted_at = ?
+         WHERE id IN (SELECT id FROM results WHERE state = 'pending' AND claimed_at < ? AND attempts >= ? ORDER BY id LIMIT ?${this.engine.skipLocked})
+         RETURNING ${RESULT_COLUMNS}`,
+        [`abandoned: claimed ${maxAttempts} times and never completed (its decryption worker died or hung each time)`, at, expired, maxAttempts, limit],
+      );
+      const claimed = await q.all<ClaimedRow>(
+        `UPDATE results SET claimed_by = ?, claimed_at = ?, attempts = attempts + 1
+         WHERE id IN (SELECT id FROM results WHERE state = 'pending' AND (claimed_at IS NULL OR claimed_at < ?) AND attempts < ?
+                      ORDER BY id LIMIT ?${this.engine.skipLocked})
+         RETURNING id, device_id, model_id, version, key_id, attempts, ciphertext, received_at`,
+        [worker, at, expired, maxAttempts, limit],
+      );
+      return {
+        claimed: claimed
+          .map((row) => ({
+            id: row.id,
+            deviceId: row.device_id,
+            modelId: row.model_id,
+            version: row.version,
+            keyId: row.key_id,
+            attempt: row.attempts,
+            ciphertext: bytes(row.ciphertext),
+            receivedAt: row.received_at,
+          }))
+          .sort((a, b) => a.id - b.id),
+        abandoned: abandoned.map(toResult).sort((a, b) => a.id - b.id),
+      };
+    });
+  }
+
+  async completeResult(id: number, attempt: number, outcome: DecryptionOutcome): Promise<ResultRecord> {
+    checkInt(id, 'id', 1);
+    checkInt(attempt, 'attempt', 1);
+    if (!isPlainObject(outcome)) invalid('completeResult: the outcome must be an object');
+    const decrypted = checkDecryption(outcome, 'completeResult');
+    return this.engine.write('completeResult', async (q) => {
+      const current = await q.get<{ state: ResultState; attempts: number; model_id: string; version: number }>(
+        `SELECT state, attempts, model_id, version FROM results WHERE id = ?${this.engine.forUpdate}`,
+        [id],
+      );
+      if (!current) fail('E_NOT_FOUND', `completeResult: no result ${id}`);
+      if (current.state !== 'pending') fail('E_CONFLICT', `completeResult: result ${id} is already ${current.state}; a result is written once`);
+      if (current.attempts !== attempt) {
+        fail('E_CONFLICT', `completeResult: claim ${attempt} of result ${id} expired; claim ${current.attempts} holds it now`);
+      }
+      const at = now();
+      let row: ResultRow | undefined;
+      if ('error' in decrypted) {
+        row = await q.get<ResultRow>(`UPDATE results SET state = 'failed', error = ?, decrypted_at = ? WHERE id = ? RETURNING ${RESULT_COLUMNS}`, [decrypted.error, at, id]);
+      } else {
+        const { outputs } = (await q.get<{ outputs: number }>('SELECT outputs FROM model_versions WHERE model_id = ? AND version = ?', [current.model_id, current.version]))!;
+        if (decrypted.label !== null && decrypted.label >= outputs) {
+          invalid(`completeResult: label ${decrypted.label} is out of range for a model with ${outputs} outputs`);
+        }
+        row = await q.get<ResultRow>(
+          `UPDATE results SET state = 'decrypted', label = ?, scores = ?, noise_budget_bits = ?, range_flag = ?, decrypted_at = ? WHERE id = ? RETURNING ${RESULT_COLUMNS}`,
+          [decrypted.label, decrypted.scores, decrypted.noiseBudgetBits, decrypted.rangeFlag, at, id],
+        );
+      }
+      return toResult(row!);
+    });
+  }
+
+  /** Results by ascending id: those after `afterId`, of one device and in one state if given, at most `limit`. */
+  async listResults(options?: { deviceId?: string; afterId?: number; limit?: number; state?: ResultState }): Promise<ResultRecord[]> {
+    const o = checkOptions(options, ['deviceId', 'afterId', 'limit', 'state'], 'listResults');
     const deviceId = o.deviceId === undefined ? null : checkId(o.deviceId, 'deviceId');
     const afterId = o.afterId === undefined ? 0 : checkInt(o.afterId, 'afterId', 0);
     const limit = o.limit === undefined ? null : checkInt(o.limit, 'limit', 0);
+    const state = o.state === undefined ? null : checkState(o.state);
     const params: unknown[] = [afterId];
     let sql = `SELECT ${RESULT_COLUMNS} FROM results WHERE id > ?`;
     if (deviceId !== null) {
       sql += ' AND device_id = ?';
       params.push(deviceId);
+    }
+    if (state !== null) {
+      sql += ' AND state = ?';
+      params.push(state);
     }
     sql += ' ORDER BY id';
     if (limit !== null) {
@@ -572,6 +744,72 @@ export class SqlStore implements Store {
   close(): Promise<void> {
     return this.engine.close();
   }
+}
+
+interface ResultIdentity {
+  deviceId: string;
+  modelId: string;
+  version: number;
+  keyId: string;
+  idempotencyKey: string;
+  bodySha256: string;
+  receivedAt: string;
+  /** JSON text. */
+  receipt: string;
+}
+
+interface InsertedColumns {
+  state: ResultState;
+  label: number | null;
+  /** JSON text. */
+  scores: string | null;
+  noise_budget_bits: number | null;
+  range_flag: RangeFlag | null;
+  decrypted_at: string | null;
+  ciphertext: Buffer | null;
+}
+
+const RESULT_STATES: readonly ResultState[] = ['pending', 'decrypted', 'failed'];
+
+function checkState(value: unknown): ResultState {
+  if (!RESULT_STATES.includes(value as ResultState)) invalid(`state must be one of ${RESULT_STATES.map((s) => `'${s}'`).join(', ')}, got ${describe(value)}`);
+  return value as ResultState;
+}
+
+function checkIdentity(result: Record<string, unknown>, what: string): ResultIdentity {
+  return {
+    deviceId: checkId(result.deviceId, 'deviceId'),
+    modelId: checkModelId(result.modelId),
+    version: checkInt(result.version, 'version', 1),
+    keyId: checkId(result.keyId, 'keyId'),
+    idempotencyKey: checkId(result.idempotencyKey, 'idempotencyKey'),
+    bodySha256: checkHex64(result.bodySha256, 'bodySha256'),
+    receivedAt: checkTimestamp(result.receivedAt, 'receivedAt'),
+    receipt: jsonObject(result.receipt, `${what}: receipt`),
+  };
+}
+
+/** A decryption's outcome, checked: scores as JSON text with a label or a flag (only one), or an error of 1–MAX_RESULT_ERROR characters. */
+function checkDecryption(
+  outcome: Record<string, unknown>,
+  what: string,
+): { error: string } | { label: number | null; scores: string; noiseBudgetBits: number | null; rangeFlag: RangeFlag | null } {
+  if ('error' in outcome) {
+    const extra = Object.keys(outcome).filter((key) => key !== 'error');
+    if (extra.length > 0) invalid(`${what}: a failed decryption has an error and nothing else, got ${extra.join(', ')} too`);
+    if (typeof outcome.error !== 'string' || outcome.error.trim().length === 0) invalid(`${what}: error must be a non-empty string, got ${describe(outcome.error)}`);
+    return { error: outcome.error.length > MAX_RESULT_ERROR ? `${outcome.error.slice(0, MAX_RESULT_ERROR - 1)}…` : outcome.error };
+  }
+  if (outcome.label === undefined) invalid(`${what}: the outcome needs a label (a number, or null with a range flag) or an error`);
+  const label = outcome.label === null ? null : checkInt(outcome.label, 'label', 0, (1 << 20) - 1);
+  const scores = checkScores(outcome.scores);
+  const noiseBudgetBits =
+    outcome.noiseBudgetBits === undefined || outcome.noiseBudgetBits === null ? null : checkInt(outcome.noiseBudgetBits, 'noiseBudgetBits', 0, MAX_NOISE_BUDGET_BITS);
+  const rangeFlag = outcome.rangeFlag === undefined || outcome.rangeFlag === null ? null : checkRangeFlag(outcome.rangeFlag);
+  if ((label === null) !== (rangeFlag !== null)) {
+    invalid(rangeFlag === null ? `${what}: a result without a label must carry a range flag` : `${what}: a flagged result has no label`);
+  }
+  return { label, scores, noiseBudgetBits, rangeFlag };
 }
 
 async function modelVersionRow(q: Queries, modelId: string, version: number): Promise<ModelVersion | null> {

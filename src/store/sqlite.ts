@@ -23,7 +23,17 @@ import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { fail, StoreError, type StoreErrorCode } from './errors';
-import { type AppliedMigration, checkApplied, checkMigrationList, type Engine, type Migration, type Queries, SqlStore } from './sql';
+import {
+  type AppliedMigration,
+  checkApplied,
+  checkMigrationList,
+  type Engine,
+  type Migration,
+  type Queries,
+  RESULT_STATE_CHECKS,
+  RESULT_STATE_COLUMNS,
+  SqlStore,
+} from './sql';
 import type { Store } from './types';
 import { now } from './validate';
 
@@ -221,6 +231,76 @@ export const MIGRATIONS: readonly Migration[] = [
       END;
     `,
   },
+  {
+    version: 4,
+    name: 'results pending decryption',
+    // Ingest apart from decryption: a result is stored 'pending' with its ciphertext when
+    // the device is answered; a decryption worker claims it (claimed_by, claimed_at,
+    // attempts) and writes its label and scores once ('decrypted'), or why it could not
+    // ('failed'). Rows stored before this step were decrypted before they were stored:
+    // they become 'decrypted' at their received_at, without a ciphertext. scores becomes
+    // nullable (none until decrypted), so the table is rebuilt as in step 3. The triggers
+    // let a pending row be claimed and completed and nothing else: a decrypted or failed
+    // row never changes, identity, ciphertext and receipt never change, no row is deleted.
+    sql: `
+      CREATE TABLE results_next (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id         TEXT NOT NULL REFERENCES devices (id),
+        model_id          TEXT NOT NULL,
+        version           INTEGER NOT NULL,
+        key_id            TEXT NOT NULL,
+        idempotency_key   TEXT NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+        body_sha256       TEXT NOT NULL CHECK (${HEX64_CHECK('body_sha256')}),
+        label             INTEGER CHECK (label IS NULL OR label >= 0),
+        scores            TEXT CHECK (scores IS NULL OR (${JSON_CHECK('scores', 'array')})),
+        received_at       TEXT NOT NULL,
+        receipt           TEXT NOT NULL CHECK (${JSON_CHECK('receipt', 'object')}),
+        noise_budget_bits INTEGER CHECK (noise_budget_bits IS NULL OR noise_budget_bits BETWEEN 0 AND 4096),
+        range_flag        TEXT CHECK (range_flag IS NULL OR range_flag IN ('out-of-range')),
+        ${RESULT_STATE_COLUMNS('BLOB').join(',\n        ')},
+        UNIQUE (device_id, idempotency_key),
+        FOREIGN KEY (model_id, version, key_id) REFERENCES model_versions (model_id, version, key_id),
+        ${RESULT_STATE_CHECKS.join(',\n        ')}
+      ) STRICT;
+
+      INSERT INTO results_next (id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt,
+                                noise_budget_bits, range_flag, state, attempts, decrypted_at)
+      SELECT id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt,
+             noise_budget_bits, range_flag, 'decrypted', 0, received_at
+      FROM results ORDER BY id;
+
+      DELETE FROM sqlite_sequence WHERE name = 'results_next';
+      UPDATE sqlite_sequence SET name = 'results_next' WHERE name = 'results';
+      DROP TABLE results;
+      ALTER TABLE results_next RENAME TO results;
+
+      CREATE INDEX results_by_device ON results (device_id, id);
+      CREATE INDEX results_pending ON results (id) WHERE state = 'pending';
+
+      CREATE TRIGGER results_written_once
+      BEFORE UPDATE ON results
+      WHEN OLD.state <> 'pending'
+      BEGIN
+        SELECT RAISE(ABORT, 'results are never modified once decrypted (or failed)');
+      END;
+
+      CREATE TRIGGER results_identity_fixed
+      BEFORE UPDATE ON results
+      WHEN NEW.id IS NOT OLD.id OR NEW.device_id IS NOT OLD.device_id OR NEW.model_id IS NOT OLD.model_id
+        OR NEW.version IS NOT OLD.version OR NEW.key_id IS NOT OLD.key_id OR NEW.idempotency_key IS NOT OLD.idempotency_key
+        OR NEW.body_sha256 IS NOT OLD.body_sha256 OR NEW.received_at IS NOT OLD.received_at OR NEW.receipt IS NOT OLD.receipt
+        OR NEW.ciphertext IS NOT OLD.ciphertext OR NEW.attempts < OLD.attempts
+      BEGIN
+        SELECT RAISE(ABORT, 'results are never modified: only a pending result is claimed and completed');
+      END;
+
+      CREATE TRIGGER results_no_delete
+      BEFORE DELETE ON results
+      BEGIN
+        SELECT RAISE(ABORT, 'results are never deleted');
+      END;
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */
@@ -371,6 +451,7 @@ interface Line {
 const lines = new Map<string, Line>();
 
 class SqliteEngine implements Engine {
+  readonly skipLocked = '';
   readonly forUpdate = '';
   private db: Database.Database | null;
   private readonly statements = new Map<string, Database.Statement>();

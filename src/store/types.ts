@@ -62,8 +62,11 @@ export interface ResultRecord {
   idempotencyKey: string;
   /** SHA-256 (hex) of the request body, to tell a replay from a conflicting reuse. */
   bodySha256: string;
-  /** The argmax of the scores; null when the result is flagged (`rangeFlag`). */
+  /** 'pending' until a decryption worker has written it once: 'decrypted', or 'failed' (`error` says why). */
+  state: ResultState;
+  /** The argmax of the scores; null when the result is flagged (`rangeFlag`) or not decrypted. */
   label: number | null;
+  /** The decrypted scores; empty while pending and when decryption failed. */
   scores: number[];
   /**
    * BGV: the remaining noise budget of the result when it was decrypted, in bits (the
@@ -78,9 +81,15 @@ export interface ResultRecord {
    */
   rangeFlag: RangeFlag | null;
   receivedAt: string;
+  /** When it was decrypted or failed; null while pending. */
+  decryptedAt: string | null;
+  /** Why decryption failed (state 'failed'); null otherwise. */
+  error: string | null;
   /** What the device was answered; holds no plaintext. */
   receipt: Record<string, unknown>;
 }
+
+export type ResultState = 'pending' | 'decrypted' | 'failed';
 
 export interface AuditEvent {
   id: number;
@@ -97,7 +106,37 @@ export type RangeFlag = 'out-of-range';
  * A result to store; `noiseBudgetBits` may be left out (null: a CKKS result), and so may
  * `rangeFlag` (null: not flagged). A flagged result has no label, and only a flagged one.
  */
-export type NewResult = Omit<ResultRecord, 'id' | 'noiseBudgetBits' | 'rangeFlag'> & { noiseBudgetBits?: number | null; rangeFlag?: RangeFlag | null };
+export type NewResult = Omit<ResultRecord, 'id' | 'state' | 'decryptedAt' | 'error' | 'noiseBudgetBits' | 'rangeFlag'> & {
+  noiseBudgetBits?: number | null;
+  rangeFlag?: RangeFlag | null;
+};
+
+/** A result to store before it is decrypted: its identity, receipt and ciphertext. */
+export type NewPendingResult = Omit<NewResult, 'label' | 'scores' | 'noiseBudgetBits' | 'rangeFlag'> & { ciphertext: Uint8Array };
+
+/** A pending result a worker has claimed: what decrypting it needs, and the claim (`attempt`) that completes it. */
+export interface ClaimedResult {
+  id: number;
+  deviceId: string;
+  modelId: string;
+  version: number;
+  keyId: string;
+  /** Which claim of this result this is (1 for the first); completeResult names it. */
+  attempt: number;
+  ciphertext: Uint8Array;
+  receivedAt: string;
+}
+
+/** What claimResults found: the results claimed now, and those given up (failed) because their claims kept expiring. */
+export interface Claims {
+  claimed: ClaimedResult[];
+  abandoned: ResultRecord[];
+}
+
+/** How a decryption ended: scores with a label (or a range flag instead), or an error. */
+export type DecryptionOutcome =
+  | { label: number | null; scores: number[]; noiseBudgetBits?: number | null; rangeFlag?: RangeFlag | null }
+  | { error: string };
 
 /** Outcome of recording a result under an idempotency key. */
 export type RecordOutcome =
@@ -129,7 +168,24 @@ export interface Store {
 
   /** Stores a result (labelled, or flagged without a label) unless (deviceId, idempotencyKey) exists; never stores twice. */
   recordResult(result: NewResult): Promise<RecordOutcome>;
-  listResults(options?: { deviceId?: string; afterId?: number; limit?: number }): Promise<ResultRecord[]>;
+  /**
+   * Stores a result pending decryption, with its ciphertext, unless (deviceId,
+   * idempotencyKey) exists: the same outcomes as recordResult. Committed when it resolves.
+   */
+  acceptResult(result: NewPendingResult): Promise<RecordOutcome>;
+  /**
+   * Claims up to `limit` pending results, oldest first, for `worker`: those never claimed
+   * and those whose claim is older than `claimTimeoutMs` (its worker died). Concurrent
+   * callers, on any instance, never get the same result under live claims. A result whose
+   * claims expired `maxAttempts` times is marked failed instead (returned in `abandoned`).
+   */
+  claimResults(options: { worker: string; limit: number; claimTimeoutMs: number; maxAttempts: number }): Promise<Claims>;
+  /**
+   * Writes a claimed result's decryption once: E_CONFLICT when it is no longer pending, or
+   * when `attempt` is not its current claim (the claim expired and another worker holds it).
+   */
+  completeResult(id: number, attempt: number, outcome: DecryptionOutcome): Promise<ResultRecord>;
+  listResults(options?: { deviceId?: string; afterId?: number; limit?: number; state?: ResultState }): Promise<ResultRecord[]>;
   countResults(): Promise<number>;
 
   audit(actor: string, event: string, details?: Record<string, unknown>): Promise<void>;

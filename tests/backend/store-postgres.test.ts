@@ -115,7 +115,7 @@ describe.skipIf(POSTGRES_URL === undefined)('the PostgreSQL engine', () => {
     await query(url, 'INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [SCHEMA_VERSION + 1, 'from the future', new Date().toISOString()]);
     const before = await snapshot(url);
     const error = await expectStoreError(openPostgresStore(url), 'E_SCHEMA');
-    expect(error.message).toMatch(/has schema version 2, newer than the 1 this version of sealed-edge knows: upgrade sealed-edge \(the database was left unchanged\)/);
+    expect(error.message).toContain(`has schema version ${SCHEMA_VERSION + 1}, newer than the ${SCHEMA_VERSION} this version of sealed-edge knows: upgrade sealed-edge (the database was left unchanged)`);
     expect(await snapshot(url)).toBe(before);
 
     const foreign = await postgresSchema(database.url(), 'foreign');
@@ -161,13 +161,20 @@ describe.skipIf(POSTGRES_URL === undefined)('the PostgreSQL engine', () => {
       await expect(raw.query(sql), sql).rejects.toThrow(pattern);
     };
     const insert = (key: string, label: string, flag: string) =>
-      `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, range_flag, received_at, receipt)
-       VALUES ('dev-1', 'mnist', 1, 'k1', '${key}', '${sha(key)}', ${label}, '[]', ${flag}, 'now', '{}')`;
+      `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, range_flag, received_at, receipt, state, attempts, decrypted_at)
+       VALUES ('dev-1', 'mnist', 1, 'k1', '${key}', '${sha(key)}', ${label}, '[]', ${flag}, 'now', '{}', 'decrypted', 0, 'now')`;
     await fails(insert('i1', '2', 'NULL'), /duplicate key value violates unique constraint/);
     await fails(insert('i2', 'NULL', 'NULL'), /check constraint/);
     await fails(insert('i3', '2', "'out-of-range'"), /check constraint/);
     await fails(insert('i4', 'NULL', "'overflow'"), /check constraint/);
     await fails("UPDATE results SET label = 2", /results are never modified/);
+    await fails('DELETE FROM results', /results are never deleted/);
+    await fails(
+      "INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, scores, received_at, receipt, state, attempts) VALUES ('dev-1', 'mnist', 1, 'k1', 'p1', '" +
+        sha('p1') +
+        "', '[1]', 'now', '{}', 'pending', 0)",
+      /check constraint/,
+    );
     await fails("UPDATE audit_events SET actor = 'x'", /audit events are append-only/);
     await fails('DELETE FROM audit_events', /audit events are append-only/);
     await fails("UPDATE devices SET status = 'pending', enrolled_at = NULL, token_used_at = NULL, public_key_jwk = NULL", /a device status only moves forward/);
@@ -177,6 +184,41 @@ describe.skipIf(POSTGRES_URL === undefined)('the PostgreSQL engine', () => {
     await fails("INSERT INTO audit_events (at, actor, event, details) VALUES ('now', 'a', 'b', 'not json')", /invalid input syntax for type json/);
     expect((await raw.query('SELECT count(*)::int AS n FROM results')).rows).toEqual([{ n: 1 }]);
     await raw.end();
+  });
+
+  it('migrates results stored before ingest was apart from decryption: each becomes decrypted at its receipt time, and stays written once', async () => {
+    const url = await postgresSchema(database.url());
+    const old = await openPostgresStoreWithMigrations(url, MIGRATIONS.slice(0, 1));
+    await old.addModelVersion(
+      { modelId: 'mnist', keyId: 'k1', bundleDir: 'b', manifestSha256: sha('m'), outputs: 10, protectMetrics: {} },
+      { keyId: 'k1', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
+    );
+    await old.addDevice({ id: 'dev-1', name: 'Kiosk', tokenSha256: sha('token') });
+    await old.close();
+    // Rows as step 1 stored them: this code's store no longer writes that shape.
+    const at = '2026-01-02T03:04:05.678Z';
+    await query(
+      url,
+      `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, range_flag, received_at, receipt)
+       VALUES ('dev-1', 'mnist', 1, 'k1', 'old-1', $1, 4, '[1,2]', NULL, $2, '{}'), ('dev-1', 'mnist', 1, 'k1', 'old-2', $3, NULL, '[9]', 'out-of-range', $2, '{}')`,
+      [sha('old-1'), at, sha('old-2')],
+    );
+    const store = await openPostgresStore(url);
+    expect(await store.schemaVersion()).toBe(2);
+    expect(await store.listResults()).toMatchObject([
+      { id: 1, state: 'decrypted', label: 4, scores: [1, 2], rangeFlag: null, decryptedAt: at, error: null },
+      { id: 2, state: 'decrypted', label: null, scores: [9], rangeFlag: 'out-of-range', decryptedAt: at, error: null },
+    ]);
+    expect((await store.claimResults({ worker: 'w', limit: 10, claimTimeoutMs: 0, maxAttempts: 3 })).claimed).toEqual([]);
+    await expect(store.completeResult(1, 1, { error: 'x' })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    expect(await store.integrityCheck()).toBe('ok');
+    await store.close();
+    await expect(query(url, 'UPDATE results SET error = NULL')).rejects.toThrow(/results are never modified once decrypted/);
+    // The defaults that filled the old rows are gone: every new row says its state.
+    expect(await query(url, "SELECT column_name, column_default FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'results' AND column_name IN ('state', 'attempts') ORDER BY 1")).toEqual([
+      { column_name: 'attempts', column_default: null },
+      { column_name: 'state', column_default: null },
+    ]);
   });
 
   it('fails a call with E_DB, not the process, when the server cuts its connections, and the next call opens fresh ones', async () => {

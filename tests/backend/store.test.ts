@@ -213,8 +213,10 @@ describe('opening and migrations', () => {
 
     const store = await openSqliteStore(path);
     expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(3);
-    expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(olds.map((r, i) => [i + 1, { ...r, noiseBudgetBits: null, rangeFlag: null }]));
+    expect(SCHEMA_VERSION).toBe(4);
+    expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(
+      olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', noiseBudgetBits: null, rangeFlag: null, decryptedAt: r.receivedAt, error: null }]),
+    );
     expect(await store.getKeyPair('k1')).toMatchObject({ modelId: 'mnist', deviceKeys: keyPair.deviceKeys });
     expect((await store.getDevice('dev-1'))?.status).toBe('active');
     expect((await store.listAudit()).map((e) => e.event)).toEqual(['model.protected']);
@@ -231,12 +233,19 @@ describe('opening and migrations', () => {
       { version: 1, name: 'initial schema' },
       { version: 2, name: 'result noise budget' },
       { version: 3, name: 'result range flag' },
+      { version: 4, name: 'results pending decryption' },
     ]);
     expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 6 });
     check.close();
     // The column keeps its constraint, and results stay append-only.
     const writer = new Database(path);
-    expect(() => writer.prepare("INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt) VALUES ('dev-1', 'mnist', 1, 'k1', 'raw', ?, 0, '[]', -3, 'now', '{}')").run(sha('raw'))).toThrow(/CHECK constraint/);
+    expect(() =>
+      writer
+        .prepare(
+          "INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, noise_budget_bits, received_at, receipt, state, attempts, decrypted_at) VALUES ('dev-1', 'mnist', 1, 'k1', 'raw', ?, 0, '[]', -3, 'now', '{}', 'decrypted', 0, 'now')",
+        )
+        .run(sha('raw')),
+    ).toThrow(/CHECK constraint/);
     expect(() => writer.prepare('UPDATE results SET noise_budget_bits = 1 WHERE id = 1').run()).toThrow(/never modified/);
     writer.close();
   });
@@ -265,8 +274,10 @@ describe('opening and migrations', () => {
     raw.close();
 
     const store = await openSqliteStore(path);
-    expect(await store.schemaVersion()).toBe(3);
-    expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(olds.map((r, i) => [i + 1, { ...r, rangeFlag: null }]));
+    expect(await store.schemaVersion()).toBe(4);
+    expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(
+      olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', rangeFlag: null, decryptedAt: r.receivedAt, error: null }]),
+    );
     expect((await store.recordResult(result('old-3'))).kind).toBe('replayed');
     const flagged = await store.recordResult({ ...result('flagged-1'), label: null, rangeFlag: 'out-of-range' });
     expect(flagged.result).toMatchObject({ id: 5, label: null, rangeFlag: 'out-of-range', noiseBudgetBits: null });
@@ -278,14 +289,19 @@ describe('opening and migrations', () => {
     check.pragma('foreign_keys = ON');
     expect(check.prepare("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'results%' AND type IN ('table', 'index', 'trigger') AND name NOT LIKE 'sqlite_%' ORDER BY name").all()).toEqual([
       { name: 'results' },
-      { name: 'results_append_only' },
       { name: 'results_by_device' },
+      { name: 'results_identity_fixed' },
+      { name: 'results_no_delete' },
+      { name: 'results_pending' },
+      { name: 'results_written_once' },
     ]);
     expect(check.prepare("SELECT seq FROM sqlite_sequence WHERE name LIKE 'results%'").all()).toEqual([{ seq: 6 }]);
     expect(check.pragma('foreign_key_check')).toEqual([]);
     const row = (label: number | null, flag: string | null, device = 'dev-1', key = `raw-${label}-${flag}-${device}`) =>
       check
-        .prepare("INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, range_flag, received_at, receipt) VALUES (?, 'mnist', 1, 'k1', ?, ?, ?, '[]', ?, 'now', '{}')")
+        .prepare(
+          "INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, range_flag, received_at, receipt, state, attempts, decrypted_at) VALUES (?, 'mnist', 1, 'k1', ?, ?, ?, '[]', ?, 'now', '{}', 'decrypted', 0, 'now')",
+        )
         .run(device, key, sha(key), label, flag);
     expect(() => row(null, null)).toThrow(/CHECK constraint/);
     expect(() => row(2, 'out-of-range')).toThrow(/CHECK constraint/);
@@ -294,6 +310,7 @@ describe('opening and migrations', () => {
     expect(() => row(null, 'out-of-range', 'nobody')).toThrow(/FOREIGN KEY constraint/);
     expect(() => row(2, null, 'dev-1', 'old-1')).toThrow(/UNIQUE constraint/);
     expect(() => check.prepare('UPDATE results SET label = 1 WHERE id = 5').run()).toThrow(/never modified/);
+    expect(() => check.prepare('DELETE FROM results WHERE id = 5').run()).toThrow(/never deleted/);
     expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 5 });
     check.close();
   });
@@ -735,7 +752,7 @@ describe.each(engines)('the $name store', (engine) => {
       expect(indices).toEqual(rows.map((_, i) => i));
       for (const row of rows) {
         const expected = resultFor('dev-1', 'mnist', 'k1', row.idempotencyKey);
-        expect({ ...row, receivedAt: expected.receivedAt, id: 0 }).toEqual({ ...expected, rangeFlag: null, id: 0 });
+        expect({ ...row, receivedAt: expected.receivedAt, decryptedAt: null, id: 0 }).toEqual({ ...expected, state: 'decrypted', rangeFlag: null, decryptedAt: null, error: null, id: 0 });
       }
       // The database is still writable after the crash.
       expect((await reopened.recordResult(result('after-crash'))).kind).toBe('created');
