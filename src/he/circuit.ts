@@ -126,7 +126,8 @@ export function planActivations(layers: readonly LayerShape[]): PolyPlan[] {
     // σ = |a_d|^(−1/d) makes the leading coefficient ±1: the folded weights keep their
     // magnitude (CKKS encodes with absolute precision, so tiny weights lose digits) and the
     // monic polynomial's values stay those of the activation.
-    const scaled = isLinear(layers[i - 1]);
+    // A linear layer whose output a residual add reads keeps its scale.
+    const scaled = isLinear(layers[i - 1]) && !skipped.has(i - 1);
     const sigma = scaled ? Math.abs(ad) ** (-1 / d) : 1;
     const lead = scaled ? Math.sign(ad) : ad;
     const monic = coeffs.map((c, k) => (k === 0 ? 0 : (c * sigma ** k) / lead));

@@ -158,6 +158,26 @@ describe('a residual add on encrypted activations', () => {
     expect(plan.depth).toBe(7);
   });
 
+  it('takes the skip from a convolution whose activation has a leading coefficient other than 1 (the scaling stays out of the skip)', () => {
+    const block: Geometry = { kind: 'conv', inChannels: 4, inHeight: 10, inWidth: 10, outChannels: 4, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] };
+    const layers: Layer[] = [
+      makeConv({ kind: 'conv', inChannels: 1, inHeight: 22, inWidth: 22, outChannels: 4, kernel: [4, 4], stride: [2, 2], pads: [0, 0, 0, 0] }, 1),
+      { kind: 'poly', coeffs: [0, 0, 1] },
+      makeConv(block, 2),
+      { kind: 'poly', coeffs: [0, 1, 0.25] },
+      makeConv(block, 3),
+      { kind: 'poly', coeffs: [0, 0, 1] },
+      makeConv(block, 4),
+      { kind: 'add', from: 2 },
+      { kind: 'poly', coeffs: [0, 0, 1] },
+      dense(400, 10, 5),
+    ];
+    const ref = referenceModel(layers, 4096);
+    const x = images({ ...block, inChannels: 1, inHeight: 22, inWidth: 22 }, 1, 6)[0]!;
+    const float = floatEvaluate(layers, x);
+    expect(maxAbsDiff(ref(x), float)).toBeLessThan(1e-9 * Math.max(1, maxAbs(float)));
+  });
+
   it('refuses an add whose branches differ in layout or size, that does not follow a convolution, or reads a later layer', () => {
     const layers = residual(3);
     // 16×5×5 after a strided convolution: as many values as the 4×10×10 skip, in other slots.
