@@ -583,16 +583,6 @@ class HeadBuilder {
           `before a layer reads it): the engine's residual add reads an earlier layer's output unchanged; take the skip from an activation or a convolution, or ${remedy}`,
       );
     }
-    const [source, next] = [this.layers[from]!, this.layers[from + 1]];
-    const lead = next?.kind === 'poly' ? next.coeffs.filter((c) => c !== 0).at(-1) : undefined;
-    if ((source.kind === 'conv' || source.kind === 'dense') && lead !== undefined && Math.abs(lead) !== 1) {
-      fail(
-        'E_UNSUPPORTED',
-        `${describeNode(node)} takes its skip '${join.skip}' from the output of a ${source.kind === 'conv' ? 'convolution' : 'dense layer'} that an activation with leading coefficient ${lead} reads: ` +
-          `the engine folds the scaling of that activation's input into the layer, which would scale the skip too; take the skip after the activation, ` +
-          `use an activation whose leading coefficient is ±1 (x², x²+2x), or ${remedy}`,
-      );
-    }
     this.foldBackward(last, inBaseOrder(branch.poly, branch.gather), node);
     const add: AddLayer = { kind: 'add', from };
     this.layers.push(add);
