@@ -85,8 +85,8 @@ function polyScale(plan: PolyPlan, scale: number): number {
  * largest folded weight (`folded`: foldModel's output) `weightBits` bits, both signed
  * magnitudes. A convolution followed by a residual add gets the nearest weight scale that
  * makes its output scale an integer multiple k ≥ 1 of the skip value's (BGV aligns the
- * skip by multiplying it by k; it cannot divide): refused when even k = 1 needs a scale
- * above the skip's by more than rounding.
+ * skip by multiplying it by k; it cannot divide): refused when the convolution's scale is
+ * below half the skip's, where k would round to 0.
  */
 export function chooseFixedPoint(folded: readonly Layer[], range: readonly [number, number], inputBits: number, weightBits: number): FixedPoint {
   for (const [name, bits] of [['inputBits', inputBits], ['weightBits', weightBits]] as const) {
