@@ -301,7 +301,8 @@ function largestRingPlans(shapes: readonly LayerShape[]): LayerPlan[] {
   try {
     return planLayers(shapes, planActivations(shapes), n / 2);
   } catch (error) {
-    if (error instanceof HeError && error.code === 'E_UNSUPPORTED') fail('E_UNSUPPORTED', `BGV, at its largest ring degree N=${n}: ${error.message}`);
+    // The planner already tried every ring: a larger one is no remedy here.
+    if (error instanceof HeError && error.code === 'E_UNSUPPORTED') fail('E_UNSUPPORTED', `BGV (rings up to N=${n}): ${error.message.replace('choose a larger ring degree or ', '')}`);
     throw error;
   }
 }
