@@ -2,7 +2,8 @@
  * The operators' cockpit: per device, the latest labels, how many results were flagged
  * out of range (CKKS scores beyond the calibrated range: no label, a ⚠ marker in its
  * place), the noise budget the latest BGV result had left when it was decrypted, and when
- * they arrived, live from the results stream. The operator token is kept in this tab's
+ * they arrived, live from the results stream: a result appears once it is decrypted (or
+ * has failed, ✗), in the order decryption finished. The operator token is kept in this tab's
  * sessionStorage only.
  */
 export const COCKPIT_HTML = `<!doctype html>
@@ -26,12 +27,13 @@ export const COCKPIT_HTML = `<!doctype html>
 <body>
 <h1>sealed-edge cockpit</h1>
 <div id="status">Labels decrypted by the backend; devices never see them.</div>
-<p id="legend">⚠ out of range: the scores lay outside the range the model was calibrated on (the encrypted computation may have overflowed), so no label was kept.</p>
+<p id="legend">⚠ out of range: the scores lay outside the range the model was calibrated on (the encrypted computation may have overflowed), so no label was kept. ✗ not decrypted: the encrypted result was refused (the audit log says why).</p>
 <form id="login"><input id="token" type="password" placeholder="operator token" size="40" autocomplete="off" /> <button>Open</button></form>
 <table><thead><tr><th>device</th><th>latest label</th><th>last 10</th><th>results</th><th>out of range</th><th>noise budget</th><th>received</th></tr></thead><tbody id="devices"></tbody></table>
 <script type="module">
 const devices = new Map();
 const FLAGGED = '⚠';
+const FAILED = '✗';
 const status = document.getElementById('status');
 const body = document.getElementById('devices');
 function render() {
@@ -39,7 +41,7 @@ function render() {
     const row = document.createElement('tr');
     row.dataset.device = id;
     const budget = d.latest.noiseBudgetBits === null || d.latest.noiseBudgetBits === undefined ? '—' : d.latest.noiseBudgetBits + ' bits';
-    const latest = d.latest.rangeFlag ? [FLAGGED + ' out of range', 'label flagged'] : [String(d.latest.label), 'label'];
+    const latest = d.latest.state === 'failed' ? [FAILED + ' not decrypted', 'label failed'] : d.latest.rangeFlag ? [FLAGGED + ' out of range', 'label flagged'] : [String(d.latest.label), 'label'];
     for (const [text, cls] of [[id.slice(0, 8), ''], latest, [d.labels.slice(-10).join(' '), 'labels'], [String(d.count), 'count'], [String(d.flagged), d.flagged ? 'out-of-range flagged' : 'out-of-range'], [budget, 'budget'], [new Date(d.latest.receivedAt).toLocaleTimeString(), '']]) {
       const cell = document.createElement('td');
       cell.textContent = text;
@@ -49,11 +51,15 @@ function render() {
     return row;
   }));
 }
+const seen = new Set();
 function add(r) {
+  if (r.state === 'pending' || seen.has(r.id)) return false;
+  seen.add(r.id);
   const d = devices.get(r.deviceId) ?? { labels: [], count: 0, flagged: 0 };
-  d.labels.push(r.rangeFlag ? FLAGGED : String(r.label)); d.count++; d.latest = r;
+  d.labels.push(r.state === 'failed' ? FAILED : r.rangeFlag ? FLAGGED : String(r.label)); d.count++; d.latest = r;
   if (r.rangeFlag) d.flagged++;
   devices.set(r.deviceId, d);
+  return true;
 }
 async function open(token) {
   const headers = { authorization: 'Bearer ' + token };
@@ -61,8 +67,7 @@ async function open(token) {
   if (!first.ok) { status.textContent = 'Refused: ' + (await first.json()).error.message; return; }
   sessionStorage.setItem('sealed-edge-operator', token);
   document.getElementById('login').hidden = true;
-  let last = 0;
-  for (const r of (await first.json()).results) { add(r); last = r.id; }
+  for (const r of (await first.json()).results) add(r);
   render();
   status.textContent = 'Live.';
   const stream = await fetch('api/v1/results/stream', { headers });
@@ -76,7 +81,7 @@ async function open(token) {
     while ((end = buffer.indexOf('\\n\\n')) >= 0) {
       const event = buffer.slice(0, end); buffer = buffer.slice(end + 2);
       const data = event.split('\\n').find((l) => l.startsWith('data: '));
-      if (data) { const r = JSON.parse(data.slice(6)); if (r.id > last) { add(r); last = r.id; render(); } }
+      if (data && add(JSON.parse(data.slice(6)))) render();
     }
   }
 }

@@ -23,6 +23,19 @@ export interface Decrypted {
   readonly noiseBudgetBits: number | null;
 }
 
+/**
+ * What the backend decrypts with: in this thread (DecryptionAgent) or in a pool of worker
+ * threads (DecryptionPool). Rejects with HeError when the ciphertext itself is refused;
+ * any other rejection (a worker that died, a store that is down) says nothing about the
+ * ciphertext.
+ */
+export interface Decryptor {
+  /** How many decryptions it runs at once. */
+  readonly concurrency: number;
+  decrypt(keyId: string, result: Uint8Array): Promise<Decrypted>;
+  dispose(): Promise<void>;
+}
+
 /** An unwrapped key pair with the context it lives in. */
 type Opened = { scheme: 'ckks'; he: HeContext; owner: OwnerKeys } | { scheme: 'bgv'; ctx: BgvContext; owner: BgvOwnerKeys };
 
@@ -32,7 +45,9 @@ type Opened = { scheme: 'ckks'; he: HeContext; owner: OwnerKeys } | { scheme: 'b
  * per CRT component) are shared per parameter set and unwrapped keys kept per key id,
  * until dispose() frees them.
  */
-export class DecryptionAgent {
+export class DecryptionAgent implements Decryptor {
+  /** One at a time: it decrypts on the calling thread. */
+  readonly concurrency = 1;
   private readonly contexts = new Map<string, HeContext | BgvContext>();
   /** Promises, so that concurrent first requests for a key open it once. */
   private readonly keys = new Map<string, Promise<Opened>>();

@@ -1,14 +1,15 @@
-import { createHash, createPublicKey, timingSafeEqual, verify } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, timingSafeEqual, verify } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { hostname } from 'node:os';
 import { extname, join, normalize, resolve, sep } from 'node:path';
-import { HeError } from '../he';
+import { containerScheme, HeError } from '../he';
 import { isModelId } from '../model/bundle';
 import { COCKPIT_HTML } from './cockpit';
-import type { Decrypted, DecryptionAgent } from './decrypt';
-import { checkScoreRange } from './ranges';
+import type { Decryptor } from './decrypt';
+import { DecryptionLoop } from './decryption-loop';
 import { StoreError, type StoreErrorCode } from '../store/errors';
-import type { DeviceRecord, ResultRecord, Store } from '../store/types';
+import type { DeviceRecord, ResultRecord, ResultState, Store } from '../store/types';
 
 /** Store refusals that a request caused, as HTTP statuses; the rest are 500s. */
 const STORE_STATUS: Partial<Record<StoreErrorCode, number>> = { E_INVALID: 400, E_NOT_FOUND: 404, E_CONFLICT: 409, E_BUSY: 503 };
@@ -26,7 +27,14 @@ export class ApiError extends Error {
 
 export interface BackendOptions {
   store: Store;
-  decryption: DecryptionAgent;
+  /** Decrypts the results this instance claims: on its event loop (DecryptionAgent) or in worker threads (DecryptionPool). */
+  decryption: Decryptor;
+  /** Names this instance's claims on pending results (default: host, process id and a random suffix). */
+  instanceId?: string;
+  /** A claim older than this is taken again (default DEFAULT_CLAIM_TIMEOUT_MS). */
+  claimTimeoutMs?: number;
+  /** How often pending results are looked for besides when this instance stores one (default DEFAULT_POLL_MS). */
+  pollMs?: number;
   /** Bearer token operators present; compared in constant time. */
   operatorToken: string;
   /** Directory served as static files (the kiosk and bundles), with COOP/COEP. */
@@ -39,6 +47,7 @@ export interface BackendOptions {
 }
 
 const DEFAULT_MAX_BODY = 2 * 1024 * 1024;
+const RESULT_STATES: readonly ResultState[] = ['pending', 'decrypted', 'failed'];
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
 
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
@@ -164,6 +173,12 @@ const ISOLATION = {
  * The decryption backend's HTTP API: devices enroll and post encrypted results; operators
  * read labels (JSON, server-sent events, the cockpit page); a static directory is served
  * for the demo. Nothing decrypted is ever sent to a device.
+ *
+ * Ingest and decryption are apart: a device's result is authenticated, size- and
+ * rate-checked, made idempotent and stored pending with its ciphertext before the device
+ * gets its receipt; this instance's DecryptionLoop (woken at once) claims pending results,
+ * from any instance sharing the store, decrypts them and writes each label once; the
+ * operators' stream of this instance announces each result when it is written.
  */
 export class Backend {
   readonly server: Server;
@@ -172,27 +187,40 @@ export class Backend {
   private readonly maxBody: number;
   private readonly rate: { burst: number; perSecond: number };
   private readonly now: () => number;
+  readonly decryptions: DecryptionLoop;
 
   constructor(private readonly options: BackendOptions) {
     this.maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
     this.rate = options.rateLimit ?? { burst: 20, perSecond: 10 };
     this.now = options.now ?? Date.now;
+    this.decryptions = new DecryptionLoop({
+      store: options.store,
+      decryptor: options.decryption,
+      worker: options.instanceId ?? `${hostname().replace(/[^\x21-\x7e]/g, '_').slice(0, 100)}-${process.pid}-${randomBytes(4).toString('hex')}`,
+      claimTimeoutMs: options.claimTimeoutMs,
+      pollMs: options.pollMs,
+      onDone: (result) => this.broadcast(result),
+    });
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((error: unknown) => this.fail(res, error));
     });
   }
 
+  /** Listens, and starts decrypting pending results. */
   listen(port: number, host = '127.0.0.1'): Promise<number> {
     return new Promise((done, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
+        this.decryptions.start();
         const address = this.server.address();
         done(typeof address === 'object' && address !== null ? address.port : port);
       });
     });
   }
 
+  /** Stops listening and claiming; resolves once the decryptions under way are written. */
   async close(): Promise<void> {
+    await this.decryptions.stop();
     for (const stream of this.streams) stream.end();
     this.streams.clear();
     await new Promise<void>((done) => {
@@ -247,7 +275,7 @@ export class Backend {
     throw new ApiError(404, 'E_NOT_FOUND', `no route ${route}`);
   }
 
-  private listOptions(url: URL): { deviceId?: string; afterId?: number; limit?: number } {
+  private listOptions(url: URL): { deviceId?: string; afterId?: number; limit?: number; state?: ResultState } {
     const int = (name: string, max: number) => {
       const raw = url.searchParams.get(name);
       if (raw === null) return undefined;
@@ -256,7 +284,11 @@ export class Backend {
       return n;
     };
     const deviceId = url.searchParams.get('deviceId') ?? undefined;
-    return { deviceId, afterId: int('afterId', Number.MAX_SAFE_INTEGER), limit: int('limit', 10_000) ?? 1000 };
+    const state = url.searchParams.get('state') ?? undefined;
+    if (state !== undefined && !RESULT_STATES.includes(state as ResultState)) {
+      throw new ApiError(400, 'E_BAD_REQUEST', `state must be one of ${RESULT_STATES.join(', ')}`);
+    }
+    return { deviceId, afterId: int('afterId', Number.MAX_SAFE_INTEGER), limit: int('limit', 10_000) ?? 1000, state: state as ResultState | undefined };
   }
 
   private operator(req: IncomingMessage, url: URL): void {
@@ -317,23 +349,16 @@ export class Backend {
     if (model === null) throw new ApiError(404, 'E_MODEL', `no model ${request.modelId} version ${request.version}`);
     if (model.status === 'retired') throw new ApiError(410, 'E_RETIRED', `${request.modelId} version ${request.version} is retired`);
     if (model.keyId !== request.keyId) throw new ApiError(409, 'E_KEY', `${request.modelId} version ${request.version} uses another key`);
-    let decrypted: Decrypted;
+    const ciphertext = new Uint8Array(Buffer.from(request.result, 'base64'));
     try {
-      decrypted = await this.options.decryption.decrypt(request.keyId, new Uint8Array(Buffer.from(request.result, 'base64')));
+      // The container is checked here, without a key (its lengths and checksums): what is
+      // not a whole encrypted result is refused at the door; a whole one that cannot be
+      // decrypted (another key or scheme, a bad SEAL object) is stored and fails later.
+      containerScheme(ciphertext, 'result');
     } catch (error) {
       if (error instanceof HeError) throw new ApiError(422, 'E_CIPHERTEXT', `the encrypted result was refused: ${error.code}`);
       throw error;
     }
-    const { scheme, scores, noiseBudgetBits } = decrypted;
-    if (scores.length !== model.outputs || !scores.every(Number.isFinite)) {
-      throw new ApiError(422, 'E_CIPHERTEXT', 'the encrypted result does not hold this model’s scores');
-    }
-    // CKKS wraps around silently past its first prime: scores beyond the calibrated range
-    // are stored flagged, without a label. BGV has no such failure (its noise budget is
-    // reported instead), and versions protected before calibration have no range.
-    const range = scheme === 'ckks' ? checkScoreRange(scores, model.protectMetrics.calibratedScoreMax) : null;
-    const rangeFlag = range?.flag ?? null;
-    const label = rangeFlag === null ? scores.reduce((best, v, i, all) => (v > all[best]! ? i : best), 0) : null;
     const base = {
       deviceId: device.id,
       modelId: request.modelId,
@@ -343,26 +368,14 @@ export class Backend {
       bodySha256: sha256(body),
       receivedAt: new Date(this.now()).toISOString(),
     };
-    // The receipt is made from `base`, which holds nothing decryption found (label, scores,
-    // noise budget, range flag): the device learns nothing, not even that a result was flagged.
-    const outcome = await store.recordResult({ ...base, label, scores: Array.from(scores), noiseBudgetBits, rangeFlag, receipt: receiptOf(base) });
+    // The receipt is made from `base`, before anything is decrypted: the device learns
+    // nothing decryption finds, not even whether it succeeded.
+    const outcome = await store.acceptResult({ ...base, ciphertext, receipt: receiptOf(base) });
     if (outcome.kind === 'conflict') {
       throw new ApiError(409, 'E_IDEMPOTENCY', 'this idempotency key was used with another body');
     }
-    const receipt = { ...outcome.result.receipt, resultId: outcome.result.id };
-    if (outcome.kind === 'created') {
-      this.broadcast(outcome.result);
-      if (range !== null && range.flag !== null) {
-        await store.audit(device.id, 'inference.out-of-range', {
-          resultId: outcome.result.id,
-          modelId: request.modelId,
-          version: request.version,
-          scoreMax: range.scoreMax,
-          bound: range.bound,
-        });
-      }
-    }
-    send(res, outcome.kind === 'created' ? 201 : 200, { receipt });
+    if (outcome.kind === 'created') this.decryptions.wake();
+    send(res, outcome.kind === 'created' ? 201 : 200, { receipt: { ...outcome.result.receipt, resultId: outcome.result.id } });
   }
 
   private stream(res: ServerResponse): void {
@@ -405,8 +418,9 @@ export class Backend {
 }
 
 /**
- * What operators see of a result: the label and scores, the noise budget left (BGV; null
- * for CKKS), the range flag ('out-of-range', with a null label, when the CKKS scores lay
+ * What operators see of a result: its state ('pending' until decrypted, 'decrypted', or
+ * 'failed' with the error), the label and scores, the noise budget left (BGV; null for
+ * CKKS), the range flag ('out-of-range', with a null label, when the CKKS scores lay
  * beyond the calibrated range; null otherwise), where and when.
  */
 function forOperator(r: ResultRecord): Record<string, unknown> {
@@ -415,10 +429,13 @@ function forOperator(r: ResultRecord): Record<string, unknown> {
     deviceId: r.deviceId,
     modelId: r.modelId,
     version: r.version,
+    state: r.state,
+    error: r.error,
     label: r.label,
     scores: r.scores,
     noiseBudgetBits: r.noiseBudgetBits,
     rangeFlag: r.rangeFlag,
     receivedAt: r.receivedAt,
+    decryptedAt: r.decryptedAt,
   };
 }

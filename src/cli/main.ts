@@ -41,9 +41,12 @@ commands:
       28×28 images), plans CRT moduli and chain, and verifies the noise budget with one
       real evaluation before publishing.
   serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--store URL|FILE] [--static DIR] [--rate N]
+        [--decrypt-workers N]
       Runs the decryption backend: device enrollment and encrypted results, the operators'
       API and cockpit (/cockpit), and DIR as a static host with COOP/COEP headers.
       --rate: requests per second each device may send (default 10).
+      --decrypt-workers: worker threads that decrypt stored results (default: one per
+      core but one; 0 decrypts on the event loop).
   device add NAME | list | revoke ID   [--data DIR] [--store URL|FILE] [--json]
       Provisions a device (prints its one-time enrollment token), lists or revokes devices.
   model list [ID] | retire ID VERSION   [--data DIR] [--store URL|FILE] [--json]

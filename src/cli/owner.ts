@@ -1,9 +1,11 @@
 import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { DecryptionAgent } from '../backend/decrypt';
+import { DecryptionAgent, type Decryptor } from '../backend/decrypt';
+import { DecryptionPool, defaultDecryptWorkers, MAX_DECRYPT_WORKERS } from '../backend/decrypt-pool';
 import { Backend } from '../backend/server';
 import { nodeSeal } from '../node/seal';
 import { addDevice, openWorkspace, operatorToken, type Workspace } from '../protect/workspace';
+import { storeLocation } from '../store/open';
 import { UsageError } from './errors';
 
 export const DEFAULT_DATA_DIR = 'data';
@@ -25,16 +27,30 @@ export function parsePort(raw: string): number {
   return n;
 }
 
+/** `--decrypt-workers N`: 0 decrypts on the event loop, N ≥ 1 in N worker threads; absent, defaultDecryptWorkers(). */
+export function parseDecryptWorkers(raw: string | undefined): number {
+  if (raw === undefined) return defaultDecryptWorkers();
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n > MAX_DECRYPT_WORKERS) {
+    throw new UsageError(`--decrypt-workers must be an integer from 0 (decrypt on the event loop) to ${MAX_DECRYPT_WORKERS}, got '${raw}'`);
+  }
+  return n;
+}
+
 /**
  * Runs the backend on the workspace until SIGINT or SIGTERM, then closes it, its
- * decryption agent and the database. `announce` hears the base URL once it listens.
+ * decryption (on the event loop, or `decryptWorkers` threads that read key pairs from
+ * the store at `storeLocation`) and the database. `announce` hears the base URL once it listens.
  */
 export async function runBackend(
   ws: Workspace,
-  options: { port: number; host: string; staticDir?: string; rateLimit?: { burst: number; perSecond: number } },
+  options: { port: number; host: string; staticDir?: string; rateLimit?: { burst: number; perSecond: number }; decryptWorkers: number; storeLocation: string },
   announce: (base: string) => void,
 ): Promise<void> {
-  const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
+  const decryption: Decryptor =
+    options.decryptWorkers === 0
+      ? new DecryptionAgent(await nodeSeal(), ws.store, ws.kek)
+      : new DecryptionPool({ storeLocation: options.storeLocation, kek: ws.kek, threads: options.decryptWorkers });
   const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir), staticDir: options.staticDir, rateLimit: options.rateLimit });
   announce(`http://${options.host}:${await backend.listen(options.port, options.host)}`);
   await new Promise<void>((done) => {
@@ -56,17 +72,21 @@ export async function serveCommand(args: string[]): Promise<number> {
       store: { type: 'string' },
       static: { type: 'string' },
       rate: { type: 'string', default: '10' },
+      'decrypt-workers': { type: 'string' },
     },
   });
+  const decryptWorkers = parseDecryptWorkers(values['decrypt-workers']);
   const perSecond = Number(values.rate);
   if (!(perSecond > 0 && perSecond <= 100_000)) throw new UsageError(`--rate must be requests per second per device, from 0 to 100000, got '${values.rate}'`);
   if (values.static !== undefined && !(existsSync(values.static) && statSync(values.static).isDirectory())) {
     throw new UsageError(`--static must be a directory, got '${values.static}'`);
   }
   const port = parsePort(values.port!);
+  const backend = { port, host: values.host!, staticDir: values.static, rateLimit: { burst: Math.max(20, 2 * perSecond), perSecond }, decryptWorkers };
   await withWorkspace(values.data!, values.store, (ws) =>
-    runBackend(ws, { port, host: values.host!, staticDir: values.static, rateLimit: { burst: Math.max(20, 2 * perSecond), perSecond } }, (base) => {
-      print(`sealed-edge backend on ${base}`);
+    runBackend(ws, { ...backend, storeLocation: storeLocation(ws.dataDir, values.store) }, (base) => {
+      const decryption = decryptWorkers === 0 ? 'on the event loop' : `${decryptWorkers} worker thread${decryptWorkers === 1 ? '' : 's'}`;
+      print(`sealed-edge backend on ${base} (decryption ${decryption})`);
       print(`  cockpit:  ${base}/cockpit  (operator token in ${ws.dataDir}/operator.token)`);
       if (values.static !== undefined) print(`  static:   ${base}/  (from ${values.static})`);
     }),

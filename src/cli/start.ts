@@ -1,9 +1,11 @@
 import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { defaultDecryptWorkers } from '../backend/decrypt-pool';
 import { parseManifest } from '../model/bundle';
 import { latestPointer } from '../protect/protect';
 import { addDevice, openWorkspace, operatorToken, SIGNING_PUBLIC_FILE } from '../protect/workspace';
+import { storeLocation } from '../store/open';
 import { UsageError } from './errors';
 import { DEFAULT_DATA_DIR, parsePort, runBackend } from './owner';
 import { DEFAULT_BUNDLE_ROOT, protectCommand } from './protect';
@@ -53,7 +55,7 @@ export async function startCommand(args: string[]): Promise<number> {
   const ws = await openWorkspace(data);
   try {
     const { device, token } = await addDevice(ws, `demo-kiosk-${new Date().toISOString().slice(0, 19)}`);
-    await runBackend(ws, { port, host: values.host!, staticDir: dist }, (base) => {
+    await runBackend(ws, { port, host: values.host!, staticDir: dist, decryptWorkers: defaultDecryptWorkers(), storeLocation: storeLocation(data, undefined) }, (base) => {
       print('');
       // The kiosk opens models/mnist/latest.json unless told otherwise.
       print(`kiosk:    ${base}/${id === 'mnist' ? '' : `?bundle=models/${id}/latest.json`}`);

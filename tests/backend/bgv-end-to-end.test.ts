@@ -14,7 +14,7 @@ import { secretKeyContext, unwrapSecret } from '../../src/node/kek';
 import { addDevice, openWorkspace, operatorToken, signingKey, type Workspace } from '../../src/protect/workspace';
 import { yieldToEventLoop } from '../he/helpers';
 import { MODEL, mnistDigits } from './digits';
-import { startBackend } from './helpers';
+import { decrypted, startBackend } from './helpers';
 
 /** BGV evaluates each image once per CRT modulus (~1.4 s for both at 128 bits): a handful of real digits. */
 const COUNT = 4;
@@ -95,7 +95,7 @@ describe('BGV: sealed-edge protect --scheme bgv → signed bundle → a Node dev
     }
     device.unload();
 
-    const stored = await ws.store.listResults({ deviceId: device.deviceId });
+    const stored = await decrypted(ws.store, { deviceId: device.deviceId });
     expect(stored.map((r) => r.label)).toEqual(expected);
     expect(expected).toEqual([7, 2, 1, 0]);
     for (const r of stored) {
@@ -106,17 +106,20 @@ describe('BGV: sealed-edge protect --scheme bgv → signed bundle → a Node dev
     const operators = ((await listed.json()) as { results: { label: number; noiseBudgetBits: number }[] }).results;
     expect(operators.map((r) => [r.label, r.noiseBudgetBits])).toEqual(stored.map((r) => [r.label, r.noiseBudgetBits]));
 
-    // A result that is not what the key pair decrypts is refused and nothing is stored: an altered
-    // ciphertext (its section's CRC no longer matches) and a result naming the other scheme.
+    // An altered ciphertext (its section's CRC no longer matches) is refused at the door and
+    // nothing is stored; a whole container naming the other scheme is stored, and decryption
+    // marks it failed (the key pair is BGV).
     const altered = posted[0]!.slice();
     altered[altered.length - 100]! ^= 0x40;
+    const alteredRequest = await device.request(altered, 'bgv-altered');
+    const refused = await device.post(alteredRequest.body, alteredRequest.headers);
+    expect(refused.status).toBe(422);
+    expect(refused.body.error).toMatchObject({ code: 'E_CIPHERTEXT' });
     const ckks = writeContainer('result', { params: { scheme: 'ckks' }, keyId: bundle.manifest.keyId, outputs: 10 }, []);
-    for (const [key, bytes] of [['bgv-altered', altered], ['bgv-as-ckks', ckks]] as const) {
-      const { body, headers } = await device.request(bytes, key);
-      const refused = await device.post(body, headers);
-      expect(refused.status).toBe(422);
-      expect(refused.body.error).toMatchObject({ code: 'E_CIPHERTEXT' });
-    }
-    expect(await ws.store.listResults({ deviceId: device.deviceId })).toHaveLength(COUNT);
+    const ckksRequest = await device.request(ckks, 'bgv-as-ckks');
+    expect((await device.post(ckksRequest.body, ckksRequest.headers)).status).toBe(201);
+    const after = await decrypted(ws.store, { deviceId: device.deviceId });
+    expect(after).toHaveLength(COUNT + 1);
+    expect(after[COUNT]).toMatchObject({ idempotencyKey: 'bgv-as-ckks', state: 'failed', error: expect.stringMatching(/^E_CIPHERTEXT: the encrypted result was refused \(E_PARAMS\): the result is a CKKS result; key .* is a BGV key/) });
   });
 });

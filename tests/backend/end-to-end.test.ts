@@ -10,7 +10,7 @@ import { protectCommand } from '../../src/cli/protect';
 import { addDevice, openWorkspace, signingKey, type Workspace } from '../../src/protect/workspace';
 import { yieldToEventLoop } from '../he/helpers';
 import { MODEL, mnistDigits } from './digits';
-import { startBackend } from './helpers';
+import { decrypted, startBackend } from './helpers';
 
 const COUNT = 40;
 
@@ -56,7 +56,7 @@ describe('protect → signed bundle → a Node device on real MNIST digits → b
       await yieldToEventLoop();
     }
     device.unload();
-    const stored = await ws.store.listResults({ deviceId: device.deviceId });
+    const stored = await decrypted(ws.store, { deviceId: device.deviceId });
     expect(stored.map((r) => r.label)).toEqual(digits.map((d) => d.label));
     const version = await ws.store.getModelVersion('mnist', 1);
     expect(version?.protectMetrics.encryptMs).toBeGreaterThan(0);

@@ -6,6 +6,7 @@ import { MNIST_MEAN, MNIST_SIDE, MNIST_STD } from '../../src/model/idx';
 import { nodeSeal } from '../../src/node/seal';
 import { protectSplitModel, type ProtectReport } from '../../src/protect/protect';
 import { operatorToken, type Workspace } from '../../src/protect/workspace';
+import type { ResultRecord, Store } from '../../src/store/types';
 import { makeInputs } from '../he/helpers';
 
 /**
@@ -50,4 +51,18 @@ export async function startBackend(ws: Workspace, options: Partial<ConstructorPa
   const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir, {}), ...options });
   const port = await backend.listen(0);
   return { backend, decryption, url: `http://127.0.0.1:${port}` };
+}
+
+/**
+ * Waits until no result (of `deviceId`, if given) is pending decryption, and returns them
+ * all; fails after `timeoutMs`. Results are acknowledged before they are decrypted.
+ */
+export async function decrypted(store: Store, options: { deviceId?: string; timeoutMs?: number } = {}): Promise<ResultRecord[]> {
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  const filter = options.deviceId === undefined ? {} : { deviceId: options.deviceId };
+  while ((await store.listResults({ ...filter, state: 'pending', limit: 1 })).length > 0) {
+    if (Date.now() > deadline) throw new Error(`results still pending after ${options.timeoutMs ?? 30_000} ms`);
+    await new Promise((done) => setTimeout(done, 10));
+  }
+  return store.listResults({ ...filter, limit: 100_000 });
 }

@@ -19,7 +19,7 @@ import { nodeSeal } from '../../src/node/seal';
 import type { ProtectReport } from '../../src/protect/protect';
 import { addDevice, DATABASE_FILE, openWorkspace, operatorToken, signingKey, type Workspace } from '../../src/protect/workspace';
 import { argmax, makeHead, makeInputs, maxAbs, maxAbsDiff } from '../he/helpers';
-import { protectHead, startBackend } from './helpers';
+import { decrypted, protectHead, startBackend } from './helpers';
 
 const CHROMIUM = '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
@@ -72,7 +72,7 @@ describe('CKKS results outside the calibrated range', () => {
   }
 
   async function stored(key: string): Promise<ResultRecord> {
-    const found = (await ws.store.listResults({ deviceId: device.deviceId })).find((r) => r.idempotencyKey === key);
+    const found = (await decrypted(ws.store, { deviceId: device.deviceId })).find((r) => r.idempotencyKey === key);
     if (found === undefined) throw new Error(`no result ${key}`);
     return found;
   }
@@ -110,6 +110,8 @@ describe('CKKS results outside the calibrated range', () => {
     expect(r).toMatchObject({ id: receipt.resultId, label: null, rangeFlag: 'out-of-range', noiseBudgetBits: null });
     expect(maxAbsDiff(r.scores, expected)).toBeGreaterThan(0.1 * maxAbs(expected)); // garbage, not the scores
     expect(maxAbs(r.scores)).toBeGreaterThan(bound);
+    // The audit event is written right after the result, by the decryption loop.
+    await expect.poll(async () => (await ws.store.listAudit()).filter((e) => e.event === 'inference.out-of-range').length).toBe(1);
     const audit = (await ws.store.listAudit()).filter((e) => e.event === 'inference.out-of-range');
     expect(audit).toEqual([
       expect.objectContaining({ actor: device.deviceId, details: { resultId: r.id, modelId: 'ranged', version: 1, scoreMax: maxAbs(r.scores), bound } }),

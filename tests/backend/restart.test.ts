@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +24,7 @@ describe('a backend killed mid-load loses nothing and stores nothing twice', () 
     for (let i = 0; i < 4; i++) tokens.push((await addDevice(ws, `kiosk-${i}`)).token);
     ownerKey = (await signingKey(ws)).publicKey;
     await ws.close();
-    server = await startServeProcess(['--port', '0', '--data', data, '--static', join(root, 'public')], env);
+    server = await startServeProcess(['--port', '0', '--data', data, '--static', join(root, 'public'), '--decrypt-workers', '1'], env);
   });
   afterAll(async () => server?.stop('SIGKILL'));
 
@@ -69,9 +70,14 @@ describe('a backend killed mid-load loses nothing and stores nothing twice', () 
     const beforeRestart = acknowledged.size;
     expect(beforeRestart).toBeGreaterThanOrEqual(8);
     expect(beforeRestart).toBeLessThan(60);
-    server = await startServeProcess(['--port', '0', '--data', data], env);
+    server = await startServeProcess(['--port', '0', '--data', data, '--decrypt-workers', '1'], env);
     await drain(server.url);
     expect(acknowledged.size).toBe(60);
+    // What the restarted instance acknowledged it also decrypts (in its worker thread); the
+    // results the killed instance had claimed wait for their claims to expire.
+    const operator = { authorization: `Bearer ${env.SEALED_EDGE_OPERATOR_TOKEN}` };
+    const listed = async () => ((await (await fetch(`${server.url}/api/v1/results?limit=100`, { headers: operator })).json()) as { results: { state: string }[] }).results;
+    await expect.poll(async () => (await listed()).filter((r) => r.state === 'decrypted').length, { timeout: 20_000 }).toBeGreaterThanOrEqual(60 - beforeRestart);
     await server.stop('SIGTERM');
     const ws = await openWorkspace(data, env);
     try {
@@ -79,8 +85,19 @@ describe('a backend killed mid-load loses nothing and stores nothing twice', () 
       const stored = await ws.store.listResults();
       expect(stored).toHaveLength(60);
       expect(new Set(stored.map((r) => `${r.idempotencyKey}`)).size).toBe(60);
+      expect(stored.every((r) => r.state === 'pending' || r.state === 'decrypted')).toBe(true);
     } finally {
       await ws.close();
+    }
+  });
+});
+
+describe('serve --decrypt-workers', () => {
+  it('refuses anything but an integer from 0 to 256, with one clear line', () => {
+    for (const bad of ['-1', 'two', '1.5', '257', '']) {
+      const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', 'serve', '--data', mkdtempSync(join(tmpdir(), 'sealed-edge-flag-')), `--decrypt-workers=${bad}`], { encoding: 'utf8', timeout: 60_000 });
+      expect(r.status, bad).toBe(2);
+      expect(r.stderr, bad).toMatch(/--decrypt-workers must be an integer from 0 \(decrypt on the event loop\) to 256, got '/);
     }
   });
 });

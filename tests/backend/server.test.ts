@@ -9,8 +9,9 @@ import { fetchBundle, NodeDevice } from '../../src/node/device-client';
 import { nodeSeal } from '../../src/node/seal';
 import type { ProtectReport } from '../../src/protect/protect';
 import { addDevice, openWorkspace, operatorToken, signingKey, type Workspace } from '../../src/protect/workspace';
+import { readContainer, writeContainer } from '../../src/he/container';
 import { argmax, makeHead, makeInputs } from '../he/helpers';
-import { protectHead, startBackend } from './helpers';
+import { decrypted, protectHead, startBackend } from './helpers';
 
 const head = makeHead([256, 64, 10], 'realistic', 404);
 
@@ -59,7 +60,7 @@ describe('decryption backend', () => {
       expect(Object.keys(receipt).sort()).toEqual(['bodySha256', 'deviceId', 'idempotencyKey', 'modelId', 'receivedAt', 'resultId', 'version']);
       expect(JSON.stringify(outcome.body)).not.toMatch(/label|score/i);
     }
-    const stored = await ws.store.listResults({ deviceId: device.deviceId });
+    const stored = await decrypted(ws.store, { deviceId: device.deviceId });
     expect(stored.map((r) => r.label)).toEqual(inputs.map((x) => argmax(floatEvaluate(head, x))));
     expect(report.metrics.weightsBytes).toBeGreaterThan(0);
   });
@@ -100,12 +101,19 @@ describe('decryption backend', () => {
     expect(await signed({ ...request, modelId: 'no-such-model' })).toEqual({ status: 404, code: 'E_MODEL' });
     expect(await signed({ ...request, version: 7 })).toEqual({ status: 404, code: 'E_MODEL' });
     expect(await signed({ ...request, keyId: 'ab'.repeat(16) })).toEqual({ status: 409, code: 'E_KEY' });
+    // What is not a whole encrypted result (its container's lengths and checksums) is refused
+    // at the door and nothing is stored; a well-formed container that cannot be decrypted is
+    // stored (the device gets its receipt) and fails at decryption, with the reason, once.
     const result = Buffer.from(request.result as string, 'base64');
     expect(await signed({ ...request, idempotencyKey: 'truncated-1', result: result.subarray(0, result.length - 100).toString('base64') })).toEqual({ status: 422, code: 'E_CIPHERTEXT' });
     const mutated = Buffer.from(result);
     mutated[mutated.length - 1000]! ^= 0x10;
     expect(await signed({ ...request, idempotencyKey: 'mutated-1', result: mutated.toString('base64') })).toEqual({ status: 422, code: 'E_CIPHERTEXT' });
     expect(await signed({ ...request, idempotencyKey: 'random-1', result: Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 7919) % 256)).toString('base64') })).toEqual({ status: 422, code: 'E_CIPHERTEXT' });
+    const { header, sections } = readContainer<object>(result, 'result');
+    const cut = writeContainer('result', header, [sections[0]!.subarray(0, sections[0]!.length - 100), ...sections.slice(1)]);
+    expect(await signed({ ...request, idempotencyKey: 'truncated-inside-1', result: Buffer.from(cut).toString('base64') })).toEqual({ status: 201, code: undefined });
+    accepted.add('truncated-inside-1');
     // A result computed under other parameters (192-bit) with a key of its own.
     const he192 = HeContext.create(await nodeSeal(), planParameters({ scheme: 'ckks', security: 192, depth: classifierDepth(head), precisionBits: 25 }));
     const owner192 = OwnerKeys.generate(he192, planClassifier(he192, head).rotationSteps);
@@ -113,7 +121,12 @@ describe('decryption backend', () => {
     const clf192 = EncryptedClassifier.load(he192, keys192, await (await import('../../src/he')).encryptClassifier(he192, owner192, head));
     const foreign = Buffer.from(clf192.evaluate(x).result).toString('base64');
     [clf192, keys192, owner192, he192].forEach((o) => o.dispose());
-    expect(await signed({ ...request, idempotencyKey: 'foreign-1', result: foreign })).toEqual({ status: 422, code: 'E_CIPHERTEXT' });
+    expect(await signed({ ...request, idempotencyKey: 'foreign-1', result: foreign })).toEqual({ status: 201, code: undefined });
+    accepted.add('foreign-1');
+    const failed = (await decrypted(ws.store, { deviceId: device.deviceId })).filter((r) => r.state === 'failed');
+    expect(failed.map((r) => r.idempotencyKey)).toEqual(['truncated-inside-1', 'foreign-1']);
+    for (const r of failed) expect(r).toMatchObject({ label: null, scores: [], error: expect.stringMatching(/^E_CIPHERTEXT: the encrypted result was refused \(E_[A-Z]+\): ./) });
+    await expect.poll(async () => (await ws.store.listAudit()).filter((e) => e.event === 'inference.failed').map((e) => e.details.resultId)).toEqual(failed.map((r) => r.id));
     const big = Buffer.alloc(3 * 1024 * 1024, 65);
     expect(await raw(big, await device.signedHeaders(big))).toEqual({ status: 413, code: 'E_TOO_LARGE' });
     expect(await raw(Buffer.from(body), headers)).toMatchObject({ status: 201 });
@@ -140,9 +153,13 @@ describe('decryption backend', () => {
     const authorized = { authorization: `Bearer ${operatorToken(ws.dataDir, {})}` };
     expect((await fetch(`${url}/api/v1/results?deviceId=`, { headers: authorized })).status).toBe(400);
     expect((await fetch(`${url}/api/v1/results?limit=-1`, { headers: authorized })).status).toBe(400);
+    expect((await fetch(`${url}/api/v1/results?state=done`, { headers: authorized })).status).toBe(400);
     const auth = { authorization: `Bearer ${operatorToken(ws.dataDir, {})}` };
-    const listed = (await (await fetch(`${url}/api/v1/results?limit=5`, { headers: auth })).json()) as { results: { label: number; noiseBudgetBits: number | null }[] };
+    const listed = (await (await fetch(`${url}/api/v1/results?limit=5&state=decrypted`, { headers: auth })).json()) as {
+      results: { label: number; noiseBudgetBits: number | null; state: string }[];
+    };
     expect(listed.results).toHaveLength(5);
+    expect(listed.results.map((r) => r.state)).toEqual(Array(5).fill('decrypted'));
     expect(typeof listed.results[0]!.label).toBe('number');
     // CKKS results have no noise budget.
     expect(listed.results.map((r) => r.noiseBudgetBits)).toEqual([null, null, null, null, null]);
@@ -154,8 +171,8 @@ describe('decryption backend', () => {
     let text = '';
     while (!text.includes('event: result')) text += (await reader.read()).value ?? '';
     await reader.cancel();
-    const event = JSON.parse(text.split('data: ')[1]!.split('\n')[0]!) as { label: number };
-    expect(event.label).toBe(argmax(floatEvaluate(head, x)));
+    const event = JSON.parse(text.split('data: ')[1]!.split('\n')[0]!) as { label: number; state: string };
+    expect(event).toMatchObject({ state: 'decrypted', label: argmax(floatEvaluate(head, x)) });
     const cockpit = await fetch(`${url}/cockpit`);
     expect(await cockpit.text()).toMatch(/sealed-edge cockpit[\s\S]*<th>noise budget<\/th>/);
   });
@@ -189,7 +206,7 @@ describe('decryption backend', () => {
 
   it('afterwards the database is sound and holds exactly the accepted results', async () => {
     expect(await ws.store.integrityCheck()).toBe('ok');
-    const stored = await ws.store.listResults();
+    const stored = await decrypted(ws.store);
     expect(new Set(stored.map((r) => r.idempotencyKey))).toEqual(accepted);
     expect(stored).toHaveLength(accepted.size);
     expect(readFileSync(join(ws.dataDir, 'kek.key'), 'utf8').length).toBeGreaterThan(40);

@@ -1,0 +1,58 @@
+import { availableParallelism } from 'node:os';
+import { Piscina } from 'piscina';
+import { HeError } from '../he';
+import type { Decrypted, Decryptor } from './decrypt';
+import type { DecryptReply, DecryptTask, DecryptWorkerData } from './decrypt-protocol';
+
+const WORKER = new URL('./decrypt-worker.mjs', import.meta.url).href;
+
+/** The most decryption threads a pool may have. */
+export const MAX_DECRYPT_WORKERS = 256;
+
+/** One thread per core but one (the event loop's), at least one. */
+export function defaultDecryptWorkers(): number {
+  return Math.max(1, availableParallelism() - 1);
+}
+
+/**
+ * Decryption in worker threads (piscina): `threads` workers, started at once and kept for
+ * the pool's life, each with its own DecryptionAgent, so each unwraps a secret key once
+ * and keeps it. The workers read key pairs from the store at `storeLocation` (a SQLite
+ * file or a PostgreSQL URL; not ':memory:', which another thread cannot see).
+ */
+export class DecryptionPool implements Decryptor {
+  private readonly pool: Piscina<DecryptTask, DecryptReply>;
+
+  constructor(options: { storeLocation: string; kek: Uint8Array; threads: number }) {
+    const { storeLocation, kek, threads } = options;
+    if (!Number.isInteger(threads) || threads < 1 || threads > MAX_DECRYPT_WORKERS) {
+      throw new RangeError(`a decryption pool needs 1 to ${MAX_DECRYPT_WORKERS} threads, got ${String(threads)}`);
+    }
+    if (typeof storeLocation !== 'string' || storeLocation === '' || storeLocation === ':memory:') {
+      throw new RangeError(`decryption workers open the store themselves: give a database file or URL, not ${JSON.stringify(storeLocation)}`);
+    }
+    if (!(kek instanceof Uint8Array) || kek.byteLength !== 32) throw new RangeError('the key-encryption key must be 32 bytes');
+    const workerData: DecryptWorkerData = { storeLocation, kek: new Uint8Array(kek) };
+    this.pool = new Piscina<DecryptTask, DecryptReply>({ filename: WORKER, minThreads: threads, maxThreads: threads, idleTimeout: Number.MAX_SAFE_INTEGER, workerData });
+  }
+
+  get threads(): number {
+    return this.pool.maxThreads;
+  }
+
+  /** Two tasks per thread: each thread has its next ciphertext queued while it decrypts one. */
+  get concurrency(): number {
+    return 2 * this.pool.maxThreads;
+  }
+
+  async decrypt(keyId: string, result: Uint8Array): Promise<Decrypted> {
+    const reply = await this.pool.run({ keyId, result });
+    if (!reply.ok) throw new HeError(reply.code, reply.message);
+    return { scheme: reply.scheme, scores: reply.scores, noiseBudgetBits: reply.noiseBudgetBits };
+  }
+
+  /** Stops the threads; tasks still queued are rejected. */
+  async dispose(): Promise<void> {
+    await this.pool.destroy();
+  }
+}
