@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoDigitsIdx } from '../../scripts/kiosk-assets';
 import { MNIST_PIXELS, readMnistImages } from '../../src/model/idx';
 import { buildSite, enrollKiosk, floatModel, hasChromium, kioskFrames, launch, PLAINTEXT, screenText, type Site } from './kiosk';
+import { decrypted } from '../backend/helpers';
 
 if (!hasChromium) console.warn('tests/browser/bgv.test.ts SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
@@ -56,7 +57,7 @@ describe.skipIf(!hasChromium)('kiosk in Chromium on a BGV bundle', () => {
     const images = readMnistImages(demoDigitsIdx());
     const expected: number[] = [];
     for (let i = 0; i < COUNT; i++) expected.push(await label(images.pixels.subarray(i * MNIST_PIXELS, (i + 1) * MNIST_PIXELS)));
-    const stored = await site.ws.store.listResults({ deviceId });
+    const stored = await decrypted(site.ws.store, { deviceId });
     expect(stored.map((s) => s.label)).toEqual(expected);
     for (const s of stored) {
       expect(Number.isInteger(s.noiseBudgetBits)).toBe(true);

@@ -6,6 +6,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSite, enrollKiosk, floatModel, hasChromium, kioskFrames, launch, PLAINTEXT, plaintextSeen, screenText, watchDom, type Site } from './kiosk';
 import { digitAt, mnistTestImages, writeY4m } from './media';
+import { decrypted } from '../backend/helpers';
 
 if (!hasChromium) console.warn('tests/browser/camera.test.ts SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
@@ -62,7 +63,7 @@ describe.skipIf(!hasChromium)('kiosk camera (Chromium fake camera playing MNIST 
     await page.waitForSelector(`#outbox[data-delivered="${frames.length}"]`, { timeout: 2 * 60_000 });
 
     // The backend holds exactly one result per classified frame, each found by its idempotency key.
-    const stored = await site.ws.store.listResults({ deviceId, limit: 10_000 });
+    const stored = await decrypted(site.ws.store, { deviceId });
     expect(stored).toHaveLength(frames.length);
     const labelOf = new Map(stored.map((r) => [r.idempotencyKey, r.label]));
 

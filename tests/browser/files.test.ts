@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { digitize } from '../../src/edge/digitize';
 import { buildSite, enrollKiosk, floatModel, hasChromium, kioskFrames, launch, type Site } from './kiosk';
 import { digitAt, greyPng, greyToRgba, inkOnPaper, mnistTestImages } from './media';
+import { decrypted } from '../backend/helpers';
 
 if (!hasChromium) console.warn('tests/browser/files.test.ts SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
@@ -59,7 +60,7 @@ describe.skipIf(!hasChromium)('kiosk image files (picker and drag-and-drop)', ()
     });
     await page.waitForSelector('#outbox[data-pending="0"]', { timeout: 2 * 60_000 });
     const frames = (await kioskFrames(page)).slice(before);
-    const stored = new Map((await site.ws.store.listResults({ deviceId })).map((r) => [r.idempotencyKey, r.label]));
+    const stored = new Map((await decrypted(site.ws.store, { deviceId })).map((r) => [r.idempotencyKey, r.label]));
     expect(frames.map((f) => f.source)).toEqual(files.map(() => 'file'));
     // The kiosk classified exactly the digitized image (files are classified in order).
     expect(frames.map((f) => f.digit)).toEqual(files.map((f) => Array.from(f.digit)));

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MNIST_PIXELS, readMnistImages } from '../../src/model/idx';
 import { demoDigitsIdx } from '../../scripts/kiosk-assets';
 import { buildSite, enrollKiosk, floatModel, hasChromium, kioskFrames, launch, PLAINTEXT, screenText, type Site } from './kiosk';
+import { decrypted } from '../backend/helpers';
 
 if (!hasChromium) console.warn('tests/browser/kiosk.test.ts SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
@@ -57,7 +58,7 @@ describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-co
     const deviceId = await enrollKiosk(page, site.ws, 'kiosk-e2e');
     const count = 5;
     await runDemo(page, count, count);
-    const stored = await site.ws.store.listResults({ deviceId });
+    const stored = await decrypted(site.ws.store, { deviceId });
     expect(stored).toHaveLength(count);
     expect(stored.map((r) => r.label)).toEqual(await floatLabels(0, count));
     expect(await page.textContent('#outbox-pending')).toBe('0');
@@ -84,7 +85,7 @@ describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-co
     await page.waitForSelector(`#outbox[data-delivered="6"]`, { timeout: 5 * 60_000 });
     const frames = await kioskFrames(page);
     expect(frames.at(-1)!.attempts).toBe(2);
-    const results = await site.ws.store.listResults({});
+    const results = await decrypted(site.ws.store);
     expect(results).toHaveLength(before + 1);
     // The kiosk's demo stream restarts at digit 0: the label is the float model's for digit 0.
     expect(results.at(-1)!.label).toBe((await floatLabels(0, 1))[0]);
@@ -110,7 +111,7 @@ describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-co
     }
     await page.evaluate(() => (globalThis as unknown as { sealedEdgeKiosk: { outbox: { retryNow(): Promise<void> } } }).sealedEdgeKiosk.outbox.retryNow());
     await page.waitForSelector('#outbox[data-pending="0"]', { timeout: 2 * 60_000 });
-    const results = await site.ws.store.listResults({});
+    const results = await decrypted(site.ws.store);
     expect(results).toHaveLength(before + 2);
     expect(new Set(results.map((r) => r.idempotencyKey)).size).toBe(results.length);
     expect(results.slice(-2).map((r) => r.label)).toEqual(await floatLabels(0, 2));

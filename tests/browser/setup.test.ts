@@ -10,6 +10,7 @@ import { MNIST_PIXELS, readMnistImages } from '../../src/model/idx';
 import { addDevice } from '../../src/protect/workspace';
 import { demoDigitsIdx } from '../../scripts/kiosk-assets';
 import { buildKiosk, buildSite, enrollKiosk, floatModel, hasChromium, kioskFrames, launch, type Site } from './kiosk';
+import { decrypted } from '../backend/helpers';
 
 if (!hasChromium) console.warn('tests/browser/setup.test.ts SKIPPED (browser part): /usr/bin/chromium is missing (apt-get install -y chromium)');
 
@@ -34,7 +35,7 @@ async function classifyDemo(p: Page, site: Site, deviceId: string, count: number
   await p.waitForFunction((n) => (globalThis as unknown as { sealedEdgeKiosk: { frameCount: number } }).sealedEdgeKiosk.frameCount >= n, before + count, { timeout: 5 * 60_000 });
   await ready(p);
   await p.waitForSelector('#outbox[data-pending="0"]', { timeout: 2 * 60_000 });
-  const stored = new Map((await site.ws.store.listResults({ deviceId })).map((r) => [r.idempotencyKey, r.label]));
+  const stored = new Map((await decrypted(site.ws.store, { deviceId })).map((r) => [r.idempotencyKey, r.label]));
   return (await kioskFrames(p)).slice(before).map((f) => stored.get(f.idempotencyKey)!);
 }
 
@@ -204,7 +205,7 @@ describe.skipIf(!hasChromium)('kiosk set-up, modes and sub-paths (Debian chromiu
       const frames = await kioskFrames(page);
       await page.waitForSelector(`#outbox[data-delivered="${frames.length}"]`, { timeout: 2 * 60_000 });
       expect(frames.length).toBeGreaterThanOrEqual(3);
-      const stored = new Map((await site.ws.store.listResults({ deviceId })).map((r) => [r.idempotencyKey, r.label]));
+      const stored = new Map((await decrypted(site.ws.store, { deviceId })).map((r) => [r.idempotencyKey, r.label]));
       expect(stored.size).toBe(frames.length);
       expect(frames.map((f) => stored.get(f.idempotencyKey))).toEqual(await demoLabels(frames.length));
       // Stopped: no further frame is classified.

@@ -12,6 +12,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseManifest } from '../../src/model/bundle';
 import { buildSite, enrollKiosk, floatScores, hasChromium, kioskFrames, launch, PLAINTEXT, screenText, type Site } from './kiosk';
+import { decrypted } from '../backend/helpers';
 
 if (!hasChromium) console.warn('tests/browser/whole-model.test.ts SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
@@ -111,7 +112,7 @@ describe.skipIf(!hasChromium).each(CASES)('kiosk in Chromium on a bundle with ev
     const frames = await kioskFrames(page);
     expect(frames).toHaveLength(count);
     expect(frames.map((f) => f.workers)).toEqual(frames.map(() => workers));
-    const stored = new Map((await site.ws.store.listResults({ deviceId })).filter((r) => !before.has(r.idempotencyKey)).map((r) => [r.idempotencyKey, r]));
+    const stored = new Map((await decrypted(site.ws.store, { deviceId })).filter((r) => !before.has(r.idempotencyKey)).map((r) => [r.idempotencyKey, r]));
     expect(stored.size).toBe(count);
     const scoresOf = await floatScores(MODEL);
     const expected: number[] = [];
