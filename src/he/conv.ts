@@ -168,30 +168,55 @@ export function packConvWeights(plan: ConvPlan, weights: ArrayLike<number>, bias
   return { planes, bias: b };
 }
 
-/** The convolution by its definition, in float64: the float model's conv layer. */
-export function floatConv(layer: ConvLayer, image: ArrayLike<number>): Float64Array {
-  const g = convGeometry(layer);
-  const { inChannels: cs, inHeight: h, inWidth: w, outChannels: os, kernel, stride, pads } = layer;
-  const out = new Float64Array(g.outputs);
-  for (let o = 0; o < os; o++) {
-    for (let y = 0; y < g.outHeight; y++) {
-      for (let x = 0; x < g.outWidth; x++) {
-        let sum = layer.bias?.[o] ?? 0;
-        for (let c = 0; c < cs; c++) {
+/** One product of a convolution: output (o, y, x) reads input (c, iy, ix) with weight `weight` (its OIHW index). */
+export interface ConvTap {
+  o: number;
+  y: number;
+  x: number;
+  c: number;
+  iy: number;
+  ix: number;
+  weight: number;
+}
+
+/**
+ * Visits every product of a convolution by its definition, output by output; taps on the
+ * zero padding are skipped. The visited object is reused: read it, do not keep it.
+ */
+export function forEachConvTap(shape: ConvShape, visit: (tap: Readonly<ConvTap>) => void): void {
+  const g = convGeometry(shape);
+  const { inChannels: cs, inHeight: h, inWidth: w, outChannels: os, kernel, stride, pads } = shape;
+  const tap: ConvTap = { o: 0, y: 0, x: 0, c: 0, iy: 0, ix: 0, weight: 0 };
+  for (tap.o = 0; tap.o < os; tap.o++) {
+    for (tap.y = 0; tap.y < g.outHeight; tap.y++) {
+      for (tap.x = 0; tap.x < g.outWidth; tap.x++) {
+        for (tap.c = 0; tap.c < cs; tap.c++) {
           for (let dy = 0; dy < kernel[0]; dy++) {
-            const iy = y * stride[0] + dy - pads[0];
-            if (iy < 0 || iy >= h) continue;
+            tap.iy = tap.y * stride[0] + dy - pads[0];
+            if (tap.iy < 0 || tap.iy >= h) continue;
             for (let dx = 0; dx < kernel[1]; dx++) {
-              const ix = x * stride[1] + dx - pads[1];
-              if (ix < 0 || ix >= w) continue;
-              sum += layer.weights[((o * cs + c) * kernel[0] + dy) * kernel[1] + dx]! * (image[(c * h + iy) * w + ix]! + (layer.inputOffset ?? 0));
+              tap.ix = tap.x * stride[1] + dx - pads[1];
+              if (tap.ix < 0 || tap.ix >= w) continue;
+              tap.weight = ((tap.o * cs + tap.c) * kernel[0] + dy) * kernel[1] + dx;
+              visit(tap);
             }
           }
         }
-        out[(o * g.outHeight + y) * g.outWidth + x] = sum;
       }
     }
   }
+}
+
+/** The convolution by its definition, in float64: the float model's conv layer. */
+export function floatConv(layer: ConvLayer, image: ArrayLike<number>): Float64Array {
+  const g = convGeometry(layer);
+  const { inHeight: h, inWidth: w } = layer;
+  const positions = g.outHeight * g.outWidth;
+  const out = Float64Array.from({ length: g.outputs }, (_, f) => layer.bias?.[Math.floor(f / positions)] ?? 0);
+  const offset = layer.inputOffset ?? 0;
+  forEachConvTap(layer, ({ o, y, x, c, iy, ix, weight }) => {
+    out[(o * g.outHeight + y) * g.outWidth + x]! += layer.weights[weight]! * (image[(c * h + iy) * w + ix]! + offset);
+  });
   return out;
 }
 
@@ -281,33 +306,11 @@ export interface RotatedConvPlan {
 }
 
 /** Visits every product of a rotated convolution: output slot j, rotation k, weight index. */
-function forEachTap(
-  shape: ConvShape,
-  geometry: ConvGeometry,
-  input: GridLayout,
-  output: GridLayout,
-  visit: (j: number, k: number, weight: number) => void,
-): void {
-  const { inChannels: cs, inHeight: h, inWidth: w, outChannels: os, kernel, stride, pads } = shape;
-  for (let o = 0; o < os; o++) {
-    for (let y = 0; y < geometry.outHeight; y++) {
-      for (let x = 0; x < geometry.outWidth; x++) {
-        const j = gridSlot(output, o, y, x);
-        for (let c = 0; c < cs; c++) {
-          for (let dy = 0; dy < kernel[0]; dy++) {
-            const iy = y * stride[0] + dy - pads[0];
-            if (iy < 0 || iy >= h) continue;
-            for (let dx = 0; dx < kernel[1]; dx++) {
-              const ix = x * stride[1] + dx - pads[1];
-              if (ix < 0 || ix >= w) continue;
-              const k = (((gridSlot(input, c, iy, ix) - j) % input.period) + input.period) % input.period;
-              visit(j, k, ((o * cs + c) * kernel[0] + dy) * kernel[1] + dx);
-            }
-          }
-        }
-      }
-    }
-  }
+function forEachTap(shape: ConvShape, input: GridLayout, output: GridLayout, visit: (j: number, k: number, weight: number) => void): void {
+  forEachConvTap(shape, ({ o, y, x, c, iy, ix, weight }) => {
+    const j = gridSlot(output, o, y, x);
+    visit(j, (((gridSlot(input, c, iy, ix) - j) % input.period) + input.period) % input.period, weight);
+  });
 }
 
 /** The diagonal index i·babies.length + b of rotation k = i·block + babies[b]. */
@@ -335,7 +338,7 @@ export function planRotatedConv(shape: ConvShape, input: GridLayout, slots: numb
     fail('E_UNSUPPORTED', `${where}: ${shape.outChannels} output maps of ${input.block} slots each do not fit one ciphertext of ${slots} slots (tensors spanning several ciphertexts are not supported yet): choose a larger ring degree or split after this layer`);
   }
   const ks = new Set<number>();
-  forEachTap(shape, geometry, input, output, (_j, k) => ks.add(k));
+  forEachTap(shape, input, output, (_j, k) => ks.add(k));
   const babies = [...new Set([...ks].map((k) => k % input.block))].sort((a, b) => a - b);
   const giant = Math.max(...[...ks].map((k) => Math.floor(k / input.block))) + 1;
   const used = Array<boolean>(giant * babies.length).fill(false);
@@ -367,7 +370,7 @@ export function packRotatedConv(plan: RotatedConvPlan, weights: ArrayLike<number
     for (let y = 0; y < geometry.outHeight; y++) for (let x = 0; x < geometry.outWidth; x++) b[gridSlot(output, o, y, x)] = bias?.[o] ?? 0;
   }
   const diagonal = diagonalOf(input.block, babies);
-  forEachTap(shape, geometry, input, output, (j, k, at) => {
+  forEachTap(shape, input, output, (j, k, at) => {
     diagonals[diagonal(k)]![j] = weights[at]!;
     b[j]! += inputOffset * weights[at]!;
   });

@@ -17,30 +17,11 @@ import { chooseFixedPoint, clampInput, constMultiplier, layerBounds } from '../.
 import { foldModel } from '../../src/he/circuit';
 import { nodeSeal } from '../../src/node/seal';
 import { type BgvProtected, protectBgv } from './bgv-helpers';
-import { argmax, gaussian, maxAbs, maxAbsDiff, rng, yieldToEventLoop } from './helpers';
+import { argmax, makeConv, makeDense, maxAbs, maxAbsDiff, rng, yieldToEventLoop } from './helpers';
 
 type Geometry = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
 
-function makeConv(g: Geometry, seed: number, gain = 1): ConvLayer {
-  const n = gaussian(rng(seed));
-  const fanIn = g.inChannels * g.kernel[0] * g.kernel[1];
-  return {
-    ...g,
-    weights: Float64Array.from({ length: g.outChannels * fanIn }, () => gain * n() * Math.sqrt(1 / fanIn)),
-    bias: Float64Array.from({ length: g.outChannels }, () => 0.1 * n()),
-  };
-}
 
-function dense(inputs: number, outputs: number, seed: number): Layer {
-  const n = gaussian(rng(seed));
-  return {
-    kind: 'dense',
-    inputs,
-    outputs,
-    weights: Float64Array.from({ length: inputs * outputs }, () => n() * Math.sqrt(1 / inputs)),
-    bias: Float64Array.from({ length: outputs }, () => 0.1 * n()),
-  };
-}
 
 function images(pixels: number, count: number, seed: number): Float64Array[] {
   const u = rng(seed);
@@ -51,7 +32,7 @@ const CONV1: Geometry = { kind: 'conv', inChannels: 1, inHeight: 20, inWidth: 20
 const CONV2: Geometry = { kind: 'conv', inChannels: 4, inHeight: 8, inWidth: 8, outChannels: 6, kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] };
 
 /** conv 1→4 5×5 stride 2 on 20×20 → x² → conv 4→6 3×3 on encrypted activations → x² → dense 216→10. */
-const NET: Layer[] = [makeConv(CONV1, 1), { kind: 'poly', coeffs: [0, 0, 1] }, makeConv(CONV2, 2), { kind: 'poly', coeffs: [0, 0, 1] }, dense(216, 10, 3)];
+const NET: Layer[] = [makeConv(CONV1, 1), { kind: 'poly', coeffs: [0, 0, 1] }, makeConv(CONV2, 2), { kind: 'poly', coeffs: [0, 0, 1] }, makeDense(216, 10, 3)];
 
 /** conv 1→2 4×4 stride 2 on 14×14 → x²+x → [conv 2→2 3×3 pad 1] + skip → dense 72→10: a residual block. */
 function residual(gain = 1): Layer[] {
@@ -61,7 +42,7 @@ function residual(gain = 1): Layer[] {
     { kind: 'poly', coeffs: [0, 1, 1] },
     makeConv(block, 5, gain),
     { kind: 'add', from: 1 },
-    dense(72, 10, 6),
+    makeDense(72, 10, 6),
   ];
 }
 const RESIDUAL = residual();
@@ -166,7 +147,7 @@ describe('BGV convolutions: the plan and the exact integer reference', () => {
     );
     expect(() => planBgv(huge, { ...RES_OPTIONS, inputBits: 4, weightBits: 4 })).toThrow(/cannot align its branches in BGV/);
     // Tensors spanning several ciphertexts: none fits even the largest ring.
-    const wide: Layer[] = [makeConv({ ...CONV1, inHeight: 200, inWidth: 200 }, 1), { kind: 'poly', coeffs: [0, 0, 1] }, makeConv({ ...CONV2, inHeight: 98, inWidth: 98, outChannels: 4 }, 2), dense(4 * 96 * 96, 10, 3)];
+    const wide: Layer[] = [makeConv({ ...CONV1, inHeight: 200, inWidth: 200 }, 1), { kind: 'poly', coeffs: [0, 0, 1] }, makeConv({ ...CONV2, inHeight: 98, inWidth: 98, outChannels: 4 }, 2), makeDense(4 * 96 * 96, 10, 3)];
     expect(() => planBgv(wide, { ...OPTIONS, calibration: images(40000, 2, 1) })).toThrow(
       /^BGV \(rings up to N=32768\): layer 2: 4 input and 4 output maps of 98×98 do not fit one ciphertext of 16384 slots \(tensors spanning several ciphertexts are not supported yet\): split after this layer$/,
     );

@@ -1,36 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConvLayer, convGeometry, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
 import { freeGrid, planRotatedConv } from '../../src/he/conv';
-import { argmax, gaussian, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+import { argmax, makeConv, makeDense, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
 
 type Geometry = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
 
-function makeConv(g: Geometry, seed: number): ConvLayer {
-  const n = gaussian(rng(seed));
-  const fanIn = g.inChannels * g.kernel[0] * g.kernel[1];
-  return {
-    ...g,
-    weights: Float64Array.from({ length: g.outChannels * fanIn }, () => n() * Math.sqrt(1 / fanIn)),
-    bias: Float64Array.from({ length: g.outChannels }, () => 0.1 * n()),
-  };
-}
 
-function dense(inputs: number, outputs: number, seed: number): Layer {
-  const n = gaussian(rng(seed));
-  return {
-    kind: 'dense',
-    inputs,
-    outputs,
-    weights: Float64Array.from({ length: inputs * outputs }, () => n() * Math.sqrt(1 / inputs)),
-    bias: Float64Array.from({ length: outputs }, () => 0.1 * n()),
-  };
-}
 
 /** Convolutions one after another (each reading the one before), an activation after each, then a dense layer to 10 scores. */
 function network(geometries: readonly Geometry[], seed: number, activation: readonly number[]): Layer[] {
   const layers: Layer[] = [];
   geometries.forEach((g, i) => layers.push(makeConv(g, seed + i), { kind: 'poly', coeffs: [...activation] }));
-  layers.push(dense(convGeometry(geometries.at(-1)!).outputs, 10, seed + 99));
+  layers.push(makeDense(convGeometry(geometries.at(-1)!).outputs, 10, seed + 99));
   return layers;
 }
 
@@ -82,7 +63,7 @@ describe('convolutions on encrypted activations: the packed plan', () => {
 
   it('reads the output of a dense layer too (dense → activation → convolution)', () => {
     const conv = makeConv({ kind: 'conv', inChannels: 2, inHeight: 5, inWidth: 6, outChannels: 3, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] }, 4);
-    const layers: Layer[] = [dense(40, 60, 1), { kind: 'poly', coeffs: [0.1, 1, 0.5] }, conv, { kind: 'poly', coeffs: [0, 0, 1] }, dense(90, 10, 2)];
+    const layers: Layer[] = [makeDense(40, 60, 1), { kind: 'poly', coeffs: [0.1, 1, 0.5] }, conv, { kind: 'poly', coeffs: [0, 0, 1] }, makeDense(90, 10, 2)];
     const ref = referenceModel(layers, 4096);
     const u = rng(3);
     for (let t = 0; t < 3; t++) {
@@ -139,7 +120,7 @@ function residual(seed: number, channels = 4): Layer[] {
     makeConv(block, seed + 2),
     { kind: 'add', from: 1 },
     { kind: 'poly', coeffs: [0, 0, 1] },
-    dense(channels * 100, 10, seed + 3),
+    makeDense(channels * 100, 10, seed + 3),
   ];
 }
 
@@ -170,7 +151,7 @@ describe('a residual add on encrypted activations', () => {
       makeConv(block, 4),
       { kind: 'add', from: 2 },
       { kind: 'poly', coeffs: [0, 0, 1] },
-      dense(400, 10, 5),
+      makeDense(400, 10, 5),
     ];
     const ref = referenceModel(layers, 4096);
     const x = images({ ...block, inChannels: 1, inHeight: 22, inWidth: 22 }, 1, 6)[0]!;

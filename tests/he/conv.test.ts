@@ -10,37 +10,17 @@ import {
   referenceModel,
 } from '../../src/he';
 import { packConvInput, planConv } from '../../src/he/conv';
-import { gaussian, argmax, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+import { argmax, makeConv, makeDense, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
 
 type Geometry = Omit<ConvLayer, 'kind' | 'weights' | 'bias'>;
 
-function makeConv(g: Geometry, seed: number): ConvLayer {
-  const n = gaussian(rng(seed));
-  const fanIn = g.inChannels * g.kernel[0] * g.kernel[1];
-  return {
-    kind: 'conv',
-    ...g,
-    weights: Float64Array.from({ length: g.outChannels * fanIn }, () => n() * Math.sqrt(1 / fanIn)),
-    bias: Float64Array.from({ length: g.outChannels }, () => 0.1 * n()),
-  };
-}
 
-function dense(inputs: number, outputs: number, seed: number): Layer {
-  const n = gaussian(rng(seed));
-  return {
-    kind: 'dense',
-    inputs,
-    outputs,
-    weights: Float64Array.from({ length: inputs * outputs }, () => n() * Math.sqrt(1 / inputs)),
-    bias: Float64Array.from({ length: outputs }, () => 0.1 * n()),
-  };
-}
 
 /** conv → activation → dense → activation → dense, the CryptoNets/LoLa shape for any conv. */
 function network(g: Geometry, seed: number, activation = [0, 0, 1], hidden = 20): Layer[] {
   const conv = makeConv(g, seed);
   const features = convGeometry(conv).outputs;
-  return [conv, { kind: 'poly', coeffs: activation }, dense(features, hidden, seed + 1), { kind: 'poly', coeffs: activation }, dense(hidden, 10, seed + 2)];
+  return [conv, { kind: 'poly', coeffs: activation }, makeDense(features, hidden, seed + 1), { kind: 'poly', coeffs: activation }, makeDense(hidden, 10, seed + 2)];
 }
 
 function images(g: Geometry, count: number, seed: number): Float64Array[] {

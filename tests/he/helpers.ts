@@ -1,5 +1,7 @@
 import {
   classifierDepth,
+  type ConvLayer,
+  type ConvShape,
   decryptResult,
   DeviceKeys,
   EncryptedClassifier,
@@ -28,6 +30,30 @@ export function rng(seed: number): () => number {
 
 export function gaussian(next: () => number): () => number {
   return () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+}
+
+/** A convolution with Gaussian weights scaled by 1/√fan-in (times `gain`) and small biases. */
+export function makeConv(g: Omit<ConvShape, 'kind'> & { kind?: 'conv' }, seed: number, gain = 1): ConvLayer {
+  const n = gaussian(rng(seed));
+  const fanIn = g.inChannels * g.kernel[0] * g.kernel[1];
+  return {
+    ...g,
+    kind: 'conv',
+    weights: Float64Array.from({ length: g.outChannels * fanIn }, () => gain * n() * Math.sqrt(1 / fanIn)),
+    bias: Float64Array.from({ length: g.outChannels }, () => 0.1 * n()),
+  };
+}
+
+/** A dense layer with Gaussian weights scaled by 1/√inputs and small biases. */
+export function makeDense(inputs: number, outputs: number, seed: number): Layer {
+  const n = gaussian(rng(seed));
+  return {
+    kind: 'dense',
+    inputs,
+    outputs,
+    weights: Float64Array.from({ length: inputs * outputs }, () => n() * Math.sqrt(1 / inputs)),
+    bias: Float64Array.from({ length: outputs }, () => 0.1 * n()),
+  };
 }
 
 export type WeightKind = 'random' | 'realistic';

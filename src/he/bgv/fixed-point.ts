@@ -1,5 +1,5 @@
 import { type Backend, evaluatePoly, type Layer, type LayerShape, foldModel, planActivations, type PolyPlan } from '../circuit';
-import { type ConvLayer, convGeometry, floatConv } from '../conv';
+import { type ConvLayer, convGeometry, floatConv, forEachConvTap } from '../conv';
 import { fail } from '../errors';
 
 /**
@@ -199,28 +199,12 @@ function unpack(real: Linear, quantized: Linear): Unpacked {
   }
   const conv = real as ConvLayer;
   const g = convGeometry(conv);
-  const { inChannels: cs, inHeight: h, inWidth: w, outChannels: os, kernel, stride, pads } = conv;
+  const { inHeight: h, inWidth: w } = conv;
   return {
     outputs: g.outputs,
     bias: floatConv(conv, new Float64Array(g.inputs)),
     forEach(visit) {
-      for (let o = 0; o < os; o++) {
-        for (let y = 0; y < g.outHeight; y++) {
-          for (let x = 0; x < g.outWidth; x++) {
-            const out = (o * g.outHeight + y) * g.outWidth + x;
-            for (let c = 0; c < cs; c++) {
-              for (let dy = 0; dy < kernel[0]; dy++) {
-                const iy = y * stride[0] + dy - pads[0];
-                if (iy < 0 || iy >= h) continue;
-                for (let dx = 0; dx < kernel[1]; dx++) {
-                  const ix = x * stride[1] + dx - pads[1];
-                  if (ix >= 0 && ix < w) visit(out, (c * h + iy) * w + ix, quantized.weights[((o * cs + c) * kernel[0] + dy) * kernel[1] + dx]!);
-                }
-              }
-            }
-          }
-        }
-      }
+      forEachConvTap(conv, ({ o, y, x, c, iy, ix, weight }) => visit((o * g.outHeight + y) * g.outWidth + x, (c * h + iy) * w + ix, quantized.weights[weight]!));
     },
   };
 }
