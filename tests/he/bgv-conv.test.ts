@@ -17,16 +17,12 @@ import { chooseFixedPoint, clampInput, constMultiplier, layerBounds } from '../.
 import { foldModel } from '../../src/he/circuit';
 import { nodeSeal } from '../../src/node/seal';
 import { type BgvProtected, protectBgv } from './bgv-helpers';
-import { argmax, makeConv, makeDense, maxAbs, maxAbsDiff, rng, yieldToEventLoop } from './helpers';
+import { argmax, makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, yieldToEventLoop } from './helpers';
 
 type Geometry = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
 
 
 
-function images(pixels: number, count: number, seed: number): Float64Array[] {
-  const u = rng(seed);
-  return Array.from({ length: count }, () => Float64Array.from({ length: pixels }, () => u()));
-}
 
 const CONV1: Geometry = { kind: 'conv', inChannels: 1, inHeight: 20, inWidth: 20, outChannels: 4, kernel: [5, 5], stride: [2, 2], pads: [0, 0, 0, 0] };
 const CONV2: Geometry = { kind: 'conv', inChannels: 4, inHeight: 8, inWidth: 8, outChannels: 6, kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] };
@@ -47,8 +43,8 @@ function residual(gain = 1): Layer[] {
 }
 const RESIDUAL = residual();
 
-const CALIBRATION = images(400, 100, 7);
-const RES_CALIBRATION = images(196, 100, 9);
+const CALIBRATION = makeImages(400, 100, 7);
+const RES_CALIBRATION = makeImages(196, 100, 9);
 
 /**
  * The fixed point's precision: the planner quantizes with the fewest bits that keep the
@@ -72,7 +68,7 @@ const RES_LARGEST = largest(RESIDUAL, RES_CALIBRATION);
  * images nearly tied).
  */
 function clearImages(layers: readonly Layer[], pixels: number, tolerance: number, seed: number): Float64Array[] {
-  const clear = images(pixels, 30, seed).filter((x) => {
+  const clear = makeImages(pixels, 30, seed).filter((x) => {
     const [a, b] = [...floatEvaluate(layers, x)].sort((u, v) => v - u);
     return a! - b! > 2 * tolerance;
   });
@@ -148,7 +144,7 @@ describe('BGV convolutions: the plan and the exact integer reference', () => {
     expect(() => planBgv(huge, { ...RES_OPTIONS, inputBits: 4, weightBits: 4 })).toThrow(/cannot align its branches in BGV/);
     // Tensors spanning several ciphertexts: none fits even the largest ring.
     const wide: Layer[] = [makeConv({ ...CONV1, inHeight: 200, inWidth: 200 }, 1), { kind: 'poly', coeffs: [0, 0, 1] }, makeConv({ ...CONV2, inHeight: 98, inWidth: 98, outChannels: 4 }, 2), makeDense(4 * 96 * 96, 10, 3)];
-    expect(() => planBgv(wide, { ...OPTIONS, calibration: images(40000, 2, 1) })).toThrow(
+    expect(() => planBgv(wide, { ...OPTIONS, calibration: makeImages(40000, 2, 1) })).toThrow(
       /^BGV \(rings up to N=32768\): layer 2: 4 input and 4 output maps of 98×98 do not fit one ciphertext of 16384 slots \(tensors spanning several ciphertexts are not supported yet\): split after this layer$/,
     );
     // Branches in different slots, and plain weights.
@@ -156,7 +152,7 @@ describe('BGV convolutions: the plan and the exact integer reference', () => {
     strided[2] = makeConv({ kind: 'conv', inChannels: 2, inHeight: 6, inWidth: 6, outChannels: 8, kernel: [3, 3], stride: [2, 2], pads: [1, 1, 0, 0] }, 5);
     expect(() => planBgv(strided, RES_OPTIONS)).toThrow(/^BGV \(rings up to N=32768\): layer 3: layer 1's values sit in other slots than the convolution's before the add/);
     expect(() => planBgv(NET, { ...OPTIONS, mode: { weights: 'plain', input: 'encrypted' } })).toThrow(/BGV encrypts the weights always; plain weights are a CKKS mode/);
-    expect(() => planBgv(NET, { ...OPTIONS, calibration: images(399, 2, 1) })).toThrow(/calibration vector 0 has 399 values, the classifier expects 400/);
+    expect(() => planBgv(NET, { ...OPTIONS, calibration: makeImages(399, 2, 1) })).toThrow(/calibration vector 0 has 399 values, the classifier expects 400/);
   });
 });
 

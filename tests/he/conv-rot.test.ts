@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConvLayer, convGeometry, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
 import { freeGrid, planRotatedConv } from '../../src/he/conv';
-import { argmax, makeConv, makeDense, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+import { expectEncryptedMatches, makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
 
 type Geometry = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
 
@@ -15,10 +15,6 @@ function network(geometries: readonly Geometry[], seed: number, activation: read
   return layers;
 }
 
-function images(g: Geometry, count: number, seed: number): Float64Array[] {
-  const u = rng(seed);
-  return Array.from({ length: count }, () => Float64Array.from({ length: g.inChannels * g.inHeight * g.inWidth }, () => u()));
-}
 
 /** conv 1→8 5×5 stride 2 pad 1, x², conv 8→16 3×3, x², dense: the deeper HE-friendly CNN's shape (its pool folds into the dense layer). */
 const DEEP: Geometry[] = [
@@ -53,7 +49,7 @@ describe('convolutions on encrypted activations: the packed plan', () => {
         await yieldToEventLoop();
         const layers = network(chain, 5, activation);
         const ref = referenceModel(layers, 4096);
-        for (const x of images(chain[0]!, 3, 9)) {
+        for (const x of makeImages(chain[0]!, 3, 9)) {
           const float = floatEvaluate(layers, x);
           expect(maxAbsDiff(ref(x), float)).toBeLessThan(1e-9 * Math.max(1, maxAbs(float)));
         }
@@ -154,7 +150,7 @@ describe('a residual add on encrypted activations', () => {
       makeDense(400, 10, 5),
     ];
     const ref = referenceModel(layers, 4096);
-    const x = images({ ...block, inChannels: 1, inHeight: 22, inWidth: 22 }, 1, 6)[0]!;
+    const x = makeImages({ ...block, inChannels: 1, inHeight: 22, inWidth: 22 }, 1, 6)[0]!;
     const float = floatEvaluate(layers, x);
     expect(maxAbsDiff(ref(x), float)).toBeLessThan(1e-9 * Math.max(1, maxAbs(float)));
   });
@@ -189,20 +185,11 @@ for (const [name, mode] of MODES) {
 
     it('fits N=8192 and matches the reference and the float model', async () => {
       expect(p.he.params.polyModulusDegree).toBe(8192);
-      const ref = referenceModel(layers, p.he.slots);
-      for (const x of images(DEEP[0]!, 2, 21)) {
-        await yieldToEventLoop();
-        const float = floatEvaluate(layers, x);
-        const { result, counts } = p.classifier.evaluate(x);
-        const got = p.decrypt(result);
-        expect(maxAbsDiff(got, ref(x))).toBeLessThan(1e-2 * maxAbs(float));
-        expect(argmax(got)).toBe(argmax(float));
-        expect(counts).toEqual(planClassifier(p.he, layers, mode).counts);
-      }
+      await expectEncryptedMatches(p, layers, makeImages(DEEP[0]!, 2, 21), mode);
     });
 
     it('two workers sharing the first layer add up to the same scores', async () => {
-      const x = images(DEEP[0]!, 1, 23)[0]!;
+      const x = makeImages(DEEP[0]!, 1, 23)[0]!;
       const float = floatEvaluate(layers, x);
       const partials = p.classifier.shares(2).map((_, i) => p.classifier.evaluateShare(x, i, 2).partial);
       await yieldToEventLoop();
@@ -223,17 +210,6 @@ describe('a residual block encrypted, ct(W)×ct(x), 128-bit', () => {
 
   it('fits N=8192 and matches the reference and the float model', async () => {
     expect(p.he.params.polyModulusDegree).toBe(8192);
-    const ref = referenceModel(layers, p.he.slots);
-    const u = rng(8);
-    for (let t = 0; t < 2; t++) {
-      await yieldToEventLoop();
-      const x = Float64Array.from({ length: 22 * 22 }, () => u());
-      const float = floatEvaluate(layers, x);
-      const { result, counts } = p.classifier.evaluate(x);
-      const got = p.decrypt(result);
-      expect(counts).toEqual(planClassifier(p.he, layers).counts);
-      expect(maxAbsDiff(got, ref(x))).toBeLessThan(1e-2 * maxAbs(float));
-      expect(argmax(got)).toBe(argmax(float));
-    }
+    await expectEncryptedMatches(p, layers, makeImages(22 * 22, 2, 8));
   });
 });

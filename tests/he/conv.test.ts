@@ -10,7 +10,7 @@ import {
   referenceModel,
 } from '../../src/he';
 import { packConvInput, planConv } from '../../src/he/conv';
-import { argmax, makeConv, makeDense, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+import { expectEncryptedMatches, makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
 
 type Geometry = Omit<ConvLayer, 'kind' | 'weights' | 'bias'>;
 
@@ -23,10 +23,6 @@ function network(g: Geometry, seed: number, activation = [0, 0, 1], hidden = 20)
   return [conv, { kind: 'poly', coeffs: activation }, makeDense(features, hidden, seed + 1), { kind: 'poly', coeffs: activation }, makeDense(hidden, 10, seed + 2)];
 }
 
-function images(g: Geometry, count: number, seed: number): Float64Array[] {
-  const u = rng(seed);
-  return Array.from({ length: count }, () => Float64Array.from({ length: g.inChannels * g.inHeight * g.inWidth }, () => u()));
-}
 
 const LOLA: Geometry = { inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 5, kernel: [5, 5], stride: [2, 2], pads: [1, 1, 1, 1] };
 
@@ -60,7 +56,7 @@ describe('convolution geometry', () => {
       const columns = new Int32Array(slots).fill(-1);
       for (let f = 0; f < geometry.outputs; f++) columns[3 * f + 1] = f;
       const plan = planConv(conv, slots, columns);
-      const image = images(g, 1, 5)[0]!;
+      const image = makeImages(g, 1, 5)[0]!;
       const planes = packConvInput(plan, image);
       expect(planes.length).toBe(geometry.planes);
       const expected = floatConv(conv, image);
@@ -90,7 +86,7 @@ describe('the packed plan of a network that starts with a convolution', () => {
         await yieldToEventLoop();
         const layers = network(g, 7, activation);
         const ref = referenceModel(layers, 4096);
-        for (const x of images(g, 3, 9)) {
+        for (const x of makeImages(g, 3, 9)) {
           const float = floatEvaluate(layers, x);
           expect(maxAbsDiff(ref(x), float)).toBeLessThan(1e-9 * Math.max(1, maxAbs(float)));
         }
@@ -146,20 +142,11 @@ for (const [name, mode] of MODES) {
 
     it('fits N=8192 and matches the reference and the float model on 4 images', async () => {
       expect(p.he.params.polyModulusDegree).toBe(8192);
-      const ref = referenceModel(layers, p.he.slots);
-      for (const x of images(LOLA, 4, 21)) {
-        await yieldToEventLoop();
-        const float = floatEvaluate(layers, x);
-        const { result, counts } = p.classifier.evaluate(x);
-        const got = p.decrypt(result);
-        expect(maxAbsDiff(got, ref(x))).toBeLessThan(1e-2 * maxAbs(float));
-        expect(argmax(got)).toBe(argmax(float));
-        expect(counts).toEqual(planClassifier(p.he, layers, mode).counts);
-      }
+      await expectEncryptedMatches(p, layers, makeImages(LOLA, 4, 21), mode);
     });
 
     it('shares of 2 and 3 workers (each encrypting its own planes) add up to the same scores', async () => {
-      const x = images(LOLA, 1, 23)[0]!;
+      const x = makeImages(LOLA, 1, 23)[0]!;
       const float = floatEvaluate(layers, x);
       for (const count of [2, 3]) {
         await yieldToEventLoop();

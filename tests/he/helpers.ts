@@ -2,6 +2,7 @@ import {
   classifierDepth,
   type ConvLayer,
   type ConvShape,
+  floatEvaluate,
   decryptResult,
   DeviceKeys,
   EncryptedClassifier,
@@ -12,8 +13,10 @@ import {
   OwnerKeys,
   planClassifier,
   planParameters,
+  referenceModel,
   type SecurityBits,
 } from '../../src/he';
+import { expect } from 'vitest';
 import { nodeSeal } from '../../src/node/seal';
 
 /** Deterministic generator (mulberry32), so every run sees the same weights and inputs. */
@@ -54,6 +57,13 @@ export function makeDense(inputs: number, outputs: number, seed: number): Layer 
     weights: Float64Array.from({ length: inputs * outputs }, () => n() * Math.sqrt(1 / inputs)),
     bias: Float64Array.from({ length: outputs }, () => 0.1 * n()),
   };
+}
+
+/** Images with pixels uniform in [0, 1): `shape` is the pixel count or the C×H×W a convolution reads. */
+export function makeImages(shape: number | { inChannels: number; inHeight: number; inWidth: number }, count: number, seed: number): Float64Array[] {
+  const pixels = typeof shape === 'number' ? shape : shape.inChannels * shape.inHeight * shape.inWidth;
+  const u = rng(seed);
+  return Array.from({ length: count }, () => Float64Array.from({ length: pixels }, () => u()));
 }
 
 export type WeightKind = 'random' | 'realistic';
@@ -159,4 +169,23 @@ export async function protect(
       he.dispose();
     },
   };
+}
+
+/**
+ * Evaluates each input under encryption and checks the decrypted scores against the
+ * plaintext reference of the same packing (within 1e-2 of the largest float score), the
+ * float model's label, and the plan's operation counts.
+ */
+export async function expectEncryptedMatches(p: Protected, layers: Layer[], inputs: readonly Float64Array[], mode?: Mode): Promise<void> {
+  const ref = referenceModel(layers, p.he.slots);
+  const counts = planClassifier(p.he, layers, mode).counts;
+  for (const x of inputs) {
+    await yieldToEventLoop();
+    const float = floatEvaluate(layers, x);
+    const evaluation = p.classifier.evaluate(x);
+    const got = p.decrypt(evaluation.result);
+    expect(maxAbsDiff(got, ref(x))).toBeLessThan(1e-2 * maxAbs(float));
+    expect(argmax(got)).toBe(argmax(float));
+    expect(evaluation.counts).toEqual(counts);
+  }
 }
