@@ -5,6 +5,7 @@
  * permutations of the flattened per-sample tensor. Channel-major (C, H, W) order
  * throughout, as ONNX's Flatten of an NCHW tensor and the engine's ConvLayer use.
  */
+import type { ConvShape } from '../he';
 import { fail } from './errors';
 import type { Dim, Shape } from './shapes';
 
@@ -135,13 +136,7 @@ export function poolMatrix(
  * depthwise convolution. Output channel o reads the input channels `sources(o)`, tap
  * (dy, dx) of channel c weighing `weight(o, c, dy, dx)`.
  */
-export interface WindowOp {
-  readonly inChannels: number;
-  readonly inHeight: number;
-  readonly inWidth: number;
-  readonly outChannels: number;
-  readonly kernel: readonly [number, number];
-  readonly stride: readonly [number, number];
+export interface WindowOp extends Omit<ConvShape, 'kind' | 'pads'> {
   readonly pads: Pads;
   readonly sources: (o: number) => Iterable<number>;
   readonly weight: (o: number, c: number, dy: number, dx: number) => number;
