@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConvLayer, convGeometry, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
 import { freeGrid, planRotatedConv } from '../../src/he/conv';
-import { expectEncryptedMatches, makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+import { makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+import { expectEncryptedMatches } from './expect-encrypted';
 
 type Geometry = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
 

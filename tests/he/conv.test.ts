@@ -10,7 +10,8 @@ import {
   referenceModel,
 } from '../../src/he';
 import { packConvInput, planConv } from '../../src/he/conv';
-import { expectEncryptedMatches, makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
+import { makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
+import { expectEncryptedMatches } from './expect-encrypted';
 
 type Geometry = Omit<ConvLayer, 'kind' | 'weights' | 'bias'>;
 

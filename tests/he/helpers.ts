@@ -2,7 +2,6 @@ import {
   classifierDepth,
   type ConvLayer,
   type ConvShape,
-  floatEvaluate,
   decryptResult,
   DeviceKeys,
   EncryptedClassifier,
@@ -13,10 +12,8 @@ import {
   OwnerKeys,
   planClassifier,
   planParameters,
-  referenceModel,
   type SecurityBits,
 } from '../../src/he';
-import { expect } from 'vitest';
 import { nodeSeal } from '../../src/node/seal';
 
 /** Deterministic generator (mulberry32), so every run sees the same weights and inputs. */
@@ -169,23 +166,4 @@ export async function protect(
       he.dispose();
     },
   };
-}
-
-/**
- * Evaluates each input under encryption and checks the decrypted scores against the
- * plaintext reference of the same packing (within 1e-2 of the largest float score), the
- * float model's label, and the plan's operation counts.
- */
-export async function expectEncryptedMatches(p: Protected, layers: Layer[], inputs: readonly Float64Array[], mode?: Mode): Promise<void> {
-  const ref = referenceModel(layers, p.he.slots);
-  const counts = planClassifier(p.he, layers, mode).counts;
-  for (const x of inputs) {
-    await yieldToEventLoop();
-    const float = floatEvaluate(layers, x);
-    const evaluation = p.classifier.evaluate(x);
-    const got = p.decrypt(evaluation.result);
-    expect(maxAbsDiff(got, ref(x))).toBeLessThan(1e-2 * maxAbs(float));
-    expect(argmax(got)).toBe(argmax(float));
-    expect(evaluation.counts).toEqual(counts);
-  }
 }
