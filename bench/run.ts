@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendTable, benchBackend } from './backend';
 import { benchBrowser, browserTable } from './browser';
-import { benchConv, convTable } from './conv';
+import { benchConv, CONV_MODELS, convTable } from './conv';
 import { benchHe, heTable } from './he';
 import { benchPaper } from './paper';
 import { paperTable } from './paper-report';
@@ -43,6 +43,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (values.model !== undefined && name !== 'conv') {
     process.stderr.write(`--model chooses rows of the conv suite only, not of '${name}'\n${usage}\n`);
+    return 2;
+  }
+  if (values.model !== undefined && !CONV_MODELS.includes(values.model)) {
+    process.stderr.write(`no conv benchmark rows for model '${values.model}': choose one of ${CONV_MODELS.join(', ')}\n`);
     return 2;
   }
   const suite = SUITES[name as keyof typeof SUITES];
