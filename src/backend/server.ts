@@ -39,6 +39,11 @@ export interface BackendOptions {
   operatorToken: string;
   /** Directory served as static files (the kiosk and bundles), with COOP/COEP. */
   staticDir?: string;
+  /**
+   * Origins of kiosks served elsewhere (a static host: `https://kiosk.example`) that may
+   * call the device API across origins (CORS); each must be what kioskOrigin() accepts.
+   */
+  kioskOrigins?: readonly string[];
   /** Largest request body accepted, in bytes. */
   maxBodyBytes?: number;
   /** Per-device token bucket: burst size and refill per second. */
@@ -162,6 +167,33 @@ const CONTENT_TYPES: Record<string, string> = {
   '.idx': 'application/octet-stream',
 };
 
+/** The device API: the only routes a kiosk on another origin calls, and the only ones that answer CORS. */
+const DEVICE_ROUTES: ReadonlySet<string> = new Set(['/api/v1/devices/enroll', '/api/v1/inferences']);
+/** The request headers a kiosk sends the device API that CORS does not allow by itself. */
+const DEVICE_HEADERS = ['content-type', 'x-device-id', 'x-signature'];
+
+/**
+ * A kiosk origin as browsers send it in `Origin`: http(s)://host[:port], lower case, no
+ * default port; a trailing '/' is accepted and dropped. Throws on anything else (a path,
+ * a query, no scheme, '*', 'null', credentials): each kiosk origin is named exactly, as a
+ * pattern would let other sites read the device API's answers.
+ */
+export function kioskOrigin(value: string): string {
+  const refuse = (why: string): never => {
+    throw new Error(`'${value}' is not a kiosk origin (scheme://host[:port], such as https://kiosk.example): ${why}`);
+  };
+  if (value.includes('*')) refuse('wildcards are not allowed; name each origin');
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(value)?.[1]?.toLowerCase();
+  if (scheme === undefined || !value.includes('//')) refuse('it has no scheme://');
+  if (scheme !== 'http' && scheme !== 'https') refuse('the scheme must be http or https');
+  if (!/^https?:\/\/[^/?#@]+\/?$/i.test(value)) refuse('an origin has no path, query, fragment or user name');
+  try {
+    return new URL(value).origin;
+  } catch {
+    return refuse('the host is not valid');
+  }
+}
+
 /** Headers that make the page cross-origin isolated (onnxruntime-web's threads need it). */
 const ISOLATION = {
   'cross-origin-opener-policy': 'same-origin',
@@ -187,9 +219,11 @@ export class Backend {
   private readonly maxBody: number;
   private readonly rate: { burst: number; perSecond: number };
   private readonly now: () => number;
+  private readonly kioskOrigins: ReadonlySet<string>;
   readonly decryptions: DecryptionLoop;
 
   constructor(private readonly options: BackendOptions) {
+    this.kioskOrigins = new Set((options.kioskOrigins ?? []).map(kioskOrigin));
     this.maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
     this.rate = options.rateLimit ?? { burst: 20, perSecond: 10 };
     this.now = options.now ?? Date.now;
@@ -249,6 +283,8 @@ export class Backend {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://backend');
     const route = `${req.method} ${url.pathname}`;
+    if (req.method === 'OPTIONS') return this.preflight(req, res, url.pathname);
+    if (DEVICE_ROUTES.has(url.pathname)) this.allowOrigin(req, res);
     switch (route) {
       case 'POST /api/v1/devices/enroll':
         return this.enroll(req, res);
@@ -273,6 +309,41 @@ export class Backend {
     if (url.pathname.startsWith('/api/')) throw new ApiError(404, 'E_NOT_FOUND', `no route ${route}`);
     if ((req.method === 'GET' || req.method === 'HEAD') && this.options.staticDir !== undefined) return this.serveStatic(url.pathname, req, res);
     throw new ApiError(404, 'E_NOT_FOUND', `no route ${route}`);
+  }
+
+  /**
+   * CORS, on the device API only: an answer to a configured kiosk origin carries
+   * Access-Control-Allow-Origin (errors too, so the kiosk reads their codes); any other
+   * origin's browser is given nothing to read. Devices authenticate by signature, not by
+   * cookie, so credentials are never allowed.
+   */
+  private allowOrigin(req: IncomingMessage, res: ServerResponse): void {
+    res.setHeader('vary', 'Origin');
+    const origin = req.headers.origin;
+    if (origin !== undefined && this.kioskOrigins.has(origin)) res.setHeader('access-control-allow-origin', origin);
+  }
+
+  /** A CORS preflight: answered (204) for a configured kiosk origin's POST to the device API; 403 for anything else. */
+  private preflight(req: IncomingMessage, res: ServerResponse, pathname: string): void {
+    const origin = req.headers.origin;
+    if (!DEVICE_ROUTES.has(pathname)) throw new ApiError(403, 'E_CORS', `${pathname} answers no cross-origin requests (only the device API does)`);
+    res.setHeader('vary', 'Origin');
+    if (origin === undefined || !this.kioskOrigins.has(origin)) {
+      throw new ApiError(403, 'E_CORS', `origin ${origin ?? '(none)'} is not a kiosk origin of this backend (sealed-edge serve --kiosk-origin)`);
+    }
+    const method = req.headers['access-control-request-method'];
+    if (method !== 'POST') throw new ApiError(403, 'E_CORS', `${pathname} takes POST, not ${method ?? '(no method)'}`);
+    const headers = (req.headers['access-control-request-headers'] ?? '').split(',').map((h) => h.trim().toLowerCase()).filter((h) => h !== '');
+    const extra = headers.filter((h) => !DEVICE_HEADERS.includes(h));
+    if (extra.length > 0) throw new ApiError(403, 'E_CORS', `the device API does not take the header(s) ${extra.join(', ')}`);
+    res.writeHead(204, {
+      'access-control-allow-origin': origin,
+      'access-control-allow-methods': 'POST',
+      'access-control-allow-headers': DEVICE_HEADERS.join(', '),
+      'access-control-max-age': '600',
+      'cache-control': 'no-store',
+    });
+    res.end();
   }
 
   private listOptions(url: URL): { deviceId?: string; afterId?: number; limit?: number; state?: ResultState } {

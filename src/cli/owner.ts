@@ -2,7 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DecryptionAgent, type Decryptor } from '../backend/decrypt';
 import { DecryptionPool, defaultDecryptWorkers, MAX_DECRYPT_WORKERS } from '../backend/decrypt-pool';
-import { Backend } from '../backend/server';
+import { Backend, kioskOrigin } from '../backend/server';
 import { nodeSeal } from '../node/seal';
 import { addDevice, openWorkspace, operatorToken, type Workspace } from '../protect/workspace';
 import { storeLocation } from '../store/open';
@@ -44,14 +44,29 @@ export function parseDecryptWorkers(raw: string | undefined): number {
  */
 export async function runBackend(
   ws: Workspace,
-  options: { port: number; host: string; staticDir?: string; rateLimit?: { burst: number; perSecond: number }; decryptWorkers: number; storeLocation: string },
+  options: {
+    port: number;
+    host: string;
+    staticDir?: string;
+    rateLimit?: { burst: number; perSecond: number };
+    decryptWorkers: number;
+    storeLocation: string;
+    kioskOrigins?: readonly string[];
+  },
   announce: (base: string) => void,
 ): Promise<void> {
   const decryption: Decryptor =
     options.decryptWorkers === 0
       ? new DecryptionAgent(await nodeSeal(), ws.store, ws.kek)
       : new DecryptionPool({ storeLocation: options.storeLocation, kek: ws.kek, threads: options.decryptWorkers });
-  const backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(ws.dataDir), staticDir: options.staticDir, rateLimit: options.rateLimit });
+  const backend = new Backend({
+    store: ws.store,
+    decryption,
+    operatorToken: operatorToken(ws.dataDir),
+    staticDir: options.staticDir,
+    rateLimit: options.rateLimit,
+    kioskOrigins: options.kioskOrigins,
+  });
   announce(`http://${options.host}:${await backend.listen(options.port, options.host)}`);
   await new Promise<void>((done) => {
     process.once('SIGINT', () => done());
@@ -59,6 +74,17 @@ export async function runBackend(
   });
   await backend.close();
   await decryption.dispose();
+}
+
+/** `--kiosk-origin URL` (repeatable): the origins of kiosks served from another host, checked before anything starts. */
+export function parseKioskOrigins(values: readonly string[] | undefined): string[] {
+  return (values ?? []).map((value) => {
+    try {
+      return kioskOrigin(value);
+    } catch (error) {
+      throw new UsageError(`--kiosk-origin: ${(error as Error).message}`);
+    }
+  });
 }
 
 /** `sealed-edge serve`: the decryption backend, the operators' API and cockpit, and a static host. */
@@ -73,22 +99,25 @@ export async function serveCommand(args: string[]): Promise<number> {
       static: { type: 'string' },
       rate: { type: 'string', default: '10' },
       'decrypt-workers': { type: 'string' },
+      'kiosk-origin': { type: 'string', multiple: true },
     },
   });
   const decryptWorkers = parseDecryptWorkers(values['decrypt-workers']);
+  const kioskOrigins = parseKioskOrigins(values['kiosk-origin']);
   const perSecond = Number(values.rate);
   if (!(perSecond > 0 && perSecond <= 100_000)) throw new UsageError(`--rate must be requests per second per device, from 0 to 100000, got '${values.rate}'`);
   if (values.static !== undefined && !(existsSync(values.static) && statSync(values.static).isDirectory())) {
     throw new UsageError(`--static must be a directory, got '${values.static}'`);
   }
   const port = parsePort(values.port!);
-  const backend = { port, host: values.host!, staticDir: values.static, rateLimit: { burst: Math.max(20, 2 * perSecond), perSecond }, decryptWorkers };
+  const backend = { port, host: values.host!, staticDir: values.static, rateLimit: { burst: Math.max(20, 2 * perSecond), perSecond }, decryptWorkers, kioskOrigins };
   await withWorkspace(values.data!, values.store, (ws) =>
     runBackend(ws, { ...backend, storeLocation: storeLocation(ws.dataDir, values.store) }, (base) => {
       const decryption = decryptWorkers === 0 ? 'on the event loop' : `${decryptWorkers} worker thread${decryptWorkers === 1 ? '' : 's'}`;
       print(`sealed-edge backend on ${base} (decryption ${decryption})`);
       print(`  cockpit:  ${base}/cockpit  (operator token in ${ws.dataDir}/operator.token)`);
       if (values.static !== undefined) print(`  static:   ${base}/  (from ${values.static})`);
+      if (kioskOrigins.length > 0) print(`  device API open to kiosks on ${kioskOrigins.join(', ')}`);
     }),
   );
   return 0;
