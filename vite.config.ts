@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
 import { kioskAssets } from './scripts/kiosk-assets';
+import { isBasePath, type SiteDefaults } from './src/edge/site';
 
 /**
  * The owner's Ed25519 verification key the kiosk pins (64 hex digits): from
@@ -23,8 +24,8 @@ function ownerKey(): string {
  */
 function base(): string {
   const value = process.env.SEALED_EDGE_BASE ?? '';
-  if (value === '' || value === './') return './';
-  if (!/^\/([A-Za-z0-9._~-]+\/)*$/.test(value) || value.split('/').some((part) => part === '.' || part === '..')) {
+  if (value === '') return './';
+  if (!isBasePath(value)) {
     throw new Error(`SEALED_EDGE_BASE must be ./ or an absolute path that starts and ends with '/', such as /kiosk/; got '${value}'`);
   }
   return value;
@@ -33,7 +34,8 @@ function base(): string {
 // One config for the kiosk build and for Vitest.
 export default defineConfig({
   base: base(),
-  define: { __SEALED_EDGE_OWNER_KEY__: JSON.stringify(ownerKey()) },
+  // `sealed-edge deploy` overrides __SEALED_EDGE_SITE__ (the backend URL and the bundle it opens).
+  define: { __SEALED_EDGE_OWNER_KEY__: JSON.stringify(ownerKey()), __SEALED_EDGE_SITE__: JSON.stringify({} satisfies SiteDefaults) },
   resolve: {
     // onnxruntime-web's non-bundled WASM build: its runtime (.mjs + .wasm) is loaded from
     // `<base>ort/`, served by the app (kioskAssets), so threads work and no CDN is used.

@@ -64,8 +64,8 @@ const SETTINGS_KEY = 'sealed-edge.settings';
 
 function defaultSettings(): Settings {
   return {
-    backendUrl: new URL('/', location.href).href,
-    bundleUrl: 'models/mnist/latest.json',
+    backendUrl: __SEALED_EDGE_SITE__.backendUrl ?? new URL('/', location.href).href,
+    bundleUrl: __SEALED_EDGE_SITE__.bundleUrl ?? 'models/mnist/latest.json',
     workers: defaultPoolSize(navigator.hardwareConcurrency),
   };
 }
