@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { approxCommand } from './approx';
 import { runDemo } from './demo';
+import { deployCommand } from './deploy';
 import { UsageError } from './errors';
 import { inspectCommand } from './inspect';
 import { deviceCommand, modelCommand, serveCommand } from './owner';
@@ -41,12 +42,20 @@ commands:
       28×28 images), plans CRT moduli and chain, and verifies the noise budget with one
       real evaluation before publishing.
   serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--store URL|FILE] [--static DIR] [--rate N]
-        [--decrypt-workers N]
+        [--decrypt-workers N] [--kiosk-origin URL]…
       Runs the decryption backend: device enrollment and encrypted results, the operators'
       API and cockpit (/cockpit), and DIR as a static host with COOP/COEP headers.
+      --kiosk-origin (repeatable): the origin of a kiosk served from another host (such as
+      https://kiosk.example); its browser may call the device API (CORS), no other may.
       --rate: requests per second each device may send (default 10).
       --decrypt-workers: worker threads that decrypt stored results (default: one per
       core but one; 0 decrypts on the event loop).
+  deploy MODEL_ID --out DIR [--models DIR] [--data DIR] [--base PATH] [--backend URL] [--force]
+      Writes one folder any static host serves as is: the kiosk built with the owner's key
+      pinned, opening MODEL_ID's signed bundle (copied from --models, default public/models,
+      under DIR/models/MODEL_ID/) and calling the backend at URL (default: its own origin).
+      --base /path/ pins the path it is served at (default ./: any path). DIR must be new
+      or empty unless --force replaces it; nothing is written if anything is refused.
   device add NAME | list | revoke ID   [--data DIR] [--store URL|FILE] [--json]
       Provisions a device (prints its one-time enrollment token), lists or revokes devices.
   model list [ID] | retire ID VERSION   [--data DIR] [--store URL|FILE] [--json]
@@ -68,6 +77,7 @@ const COMMANDS: Record<string, Command> = {
   protect: protectCommand,
   start: startCommand,
   serve: serveCommand,
+  deploy: deployCommand,
   device: deviceCommand,
   model: modelCommand,
   demo: async (args) => {
