@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decryptResult, HeContext, layerNames, keySetInfo, OwnerKeys, planClassifier, type SecurityBits } from '../src/he';
 import { preprocessMnist } from '../src/model/idx';
+import { MNIST_SPEC } from '../src/model/input-spec';
 import { importOnnx } from '../src/model/onnx';
 import { decodeModel } from '../src/model/proto';
 import { loadBundleClassifier } from '../src/node/device-client';
@@ -95,7 +96,7 @@ async function protect(spec: ConvProtectSpec): Promise<ConvProtectOutcome> {
         extractor: model.extractor,
         extractorInput: { name: model.input.name, shape: [1, ...input.slice(1)] },
         extractorOutput: { name: model.features.name, shape: [1, ...model.features.shape!.slice(1).map(Number)] },
-        preprocessing: { width: input[3]!, height: input[2]!, mean: 0.1307, std: 0.3081 },
+        preprocessing: MNIST_SPEC,
       },
       { modelId: spec.id, security: spec.security, input: spec.input, outDir: spec.outDir },
     );

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { MNIST_INPUT_SHAPE, MNIST_MEAN, MNIST_SIDE, MNIST_STD, type MnistImages, readMnistImages, readMnistLabels } from '../src/model/idx';
+import { MNIST_INPUT_SHAPE, type MnistImages, readMnistImages, readMnistLabels } from '../src/model/idx';
+import { MNIST_SPEC } from '../src/model/input-spec';
 import { importOnnx } from '../src/model/onnx';
 import type { SplitModel } from '../src/protect/protect';
 import { makeHead, makeInputs } from '../tests/he/helpers';
@@ -36,7 +37,6 @@ export function weightsUsed({ head, model }: ModelSpec): string {
   return MNIST_X2_MODEL;
 }
 
-const mnistPreprocessing = { width: MNIST_SIDE, height: MNIST_SIDE, mean: MNIST_MEAN, std: MNIST_STD };
 
 /**
  * The model a case protects. MNIST: the trained ONNX model split by importOnnx (for the
@@ -52,7 +52,7 @@ export function paperSplitModel({ head, model }: ModelSpec): SplitModel {
       extractor: new Uint8Array([0]),
       extractorInput: { name: 'input', shape: [1, 3, 32, 32] },
       extractorOutput: { name: 'features', shape: [1, inputs] },
-      preprocessing: { width: 32, height: 32, mean: 0, std: 1 },
+      preprocessing: { channels: 3, height: 32, width: 32, layout: 'nchw', scale: 255, mean: [0, 0, 0], std: [1, 1, 1], fit: 'center-crop', digitize: false },
     };
   }
   const file = model === 'no-activation' ? MNIST_RELU_MODEL : MNIST_X2_MODEL;
@@ -68,7 +68,7 @@ export function paperSplitModel({ head, model }: ModelSpec): SplitModel {
     extractor: imported.extractor,
     extractorInput: { name: imported.input.name, shape: [...MNIST_INPUT_SHAPE] },
     extractorOutput: { name: imported.features.name, shape: [1, first.inputs] },
-    preprocessing: mnistPreprocessing,
+    preprocessing: MNIST_SPEC,
   };
 }
 

@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { describeConv, type Layer } from '../he';
 import { isModelId } from '../model/bundle';
-import { MNIST_MEAN, MNIST_SIDE, MNIST_STD } from '../model/idx';
+import { describeInputSpec, type InputSpec, InputSpecError, inputSpecFromFlags } from '../model/input-spec';
 import { splitOnnx } from '../model/onnx';
 import { nodeSeal } from '../node/seal';
 import { type CalibrationImages, readCalibrationImages } from '../protect/calibration';
@@ -15,6 +15,11 @@ import { DEFAULT_DATA_DIR } from './owner';
 
 export const DEFAULT_BUNDLE_ROOT = 'public/models';
 
+/** Whether the default calibration images (MNIST's training set) are images like the model's. */
+function isMnistShaped(spec: InputSpec): boolean {
+  return spec.channels === 1 && spec.height === 28 && spec.width === 28;
+}
+
 function concreteShape(shape: readonly (number | string)[] | null, what: string): number[] {
   if (shape === null) throw new UsageError(`the model's ${what} has no known shape`);
   return shape.map((d, i) => {
@@ -24,12 +29,57 @@ function concreteShape(shape: readonly (number | string)[] | null, what: string)
   });
 }
 
+/** The input spec's flags (parseArgs options), shared with `start`, which passes them on. */
+export const INPUT_SPEC_OPTIONS = {
+  channels: { type: 'string' },
+  'input-size': { type: 'string' },
+  layout: { type: 'string' },
+  scale: { type: 'string' },
+  mean: { type: 'string' },
+  std: { type: 'string' },
+  fit: { type: 'string' },
+  digitize: { type: 'boolean' },
+  'no-digitize': { type: 'boolean' },
+} as const;
+
+type SpecValues = { [K in keyof typeof INPUT_SPEC_OPTIONS]?: (typeof INPUT_SPEC_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+
+/** The flags as given, to pass on to protect (`start`). */
+export function inputSpecArgv(values: SpecValues): string[] {
+  return Object.keys(INPUT_SPEC_OPTIONS).flatMap((name) => {
+    const value = values[name as keyof SpecValues];
+    if (value === undefined || value === false) return [];
+    return value === true ? [`--${name}`] : [`--${name}`, value];
+  });
+}
+
+/** The input spec for a model input of `shape` from the flags; contradictions are usage errors. */
+export function inputSpecOf(shape: readonly number[], values: SpecValues): InputSpec {
+  try {
+    return inputSpecFromFlags(shape, {
+      channels: values.channels,
+      inputSize: values['input-size'],
+      layout: values.layout,
+      scale: values.scale,
+      mean: values.mean,
+      std: values.std,
+      fit: values.fit,
+      digitize: values.digitize,
+      noDigitize: values['no-digitize'],
+    });
+  } catch (error) {
+    if (error instanceof InputSpecError) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
 /** `sealed-edge protect MODEL.onnx`: split, encrypt the head, publish a signed bundle version. */
 export async function protectCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
     options: {
+      ...INPUT_SPEC_OPTIONS,
       id: { type: 'string' },
       split: { type: 'string' },
       security: { type: 'string', default: '128' },
@@ -40,8 +90,6 @@ export async function protectCommand(args: string[]): Promise<number> {
       data: { type: 'string', default: DEFAULT_DATA_DIR },
       store: { type: 'string' },
       activation: { type: 'string', multiple: true, default: [] },
-      mean: { type: 'string', default: String(MNIST_MEAN) },
-      std: { type: 'string', default: String(MNIST_STD) },
       json: { type: 'boolean', default: false },
     },
   });
@@ -54,31 +102,30 @@ export async function protectCommand(args: string[]): Promise<number> {
   if (scheme !== 'ckks' && scheme !== 'bgv') throw new UsageError(`--scheme must be ckks or bgv, got '${scheme}'`);
   const modelId = values.id ?? basename(file).replace(/\.onnx$/i, '').toLowerCase().replace(/[^a-z0-9._-]/g, '-');
   if (!isModelId(modelId)) throw new UsageError(`--id must be 1–64 characters of a–z, 0–9, ".", "_", "-", got '${modelId}'`);
-  const mean = Number(values.mean);
-  const std = Number(values.std);
-  if (!Number.isFinite(mean) || !(std > 0)) throw new UsageError('--mean must be a number and --std a positive number');
   let bytes: Uint8Array;
   try {
     bytes = new Uint8Array(readFileSync(file));
   } catch (error) {
     throw new UsageError(`cannot read ${file}: ${(error as Error).message}`);
   }
-  let calibrationImages: CalibrationImages | undefined;
-  if (values.calibration !== undefined) {
-    let calibrationBytes: Uint8Array;
-    try {
-      calibrationBytes = new Uint8Array(readFileSync(values.calibration));
-    } catch (error) {
-      throw new UsageError(`cannot read the calibration images ${values.calibration}: ${(error as Error).message}`);
-    }
-    calibrationImages = readCalibrationImages(values.calibration, calibrationBytes);
-  }
+  if (values.calibration !== undefined && !existsSync(values.calibration)) throw new UsageError(`cannot read the calibration images ${values.calibration}: no such file or folder`);
   const approximations = parseActivations(values.activation!);
   const model = splitOnnx(bytes, { split: values.split, source: file, approximations });
   const input = concreteShape(model.input.shape, 'input');
-  if (input.length !== 4 || input[1] !== 1) throw new UsageError(`the extractor's input must be one grayscale image [N, 1, H, W], got [${input.join(', ')}]`);
-  if (input[2] !== MNIST_SIDE || input[3] !== MNIST_SIDE) {
-    throw new UsageError(`protect calibrates on ${MNIST_SIDE}×${MNIST_SIDE} images; the extractor's input is [${input.join(', ')}]`);
+  const spec = inputSpecOf(input, values);
+  let calibrationImages: CalibrationImages | undefined;
+  if (values.calibration !== undefined) {
+    try {
+      calibrationImages = readCalibrationImages(values.calibration);
+    } catch (error) {
+      if (typeof (error as { code?: unknown }).code === 'string' && (error as { code: string }).code.startsWith('E_')) throw error;
+      throw new UsageError(`cannot read the calibration images ${values.calibration}: ${(error as Error).message}`);
+    }
+  } else if (!isMnistShaped(spec)) {
+    throw new UsageError(
+      `the default calibration images (MNIST's training set) are 1×28×28 grey digits; the model takes ${describeInputSpec(spec)}: ` +
+        'give --calibration with a few hundred images like its inputs (an IDX file of uint8 [N, H, W] or [N, H, W, C] images, or a folder of PNG/JPEG files)',
+    );
   }
   const ws = await openWorkspace(values.data!, process.env, values.store);
   try {
@@ -92,7 +139,7 @@ export async function protectCommand(args: string[]): Promise<number> {
         extractor: model.extractor,
         extractorInput: { name: model.input.name, shape: input },
         extractorOutput: { name: model.features.name, shape: concreteShape(model.features.shape, 'features') },
-        preprocessing: { width: input[3]!, height: input[2]!, mean, std },
+        preprocessing: spec,
       },
       {
         modelId,
@@ -115,7 +162,7 @@ export async function protectCommand(args: string[]): Promise<number> {
     const totalMs = Math.round(performance.now() - started);
     if (values.json) {
       const { modelId: id, version, keyId, bundleDir, metrics, bgv, ckks } = report;
-      process.stdout.write(`${JSON.stringify({ modelId: id, version, keyId, scheme, bundleDir, totalMs, ...metrics, bgv, ckks })}\n`);
+      process.stdout.write(`${JSON.stringify({ modelId: id, version, keyId, scheme, bundleDir, totalMs, ...metrics, preprocessing: spec, bgv, ckks })}\n`);
     } else {
       process.stdout.write(describeReport(report, model.head, values.input, totalMs));
     }
@@ -134,6 +181,7 @@ function describeReport(report: ProtectReport, head: Layer[], input: string, tot
     `protected ${report.modelId} v${report.version} (key ${report.keyId}) → ${report.bundleDir}`,
     `  head: ${head.map((l) => (l.kind === 'conv' ? describeConv(l) : l.kind === 'dense' ? `${l.inputs}→${l.outputs}` : l.kind === 'add' ? `+layer ${l.from}` : `poly[${l.coeffs.map((c) => +c.toPrecision(4)).join(', ')}]`)).join(' · ')}`,
     `  ${report.scheme.toUpperCase()}, ${manifest.he.params.polyModulusDegree} ring degree, ${manifest.he.params.security}-bit, input ${input}`,
+    `  input spec: ${describeInputSpec(manifest.extractor.preprocessing)}`,
   ];
   const { bgv, ckks } = report;
   if (ckks !== undefined) {

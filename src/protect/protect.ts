@@ -160,6 +160,10 @@ interface EncryptedHead {
 /** The inputs of the encrypted part to calibrate on: given ones, or calibration images through the extractor. */
 async function calibrationInputs(model: SplitModel, options: ProtectOptions): Promise<{ inputs: readonly ArrayLike<number>[]; source: string }> {
   if (options.calibration !== undefined) return { inputs: options.calibration, source: 'feature vectors given' };
+  const spec = model.preprocessing;
+  if (options.calibrationImages === undefined && (spec.channels !== 1 || spec.height !== 28 || spec.width !== 28)) {
+    throw new Error(`the default calibration images (MNIST's training set) are 1×28×28 grey digits, the model takes ${spec.channels}×${spec.height}×${spec.width}: give calibrationImages like its inputs`);
+  }
   const images = options.calibrationImages ?? defaultCalibrationImages();
   const inputs = await extractorFeatures(model, images);
   const through = model.extractor === null ? 'preprocessed (the model has no extractor)' : 'through the extractor';

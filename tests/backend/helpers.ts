@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import { DecryptionAgent } from '../../src/backend/decrypt';
 import { Backend } from '../../src/backend/server';
 import type { Layer } from '../../src/he';
-import { MNIST_MEAN, MNIST_SIDE, MNIST_STD } from '../../src/model/idx';
+import { MNIST_SIDE } from '../../src/model/idx';
+import { MNIST_SPEC } from '../../src/model/input-spec';
 import { nodeSeal } from '../../src/node/seal';
 import { protectSplitModel, type ProtectReport } from '../../src/protect/protect';
 import { operatorToken, type Workspace } from '../../src/protect/workspace';
@@ -33,7 +34,7 @@ export async function protectHead(
       extractor: new Uint8Array([0]),
       extractorInput: { name: 'input', shape: [1, 1, MNIST_SIDE, MNIST_SIDE] },
       extractorOutput: { name: 'features', shape: [1, first.inputs] },
-      preprocessing: { width: MNIST_SIDE, height: MNIST_SIDE, mean: MNIST_MEAN, std: MNIST_STD },
+      preprocessing: MNIST_SPEC,
     },
     {
       modelId,

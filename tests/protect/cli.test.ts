@@ -24,7 +24,7 @@ describe('owner commands', () => {
     expect(JSON.parse(first.out)).toMatchObject({ modelId: 'mnist-relu', version: 1, weightsBytes: expect.any(Number), peakRssMB: expect.any(Number) });
     const second = cli('protect', relu, '--id', 'mnist-relu', '--activation', 'cryptodl-relu-2', '--data', data, '--out', out);
     expect(second.code).toBe(0);
-    expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}calibration: .*\n( {2}layer \d .*\n){3} {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
+    expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}input spec: 1×28×28 NCHW grey, \(pixel\/255 − 0\.1307\) \/ 0\.3081, digitized MNIST-style\n {2}calibration: .*\n( {2}layer \d .*\n){3} {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
     expect(second.out).toMatch(/layer 0 1600→512: 256 ct×ct and 0 plaintext products \(bound 200\), \d+ rotations/);
     expect(second.out).toMatch(
       /calibration: the first 300 images of the MNIST training set, through the extractor; scores up to [\d.]+, any slot up to [\d.]+: first prime holds \d+ integer bits, 25 bits of precision, modulus \[\d+, 35, 35, 35, \d+\] bits/,
@@ -56,14 +56,14 @@ describe('owner commands', () => {
     writeFileSync(empty, Uint8Array.from([0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28]));
     const at = ['--data', data, '--out', out];
     expect(cli('protect', model, '--scheme', 'rsa', ...at)).toMatchObject({ code: 2, err: expect.stringMatching(/--scheme must be ckks or bgv, got 'rsa'/) });
-    expect(cli('protect', model, '--calibration', labels, ...at)).toMatchObject({ code: 1, err: expect.stringMatching(/E_FORMAT: .*MNIST images are uint8 \[N, 28, 28\]/) });
+    expect(cli('protect', model, '--calibration', labels, ...at)).toMatchObject({ code: 1, err: expect.stringMatching(/E_FORMAT: .*images are uint8 \[N, H, W\] \(grey\) or \[N, H, W, C\]/) });
     expect(cli('protect', model, '--scheme', 'bgv', '--calibration', join(root, 'missing.idx'), ...at)).toMatchObject({
       code: 2,
       err: expect.stringMatching(/cannot read the calibration images .*missing\.idx/),
     });
     expect(cli('protect', model, '--scheme', 'bgv', '--calibration', labels, ...at)).toMatchObject({
       code: 1,
-      err: expect.stringMatching(/E_FORMAT: .*t10k-labels-idx1-ubyte: a uint8 array of \[10000\], MNIST images are uint8 \[N, 28, 28\]/),
+      err: expect.stringMatching(/E_FORMAT: .*t10k-labels-idx1-ubyte: a uint8 array of \[10000\]; images are uint8 \[N, H, W\]/),
     });
     expect(cli('protect', model, '--scheme', 'bgv', '--calibration', join(root, 'noise.onnx'), ...at)).toMatchObject({ code: 1, err: expect.stringMatching(/E_FORMAT: .*bad magic number/) });
     expect(cli('protect', model, '--scheme', 'bgv', '--calibration', empty, ...at)).toMatchObject({ code: 1, err: expect.stringMatching(/E_FORMAT: .*holds no images/) });

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BundleError, type BundleManifest, parseManifest } from '../../src/model/bundle';
+import { MNIST_SPEC } from '../../src/model/input-spec';
 import { loadBundleDir, sha256Hex, writeBundle } from '../../src/protect/bundle';
 import { KEK_FILE, KeyError, loadKek, unwrapSecret, wrapSecret } from '../../src/node/kek';
 import { generateSigningKey, signBytes, verifyBytes } from '../../src/protect/signing';
@@ -89,7 +90,7 @@ function sampleManifest(): Omit<BundleManifest, 'files'> {
     extractor: {
       input: { name: 'input', shape: [1, 1, 28, 28] },
       output: { name: 'features', shape: [1, 4] },
-      preprocessing: { width: 28, height: 28, mean: 0.1307, std: 0.3081 },
+      preprocessing: MNIST_SPEC,
     },
     classes: 2,
   };
