@@ -88,7 +88,7 @@ describe('sealed-edge deploy', () => {
     });
     const weights = join(bad, 'small', 'v1', 'weights.bin');
     const bytes = readFileSync(weights);
-    bytes[bytes.length - 1] ^= 1;
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 1;
     writeFileSync(weights, bytes);
     expect(at('small')).toMatchObject({ code: 1, err: expect.stringMatching(/E_BUNDLE: the bundle .* cannot be deployed: weights\.bin does not match its SHA-256/) });
     expect(existsSync(join(root, 'bad-out'))).toBe(false);
