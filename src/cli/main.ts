@@ -11,10 +11,11 @@ import { startCommand } from './start';
 const USAGE = `usage: sealed-edge <command> [options]
 
 commands:
-  start [--port 8080] [--data DIR] [--model MODEL.onnx] [--scheme ckks|bgv] [--id mnist]
+  start [--port 8080] [--data DIR] [--model MODEL.onnx] [--scheme ckks|bgv] [--id mnist] [--kiosk-origin URL]…
       The demo (npm start): protects the model if it has no bundle yet, builds the kiosk
       with the owner's key pinned, provisions a device and serves kiosk, bundle and cockpit.
       --scheme bgv: the paper's scheme (model id mnist-bgv unless --id is given).
+      --kiosk-origin: as for serve, for a kiosk also deployed elsewhere (sealed-edge deploy).
   demo [--head mnist|small|last] [--security 128|192|256] [--inputs N]
       Encrypts a classifier head with the owner's secret key, evaluates it on encrypted
       inputs as a device would, decrypts the scores as the backend would, and prints them

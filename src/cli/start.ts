@@ -7,7 +7,7 @@ import { latestPointer } from '../protect/protect';
 import { addDevice, openWorkspace, operatorToken, SIGNING_PUBLIC_FILE } from '../protect/workspace';
 import { storeLocation } from '../store/open';
 import { UsageError } from './errors';
-import { DEFAULT_DATA_DIR, parsePort, runBackend } from './owner';
+import { DEFAULT_DATA_DIR, parseKioskOrigins, parsePort, runBackend } from './owner';
 import { DEFAULT_BUNDLE_ROOT, protectCommand } from './protect';
 
 const print = (line: string) => process.stdout.write(`${line}\n`);
@@ -29,9 +29,11 @@ export async function startCommand(args: string[]): Promise<number> {
       model: { type: 'string', default: 'models/paper-cnn-x2+2x.onnx' },
       id: { type: 'string' },
       scheme: { type: 'string', default: 'ckks' },
+      'kiosk-origin': { type: 'string', multiple: true },
     },
   });
   const port = parsePort(values.port!);
+  const kioskOrigins = parseKioskOrigins(values['kiosk-origin']);
   const data = values.data!;
   const scheme = values.scheme!;
   if (scheme !== 'ckks' && scheme !== 'bgv') throw new UsageError(`--scheme must be ckks or bgv, got '${scheme}'`);
@@ -55,7 +57,7 @@ export async function startCommand(args: string[]): Promise<number> {
   const ws = await openWorkspace(data);
   try {
     const { device, token } = await addDevice(ws, `demo-kiosk-${new Date().toISOString().slice(0, 19)}`);
-    await runBackend(ws, { port, host: values.host!, staticDir: dist, decryptWorkers: defaultDecryptWorkers(), storeLocation: storeLocation(data, undefined) }, (base) => {
+    await runBackend(ws, { port, host: values.host!, staticDir: dist, decryptWorkers: defaultDecryptWorkers(), storeLocation: storeLocation(data, undefined), kioskOrigins }, (base) => {
       print('');
       // The kiosk opens models/mnist/latest.json unless told otherwise.
       print(`kiosk:    ${base}/${id === 'mnist' ? '' : `?bundle=models/${id}/latest.json`}`);

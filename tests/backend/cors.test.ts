@@ -183,7 +183,7 @@ describe('backend CORS', () => {
   });
 });
 
-describe('sealed-edge serve --kiosk-origin', () => {
+describe('sealed-edge serve|start --kiosk-origin', () => {
   it('refuses a value that is not an origin before opening anything, with exit code 2', () => {
     const root = mkdtempSync(join(tmpdir(), 'sealed-edge-cors-cli-'));
     const data = join(root, 'data');
@@ -202,5 +202,15 @@ describe('sealed-edge serve --kiosk-origin', () => {
       expect(r.stderr).toMatch(reason);
     }
     expect(existsSync(data)).toBe(false);
+  });
+
+  it('start refuses one too, before protecting or building anything', () => {
+    const root = mkdtempSync(join(tmpdir(), 'sealed-edge-cors-start-'));
+    const dirs = ['--data', join(root, 'data'), '--out', join(root, 'models'), '--dist', join(root, 'dist')];
+    const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', 'start', '--port', '0', ...dirs, '--kiosk-origin', 'https://kiosk.example/index.html'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^sealed-edge start: --kiosk-origin: 'https:\/\/kiosk\.example\/index\.html' is not a kiosk origin .*: an origin has no path/);
+    expect(existsSync(join(root, 'data'))).toBe(false);
+    expect(existsSync(join(root, 'models'))).toBe(false);
   });
 });
