@@ -94,6 +94,16 @@ describe('sealed-edge deploy', () => {
     expect(existsSync(join(root, 'bad-out'))).toBe(false);
   });
 
+  it('a failure after the build (a bundle file it cannot copy) leaves nothing behind, not even the parent it made', () => {
+    const odd = join(root, 'odd-models');
+    cpSync(join(models, 'small'), join(odd, 'small'), { recursive: true });
+    expect(spawnSync('mkfifo', [join(odd, 'small', 'pipe')]).status).toBe(0);
+    const r = deploy('small', '--out', join(root, 'odd-www', 'public', 'site'), '--models', odd, '--data', data);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^sealed-edge deploy: E_BUILD: nothing was written to .*odd-www\/public\/site: .*FIFO/);
+    expect(existsSync(join(root, 'odd-www'))).toBe(false);
+  });
+
   it('writes the kiosk and the signed bundle into one folder, pinning the owner key, the backend and the bundle', () => {
     const www = join(root, 'www', 'public');
     const out = join(www, 'kiosk');

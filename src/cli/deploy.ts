@@ -18,10 +18,10 @@ const PACKAGE_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 const print = (line: string) => process.stdout.write(`${line}\n`);
 
-/** A bundle that cannot be deployed (missing, unreadable, or not signed by the owner's key): exit code 1. */
+/** A bundle that cannot be deployed (missing, unreadable, or not signed by the owner's key), or a failed build: exit code 1. */
 export class DeployError extends Error {
   constructor(
-    readonly code: 'E_BUNDLE' | 'E_OWNER_KEY',
+    readonly code: 'E_BUNDLE' | 'E_OWNER_KEY' | 'E_BUILD',
     message: string,
   ) {
     super(message);
@@ -170,7 +170,7 @@ export async function deployCommand(args: string[]): Promise<number> {
   } catch (error) {
     rmSync(staging, { recursive: true, force: true });
     if (createdParent !== undefined) rmSync(createdParent, { recursive: true, force: true });
-    throw error;
+    throw new DeployError('E_BUILD', `nothing was written to ${values.out}: ${(error as Error).message}`);
   }
   print(`deployed the kiosk and ${id} v${version} (signed by ${ownerKeyHex.slice(0, 16)}…) to ${values.out}`);
   print(`  base:    ${base === './' ? './ (relative: serve the folder at any path)' : `${base} (serve the folder at exactly this path)`}`);
