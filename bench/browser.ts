@@ -76,7 +76,7 @@ async function open(page: Page, url: string): Promise<{ loadMs: number; source: 
 }
 
 /** Runs `count` demo frames through the kiosk's own stream; returns their records and the wall time. */
-async function demo(page: Page, count: number): Promise<{ frames: Omit<FrameRecord, 'digit'>[]; wallMs: number }> {
+async function demo(page: Page, count: number): Promise<{ frames: Omit<FrameRecord, 'pixels'>[]; wallMs: number }> {
   const before = (await kioskFrames(page)).length;
   const wallMs = await (await kiosk(page)).evaluate(async (k, n) => {
     const t = performance.now();

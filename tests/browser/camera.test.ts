@@ -76,7 +76,7 @@ describe.skipIf(!hasChromium)('kiosk camera (Chromium fake camera playing MNIST 
       let best = { digit: -1, maxDiff: Infinity };
       digits.forEach((d, k) => {
         let maxDiff = 0;
-        for (let i = 0; i < d.length && maxDiff <= best.maxDiff; i++) maxDiff = Math.max(maxDiff, Math.abs(d[i]! - f.digit[i]!));
+        for (let i = 0; i < d.length && maxDiff <= best.maxDiff; i++) maxDiff = Math.max(maxDiff, Math.abs(d[i]! - f.pixels[i]!));
         if (maxDiff < best.maxDiff) best = { digit: k, maxDiff };
       });
       expect(best.maxDiff, `frame ${f.frame} matches no video digit`).toBeLessThanOrEqual(PIXEL_TOLERANCE);

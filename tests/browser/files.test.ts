@@ -2,7 +2,8 @@
 // NEEDS /usr/bin/chromium (Debian's `chromium`) and playwright-core; skipped, loudly, without.
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { digitize } from '../../src/edge/digitize';
+import { MNIST_SPEC } from '../../src/model/input-spec';
+import { fitImage } from '../../src/model/preprocess';
 import { buildSite, enrollKiosk, floatModel, hasChromium, kioskFrames, launch, type Site } from './kiosk';
 import { digitAt, greyPng, greyToRgba, inkOnPaper, mnistTestImages } from './media';
 import { decrypted } from '../backend/helpers';
@@ -23,7 +24,7 @@ function imageFile(index: number, style: 'mnist' | { scale: number; margin: numb
   const digit = digitAt(images, index);
   const { width, height, grey } = style === 'mnist' ? { width: 28, height: 28, grey: digit } : inkOnPaper(digit, style.scale, style.margin);
   const name = style === 'mnist' ? `mnist-${index}.png` : `ink-${index}-x${style.scale}.png`;
-  return { name, png: greyPng(width, height, grey), digit: digitize(greyToRgba(width, height, grey)) };
+  return { name, png: greyPng(width, height, grey), digit: fitImage(MNIST_SPEC, greyToRgba(width, height, grey)).pixels };
 }
 
 describe.skipIf(!hasChromium)('kiosk image files (picker and drag-and-drop)', () => {
@@ -63,7 +64,7 @@ describe.skipIf(!hasChromium)('kiosk image files (picker and drag-and-drop)', ()
     const stored = new Map((await decrypted(site.ws.store, { deviceId })).map((r) => [r.idempotencyKey, r.label]));
     expect(frames.map((f) => f.source)).toEqual(files.map(() => 'file'));
     // The kiosk classified exactly the digitized image (files are classified in order).
-    expect(frames.map((f) => f.digit)).toEqual(files.map((f) => Array.from(f.digit)));
+    expect(frames.map((f) => f.pixels)).toEqual(files.map((f) => Array.from(f.digit)));
     const expected = await Promise.all(files.map((f) => label(f.digit)));
     expect(frames.map((f) => stored.get(f.idempotencyKey))).toEqual(expected);
   }
@@ -102,7 +103,7 @@ describe.skipIf(!hasChromium)('kiosk image files (picker and drag-and-drop)', ()
       transfer.setData('text/plain', '7');
       document.getElementById('drop-zone')!.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
     });
-    expect(await page.textContent('#error')).toBe('Only files can be classified: drop digit images');
+    expect(await page.textContent('#error')).toBe('Only files can be classified: drop images');
     expect(await page.isVisible('#error')).toBe(true);
     expect((await kioskFrames(page)).length).toBe(framesBefore);
     expect(posts.length).toBe(postsBefore);

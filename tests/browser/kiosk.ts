@@ -197,12 +197,12 @@ export async function enrollKiosk(page: Page, ws: Workspace, name: string): Prom
   return device.id;
 }
 
-/** The kiosk's frame records as plain JSON (the 28×28 input as a number array). */
-export type FrameJson = Omit<FrameRecord, 'digit'> & { digit: number[] };
+/** The kiosk's frame records as plain JSON (the image the model saw as a number array). */
+export type FrameJson = Omit<FrameRecord, 'pixels'> & { pixels: number[] };
 
 export function kioskFrames(page: Page): Promise<FrameJson[]> {
   return page.evaluate(() =>
-    (globalThis as unknown as { sealedEdgeKiosk: Kiosk }).sealedEdgeKiosk.frames.map((f) => ({ ...f, digit: Array.from(f.digit) })),
+    (globalThis as unknown as { sealedEdgeKiosk: Kiosk }).sealedEdgeKiosk.frames.map((f) => ({ ...f, pixels: Array.from(f.pixels) })),
   );
 }
 

@@ -189,7 +189,7 @@ describe.skipIf(!hasChromium)('kiosk set-up, modes and sub-paths (Debian chromiu
       await page.goto(`${site.kioskUrl}?kiosk=1&source=demo&workers=1`);
       await ready(page);
       expect(await page.evaluate(() => document.body.classList.contains('kiosk-mode'))).toBe(true);
-      expect(await page.textContent('#source')).toBe('the demo digits');
+      expect(await page.textContent('#source')).toBe('the demo stream');
       // Not enrolled yet: the set-up panel is there, nothing else but Start and Stop.
       expect(await visibleControls(page)).toEqual(['kiosk-start', 'stop', 'backend-url', 'bundle-url', 'worker-count', 'save-settings', 'enroll-token', 'enroll']);
       const deviceId = await enrollKiosk(page, site.ws, 'kiosk-mode');

@@ -113,7 +113,7 @@ describe.skipIf(!hasChromium)('the kiosk as a static site on another origin (Deb
     expect(frames).toHaveLength(FRAMES);
     expect(stored.size).toBe(FRAMES);
     const label = await floatModel();
-    const expected = await Promise.all(frames.map((f) => label(Uint8Array.from(f.digit))));
+    const expected = await Promise.all(frames.map((f) => label(Uint8Array.from(f.pixels))));
     expect(frames.map((f) => stored.get(f.idempotencyKey))).toEqual(expected);
     // Every POST went to the backend's origin; the static host served files only.
     expect(posts.map((url) => new URL(url).origin)).toEqual(Array(FRAMES + 1).fill(new URL(backendUrl).origin));

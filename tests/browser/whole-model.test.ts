@@ -121,7 +121,7 @@ describe.skipIf(!hasChromium).each(CASES)('kiosk in Chromium on a bundle with ev
     for (const frame of frames) {
       const result = stored.get(frame.idempotencyKey);
       expect(result, `frame ${frame.frame}'s result is stored`).toBeDefined();
-      const float = await scoresOf(Uint8Array.from(frame.digit));
+      const float = await scoresOf(Uint8Array.from(frame.pixels));
       expected.push(argmax(float));
       labels.push(result!.label);
       expect(result!.scores).toHaveLength(float.length);
