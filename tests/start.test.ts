@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { greyPng } from './browser/media';
 
 const ENV = { ...process.env, SEALED_EDGE_KEK: '3c'.repeat(32) };
 const dirs = (root: string) => ['--port', '0', '--data', join(root, 'data'), '--out', join(root, 'models'), '--dist', join(root, 'dist')];
@@ -35,9 +36,17 @@ function refused(args: string[]) {
 describe('npm start (sealed-edge start)', () => {
   it('protects the committed model, builds the kiosk and serves kiosk, signed bundle and cockpit; refuses another scheme for the same id', async () => {
     const root = mkdtempSync(join(tmpdir(), 'sealed-edge-start-'));
-    await whileServing(dirs(root), async (output) => {
+    // --demo: a folder of pictures replaces the kiosk's demo digits.
+    const demo = join(root, 'pictures');
+    mkdirSync(demo);
+    writeFileSync(join(demo, 'seven.png'), greyPng(2, 2, Uint8Array.from([0, 255, 255, 0])));
+    writeFileSync(join(demo, 'one.png'), greyPng(3, 1, Uint8Array.from([1, 2, 3])));
+    await whileServing([...dirs(root), '--demo', demo], async (output) => {
       const kiosk = /kiosk: +(http:\S+)/.exec(output)![1]!;
       expect(output).toMatch(/protected mnist v1/);
+      expect(output).toContain(`then "Start demo" classifies 2 image files of ${demo} under encryption`);
+      expect(await (await fetch(`${kiosk}demo/stream.json`)).json()).toEqual({ format: 'sealed-edge-demo/1', images: ['00000.png', '00001.png'] });
+      expect(Buffer.from(await (await fetch(`${kiosk}demo/00000.png`)).arrayBuffer())).toEqual(greyPng(3, 1, Uint8Array.from([1, 2, 3])));
       expect(output).toMatch(/enroll with the one-time token [\w-]{32}/);
       const page = await fetch(kiosk);
       expect(page.headers.get('cross-origin-embedder-policy')).toBe('require-corp');

@@ -16,6 +16,9 @@ commands:
       with the owner's key pinned, provisions a device and serves kiosk, bundle and cockpit.
       --scheme bgv: the paper's scheme (model id mnist-bgv unless --id is given).
       --kiosk-origin: as for serve, for a kiosk also deployed elsewhere (sealed-edge deploy).
+      --demo FILE|DIR: the demo stream the kiosk loops over, an IDX file of images (uint8
+      [N, H, W] or [N, H, W, C]) or a folder of PNG/JPEG files (default: 100 MNIST digits).
+      The input spec flags and --calibration are passed to protect (see protect).
   demo [--head mnist|small|last] [--security 128|192|256] [--inputs N]
       Encrypts a classifier head with the owner's secret key, evaluates it on encrypted
       inputs as a device would, decrypts the scores as the backend would, and prints them
@@ -33,15 +36,24 @@ commands:
       cryptodl-relu-3, fitted on [-6, 6]) replaces that activation in the head by a
       polynomial approximation.
   protect MODEL.onnx [--id ID] [--split NODE|input] [--security 128|192|256] [--input encrypted|plain]
-          [--scheme ckks|bgv] [--calibration IMAGES.idx] [--activation METHOD-FN-DEGREE]
-          [--out DIR] [--data DIR] [--store URL|FILE] [--json]
+          [--scheme ckks|bgv] [--calibration IMAGES.idx|DIR] [--activation METHOD-FN-DEGREE]
+          [--channels 1|3] [--input-size HxW] [--layout nchw|nhwc] [--scale 255|1]
+          [--mean m|r,g,b] [--std s|r,g,b] [--fit center-crop|resize|letterbox]
+          [--digitize|--no-digitize] [--out DIR] [--data DIR] [--store URL|FILE] [--json]
       Splits the model, generates a key pair, encrypts the head's weights and publishes a
       signed bundle as a new version under DIR/ID/vN (default public/models); prints the
       time to encrypt, the bundle size and the peak memory. --scheme bgv (the paper's
       scheme; default ckks) calibrates its fixed point on the extractor's features of 300
       images (default: the first MNIST training images; --calibration: an IDX file of
-      28×28 images), plans CRT moduli and chain, and verifies the noise budget with one
-      real evaluation before publishing.
+      uint8 [N, H, W] or [N, H, W, C] images or a folder of PNG/JPEG files), plans CRT
+      moduli and chain, and verifies the noise budget with one real evaluation before
+      publishing; CKKS calibrates its first prime on them too.
+      The input spec (recorded in the signed manifest; the kiosk applies exactly it):
+      channels, size and layout default to the ONNX input's; --scale: the divisor of
+      0–255 pixels before (x − mean) / std; --mean/--std: one value or one per channel;
+      --fit: how another size is fitted (default center-crop); --digitize: MNIST-style
+      centring (the default, with MNIST's mean and std, for 1×28×28 inputs). Any other
+      input needs --mean, --std and --calibration. Contradictions are refused.
   serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--store URL|FILE] [--static DIR] [--rate N]
         [--decrypt-workers N] [--kiosk-origin URL]…
       Runs the decryption backend: device enrollment and encrypted results, the operators'
