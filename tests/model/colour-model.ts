@@ -29,3 +29,19 @@ export function writeColourIdx(file: string, count: number, height: number, widt
   const pixels = Buffer.from(Array.from({ length: count * height * width * 3 }, () => Math.floor((r() + 1) * 128)));
   writeFileSync(file, Buffer.concat([header, pixels]));
 }
+
+/**
+ * A one-channel model that expects raw 0–255 pixels (no normalization): image
+ * [batch, 1, 12, 12] → Conv 1→2, 3×3, stride 2 (small weights: raw pixels are large) →
+ * x² → Flatten → dense 50→4.
+ */
+export function writeRawGreyModel(dir: string): string {
+  const b = new ModelBuilder(32);
+  let t = b.node('Conv', [b.input('image', ['batch', 1, 12, 12]), b.random([2, 1, 3, 3], 0.01), b.random([2], 0.1)], { kernel_shape: [3, 3], strides: [2, 2] }, { name: 'conv' });
+  t = b.node('Mul', [t, t], {}, { name: 'act' });
+  t = b.node('Flatten', [t], {}, { name: 'flatten' });
+  t = b.node('Gemm', [t, b.random([4, 50], 0.5), b.random([4], 0.1)], { transB: 1 }, { name: 'fc' });
+  const path = join(dir, 'raw-grey.onnx');
+  writeFileSync(path, b.build(t));
+  return path;
+}
