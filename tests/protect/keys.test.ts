@@ -162,6 +162,17 @@ describe('static bundle', () => {
     expect(parsed.he.scheme).toBe('ckks');
     expect(parsed.he.params).toEqual(sampleManifest().he.params);
   });
+
+  it('a manifest written before the input spec ({ width, height, mean, std }) is read as MNIST’s contract; a spec that contradicts the input is refused', () => {
+    const enc = (extractor: object) => new TextEncoder().encode(JSON.stringify({ ...sampleManifest(), extractor: { ...sampleManifest().extractor, ...extractor }, files: fileEntries() }));
+    const old = parseManifest(enc({ preprocessing: { width: 28, height: 28, mean: 0.1307, std: 0.3081 } }));
+    expect(old.extractor.preprocessing).toEqual(MNIST_SPEC);
+    expect(() => parseManifest(enc({ preprocessing: { ...MNIST_SPEC, channels: 3, digitize: false } }))).toThrow(
+      /extractor\.preprocessing makes a tensor of \[1, 3, 28, 28\], extractor\.input is \[1, 1, 28, 28\]/,
+    );
+    expect(() => parseManifest(enc({ preprocessing: { ...MNIST_SPEC, fit: 'stretch' } }))).toThrow(/extractor\.preprocessing: fit must be center-crop, resize, letterbox, got "stretch"/);
+    expect(() => parseManifest(enc({ preprocessing: { width: 28, height: 28, mean: 0.1 } }))).toThrow(/extractor\.preprocessing: channels must be 1 or 3/);
+  });
 });
 
 /** The `files` section of a manifest: any well-formed sizes and hashes. */
