@@ -3,7 +3,8 @@
  * out of range (CKKS scores beyond the calibrated range: no label, a ⚠ marker in its
  * place), the noise budget the latest BGV result had left when it was decrypted, and when
  * they arrived, live from the results stream: a result appears once it is decrypted (or
- * has failed, ✗), in the order decryption finished. The operator token is kept in this tab's
+ * has failed, ✗), in the order decryption finished, whichever instance decrypted it; on a
+ * `resync` event the results are read again. The operator token is kept in this tab's
  * sessionStorage only.
  */
 export const COCKPIT_HTML = `<!doctype html>
@@ -61,14 +62,19 @@ function add(r) {
   devices.set(r.deviceId, d);
   return true;
 }
+async function load(headers) {
+  const response = await fetch('api/v1/results?limit=10000', { headers });
+  if (!response.ok) return response;
+  for (const r of (await response.json()).results) add(r);
+  render();
+  return response;
+}
 async function open(token) {
   const headers = { authorization: 'Bearer ' + token };
-  const first = await fetch('api/v1/results?limit=10000', { headers });
+  const first = await load(headers);
   if (!first.ok) { status.textContent = 'Refused: ' + (await first.json()).error.message; return; }
   sessionStorage.setItem('sealed-edge-operator', token);
   document.getElementById('login').hidden = true;
-  for (const r of (await first.json()).results) add(r);
-  render();
   status.textContent = 'Live.';
   const stream = await fetch('api/v1/results/stream', { headers });
   const reader = stream.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -80,8 +86,12 @@ async function open(token) {
     let end;
     while ((end = buffer.indexOf('\\n\\n')) >= 0) {
       const event = buffer.slice(0, end); buffer = buffer.slice(end + 2);
-      const data = event.split('\\n').find((l) => l.startsWith('data: '));
-      if (data && add(JSON.parse(data.slice(6)))) render();
+      const lines = event.split('\\n');
+      const data = lines.find((l) => l.startsWith('data: '));
+      // resync: the backend may have missed announcing results (its database connection
+      // dropped); what is stored is read again, and what is new is added.
+      if (lines.includes('event: resync')) load(headers).catch(() => undefined);
+      else if (data && add(JSON.parse(data.slice(6)))) render();
     }
   }
 }

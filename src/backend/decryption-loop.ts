@@ -15,8 +15,11 @@ export interface DecryptionLoopOptions {
   maxAttempts?: number;
   /** How often the loop looks for results it was not told about: other instances' and expired claims (default 1 s). */
   pollMs?: number;
-  /** Hears each result once it is written: decrypted (with a label or flagged) or failed. */
-  onDone(result: ResultRecord): void;
+  /**
+   * Hears each result this loop wrote: decrypted (with a label or flagged) or failed.
+   * (The backend's operator streams hear every instance's results from the store's feed instead.)
+   */
+  onDone?(result: ResultRecord): void;
   /** Where the loop reports what it cannot hand to a caller (a store that is down); stderr by default. */
   log?(line: string): void;
 }
@@ -157,7 +160,7 @@ export class DecryptionLoop {
   private async done(result: ResultRecord): Promise<void> {
     if (result.state === 'failed') await this.audit(result.deviceId, 'inference.failed', { resultId: result.id, error: result.error });
     try {
-      this.options.onDone(result);
+      this.options.onDone?.(result);
     } catch (error) {
       this.log(`sealed-edge decryption: result ${result.id} written, but announcing it failed: ${describe(error)}`);
     }

@@ -8,11 +8,17 @@ import { isModelId } from '../model/bundle';
 import { COCKPIT_HTML } from './cockpit';
 import type { Decryptor } from './decrypt';
 import { DecryptionLoop } from './decryption-loop';
+import { OperatorStreams } from './operator-streams';
+import { checkRateLimit, defaultRateLimitScope, rateLimiter, type RateLimiter, type RateLimitScope } from './rate-limit';
 import { StoreError, type StoreErrorCode } from '../store/errors';
 import type { DeviceRecord, ResultRecord, ResultState, Store } from '../store/types';
 
 /** Store refusals that a request caused, as HTTP statuses; the rest are 500s. */
-const STORE_STATUS: Partial<Record<StoreErrorCode, number>> = { E_INVALID: 400, E_NOT_FOUND: 404, E_CONFLICT: 409, E_BUSY: 503 };
+const STORE_STATUS: Partial<Record<StoreErrorCode, number>> = { E_INVALID: 400, E_NOT_FOUND: 404, E_CONFLICT: 409, E_BUSY: 503, E_UNAVAILABLE: 503 };
+/** How long an idle keep-alive connection stays open: longer than a load balancer's idle timeout (commonly 60 s). */
+const KEEP_ALIVE_MS = 65_000;
+/** How often (at most) an unavailable database is reported on stderr: once per outage window, not once per request. */
+const UNAVAILABLE_LOG_MS = 5000;
 
 /** Every error a client sees: an HTTP status, a stable code and a message. */
 export class ApiError extends Error {
@@ -48,6 +54,12 @@ export interface BackendOptions {
   maxBodyBytes?: number;
   /** Per-device token bucket: burst size and refill per second. */
   rateLimit?: { burst: number; perSecond: number };
+  /**
+   * Where the buckets live (rate-limit.ts): 'store', shared by every instance on the
+   * database; 'instance', this process's memory. Default: 'store' on PostgreSQL, where
+   * several instances serve one database; 'instance' on SQLite, which serves one.
+   */
+  rateLimitScope?: RateLimitScope;
   now?: () => number;
 }
 
@@ -210,53 +222,72 @@ const ISOLATION = {
  * rate-checked, made idempotent and stored pending with its ciphertext before the device
  * gets its receipt; this instance's DecryptionLoop (woken at once) claims pending results,
  * from any instance sharing the store, decrypts them and writes each label once; the
- * operators' stream of this instance announces each result when it is written.
+ * operators' streams of every instance announce each result when it is written, whichever
+ * instance wrote it (OperatorStreams, from the store's feed). Instances keep no state of
+ * their own: on PostgreSQL any number of them serve behind any HTTP load balancer.
  */
 export class Backend {
   readonly server: Server;
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-  private readonly streams = new Set<ServerResponse>();
+  private readonly streams: OperatorStreams;
   private readonly maxBody: number;
   private readonly rate: { burst: number; perSecond: number };
+  private readonly limiter: RateLimiter;
   private readonly now: () => number;
+  private unavailableLoggedAt = Number.NEGATIVE_INFINITY;
   private readonly kioskOrigins: ReadonlySet<string>;
   readonly decryptions: DecryptionLoop;
 
   constructor(private readonly options: BackendOptions) {
     this.kioskOrigins = new Set((options.kioskOrigins ?? []).map(kioskOrigin));
     this.maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
-    this.rate = options.rateLimit ?? { burst: 20, perSecond: 10 };
+    this.rate = checkRateLimit(options.rateLimit ?? { burst: 20, perSecond: 10 });
     this.now = options.now ?? Date.now;
+    this.limiter = rateLimiter(options.rateLimitScope ?? defaultRateLimitScope(options.store), options.store, this.rate, this.now);
+    this.streams = new OperatorStreams(options.store, forOperator);
     this.decryptions = new DecryptionLoop({
       store: options.store,
       decryptor: options.decryption,
       worker: options.instanceId ?? `${hostname().replace(/[^\x21-\x7e]/g, '_').slice(0, 100)}-${process.pid}-${randomBytes(4).toString('hex')}`,
       claimTimeoutMs: options.claimTimeoutMs,
       pollMs: options.pollMs,
-      onDone: (result) => this.broadcast(result),
     });
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((error: unknown) => this.fail(res, error));
     });
+    // Behind a load balancer, an idle connection must be closed by the balancer, never by
+    // the instance while the balancer sends a request on it (a spurious 502): the instance
+    // keeps idle connections longer than balancers usually do (60 s).
+    this.server.keepAliveTimeout = KEEP_ALIVE_MS;
+    this.server.headersTimeout = KEEP_ALIVE_MS + 1000;
   }
 
-  /** Listens, and starts decrypting pending results. */
-  listen(port: number, host = '127.0.0.1'): Promise<number> {
-    return new Promise((done, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.decryptions.start();
-        const address = this.server.address();
-        done(typeof address === 'object' && address !== null ? address.port : port);
+  /**
+   * Opens the store's feed of written results (for the operators' streams), listens, and
+   * starts decrypting pending results. Rejects (StoreError E_UNAVAILABLE) when the feed
+   * cannot be opened, or with the listening error.
+   */
+  async listen(port: number, host = '127.0.0.1'): Promise<number> {
+    await this.streams.start();
+    try {
+      return await new Promise((done, reject) => {
+        this.server.once('error', reject);
+        this.server.listen(port, host, () => {
+          this.server.off('error', reject);
+          this.decryptions.start();
+          const address = this.server.address();
+          done(typeof address === 'object' && address !== null ? address.port : port);
+        });
       });
-    });
+    } catch (error) {
+      await this.streams.close();
+      throw error;
+    }
   }
 
   /** Stops listening and claiming; resolves once the decryptions under way are written. */
   async close(): Promise<void> {
     await this.decryptions.stop();
-    for (const stream of this.streams) stream.end();
-    this.streams.clear();
+    await this.streams.close();
     await new Promise<void>((done) => {
       this.server.close(() => done());
       this.server.closeAllConnections();
@@ -270,6 +301,18 @@ export class Backend {
     }
     if (error instanceof ApiError) {
       send(res, error.status, { error: { code: error.code, message: error.message } }, error.status === 413 ? { connection: 'close' } : {});
+      return;
+    }
+    if (error instanceof StoreError && error.code === 'E_UNAVAILABLE') {
+      // The database is away: said plainly to the client (without the server's address),
+      // reported on stderr once per window. A write under way was committed whole or not
+      // at all; a device retries with the same idempotency key.
+      const at = Date.now();
+      if (at - this.unavailableLoggedAt >= UNAVAILABLE_LOG_MS) {
+        this.unavailableLoggedAt = at;
+        process.stderr.write(`sealed-edge serve: the database is unavailable (answering 503 until it is back): ${error.message}\n`);
+      }
+      send(res, 503, { error: { code: 'E_UNAVAILABLE', message: 'the database is unavailable; retry later (a result is stored once per idempotency key)' } }, { 'retry-after': '1' });
       return;
     }
     if (error instanceof StoreError && STORE_STATUS[error.code] !== undefined) {
@@ -295,7 +338,7 @@ export class Backend {
         return send(res, 200, { results: (await this.options.store.listResults(this.listOptions(url))).map(forOperator) });
       case 'GET /api/v1/results/stream':
         this.operator(req, url);
-        return this.stream(res);
+        return this.streams.add(res);
       case 'GET /api/v1/devices':
         this.operator(req, url);
         return send(res, 200, { devices: await this.options.store.listDevices() });
@@ -387,18 +430,6 @@ export class Backend {
     send(res, 201, { deviceId: device.id, name: device.name });
   }
 
-  /** Token bucket per device; false when the device must wait. */
-  private allow(deviceId: string): boolean {
-    const now = this.now();
-    const bucket = this.buckets.get(deviceId) ?? { tokens: this.rate.burst, at: now };
-    bucket.tokens = Math.min(this.rate.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.rate.perSecond);
-    bucket.at = now;
-    this.buckets.set(deviceId, bucket);
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
-  }
-
   private async inference(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { store } = this.options;
     const deviceId = req.headers['x-device-id'];
@@ -412,7 +443,7 @@ export class Backend {
       await store.audit(device.id, 'inference.bad-signature', {});
       throw new ApiError(401, 'E_SIGNATURE', 'the X-Signature header is not a valid signature of the body by this device');
     }
-    if (!this.allow(device.id)) {
+    if (!(await this.limiter.allow(device.id))) {
       throw new ApiError(429, 'E_RATE', `more than ${this.rate.perSecond} requests per second`);
     }
     const request = checkInference(parseJson(body));
@@ -447,18 +478,6 @@ export class Backend {
     }
     if (outcome.kind === 'created') this.decryptions.wake();
     send(res, outcome.kind === 'created' ? 201 : 200, { receipt: { ...outcome.result.receipt, resultId: outcome.result.id } });
-  }
-
-  private stream(res: ServerResponse): void {
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-    res.write(': sealed-edge results\n\n');
-    this.streams.add(res);
-    res.on('close', () => this.streams.delete(res));
-  }
-
-  private broadcast(result: ResultRecord): void {
-    const event = `id: ${result.id}\nevent: result\ndata: ${JSON.stringify(forOperator(result))}\n\n`;
-    for (const stream of this.streams) stream.write(event);
   }
 
   private serveStatic(pathname: string, req: IncomingMessage, res: ServerResponse): void {

@@ -8,6 +8,7 @@ export type StoreErrorCode =
   | 'E_BUSY' // another connection held the lock past the busy timeout
   | 'E_CORRUPT' // SQLite reports a malformed database
   | 'E_CLOSED' // a method called after close()
+  | 'E_UNAVAILABLE' // the database server cannot be reached now (refused, dropped or shutting down); a write under way was committed whole or not at all: retry it
   | 'E_DB'; // any other database failure (I/O error, disk full, read-only file)
 
 export class StoreError extends Error {

@@ -18,6 +18,7 @@
  * - The tables live in the connection's current schema: `?options=-c search_path=NAME`
  *   in the URL puts a store in a schema of its own.
  */
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { fail, StoreError, type StoreErrorCode } from './errors';
 import {
@@ -30,8 +31,9 @@ import {
   RESULT_STATE_CHECKS,
   RESULT_STATE_COLUMNS,
   SqlStore,
+  tell,
 } from './sql';
-import type { Store } from './types';
+import type { ResultWatch, ResultWatcher, Store } from './types';
 import { now } from './validate';
 
 /** How long opening the store waits for a connection before failing with E_OPEN. */
@@ -212,6 +214,21 @@ export const MIGRATIONS: readonly Migration[] = [
       ${refuse('results', 'DELETE', 'results are never deleted')}
     `,
   },
+  {
+    version: 3,
+    name: 'device rate buckets',
+    // As SQLite's step 5: each device's token bucket, shared by every instance
+    // (takeRateToken). UNLOGGED: a bucket is updated on every request and is not worth a
+    // WAL record; after a crash of the server the table is emptied and every bucket starts
+    // full again, which a rate limit can afford.
+    sql: `
+      CREATE UNLOGGED TABLE device_rates (
+        device_id TEXT PRIMARY KEY REFERENCES devices (id),
+        tokens    DOUBLE PRECISION NOT NULL,
+        at_ms     BIGINT NOT NULL CHECK (at_ms >= 0)
+      );
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */
@@ -278,21 +295,37 @@ export async function openPostgresStoreWithMigrations(url: string, migrations: r
   // A pooled connection that the server drops while idle is reported here, not to a caller;
   // the pool discards it and the next statement gets a fresh connection or a StoreError.
   pool.on('error', () => undefined);
+  let schema: string;
   try {
     const client = await pool.connect().catch((e: unknown) => {
       throw translate(e, `cannot connect to the database ${where}`, 'E_OPEN');
     });
+    let broken: Error | undefined;
+    const onError = (error: Error) => {
+      broken ??= error;
+    };
+    client.on('error', onError);
     try {
-      await inspect(client, where, migrations);
+      schema = await inspect(client, where, migrations);
       await migrate(client, where, migrations);
     } finally {
-      client.release();
+      client.off('error', onError);
+      client.release(broken);
     }
   } catch (e) {
     await pool.end().catch(() => undefined);
     throw translate(e, `cannot open the database ${where}`, 'E_OPEN');
   }
-  return new SqlStore(new PostgresEngine(pool));
+  return new SqlStore(new PostgresEngine(pool, url, where, resultChannel(schema)));
+}
+
+/**
+ * The NOTIFY channel of the results written in `schema`: one per schema, so that stores
+ * in several schemas of one database never hear each other; hashed, since a channel name
+ * is an identifier of at most 63 bytes and a schema name may take 63 itself.
+ */
+export function resultChannel(schema: string): string {
+  return `sealed_edge_results_${createHash('md5').update(schema).digest('hex')}`;
 }
 
 async function appliedMigrations(client: pg.PoolClient): Promise<AppliedMigration[] | null> {
@@ -301,8 +334,8 @@ async function appliedMigrations(client: pg.PoolClient): Promise<AppliedMigratio
   return (await client.query<AppliedMigration>('SELECT version, name FROM schema_migrations ORDER BY version')).rows;
 }
 
-/** Refuses, without writing, a database that is not ours or that is newer than `migrations`. */
-async function inspect(client: pg.PoolClient, where: string, migrations: readonly Migration[]): Promise<void> {
+/** Refuses, without writing, a database that is not ours or that is newer than `migrations`; returns the schema the store is in. */
+async function inspect(client: pg.PoolClient, where: string, migrations: readonly Migration[]): Promise<string> {
   const schema = (await client.query<{ s: string | null }>('SELECT current_schema() AS s')).rows[0]?.s;
   if (schema == null) fail('E_OPEN', `${where}: the connection has no current schema to keep the tables in (check search_path)`);
   const applied = await appliedMigrations(client);
@@ -313,9 +346,10 @@ async function inspect(client: pg.PoolClient, where: string, migrations: readonl
     if (other.rows.length > 0) {
       fail('E_SCHEMA', `${where} holds tables (e.g. '${other.rows[0]!.name}') in schema '${schema}' but no schema_migrations: not a sealed-edge database`);
     }
-    return;
+    return schema;
   }
   checkApplied(applied, where, migrations);
+  return schema;
 }
 
 async function migrate(client: pg.PoolClient, where: string, migrations: readonly Migration[]): Promise<void> {
@@ -347,15 +381,25 @@ async function migrate(client: pg.PoolClient, where: string, migrations: readonl
 // ---------------------------------------------------------------------------------------
 // Errors
 
-/** SQLSTATE classes and codes (https://www.postgresql.org/docs/current/errcodes-appendix.html). */
+/**
+ * SQLSTATE classes and codes (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+ * A server that cannot be reached or logged into is E_OPEN while the store opens, and
+ * E_UNAVAILABLE afterwards (it went away: a later call may succeed).
+ */
 function mapSqlState(code: string, fallback: StoreErrorCode): StoreErrorCode {
   if (code === '23505') return 'E_CONFLICT'; // unique_violation
   if (code.startsWith('23') || code.startsWith('22')) return 'E_INVALID'; // integrity constraint, data exception
   if (code === '40001' || code === '40P01' || code === '55P03') return 'E_BUSY'; // serialization, deadlock, lock not available
   if (code.startsWith('XX')) return 'E_CORRUPT'; // internal error, data_corrupted, index_corrupted
-  if (code.startsWith('08') || code.startsWith('28') || code === '3D000' || code === '57P03') return 'E_OPEN'; // connection, authorization, no such database, cannot connect now
+  // connection exceptions, authorization, no such database, too many connections, shutting down / terminated / cannot connect now
+  if (code.startsWith('08') || code.startsWith('28') || code === '3D000' || code === '53300' || code.startsWith('57P')) {
+    return fallback === 'E_OPEN' ? 'E_OPEN' : 'E_UNAVAILABLE';
+  }
   return fallback;
 }
+
+/** node-postgres's own words for a connection that is gone or never came (it gives them no code). */
+const CONNECTION_LOST = /connection terminated|timeout exceeded when trying to connect|not queryable|connection (is )?closed/i;
 
 function translate(e: unknown, context: string, fallback: StoreErrorCode = 'E_DB'): StoreError {
   if (e instanceof StoreError) return e;
@@ -364,10 +408,12 @@ function translate(e: unknown, context: string, fallback: StoreErrorCode = 'E_DB
   if (e instanceof pg.DatabaseError && typeof code === 'string') {
     return new StoreError(mapSqlState(code, fallback), `${context}: ${message} (SQLSTATE ${code})`, { cause: e });
   }
+  const unreachable = fallback === 'E_OPEN' ? 'E_OPEN' : 'E_UNAVAILABLE';
   if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
-    // A socket error (ECONNREFUSED, ENOTFOUND, ETIMEDOUT, …): the database is not there.
-    return new StoreError(fallback === 'E_DB' ? 'E_DB' : 'E_OPEN', `${context}: ${message || code} (${code})`, { cause: e });
+    // A socket error (ECONNREFUSED, ENOTFOUND, ETIMEDOUT, ECONNRESET, …): the database is not there.
+    return new StoreError(unreachable, `${context}: ${message || code} (${code})`, { cause: e });
   }
+  if (CONNECTION_LOST.test(message)) return new StoreError(unreachable, `${context}: ${message}`, { cause: e });
   return new StoreError(fallback, `${context}: ${message}`, { cause: e });
 }
 
@@ -398,13 +444,47 @@ function queriesOf(client: pg.Pool | pg.PoolClient): Queries {
   };
 }
 
+/** The longest NOTIFY payload sent (PostgreSQL's limit is 8000 bytes). */
+const MAX_PAYLOAD = 7800;
+
 class PostgresEngine implements Engine {
+  readonly name = 'postgres';
   readonly skipLocked = ' FOR UPDATE SKIP LOCKED';
   readonly forUpdate = ' FOR UPDATE';
   private pool: pg.Pool | null;
+  private readonly feeds = new Set<ResultFeed>();
 
-  constructor(pool: pg.Pool) {
+  constructor(
+    pool: pg.Pool,
+    private readonly url: string,
+    private readonly where: string,
+    private readonly channel: string,
+  ) {
     this.pool = pool;
+  }
+
+  /** NOTIFY inside the transaction: PostgreSQL delivers it to every listening instance when, and only if, the transaction commits. */
+  async announce(q: Queries, ids: readonly number[]): Promise<void> {
+    let payload = '';
+    for (const id of ids) {
+      const next = payload === '' ? String(id) : `${payload},${id}`;
+      if (next.length > MAX_PAYLOAD) {
+        await q.run('SELECT pg_notify(?, ?)', [this.channel, payload]);
+        payload = String(id);
+      } else {
+        payload = next;
+      }
+    }
+    if (payload !== '') await q.run('SELECT pg_notify(?, ?)', [this.channel, payload]);
+  }
+
+  /** LISTEN on a connection of its own (not the pool's), reconnecting when it drops. */
+  async watch(watcher: ResultWatcher): Promise<ResultWatch> {
+    this.open('watchResults');
+    const feed = new ResultFeed(this.url, this.where, this.channel, watcher, () => this.feeds.delete(feed));
+    await feed.start();
+    this.feeds.add(feed);
+    return feed;
   }
 
   private open(what: string): pg.Pool {
@@ -430,6 +510,12 @@ class PostgresEngine implements Engine {
       throw translate(e, what);
     }
     let broken: Error | undefined;
+    // A checked-out connection has no listener of the pool's: without this one, the server
+    // going away between two statements would be an uncaught 'error' event.
+    const onError = (error: Error) => {
+      broken ??= error;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const value = await fn(queriesOf(client));
@@ -442,6 +528,7 @@ class PostgresEngine implements Engine {
       });
       throw translate(e, what);
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }
@@ -459,10 +546,106 @@ class PostgresEngine implements Engine {
     });
   }
 
-  /** Closes the pool (idempotent) once its connections are idle. */
+  /** Closes the pool (idempotent) once its connections are idle, and the feeds. */
   async close(): Promise<void> {
     const pool = this.pool;
     this.pool = null;
+    await Promise.all([...this.feeds].map((feed) => feed.close()));
     if (pool !== null) await pool.end();
+  }
+}
+
+/** Waits after a lost feed before reconnecting: doubling from the first to the last. */
+export const FEED_RETRY_MS = { first: 250, last: 5000 };
+
+/**
+ * A LISTEN connection announcing the results written in one schema. When the connection
+ * drops (the server restarts, a network cut), the watcher hears onLost, the feed
+ * reconnects with growing waits, and the watcher hears onResumed once it listens again:
+ * what was written in between was not announced.
+ */
+class ResultFeed implements ResultWatch {
+  private client: pg.Client | null = null;
+  private closed = false;
+  private timer: NodeJS.Timeout | null = null;
+  private wait = FEED_RETRY_MS.first;
+
+  constructor(
+    private readonly url: string,
+    private readonly where: string,
+    private readonly channel: string,
+    private readonly watcher: ResultWatcher,
+    private readonly onClose: () => void,
+  ) {}
+
+  /** Connects and listens; a StoreError (E_UNAVAILABLE) when it cannot. */
+  async start(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, keepAlive: true, types: TYPES });
+    client.on('error', (error: Error) => this.lost(client, error));
+    client.on('end', () => this.lost(client, new Error('the connection ended')));
+    client.on('notification', (message) => {
+      if (message.channel !== this.channel || !message.payload) return;
+      const ids = message.payload.split(',').map(Number).filter((id) => Number.isSafeInteger(id) && id > 0);
+      if (ids.length > 0 && this.client === client) tell(this.watcher, ids);
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN "${this.channel}"`);
+    } catch (e) {
+      await client.end().catch(() => undefined);
+      throw translate(e, `watchResults: cannot listen for results on ${this.where}`, 'E_UNAVAILABLE');
+    }
+    if (this.closed) {
+      await client.end().catch(() => undefined);
+      return;
+    }
+    this.client = client;
+  }
+
+  private lost(client: pg.Client, error: Error): void {
+    if (this.client !== client) return;
+    this.client = null;
+    client.end().catch(() => undefined);
+    if (this.closed) return;
+    try {
+      this.watcher.onLost?.(translate(error, `watchResults: the feed of results from ${this.where} was lost`, 'E_UNAVAILABLE'));
+    } catch {
+      // The watcher's failure is its own.
+    }
+    this.retry();
+  }
+
+  private retry(): void {
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.start().then(
+        () => {
+          if (this.closed) return;
+          this.wait = FEED_RETRY_MS.first;
+          try {
+            this.watcher.onResumed?.();
+          } catch {
+            // As above.
+          }
+        },
+        () => {
+          if (this.closed) return;
+          this.wait = Math.min(FEED_RETRY_MS.last, 2 * this.wait);
+          this.retry();
+        },
+      );
+    }, this.wait);
+    this.timer.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const client = this.client;
+    this.client = null;
+    this.onClose();
+    await client?.end().catch(() => undefined);
   }
 }

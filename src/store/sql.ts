@@ -21,9 +21,12 @@ import type {
   NewPendingResult,
   NewResult,
   RangeFlag,
+  RateLimit,
   RecordOutcome,
   ResultRecord,
   ResultState,
+  ResultWatch,
+  ResultWatcher,
   SigningKeyRecord,
   Store,
 } from './types';
@@ -57,6 +60,7 @@ export interface Queries {
 
 /** What an engine provides the shared store. Every failure comes out as a StoreError. */
 export interface Engine {
+  readonly name: 'sqlite' | 'postgres';
   /** Appended to a SELECT whose rows must stay locked until the transaction ends ('' where a write transaction locks the whole database). */
   readonly forUpdate: string;
   /** Appended to a SELECT of rows to claim: skips rows another transaction holds ('' where a write transaction locks the whole database). */
@@ -65,9 +69,25 @@ export interface Engine {
   read<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
   /** `fn` in one transaction: all of it is committed before this resolves, or none of it. */
   write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
+  /**
+   * Inside a write transaction: announces these results to every watcher (watch) once
+   * the transaction commits, and not at all if it rolls back.
+   */
+  announce(q: Queries, ids: readonly number[]): Promise<void>;
+  /** Starts a feed of announced results (StoreError when it cannot be opened). */
+  watch(watcher: ResultWatcher): Promise<ResultWatch>;
   /** 'ok' when the engine finds the database sound, else what it found. */
   integrityCheck(): Promise<string>;
   close(): Promise<void>;
+}
+
+/** Calls a watcher without letting its failure reach the store. */
+export function tell(watcher: ResultWatcher, ids: number[]): void {
+  try {
+    watcher.onResults(ids);
+  } catch {
+    // A watcher's own failure is its own; the write it hears about is committed.
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -304,6 +324,10 @@ const MODEL_VERSION_COLUMNS =
 const DEVICE_COLUMNS = 'id, name, status, created_at, enrolled_at, public_key_jwk';
 const RESULT_COLUMNS =
   'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag, received_at, decrypted_at, error, receipt';
+/** The most results getResults reads at once. */
+export const MAX_RESULT_IDS = 1000;
+/** Tokens a bucket gained since its last request: (now − at) × perSecond / 1000, never negative (parameters: now, now, perSecond). */
+const REFILL = '(CASE WHEN CAST(? AS BIGINT) > device_rates.at_ms THEN (CAST(? AS BIGINT) - device_rates.at_ms) * CAST(? AS DOUBLE PRECISION) / 1000.0 ELSE 0 END)';
 /** The longest error message a failed result keeps (longer ones are cut). */
 export const MAX_RESULT_ERROR = 2000;
 
@@ -313,6 +337,10 @@ export const MAX_RESULT_ERROR = 2000;
 /** The Store over an engine; `engine` is exposed for engine-specific diagnostics in tests. */
 export class SqlStore implements Store {
   constructor(readonly engine: Engine) {}
+
+  get engineName(): 'sqlite' | 'postgres' {
+    return this.engine.name;
+  }
 
   async schemaVersion(): Promise<number> {
     return this.engine.read('schemaVersion', async (q) => {
@@ -596,7 +624,10 @@ export class SqlStore implements Store {
           columns.ciphertext,
         ],
       );
-      if (row) return { kind: 'created', result: toResult(row) };
+      if (row) {
+        if (columns.state !== 'pending') await this.engine.announce(q, [row.id]);
+        return { kind: 'created', result: toResult(row) };
+      }
       const raced = await stored();
       if (!raced) fail('E_DB', `${what}: (${deviceId}, ${idempotencyKey}) was neither inserted nor found`);
       return raced;
@@ -632,6 +663,7 @@ export class SqlStore implements Store {
          RETURNING id, device_id, model_id, version, key_id, attempts, ciphertext, received_at`,
         [worker, at, expired, maxAttempts, limit],
       );
+      if (abandoned.length > 0) await this.engine.announce(q, abandoned.map((row) => row.id).sort((a, b) => a - b));
       return {
         claimed: claimed
           .map((row) => ({
@@ -679,6 +711,7 @@ export class SqlStore implements Store {
           [decrypted.label, decrypted.scores, decrypted.noiseBudgetBits, decrypted.rangeFlag, at, id],
         );
       }
+      await this.engine.announce(q, [id]);
       return toResult(row!);
     });
   }
@@ -706,6 +739,49 @@ export class SqlStore implements Store {
       params.push(limit);
     }
     return this.engine.read('listResults', async (q) => (await q.all<ResultRow>(sql, params)).map(toResult));
+  }
+
+  async getResults(ids: readonly number[]): Promise<ResultRecord[]> {
+    if (!Array.isArray(ids)) invalid(`getResults: ids must be an array, got ${describe(ids)}`);
+    if (ids.length > MAX_RESULT_IDS) invalid(`getResults: at most ${MAX_RESULT_IDS} ids at once, got ${ids.length}`);
+    const unique = [...new Set(ids.map((id) => checkInt(id, 'id', 1)))];
+    if (unique.length === 0) return [];
+    return this.engine.read('getResults', async (q) =>
+      (await q.all<ResultRow>(`SELECT ${RESULT_COLUMNS} FROM results WHERE id IN (${unique.map(() => '?').join(', ')}) ORDER BY id`, unique)).map(toResult),
+    );
+  }
+
+  /**
+   * The device's bucket in one upsert: created full less this request, or refilled for the
+   * time since its last request (capped at `burst`) and, if a token is there, taken. A
+   * refused request changes nothing. Clocks of instances may differ a little: time never
+   * runs backwards for a bucket (a refill is never negative).
+   */
+  async takeRateToken(deviceId: string, limit: RateLimit): Promise<boolean> {
+    const id = checkId(deviceId, 'deviceId');
+    const o = checkOptions(limit, ['burst', 'perSecond', 'nowMs'], 'takeRateToken');
+    const burst = checkPositive(o.burst, 'burst', 1);
+    const perSecond = checkPositive(o.perSecond, 'perSecond', Number.MIN_VALUE);
+    const nowMs = checkInt(o.nowMs, 'nowMs', 0);
+    const level = `CASE WHEN device_rates.tokens + ${REFILL} > CAST(? AS DOUBLE PRECISION) THEN CAST(? AS DOUBLE PRECISION) ELSE device_rates.tokens + ${REFILL} END`;
+    const refill = [nowMs, nowMs, perSecond];
+    return this.engine.write('takeRateToken', async (q) => {
+      const row = await q.get<{ tokens: number }>(
+        `INSERT INTO device_rates (device_id, tokens, at_ms) VALUES (?, CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT))
+         ON CONFLICT (device_id) DO UPDATE SET tokens = ${level} - 1, at_ms = CAST(? AS BIGINT)
+         WHERE ${level} >= 1
+         RETURNING tokens`,
+        [id, burst - 1, nowMs, ...refill, burst, burst, ...refill, nowMs, ...refill, burst, burst, ...refill],
+      );
+      return row !== undefined;
+    });
+  }
+
+  async watchResults(watcher: ResultWatcher): Promise<ResultWatch> {
+    if (watcher === null || typeof watcher !== 'object' || typeof watcher.onResults !== 'function') {
+      invalid('watchResults: the watcher must be an object with onResults(ids)');
+    }
+    return this.engine.watch(watcher);
   }
 
   async countResults(): Promise<number> {
@@ -770,6 +846,13 @@ interface InsertedColumns {
 }
 
 const RESULT_STATES: readonly ResultState[] = ['pending', 'decrypted', 'failed'];
+
+function checkPositive(value: unknown, name: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > 1e9) {
+    invalid(`${name} must be a finite number from ${min === 1 ? 1 : 'above 0'} to 1e9, got ${describe(value)}`);
+  }
+  return value;
+}
 
 function checkState(value: unknown): ResultState {
   if (!RESULT_STATES.includes(value as ResultState)) invalid(`state must be one of ${RESULT_STATES.map((s) => `'${s}'`).join(', ')}, got ${describe(value)}`);

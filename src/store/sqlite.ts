@@ -33,8 +33,9 @@ import {
   RESULT_STATE_CHECKS,
   RESULT_STATE_COLUMNS,
   SqlStore,
+  tell,
 } from './sql';
-import type { Store } from './types';
+import type { ResultWatch, ResultWatcher, Store } from './types';
 import { now } from './validate';
 
 export { StoreError, type StoreErrorCode } from './errors';
@@ -301,6 +302,20 @@ export const MIGRATIONS: readonly Migration[] = [
       END;
     `,
   },
+  {
+    version: 5,
+    name: 'device rate buckets',
+    // Per-device token buckets kept in the database (takeRateToken), as on PostgreSQL. The
+    // backend on SQLite keeps its buckets in memory instead (one instance per database:
+    // see Backend), so this table serves the same store API on both engines.
+    sql: `
+      CREATE TABLE device_rates (
+        device_id TEXT PRIMARY KEY NOT NULL REFERENCES devices (id),
+        tokens    REAL NOT NULL,
+        at_ms     INTEGER NOT NULL CHECK (at_ms >= 0)
+      ) STRICT;
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */
@@ -444,19 +459,28 @@ function translate(e: unknown, context: string, fallback: StoreErrorCode = 'E_DB
 // ---------------------------------------------------------------------------------------
 // The engine
 
-/** The end of the line of calls waiting for a database file, per file, shared by every connection to it in this process. */
+/**
+ * The end of the line of calls waiting for a database file, per file, shared by every
+ * connection to it in this process; and who hears the results written to it (watch).
+ */
 interface Line {
   turn: Promise<unknown>;
+  watchers: Set<ResultWatcher>;
 }
 const lines = new Map<string, Line>();
 
 class SqliteEngine implements Engine {
+  readonly name = 'sqlite';
   readonly skipLocked = '';
   readonly forUpdate = '';
   private db: Database.Database | null;
   private readonly statements = new Map<string, Database.Statement>();
   private readonly line: Line;
   private readonly queries: Queries;
+  /** Results the current write transaction announces when it commits. */
+  private announced: number[] = [];
+  /** The feeds this connection opened: closed with it. */
+  private readonly watches = new Set<ResultWatcher>();
 
   /**
    * Calls take turns per file rather than per connection: a second connection's BEGIN
@@ -468,7 +492,7 @@ class SqliteEngine implements Engine {
     const key = path === ':memory:' ? null : resolve(path);
     let line = key === null ? undefined : lines.get(key);
     if (line === undefined) {
-      line = { turn: Promise.resolve() };
+      line = { turn: Promise.resolve(), watchers: new Set() };
       if (key !== null) lines.set(key, line);
     }
     this.line = line;
@@ -531,15 +555,43 @@ class SqliteEngine implements Engine {
       } catch (e) {
         throw translate(e, what);
       }
+      this.announced = [];
       try {
         const value = await fn(this.queries);
         db.exec('COMMIT');
+        const ids = this.announced;
+        this.announced = [];
+        if (ids.length > 0) for (const watcher of [...this.line.watchers]) tell(watcher, ids);
         return value;
       } catch (e) {
+        this.announced = [];
         if (db.inTransaction) db.exec('ROLLBACK');
         throw translate(e, what);
       }
     });
+  }
+
+  /**
+   * SQLite has no notifications between processes: the writes of this process are
+   * announced to this process's watchers of the same file (one backend instance per
+   * SQLite database; PostgreSQL is the engine for several).
+   */
+  async announce(_q: Queries, ids: readonly number[]): Promise<void> {
+    this.announced.push(...ids);
+  }
+
+  async watch(watcher: ResultWatcher): Promise<ResultWatch> {
+    this.open('watchResults');
+    // A wrapper per call: the same watcher object may watch twice and stop once.
+    const entry: ResultWatcher = { onResults: (ids) => watcher.onResults(ids) };
+    this.line.watchers.add(entry);
+    this.watches.add(entry);
+    return {
+      close: async () => {
+        this.line.watchers.delete(entry);
+        this.watches.delete(entry);
+      },
+    };
   }
 
   integrityCheck(): Promise<string> {
@@ -567,6 +619,8 @@ class SqliteEngine implements Engine {
       const db = this.db;
       this.db = null;
       this.statements.clear();
+      for (const entry of this.watches) this.line.watchers.delete(entry);
+      this.watches.clear();
       if (db?.open) {
         try {
           db.close();

@@ -144,7 +144,39 @@ export type RecordOutcome =
   | { kind: 'replayed'; result: ResultRecord }
   | { kind: 'conflict'; result: ResultRecord };
 
+/**
+ * Hears results as they are written (decrypted or failed), by any instance sharing the
+ * store: PostgreSQL LISTEN/NOTIFY; SQLite, the writes of this process (one instance).
+ * Only committed writes are announced.
+ */
+export interface ResultWatcher {
+  /** The ids of results just written, in the order their transactions committed. */
+  onResults(ids: number[]): void;
+  /** The feed is lost (its database connection dropped): results written until `onResumed` are not announced. */
+  onLost?(error: Error): void;
+  /** The feed is back after a loss; what was written meanwhile was not announced (read it from listResults). */
+  onResumed?(): void;
+}
+
+export interface ResultWatch {
+  /** Stops the feed (idempotent). */
+  close(): Promise<void>;
+}
+
+/** A per-device token bucket: `burst` requests at once, refilled at `perSecond`; `nowMs` is the caller's clock (ms since the epoch). */
+export interface RateLimit {
+  burst: number;
+  perSecond: number;
+  nowMs: number;
+}
+
 export interface Store {
+  /**
+   * The engine: 'sqlite' serves the instances of one process; 'postgres' is shared by
+   * any number of instances on any number of machines.
+   */
+  readonly engineName: 'sqlite' | 'postgres';
+
   /** Schema version after migrations. */
   schemaVersion(): Promise<number>;
 
@@ -186,7 +218,17 @@ export interface Store {
    */
   completeResult(id: number, attempt: number, outcome: DecryptionOutcome): Promise<ResultRecord>;
   listResults(options?: { deviceId?: string; afterId?: number; limit?: number; state?: ResultState }): Promise<ResultRecord[]>;
+  /** The results with these ids (at most 1000), by ascending id; unknown ids are left out. */
+  getResults(ids: readonly number[]): Promise<ResultRecord[]>;
   countResults(): Promise<number>;
+  /**
+   * Takes one token from the device's bucket, kept in the database so that every instance
+   * sharing the store draws on the same bucket: true if there was one, false when the
+   * device must wait. One statement, atomic under concurrency.
+   */
+  takeRateToken(deviceId: string, limit: RateLimit): Promise<boolean>;
+  /** Starts announcing written results to `watcher` (see ResultWatcher); E_UNAVAILABLE when the feed cannot be opened. */
+  watchResults(watcher: ResultWatcher): Promise<ResultWatch>;
 
   audit(actor: string, event: string, details?: Record<string, unknown>): Promise<void>;
   listAudit(options?: { limit?: number }): Promise<AuditEvent[]>;

@@ -67,3 +67,27 @@ export async function decrypted(store: Store, options: { deviceId?: string; time
   }
   return store.listResults({ ...filter, limit: 100_000 });
 }
+
+/** An operator's live stream, as the cockpit reads it: every event (name and data) in order. */
+export async function operatorStream(url: string, token: string): Promise<{ events: { event: string; data: Record<string, unknown> }[]; close(): void }> {
+  const abort = new AbortController();
+  const response = await fetch(`${url}/api/v1/results/stream`, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
+  if (response.status !== 200) throw new Error(`the stream answered ${response.status}`);
+  const events: { event: string; data: Record<string, unknown> }[] = [];
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  void (async () => {
+    let text = '';
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+      text += chunk.value;
+      for (let end = text.indexOf('\n\n'); end >= 0; end = text.indexOf('\n\n')) {
+        const lines = text.slice(0, end).split('\n');
+        text = text.slice(end + 2);
+        const data = lines.find((line) => line.startsWith('data: '));
+        if (data === undefined) continue;
+        const event = lines.find((line) => line.startsWith('event: '))?.slice(7) ?? 'message';
+        events.push({ event, data: JSON.parse(data.slice(6)) as Record<string, unknown> });
+      }
+    }
+  })().catch(() => undefined);
+  return { events, close: () => abort.abort() };
+}

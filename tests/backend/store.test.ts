@@ -213,7 +213,7 @@ describe('opening and migrations', () => {
 
     const store = await openSqliteStore(path);
     expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(4);
+    expect(SCHEMA_VERSION).toBe(5);
     expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(
       olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', noiseBudgetBits: null, rangeFlag: null, decryptedAt: r.receivedAt, error: null }]),
     );
@@ -234,6 +234,7 @@ describe('opening and migrations', () => {
       { version: 2, name: 'result noise budget' },
       { version: 3, name: 'result range flag' },
       { version: 4, name: 'results pending decryption' },
+      { version: 5, name: 'device rate buckets' },
     ]);
     expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 6 });
     check.close();
@@ -274,7 +275,7 @@ describe('opening and migrations', () => {
     raw.close();
 
     const store = await openSqliteStore(path);
-    expect(await store.schemaVersion()).toBe(4);
+    expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
     expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(
       olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', rangeFlag: null, decryptedAt: r.receivedAt, error: null }]),
     );

@@ -1,0 +1,199 @@
+/**
+ * What instances sharing one store rely on, on every engine: results announced when they
+ * are written (PostgreSQL LISTEN/NOTIFY to every connection; SQLite to this process), read
+ * back by id, and per-device rate buckets kept in the database.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { StoreError } from '../../src/store/errors';
+import type { NewPendingResult, RateLimit, ResultWatcher, Store } from '../../src/store/types';
+import { type TestEngine, testEngines } from './store-engines';
+
+const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+const CLAIM = { limit: 10, claimTimeoutMs: 60_000, maxAttempts: 3 };
+
+async function expectStoreError(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(error, `expected StoreError ${code}`).toBeInstanceOf(StoreError);
+  expect((error as StoreError).code).toBe(code);
+  if (message) expect((error as StoreError).message).toMatch(message);
+}
+
+async function storeWithDevice(engine: TestEngine): Promise<{ store: Store; location: string }> {
+  const location = await engine.location('shared');
+  const store = await engine.open(location);
+  await store.addModelVersion(
+    { modelId: 'mnist', keyId: 'k1', bundleDir: 'b', manifestSha256: sha('m'), outputs: 10, protectMetrics: {} },
+    { keyId: 'k1', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
+  );
+  for (const id of ['dev-1', 'dev-2']) {
+    await store.addDevice({ id, name: id, tokenSha256: sha(id) });
+    await store.enrollDevice(sha(id), { kty: 'EC', crv: 'P-256', x: randomBytes(32).toString('base64url'), y: randomBytes(32).toString('base64url') });
+  }
+  return { store, location };
+}
+
+const pending = (idempotencyKey: string): NewPendingResult => ({
+  deviceId: 'dev-1',
+  modelId: 'mnist',
+  version: 1,
+  keyId: 'k1',
+  idempotencyKey,
+  bodySha256: sha(idempotencyKey),
+  ciphertext: new Uint8Array(createHash('sha512').update(idempotencyKey).digest()),
+  receivedAt: new Date().toISOString(),
+  receipt: { idempotencyKey },
+});
+
+/** A watcher that keeps what it hears. */
+function listener(): ResultWatcher & { ids: number[]; events: string[] } {
+  const heard = {
+    ids: [] as number[],
+    events: [] as string[],
+    onResults: (ids: number[]) => heard.ids.push(...ids),
+    onLost: () => heard.events.push('lost'),
+    onResumed: () => heard.events.push('resumed'),
+  };
+  return heard;
+}
+
+describe.each(testEngines())('instances sharing the $name store', (engine) => {
+  it('announces each result when it is written (decrypted, failed, abandoned or recorded), never while pending', async () => {
+    const { store } = await storeWithDevice(engine);
+    const heard = listener();
+    const watch = await store.watchResults(heard);
+    for (let i = 0; i < 4; i++) await store.acceptResult(pending(`frame-${i}`));
+    const { claimed } = await store.claimResults({ ...CLAIM, worker: 'w' });
+    await store.completeResult(claimed[0]!.id, 1, { label: 3, scores: [0, 0, 0, 1] });
+    await store.completeResult(claimed[1]!.id, 1, { error: 'E_CIPHERTEXT: refused' });
+    // A refused write announces nothing.
+    await expect(store.completeResult(claimed[0]!.id, 1, { label: 3, scores: [1] })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    await new Promise((done) => setTimeout(done, 5));
+    const abandoned = await store.claimResults({ ...CLAIM, worker: 'w2', claimTimeoutMs: 1, maxAttempts: 1 });
+    expect(abandoned.abandoned.map((r) => r.id)).toEqual([3, 4]);
+    const recorded = await store.recordResult({ ...pending('direct'), label: 1, scores: [0, 1] });
+    await expect.poll(() => heard.ids).toEqual([1, 2, 3, 4, recorded.result.id]);
+    expect(heard.events).toEqual([]);
+    await watch.close();
+    await watch.close();
+    await store.acceptResult(pending('after'));
+    const [late] = (await store.claimResults({ ...CLAIM, worker: 'w3' })).claimed;
+    await store.completeResult(late!.id, 1, { label: 0, scores: [1] });
+    await new Promise((done) => setTimeout(done, 100));
+    expect(heard.ids).toHaveLength(5);
+    await store.close();
+  });
+
+  it('announces to watchers on other connections to the same database; a watcher that throws does not undo the write', async () => {
+    const { store, location } = await storeWithDevice(engine);
+    const other = await engine.open(location);
+    const heard = listener();
+    const watch = await other.watchResults(heard);
+    const thrower = await store.watchResults({
+      onResults: () => {
+        throw new Error('a broken watcher');
+      },
+    });
+    await store.acceptResult(pending('frame-1'));
+    const [claim] = (await store.claimResults({ ...CLAIM, worker: 'w' })).claimed;
+    expect((await store.completeResult(claim!.id, 1, { label: 2, scores: [0, 0, 1] })).state).toBe('decrypted');
+    await expect.poll(() => heard.ids).toEqual([claim!.id]);
+    expect(await other.getResults(heard.ids)).toMatchObject([{ id: claim!.id, state: 'decrypted', label: 2 }]);
+    await thrower.close();
+    await watch.close();
+    await other.close();
+    await store.close();
+  });
+
+  it('reads results by id, in id order, leaving out unknown ids; refuses bad ids', async () => {
+    const { store } = await storeWithDevice(engine);
+    for (let i = 0; i < 3; i++) await store.acceptResult(pending(`frame-${i}`));
+    expect((await store.getResults([3, 1, 99, 1])).map((r) => [r.id, r.idempotencyKey])).toEqual([
+      [1, 'frame-0'],
+      [3, 'frame-2'],
+    ]);
+    expect(await store.getResults([])).toEqual([]);
+    await expectStoreError(store.getResults([0]), 'E_INVALID', /id must be an integer/);
+    await expectStoreError(store.getResults([1.5]), 'E_INVALID', /id/);
+    await expectStoreError(store.getResults('1' as unknown as number[]), 'E_INVALID', /ids must be an array/);
+    await expectStoreError(store.getResults(Array.from({ length: 1001 }, (_, i) => i + 1)), 'E_INVALID', /at most 1000 ids/);
+    await expectStoreError(store.watchResults({} as ResultWatcher), 'E_INVALID', /onResults/);
+    await store.close();
+  });
+
+  it('keeps one token bucket per device for every connection: a burst, then refusals, then the refill', async () => {
+    const { store, location } = await storeWithDevice(engine);
+    const other = await engine.open(location);
+    const limit = (nowMs: number): RateLimit => ({ burst: 3, perSecond: 2, nowMs });
+    const t0 = 1_700_000_000_000;
+    // Three at once, alternating connections as requests alternate instances.
+    expect(await Promise.all([store.takeRateToken('dev-1', limit(t0)), other.takeRateToken('dev-1', limit(t0)), store.takeRateToken('dev-1', limit(t0))])).toEqual([true, true, true]);
+    expect(await other.takeRateToken('dev-1', limit(t0))).toBe(false);
+    expect(await store.takeRateToken('dev-1', limit(t0 + 100))).toBe(false);
+    // Another device has its own bucket.
+    expect(await other.takeRateToken('dev-2', limit(t0))).toBe(true);
+    // 2 per second: one token after 500 ms (a refused request took nothing).
+    expect(await other.takeRateToken('dev-1', limit(t0 + 500))).toBe(true);
+    expect(await store.takeRateToken('dev-1', limit(t0 + 500))).toBe(false);
+    // A clock behind the bucket's refills nothing (instances' clocks differ a little).
+    expect(await store.takeRateToken('dev-1', limit(t0 - 60_000))).toBe(false);
+    // Never above the burst, however long the device was quiet.
+    const later = t0 + 3_600_000;
+    const taken = [];
+    for (let i = 0; i < 5; i++) taken.push(await (i % 2 ? other : store).takeRateToken('dev-1', limit(later)));
+    expect(taken).toEqual([true, true, true, false, false]);
+    // Fractional rates and bursts.
+    expect(await store.takeRateToken('dev-2', { burst: 1.5, perSecond: 0.5, nowMs: later })).toBe(true);
+    expect(await store.takeRateToken('dev-2', { burst: 1.5, perSecond: 0.5, nowMs: later })).toBe(false);
+    expect(await store.takeRateToken('dev-2', { burst: 1.5, perSecond: 0.5, nowMs: later + 2000 })).toBe(true);
+    await other.close();
+    await store.close();
+  });
+
+  it('refuses bad rate-limit input and writes no bucket', async () => {
+    const { store } = await storeWithDevice(engine);
+    const ok = { burst: 2, perSecond: 1, nowMs: 1000 };
+    await expectStoreError(store.takeRateToken('', ok), 'E_INVALID', /deviceId/);
+    await expectStoreError(store.takeRateToken('dev-1', { ...ok, burst: 0.5 }), 'E_INVALID', /burst must be a finite number from 1/);
+    await expectStoreError(store.takeRateToken('dev-1', { ...ok, perSecond: 0 }), 'E_INVALID', /perSecond must be a finite number from above 0/);
+    await expectStoreError(store.takeRateToken('dev-1', { ...ok, perSecond: Number.POSITIVE_INFINITY }), 'E_INVALID', /perSecond/);
+    await expectStoreError(store.takeRateToken('dev-1', { ...ok, nowMs: -1 }), 'E_INVALID', /nowMs/);
+    await expectStoreError(store.takeRateToken('dev-1', { ...ok, nowMs: 1.5 }), 'E_INVALID', /nowMs/);
+    await expectStoreError(store.takeRateToken('dev-1', { ...ok, extra: 1 } as RateLimit), 'E_INVALID', /unknown option 'extra'/);
+    await expectStoreError(store.takeRateToken('dev-1', undefined as unknown as RateLimit), 'E_INVALID', /burst/);
+    // A device the store does not know has no bucket.
+    await expectStoreError(store.takeRateToken('nobody', ok), 'E_INVALID');
+    // The bucket of dev-1 was never written: a full burst is there.
+    expect([await store.takeRateToken('dev-1', ok), await store.takeRateToken('dev-1', ok), await store.takeRateToken('dev-1', ok)]).toEqual([true, true, false]);
+    await store.close();
+  });
+
+  it.runIf(engine.name === 'postgres')('PostgreSQL: stores in other schemas of the database are not heard; a lost feed says so, comes back and announces again', async () => {
+    const { store, location } = await storeWithDevice(engine);
+    const elsewhere = await storeWithDevice(engine);
+    const heard = listener();
+    const watch = await store.watchResults(heard);
+    await elsewhere.store.acceptResult(pending('elsewhere'));
+    const [foreign] = (await elsewhere.store.claimResults({ ...CLAIM, worker: 'w' })).claimed;
+    await elsewhere.store.completeResult(foreign!.id, 1, { label: 1, scores: [0, 1] });
+    await elsewhere.store.close();
+
+    // The server ends the listening connection (as a restart would).
+    const admin = new pg.Client({ connectionString: location });
+    await admin.connect();
+    const killed = await admin.query("SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()");
+    expect(killed.rows.length).toBeGreaterThanOrEqual(1);
+    await expect.poll(() => heard.events, { timeout: 10_000 }).toEqual(['lost', 'resumed']);
+    await store.acceptResult(pending('after-resume'));
+    const [claim] = (await store.claimResults({ ...CLAIM, worker: 'w' })).claimed;
+    await store.completeResult(claim!.id, 1, { label: 4, scores: [0, 0, 0, 0, 1] });
+    await expect.poll(() => heard.ids).toEqual([claim!.id]);
+    await admin.end();
+    await watch.close();
+    await store.close();
+  });
+});
