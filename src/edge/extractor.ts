@@ -31,7 +31,7 @@ export class Extractor {
     return new Extractor(session, manifest);
   }
 
-  /** One preprocessed image (NCHW float32) → the features vector the HE head reads. */
+  /** One preprocessed image (float32, in the input spec's layout) → the features vector the HE head reads. */
   async run(input: Float32Array): Promise<Float32Array> {
     const { input: spec, output } = this.manifest.extractor;
     const tensor = new ort.Tensor('float32', input, [...spec.shape]);
