@@ -23,10 +23,9 @@ export interface DemoSource {
 /** Reads and checks a demo stream: an IDX file of images or a folder of PNG/JPEG files. */
 export function readDemoSource(path: string): DemoSource {
   if (statSync(path).isDirectory()) {
-    const names = readdirSync(path).filter((n) => !n.startsWith('.')).sort();
-    const other = names.filter((n) => !IMAGE_FILE.test(n));
-    if (other.length > 0) throw new ModelError('E_FORMAT', `--demo ${path}: ${other.slice(0, 3).join(', ')}${other.length > 3 ? ', …' : ''}: only .png and .jpg images may be in a demo folder`);
-    if (names.length === 0) throw new ModelError('E_FORMAT', `--demo ${path}: the folder holds no images`);
+    // The folder's .png, .jpg and .jpeg files; anything else (a labels file, say) is left out.
+    const names = readdirSync(path).filter((n) => IMAGE_FILE.test(n) && !n.startsWith('.')).sort();
+    if (names.length === 0) throw new ModelError('E_FORMAT', `--demo ${path}: the folder holds no .png or .jpg images`);
     if (names.length > MAX_DEMO_IMAGES) throw new ModelError('E_FORMAT', `--demo ${path}: ${names.length} images, a demo stream has at most ${MAX_DEMO_IMAGES}`);
     const files = names.map((n, i) => {
       decodeImageFile(join(path, n)); // refuses what does not decode, naming the file

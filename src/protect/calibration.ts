@@ -35,13 +35,12 @@ export function readCalibrationImages(file: string, bytes?: Uint8Array): Calibra
 }
 
 /**
- * The PNG and JPEG files of a folder in name order (at most `limit`), decoded in Node
- * (pngjs, jpeg-js); other files are refused, naming them.
+ * The PNG and JPEG files (.png, .jpg, .jpeg) of a folder in name order (at most `limit`),
+ * decoded in Node (pngjs, jpeg-js); other files (a labels file, say) are left out. One
+ * that does not decode is refused, naming it.
  */
 export function readImageFolder(dir: string, limit = Infinity): ImageSet {
-  const names = readdirSync(dir).filter((n) => !n.startsWith('.')).sort();
-  const other = names.filter((n) => !IMAGE_FILE.test(n));
-  if (other.length > 0) throw new ModelError('E_FORMAT', `${dir}: ${other.slice(0, 3).join(', ')}${other.length > 3 ? ', …' : ''} ${other.length === 1 ? 'is not a' : 'are not'} .png or .jpg image${other.length === 1 ? '' : 's'}`);
+  const names = readdirSync(dir).filter((n) => IMAGE_FILE.test(n) && !n.startsWith('.')).sort();
   const pictures = names.slice(0, limit).map((n) => decodeImageFile(join(dir, n)));
   return {
     count: pictures.length,

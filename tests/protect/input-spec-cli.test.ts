@@ -88,7 +88,7 @@ describe('protect: the input spec flags', () => {
     expect(text.out).toMatch(/calibration: the first 40 images of .*colour\.idx, through the extractor/);
   });
 
-  it('reads calibration images from a folder of PNG files, and refuses other files in it', () => {
+  it('reads calibration images from a folder of PNG files (other files left out), and refuses one that does not decode', () => {
     const dir = join(root, 'pictures');
     mkdirSync(dir);
     writeFileSync(join(dir, 'b.png'), greyPng(3, 2, Uint8Array.from([1, 2, 3, 4, 5, 6])));
@@ -97,8 +97,11 @@ describe('protect: the input spec flags', () => {
     expect(images.count).toBe(2);
     expect(Array.from(images.at(0).data.subarray(0, 4))).toEqual([9, 9, 9, 255]);
     expect(images.at(1).width).toBe(3);
-    writeFileSync(join(dir, 'notes.txt'), 'x');
-    expect(() => readCalibrationImages(dir)).toThrow(/notes\.txt is not a \.png or \.jpg image/);
+    writeFileSync(join(dir, 'labels.json'), '[]');
+    expect(readCalibrationImages(dir).images.count).toBe(2);
+    writeFileSync(join(dir, 'c.jpg'), 'not a jpeg');
+    expect(() => readCalibrationImages(dir)).toThrow(/c\.jpg: not a PNG or JPEG image/);
+    expect(() => readCalibrationImages(join(root, 'data-none'))).toThrow();
   });
 });
 
@@ -131,6 +134,7 @@ describe('start: the spec flags passed to protect, and --demo', () => {
     mkdirSync(dir);
     writeFileSync(join(dir, 'z photo.png'), greyPng(4, 4, new Uint8Array(16).fill(10)));
     writeFileSync(join(dir, 'a.png'), greyPng(4, 4, new Uint8Array(16).fill(20)));
+    writeFileSync(join(dir, 'labels.json'), '{}');
     writeDemoStream(dist, readDemoSource(dir));
     expect(JSON.parse(readFileSync(join(dist, 'demo', 'stream.json'), 'utf8'))).toEqual({ format: 'sealed-edge-demo/1', images: ['00000.png', '00001.png'] });
     expect(readFileSync(join(dist, 'demo', '00001.png'))).toEqual(readFileSync(join(dir, 'z photo.png')));
