@@ -1,22 +1,37 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { backendTable, benchBackend } from './backend';
+import { backendRuns, backendTable, benchBackend, type BackendRunSpec } from './backend';
 import { benchBrowser, browserTable } from './browser';
 import { benchConv, CONV_MODELS, convTable } from './conv';
 import { benchHe, heTable } from './he';
 import { benchPaper } from './paper';
 import { paperTable } from './paper-report';
 
-const SUITES = {
-  he: { run: (quick: boolean) => benchHe({ quick }), table: heTable },
-  backend: { run: (quick: boolean) => benchBackend({ quick }), table: backendTable },
-  browser: { run: (quick: boolean) => benchBrowser({ quick }), table: browserTable },
-  paper: { run: (quick: boolean) => benchPaper({ quick }), table: paperTable },
-  conv: { run: (quick: boolean, model?: string) => benchConv({ quick, model }), table: convTable },
-} as const;
+/** What a suite is given: --quick, --model (conv), the backend's runs. */
+interface SuiteArgs {
+  quick: boolean;
+  model?: string;
+  backendRuns: BackendRunSpec[];
+}
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+const SUITES: Record<string, { run: (a: SuiteArgs) => Promise<any>; table: (report: any) => string; bare?: boolean }> = {
+  he: { run: (a) => benchHe({ quick: a.quick }), table: heTable },
+  // The backend's JSON is { machine, runs } and nothing else (issue 14's format).
+  backend: { run: (a) => benchBackend({ runs: a.backendRuns, postgresUrl: process.env.SEALED_EDGE_BENCH_DATABASE_URL || undefined }), table: backendTable, bare: true },
+  browser: { run: (a) => benchBrowser({ quick: a.quick }), table: browserTable },
+  paper: { run: (a) => benchPaper({ quick: a.quick }), table: paperTable },
+  conv: { run: (a) => benchConv({ quick: a.quick, model: a.model }), table: convTable },
+};
+
+/** Options of the backend suite only. */
+const BACKEND_OPTIONS = ['store', 'instances', 'devices', 'seconds', 'kill', 'decrypt-workers'] as const;
 
 const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE] [--model NAME (conv only: one model's rows)]
+       npm run bench -- backend [--store sqlite|postgres] [--instances N] [--devices D] [--seconds S] [--kill] [--decrypt-workers N]
+         (no run options: the session of three runs, SQLite 1 instance, PostgreSQL 1, PostgreSQL 2 with --kill;
+          PostgreSQL runs use SEALED_EDGE_BENCH_DATABASE_URL's server, else a throwaway durable cluster)
 suites: ${Object.keys(SUITES).join(', ')}`;
 
 async function main(argv: string[]): Promise<number> {
@@ -25,7 +40,18 @@ async function main(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { quick: { type: 'boolean', default: false }, out: { type: 'string' }, model: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        quick: { type: 'boolean', default: false },
+        out: { type: 'string' },
+        model: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        store: { type: 'string' },
+        instances: { type: 'string' },
+        devices: { type: 'string' },
+        seconds: { type: 'string' },
+        kill: { type: 'boolean' },
+        'decrypt-workers': { type: 'string' },
+      },
     });
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${usage}\n`);
@@ -49,12 +75,26 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`no conv benchmark rows for model '${values.model}': choose one of ${CONV_MODELS.join(', ')}\n`);
     return 2;
   }
-  const suite = SUITES[name as keyof typeof SUITES];
+  const given = BACKEND_OPTIONS.filter((option) => values[option] !== undefined);
+  if (given.length > 0 && name !== 'backend') {
+    process.stderr.write(`--${given[0]} is an option of the backend suite only, not of '${name}'\n${usage}\n`);
+    return 2;
+  }
+  let runs: BackendRunSpec[] = [];
+  if (name === 'backend') {
+    try {
+      runs = backendRuns(values, values.quick!);
+    } catch (error) {
+      process.stderr.write(`${(error as Error).message}\n${usage}\n`);
+      return 2;
+    }
+  }
+  const suite = SUITES[name!]!;
   const out = values.out ?? `bench/results/${name}.json`;
-  const report = await suite.run(values.quick!, values.model);
+  const report = await suite.run({ quick: values.quick!, model: values.model, backendRuns: runs });
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify({ suite: name, quick: values.quick, ...report }, null, 2)}\n`);
-  process.stdout.write(`${suite.table(report as { results: Record<string, unknown>[] })}\n\nwrote ${out}\n`);
+  writeFileSync(out, `${JSON.stringify(suite.bare ? report : { suite: name, quick: values.quick, ...report }, null, 2)}\n`);
+  process.stdout.write(`${suite.table(report)}\n\nwrote ${out}\n`);
   return 0;
 }
 

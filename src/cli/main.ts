@@ -55,7 +55,7 @@ commands:
       centring (the default, with MNIST's mean and std, for 1×28×28 inputs). Any other
       input needs --mean, --std and --calibration. Contradictions are refused.
   serve [--port 8080] [--host 127.0.0.1] [--data DIR] [--store URL|FILE] [--static DIR] [--rate N]
-        [--decrypt-workers N] [--kiosk-origin URL]…
+        [--decrypt-workers N] [--kiosk-origin URL]… [--claim-timeout SECONDS]
       Runs the decryption backend: device enrollment and encrypted results, the operators'
       API and cockpit (/cockpit), and DIR as a static host with COOP/COEP headers.
       --kiosk-origin (repeatable): the origin of a kiosk served from another host (such as
@@ -63,6 +63,8 @@ commands:
       --rate: requests per second each device may send (default 10).
       --decrypt-workers: worker threads that decrypt stored results (default: one per
       core but one; 0 decrypts on the event loop).
+      --claim-timeout: a pending result claimed this long ago by an instance that died is
+      taken again by another (default 60).
   deploy MODEL_ID --out DIR [--models DIR] [--data DIR] [--base PATH] [--backend URL] [--force]
       Writes one folder any static host serves as is: the kiosk built with the owner's key
       pinned, opening MODEL_ID's signed bundle (copied from --models, default public/models,

@@ -52,6 +52,8 @@ export async function runBackend(
     decryptWorkers: number;
     storeLocation: string;
     kioskOrigins?: readonly string[];
+    /** A claim on a pending result older than this is taken again (its instance died); default 60 s. */
+    claimTimeoutMs?: number;
   },
   announce: (base: string) => void,
 ): Promise<void> {
@@ -66,6 +68,7 @@ export async function runBackend(
     staticDir: options.staticDir,
     rateLimit: options.rateLimit,
     kioskOrigins: options.kioskOrigins,
+    claimTimeoutMs: options.claimTimeoutMs,
   });
   announce(`http://${options.host}:${await backend.listen(options.port, options.host)}`);
   await new Promise<void>((done) => {
@@ -74,6 +77,20 @@ export async function runBackend(
   });
   await backend.close();
   await decryption.dispose();
+}
+
+/**
+ * `--claim-timeout SECONDS`: how long a claim on a pending result lasts before another
+ * instance takes the result (its instance died mid-decryption); absent, the loop's default
+ * (60 s). Far above one decryption; shorter only where instances are restarted quickly.
+ */
+export function parseClaimTimeout(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const seconds = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw) || seconds < 0.1 || seconds > 86_400) {
+    throw new UsageError(`--claim-timeout must be seconds from 0.1 to 86400, got '${raw}'`);
+  }
+  return Math.round(seconds * 1000);
 }
 
 /** `--kiosk-origin URL` (repeatable): the origins of kiosks served from another host, checked before anything starts. */
@@ -100,6 +117,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       rate: { type: 'string', default: '10' },
       'decrypt-workers': { type: 'string' },
       'kiosk-origin': { type: 'string', multiple: true },
+      'claim-timeout': { type: 'string' },
     },
   });
   const decryptWorkers = parseDecryptWorkers(values['decrypt-workers']);
@@ -110,7 +128,8 @@ export async function serveCommand(args: string[]): Promise<number> {
     throw new UsageError(`--static must be a directory, got '${values.static}'`);
   }
   const port = parsePort(values.port!);
-  const backend = { port, host: values.host!, staticDir: values.static, rateLimit: { burst: Math.max(20, 2 * perSecond), perSecond }, decryptWorkers, kioskOrigins };
+  const claimTimeoutMs = parseClaimTimeout(values['claim-timeout']);
+  const backend = { port, host: values.host!, staticDir: values.static, rateLimit: { burst: Math.max(20, 2 * perSecond), perSecond }, decryptWorkers, kioskOrigins, claimTimeoutMs };
   await withWorkspace(values.data!, values.store, (ws) =>
     runBackend(ws, { ...backend, storeLocation: storeLocation(ws.dataDir, values.store) }, (base) => {
       const decryption = decryptWorkers === 0 ? 'on the event loop' : `${decryptWorkers} worker thread${decryptWorkers === 1 ? '' : 's'}`;

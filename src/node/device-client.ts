@@ -40,6 +40,13 @@ export async function fetchBundle(baseUrl: string, ownerPublicKey: Uint8Array): 
   );
 }
 
+/** Reads and verifies a bundle from a directory on disk (`dir` is the version's directory): for benchmarks and tools. */
+export async function readBundle(dir: string, ownerPublicKey: Uint8Array): Promise<VerifiedBundle> {
+  const { readFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  return loadVerifiedBundle({ read: async (name) => new Uint8Array(await readFile(join(dir, name))) }, await ed25519Verifier(ownerPublicKey), sha256Hex);
+}
+
 /** A bundle's encrypted head loaded into SEAL, of either scheme. */
 export interface LoadedClassifier {
   /** Encrypts the features, evaluates the encrypted head (every CRT component for BGV), serializes the encrypted scores. */
