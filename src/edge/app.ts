@@ -19,8 +19,10 @@ import { toArrayBuffer } from './bytes';
 import { openKioskDb, type DeviceIdentity, type KioskDatabase } from './db';
 import { currentDevice, enroll } from './device';
 import { configureOrt, Extractor } from './extractor';
+import { runFrameLoop } from './frame-loop';
 import { Outbox, type OutboxCounts, type SendOutcome } from './outbox';
 import { defaultPoolSize, HePool } from './pool';
+import { describeChoice, type PoolMode } from './pool-modes';
 import {
   checkBackendUrl,
   checkBundleUrl,
@@ -56,9 +58,10 @@ export interface FrameRecord {
   resultBytes: number;
   resultSha256: string;
   idempotencyKey: string;
-  /** The HE worker that completed the frame, and how many workers shared it. */
+  /** The HE worker that completed the frame, how many workers shared it, and the pool's mode. */
   worker: number;
   workers: number;
+  mode: PoolMode;
   attempts: number;
 }
 
@@ -114,13 +117,15 @@ export class Kiosk {
   frameCount = 0;
   state: 'starting' | 'loading' | 'ready' | 'running' | 'refused' | 'error' = 'starting';
   settings: Settings = defaultSettings();
-  options: UrlOptions = { settings: {}, kiosk: false, source: 'camera' };
+  options: UrlOptions = { settings: {}, kiosk: false, source: 'camera', mode: 'auto' };
   private readonly pending = new Map<string, FrameRecord>();
   private running = false;
   /** `${modelId}@${version}` the backend reported retired. */
   private readonly retired = new Set<string>();
   /** The running stream, settled once its last frame is done. */
   private run?: Promise<void>;
+  /** Extractions run one at a time (onnxruntime-web's session is not re-entrant) while HE frames overlap. */
+  private extracting: Promise<unknown> = Promise.resolve();
   readonly camera = new Camera();
 
   async start(): Promise<void> {
@@ -207,8 +212,12 @@ export class Kiosk {
         `key ${manifest.keyId.slice(0, 8)}…, ${manifest.he.scheme.toUpperCase()} N=${manifest.he.params.polyModulusDegree}, ${manifest.he.params.security}-bit`;
       this.setState('loading', 'starting the extractor and the HE workers…');
       const { threads } = configureOrt(new URL(`${import.meta.env.BASE_URL}ort/`, location.href).href);
+      let extractorNote = '';
       const pool = new HePool(createHeWorker, {
         size: this.settings.workers,
+        mode: this.options.mode,
+        // The worker line says which mode the pool runs and why (src/edge/pool-modes.ts).
+        onChoice: (choice) => ($('workers').textContent = `${describeChoice(choice)}; ${extractorNote}`),
         onEvent: (e) => {
           if (e.kind === 'worker-replaced') $('workers').textContent = `${this.settings.workers} HE worker(s); worker ${e.index} replaced (${e.reason})`;
         },
@@ -222,9 +231,9 @@ export class Kiosk {
       this.bundle = bundle;
       this.pool = pool;
       this.extractor = extractor;
-      $('workers').textContent =
-        `${pool.size} HE worker(s), ` +
-        (extractor === null ? 'no extractor (every layer encrypted)' : `extractor on ${threads} thread(s)${crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`);
+      extractorNote =
+        extractor === null ? 'no extractor (every layer encrypted)' : `extractor on ${threads} thread(s)${crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
+      $('workers').textContent = `${describeChoice(pool.choice)}; ${extractorNote}`;
       this.showWhere(manifest, extractor !== null);
       this.showSpec(manifest);
       this.setState('ready', 'ready');
@@ -252,7 +261,9 @@ export class Kiosk {
     const input = toTensor(spec, image, deviceLayout(spec, extractor !== null));
     this.showInput(image);
     const inputSha256 = await sha256Hex(input);
-    const features = extractor === null ? input : await extractor.run(input);
+    const extracted = this.extracting.then(() => (extractor === null ? input : extractor.run(input)));
+    this.extracting = extracted.catch(() => undefined);
+    const features = await extracted;
     const t1 = performance.now();
     const he = await pool.evaluate(features);
     const t2 = performance.now();
@@ -271,6 +282,7 @@ export class Kiosk {
       worker: he.worker,
       workers: he.workers,
       attempts: he.attempts,
+      mode: he.mode,
     };
     this.frames.push(record);
     if (this.frames.length > FRAME_HISTORY) this.pending.delete(this.frames.shift()!.idempotencyKey);
@@ -365,21 +377,17 @@ export class Kiosk {
   }
 
   /**
-   * Classifies frames from `next`, one at a time (the pool shares each frame among its
-   * workers, so a second frame in flight would only wait), until `next` has no more or
-   * stop() is called; the frame in flight is finished, never dropped.
+   * Classifies frames from `next`, as many in flight as the HE pool asks (one per worker
+   * while it runs one frame per worker, else one: a second frame would only wait), until
+   * `next` has no more or stop() is called; frames in flight are finished, never dropped.
    */
   private async runStream(status: string, next: () => Promise<Frame | undefined>): Promise<void> {
     if (this.pool === undefined || this.state !== 'ready') return;
     this.running = true;
     this.setState('running', status);
-    const loop = async () => {
-      while (this.running) {
-        const frame = await next();
-        if (frame === undefined) return;
-        await this.classify(frame.picture, frame.source);
-      }
-    };
+    const pool = this.pool;
+    const loop = () =>
+      runFrameLoop({ next, process: (frame: Frame) => this.classify(frame.picture, frame.source), concurrency: () => pool.concurrency, running: () => this.running });
     this.run = loop().then(
       () => {
         this.running = false;

@@ -1,9 +1,16 @@
 /**
  * A pool of HE workers. Each worker holds its own copy of the keys and encrypted weights.
- * With one worker, frames run whole, in arrival order. With several, every frame is shared:
- * each worker encrypts the features and evaluates its share of the first layer's
- * giant-step groups (the bulk of the work), one worker adds the partial sums and finishes
- * the frame, so more cores give lower latency; frames run one after another.
+ * With one worker, frames run whole, in arrival order. With several, frames run in one of
+ * three modes (./pool-modes.ts): `shared` — each worker encrypts the features and
+ * evaluates its share of the first layer's giant-step groups (the bulk of the work), one
+ * worker adds the partial sums and finishes the frame, frames one after another;
+ * `per-worker` — one whole frame per worker, as many frames in flight as workers;
+ * `single` — one worker (the fastest measured), one frame at a time. `auto` (the default)
+ * measures the three during warm-up and then continuously, and runs the fastest; what
+ * "fastest" means, and how it is measured, is documented in ./pool-modes.ts. Frames are
+ * admitted in arrival order; a frame of another mode waits until the frames in flight
+ * are done, so every frame is measured in one mode. `concurrency` tells the caller how
+ * many frames to keep in flight (the kiosk's stream loop, ./frame-loop.ts).
  * A worker that throws, dies (error event), is killed, or does not answer within the
  * timeout (SEAL's out-of-memory hangs the module) is terminated and replaced by a fresh
  * one loaded from the pool's copy of the bundle, and the frame is retried. A replacement
@@ -14,6 +21,7 @@
  * services and the browser with comlink-wrapped Web Workers (see ./workers.ts).
  */
 import type { HeFrameResult, HeLoadInfo, HeShareResult, KioskParameters } from './he-service';
+import { isModeSetting, MODE_SETTINGS, ModeChooser, type ModeOptions, type ModeSetting, type PoolChoice, type PoolMode } from './pool-modes';
 
 export interface WorkerHandle {
   load(params: KioskParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo>;
@@ -41,7 +49,15 @@ export interface PoolOptions {
   retries?: number;
   /** A replacement that fails to load is retried after 250 ms, doubling up to 30 s, this many times. */
   maxReloads?: number;
+  /** How frames use the workers: auto (default), shared, per-worker or single (./pool-modes.ts). */
+  mode?: ModeSetting;
+  /** Tuning of the auto mode (tests). */
+  modeOptions?: ModeOptions;
+  /** The clock frames are measured with, in ms (default performance.now; tests pass a fake one). */
+  now?: () => number;
   onEvent?: (event: PoolEvent) => void;
+  /** After every measured frame: the mode, why, and the estimates (the screen's worker line). */
+  onChoice?: (choice: PoolChoice) => void;
 }
 
 export type PoolEvent =
@@ -55,6 +71,8 @@ export interface PoolFrameResult extends HeFrameResult {
   /** Workers that evaluated a share of the frame (1: evaluated whole). */
   workers: number;
   attempts: number;
+  /** The mode the frame ran in. */
+  mode: PoolMode;
 }
 
 /** The pool's size from the machine: one worker per core, at least 1, at most `max`. */
@@ -99,6 +117,18 @@ interface Waiter {
   reject: (error: Error) => void;
 }
 
+/** A frame admitted to run: its mode, when, and the pool time charged so far (see `charge`). */
+interface Admission {
+  mode: PoolMode;
+  startedAt: number;
+  charged: number;
+}
+
+interface AdmissionWaiter {
+  resolve: (admission: Admission) => void;
+  reject: (error: Error) => void;
+}
+
 interface Bundle {
   params: KioskParameters;
   keys: ArrayBuffer;
@@ -120,11 +150,22 @@ function sleep(ms: number): Promise<void> {
 export class HePool {
   private readonly slots: Slot[] = [];
   private readonly waiting: Waiter[] = [];
+  private readonly admissions: AdmissionWaiter[] = [];
   private bundle?: Bundle;
   private disposed = false;
-  /** Shared frames run one after another: each uses every worker. */
-  private frames: Promise<unknown> = Promise.resolve();
+  private chooser: ModeChooser;
+  /** Frames admitted and not yet done, and their mode. */
+  private inFlight = 0;
+  private inFlightMode?: PoolMode;
+  /**
+   * Pool time per frame: ∫ dt / (frames in flight) over the time frames are in flight. A
+   * frame is charged the growth of this clock between its admission and its end.
+   */
+  private charge = 0;
+  private chargedAt = 0;
+  private readonly now: () => number;
   readonly size: number;
+  readonly setting: ModeSetting;
   private readonly frameTimeoutMs: number;
   private readonly loadTimeoutMs: number;
   private readonly retries: number;
@@ -141,12 +182,36 @@ export class HePool {
     this.loadTimeoutMs = checked('loadTimeoutMs', options.loadTimeoutMs ?? 300_000, 1);
     this.retries = checked('retries', options.retries ?? 2, 0);
     this.maxReloads = checked('maxReloads', options.maxReloads ?? 5, 0);
+    const mode: unknown = options.mode ?? 'auto';
+    if (!isModeSetting(mode)) throw new Error(`the pool mode must be one of ${MODE_SETTINGS.join(', ')}, got '${String(mode)}'`);
+    this.setting = mode;
+    this.now = options.now ?? (() => performance.now());
+    this.chooser = new ModeChooser(mode, this.size, options.modeOptions);
+  }
+
+  /** The mode frames run in now, why, and what each mode measured. */
+  get choice(): PoolChoice {
+    return this.chooser.choice();
+  }
+
+  /**
+   * Frames the caller should keep in flight: one per usable worker while frames run one
+   * per worker, else 1 (a second frame would only wait). Read it again after every frame.
+   */
+  get concurrency(): number {
+    return this.chooser.mode === 'per-worker' ? this.usable() : 1;
+  }
+
+  /** Workers loaded or loading (not given up). */
+  private usable(): number {
+    return Math.max(1, this.slots.filter((s) => s.live || s.failures <= this.maxReloads).length);
   }
 
   /** Starts every worker on the bundle; resolves when all are ready (fails if one cannot load it). */
   async load(params: KioskParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo[]> {
     if (this.disposed) throw new Error('the pool has been disposed');
     this.terminateAll();
+    this.chooser = new ModeChooser(this.setting, this.size, this.options.modeOptions);
     // The pool keeps its own copy so that replacement workers can be loaded again.
     this.bundle = { params, keys: keys.slice(0), weights: weights.slice(0) };
     const infos: HeLoadInfo[] = [];
@@ -196,8 +261,9 @@ export class HePool {
     return new Error(`no HE worker is left: every worker failed to load ${this.maxReloads + 1} times in a row`);
   }
 
-  private acquire(): Promise<Slot> {
-    const idle = this.slots.find((s) => !s.busy);
+  /** An idle worker, the first of `prefer` that is idle if any; else waits for one. */
+  private acquire(prefer: number[] = []): Promise<Slot> {
+    const idle = [...prefer.map((i) => this.slots[i]), ...this.slots].find((s) => s !== undefined && !s.busy);
     if (idle !== undefined) {
       idle.busy = true;
       return Promise.resolve(idle);
@@ -231,24 +297,71 @@ export class HePool {
     fresh.ready.catch((error: Error) => this.replace(fresh, `reload failed: ${error.message}`, true));
   }
 
-  /** Evaluates one frame, shared by every worker when there are several; retried if a worker fails. */
-  evaluate(features: Float32Array): Promise<PoolFrameResult> {
-    if (this.bundle === undefined) return Promise.reject(new Error('the pool has no bundle loaded'));
-    if (this.size === 1) return this.evaluateWhole(features);
-    const frame = this.frames.then(() => this.evaluateShared(features));
-    this.frames = frame.catch(() => undefined);
-    return frame;
+  /**
+   * Evaluates one frame in the pool's mode (shared by every worker, whole on one worker);
+   * retried on other or fresh workers if a worker fails.
+   */
+  async evaluate(features: Float32Array): Promise<PoolFrameResult> {
+    if (this.bundle === undefined) throw new Error('the pool has no bundle loaded');
+    const { mode, startedAt, charged } = await this.admit();
+    let frame: Omit<PoolFrameResult, 'mode'> | undefined;
+    try {
+      frame = mode === 'shared' ? await this.evaluateShared(features) : await this.evaluateWhole(features, mode);
+      return { ...frame, mode };
+    } finally {
+      const end = this.tick();
+      this.inFlight--;
+      if (this.inFlight === 0) this.inFlightMode = undefined;
+      // A frame retried after a worker failure measures the failure, not the mode.
+      if (frame !== undefined && frame.attempts === 1 && !this.disposed) {
+        this.chooser.record({ mode, msPerFrame: end - charged, latencyMs: this.now() - startedAt, worker: frame.worker, workers: frame.workers });
+        this.options.onChoice?.(this.chooser.choice());
+      }
+      this.admitWaiting();
+    }
+  }
+
+  /** Advances the pool-time clock to now; returns it. */
+  private tick(): number {
+    const t = this.now();
+    if (this.inFlight > 0) this.charge += (t - this.chargedAt) / this.inFlight;
+    this.chargedAt = t;
+    return this.charge;
+  }
+
+  /** Waits for the frame's turn (arrival order) and for the frames in flight its mode cannot run beside. */
+  private admit(): Promise<Admission> {
+    if (this.disposed) return Promise.reject(new Error('the pool has been disposed'));
+    return new Promise((resolve, reject) => {
+      this.admissions.push({ resolve, reject });
+      this.admitWaiting();
+    });
+  }
+
+  private admitWaiting(): void {
+    while (this.admissions.length > 0) {
+      const mode = this.chooser.mode;
+      // Shared and single frames run alone; per-worker frames beside per-worker frames, one per worker.
+      if (this.inFlight > 0 && (mode !== 'per-worker' || this.inFlightMode !== 'per-worker' || this.inFlight >= this.usable())) return;
+      const waiter = this.admissions.shift()!;
+      const charged = this.tick();
+      this.inFlight++;
+      this.inFlightMode = mode;
+      waiter.resolve({ mode, startedAt: this.now(), charged });
+    }
   }
 
   private call<T>(slot: Slot, work: Promise<T>, what: string): Promise<T> {
     return withTimeout(Promise.race([work, slot.died]), this.frameTimeoutMs, `${what} on worker ${slot.index}`);
   }
 
-  private async evaluateWhole(features: Float32Array): Promise<PoolFrameResult> {
+  /** One frame, whole, on one worker: single mode's (the fastest measured), or the fastest idle one. */
+  private async evaluateWhole(features: Float32Array, mode: 'single' | 'per-worker'): Promise<Omit<PoolFrameResult, 'mode'>> {
     let lastError: Error | undefined;
     for (let attempt = 1; attempt <= this.retries + 1; attempt++) {
       if (this.disposed) throw new Error('the pool has been disposed');
-      const slot = await this.acquire();
+      const ranked = this.chooser.rankWorkers();
+      const slot = await this.acquire(mode === 'single' ? ranked.slice(0, 1) : ranked);
       try {
         const frame = await this.call(slot, slot.handle.evaluate(features.slice()), 'a frame');
         this.release(slot);
@@ -278,15 +391,15 @@ export class HePool {
     return live;
   }
 
-  private async evaluateShared(features: Float32Array): Promise<PoolFrameResult> {
+  private async evaluateShared(features: Float32Array): Promise<Omit<PoolFrameResult, 'mode'>> {
     let lastError: Error | undefined;
     for (let attempt = 1; attempt <= this.retries + 1; attempt++) {
       const slots = await this.takeAll();
-      const t0 = performance.now();
+      const t0 = this.now();
       const shares = await Promise.allSettled(
         slots.map((slot, k) => this.call(slot, slot.handle.evaluateShare(features.slice(), k, slots.length), 'a share')),
       );
-      const sharesMs = performance.now() - t0;
+      const sharesMs = this.now() - t0;
       const failed = slots.filter((slot, k) => {
         const share = shares[k]!;
         if (share.status === 'fulfilled') return false;
@@ -354,5 +467,6 @@ export class HePool {
     this.bundle = undefined;
     const error = new Error('the pool has been disposed');
     for (const waiter of this.waiting.splice(0)) waiter.reject(error);
+    for (const waiter of this.admissions.splice(0)) waiter.reject(error);
   }
 }

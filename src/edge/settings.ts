@@ -1,9 +1,10 @@
 /**
  * The kiosk's settings and the checks every entry point applies to them: URL parameters
- * (`?bundle=`, `?backend=`, `?workers=`, `?kiosk=`, `?source=`), the set-up panel's form
+ * (`?bundle=`, `?backend=`, `?workers=`, `?kiosk=`, `?source=`, `?mode=`), the set-up panel's form
  * and the enrollment token. Platform-free (no DOM): Node tests pin the rules; the page
  * shows each refusal's message.
  */
+import { MODE_SETTINGS, type ModeSetting } from './pool-modes';
 
 export interface Settings {
   /** The backend's base URL (absolute). */
@@ -24,10 +25,15 @@ export interface UrlOptions {
   kiosk: boolean;
   /** What the kiosk mode's Start button classifies. */
   source: Source;
+  /**
+   * How the HE pool uses its workers (`?mode=`, for tests and benchmarks; URL only, not
+   * saved): auto (default) measures and picks the fastest, or a fixed mode (src/edge/pool-modes.ts).
+   */
+  mode: ModeSetting;
 }
 
 export const MAX_WORKERS = 16;
-export const URL_PARAMETERS = ['bundle', 'backend', 'workers', 'kiosk', 'source'] as const;
+export const URL_PARAMETERS = ['bundle', 'backend', 'workers', 'kiosk', 'source', 'mode'] as const;
 
 export class SettingsError extends Error {
   override readonly name = 'SettingsError';
@@ -72,6 +78,18 @@ export function checkWorkers(value: string): number {
   return n;
 }
 
+/** `?mode=`: auto, shared, per-worker or single. */
+export function checkPoolMode(value: string): ModeSetting {
+  const mode = MODE_SETTINGS.find((m) => m === value);
+  if (mode === undefined) {
+    throw new SettingsError(
+      `?mode= takes ${MODE_SETTINGS.slice(0, -1).join(', ')} or ${MODE_SETTINGS.at(-1)} ` +
+        `(how the HE workers run frames: measured and chosen, each frame shared, one frame per worker, one worker), got '${value}'`,
+    );
+  }
+  return mode;
+}
+
 export const MAX_DEMO_FRAMES = 1000;
 
 export function checkFrameCount(value: string): number {
@@ -95,7 +113,7 @@ export function checkEnrollmentToken(value: string): string {
 export function parseUrlOptions(search: string, page: string): UrlOptions {
   const params = new URLSearchParams(search);
   const problems: string[] = [];
-  const options: UrlOptions = { settings: {}, kiosk: false, source: 'camera' };
+  const options: UrlOptions = { settings: {}, kiosk: false, source: 'camera', mode: 'auto' };
   const seen = new Set<string>();
   for (const [name, value] of params) {
     if (seen.has(name)) {
@@ -121,6 +139,9 @@ export function parseUrlOptions(search: string, page: string): UrlOptions {
         case 'source':
           if (!(SOURCES as readonly string[]).includes(value)) throw new SettingsError(`?source= takes ${SOURCES.join(' or ')}, got '${value}'`);
           options.source = value as Source;
+          break;
+        case 'mode':
+          options.mode = checkPoolMode(value);
           break;
         default:
           throw new SettingsError(`unknown URL parameter '${name}' (the kiosk reads ${URL_PARAMETERS.join(', ')})`);

@@ -45,7 +45,7 @@ describe.skipIf(!hasChromium)('kiosk in Chromium on a BGV bundle', () => {
   });
 
   it('2 workers evaluate a CRT component each; the backend stores the float model’s labels and each result’s noise budget', async () => {
-    await page.goto(`${site.url}/?workers=2&bundle=models/mnist-bgv/latest.json`);
+    await page.goto(`${site.url}/?workers=2&mode=shared&bundle=models/mnist-bgv/latest.json`);
     await page.waitForSelector('#state[data-state="ready"]', { timeout: 5 * 60_000 });
     expect(await page.textContent('#bundle-status')).toMatch(/BGV N=16384, 128-bit/);
     const deviceId = await enrollKiosk(page, site.ws, 'kiosk-bgv');

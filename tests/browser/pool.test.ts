@@ -112,8 +112,8 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
     pool.dispose();
   });
 
-  it('two workers share every frame; a worker killed mid-frame does not lose its frame', async () => {
-    const pool = new HePool(() => fakeWorker({}), { size: 2 });
+  it('two workers share every frame (?mode=shared); a worker killed mid-frame does not lose its frame', async () => {
+    const pool = new HePool(() => fakeWorker({}), { size: 2, mode: 'shared' });
     await pool.load(params, ab(keys), ab(weights));
     const pending = inputs.map((x) => pool.evaluate(Float32Array.from(x)));
     while (pool.busy < 2) await new Promise((resolve) => setTimeout(resolve, 1));
@@ -134,7 +134,7 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
         behaviours[index] = b;
         return fakeWorker(b);
       },
-      { size: 2, frameTimeoutMs: 3000 },
+      { size: 2, frameTimeoutMs: 3000, mode: 'shared' },
     );
     await pool.load(params, ab(keys), ab(weights));
     // Worker 1 fails on its share three ways, then worker 0 (the finisher) while finishing.
@@ -156,6 +156,7 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
     let made = 0;
     const pool = new HePool(() => fakeWorker({ failLoad: made++ >= 2 }), {
       size: 2,
+      mode: 'shared',
       maxReloads: 2,
       onEvent: (e) => events.push(`${e.kind}:${e.index}:${e.generation}`),
     });
@@ -186,7 +187,7 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
       const components = bgv.ctx.components.length;
       const reference = bgvReferenceModel(bgv.plan, head);
       expect(components).toBeGreaterThanOrEqual(2);
-      const pool = new HePool(() => fakeWorker({}), { size: 2 });
+      const pool = new HePool(() => fakeWorker({}), { size: 2, mode: 'shared' });
       await pool.load(bgv.ctx.params, ab(bgv.owner.deviceKeyBytes()), ab(bgv.classifierBytes));
       for (const [i, x] of inputs.slice(0, 3).entries()) {
         const frame = await pool.evaluate(Float32Array.from(x));

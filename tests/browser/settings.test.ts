@@ -7,6 +7,7 @@ import {
   checkBundleUrl,
   checkEnrollmentToken,
   checkFrameCount,
+  checkPoolMode,
   checkWorkers,
   parseSavedSettings,
   parseUrlOptions,
@@ -17,14 +18,16 @@ const PAGE = 'https://shop.example/floor-2/kiosk/';
 
 describe('kiosk settings (Node)', () => {
   it('URL parameters: defaults, every known parameter, and the kiosk flag', () => {
-    expect(parseUrlOptions('', PAGE)).toEqual({ settings: {}, kiosk: false, source: 'camera' });
+    expect(parseUrlOptions('', PAGE)).toEqual({ settings: {}, kiosk: false, source: 'camera', mode: 'auto' });
     expect(parseUrlOptions('?kiosk', PAGE).kiosk).toBe(true);
     expect(parseUrlOptions('?kiosk=0', PAGE).kiosk).toBe(false);
-    expect(parseUrlOptions('?bundle=models/cifar/v3/&backend=https://owner.example:8443/&workers=3&kiosk=1&source=demo', PAGE)).toEqual({
+    expect(parseUrlOptions('?bundle=models/cifar/v3/&backend=https://owner.example:8443/&workers=3&kiosk=1&source=demo&mode=per-worker', PAGE)).toEqual({
       settings: { bundleUrl: 'models/cifar/v3/', backendUrl: 'https://owner.example:8443/', workers: 3 },
       kiosk: true,
       source: 'demo',
+      mode: 'per-worker',
     });
+    for (const mode of ['auto', 'shared', 'per-worker', 'single'] as const) expect(parseUrlOptions(`?workers=2&mode=${mode}`, PAGE).mode).toBe(mode);
   });
 
   it('URL parameters: every problem is reported at once', () => {
@@ -39,8 +42,17 @@ describe('kiosk settings (Node)', () => {
     };
     expect(refused('?workers=0&source=mic&colour=red')).toBe(
       "the number of HE workers must be a whole number from 1 to 16, got '0'; ?source= takes camera or demo, got 'mic'; " +
-        "unknown URL parameter 'colour' (the kiosk reads bundle, backend, workers, kiosk, source)",
+        "unknown URL parameter 'colour' (the kiosk reads bundle, backend, workers, kiosk, source, mode)",
     );
+    const badMode =
+      "?mode= takes auto, shared, per-worker or single (how the HE workers run frames: measured and chosen, each frame shared, one frame per worker, one worker), got '";
+    expect(refused('?mode=fast')).toBe(`${badMode}fast'`);
+    expect(refused('?mode=')).toBe(`${badMode}'`);
+    expect(refused('?mode=Shared')).toBe(`${badMode}Shared'`);
+    expect(refused('?mode=single&mode=shared')).toBe('?mode= is given more than once');
+    expect(refused('?workers=0&mode=per_worker')).toBe(`the number of HE workers must be a whole number from 1 to 16, got '0'; ${badMode}per_worker'`);
+    expect(checkPoolMode('per-worker')).toBe('per-worker');
+    expect(() => checkPoolMode(' auto')).toThrow(SettingsError);
     expect(refused('?bundle=a.json&bundle=b.json')).toBe('?bundle= is given more than once');
     expect(refused('?kiosk=true')).toBe("?kiosk= takes 1 (kiosk mode) or 0, got 'true'");
   });

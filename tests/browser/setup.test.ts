@@ -77,7 +77,8 @@ describe.skipIf(!hasChromium)('kiosk set-up, modes and sub-paths (Debian chromiu
       ['backend=http://127.0.0.1:1/?x=1', /the backend URL must not have a \?query/],
       ['kiosk=yes', /\?kiosk= takes 1 \(kiosk mode\) or 0, got 'yes'/],
       ['source=microphone', /\?source= takes camera or demo, got 'microphone'/],
-      ['worker=2', /unknown URL parameter 'worker' \(the kiosk reads bundle, backend, workers, kiosk, source\)/],
+      ['worker=2', /unknown URL parameter 'worker' \(the kiosk reads bundle, backend, workers, kiosk, source, mode\)/],
+      ['workers=2&mode=fast', /\?mode= takes auto, shared, per-worker or single \(.*\), got 'fast'/],
       ['workers=1&workers=2', /\?workers= is given more than once/],
       ['workers=99&source=x', /got '99'.*; \?source= takes camera or demo, got 'x'/],
     ];

@@ -98,7 +98,7 @@ describe.skipIf(!hasChromium).each(CASES)('kiosk in Chromium on a bundle with ev
    */
   async function run(workers: 1 | 2, source: 'network' | 'cache'): Promise<void> {
     const count = COUNT[workers]!;
-    await page.goto(`${site.url}/?workers=${workers}&bundle=models/${id}/latest.json`);
+    await page.goto(`${site.url}/?workers=${workers}&mode=shared&bundle=models/${id}/latest.json`);
     await page.waitForSelector('#state[data-state="ready"]', { timeout: 5 * 60_000 });
     expect(await page.textContent('#bundle-id')).toBe(`${id} v1`);
     expect(await page.textContent('#bundle-status')).toMatch(new RegExp(`verified \\(Ed25519 signature, 2 SHA-256s\\) from the ${source} .*CKKS N=8192, 128-bit`));
@@ -149,13 +149,13 @@ describe.skipIf(!hasChromium).each(CASES)('kiosk in Chromium on a bundle with ev
     expect(await page.textContent('#where-weights')).toBe("encrypted (CKKS, owner's key)");
     expect(await page.textContent('#where-input-what')).toBe('preprocessed image entering the encrypted layers');
     expect(await page.textContent('#where-input')).toBe('encrypted (public key)');
-    expect(await page.textContent('#workers')).toBe('2 HE worker(s), no extractor (every layer encrypted)');
+    expect(await page.textContent('#workers')).toMatch(/^2 HE worker\(s\), sharing each frame \(\?mode=shared\): \d+ ms\/frame; no extractor \(every layer encrypted\)$/);
     expect(consoleErrors).toEqual([]);
   });
 
   it.skipIf(COUNT[1] === undefined)('1 HE worker, the bundle from the cache: the backend stores the float model’s labels', async () => {
     await run(1, 'cache');
-    expect(await page.textContent('#workers')).toBe('1 HE worker(s), no extractor (every layer encrypted)');
+    expect(await page.textContent('#workers')).toMatch(/^1 HE worker\(s\): \d+ ms\/frame; no extractor \(every layer encrypted\)$/);
     expect(consoleErrors).toEqual([]);
   });
 });
