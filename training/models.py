@@ -51,6 +51,19 @@ deep-poly
     and Gemm only (the pool has count_include_pad=False, which exports without a Pad
     node).
 
+colour-poly
+    A small all-polynomial colour CNN for the synthetic colour set (3x32x32 input,
+    training/colour_data.py), 5 multiplicative levels like small-poly:
+
+        Conv 3->8 5x5 stride 2 pad 2 -> 8x16x16, BN, x^2,
+        AvgPool 2x2 -> 8x8x8, Flatten -> 512     <- the automatic split
+        FC 512->64, BN, x^2, FC 64->10 (logits)
+
+    The batch norms (on by default) are folded into the Conv and FC 512->64 before the
+    export. Split automatically, the device runs the Conv, x^2 and pool in plaintext and
+    encrypts FC 512->64, x^2, FC 64->10; at ``--split input`` everything is encrypted
+    (the pool folds into the dense layer: 2048->64).
+
 Activations (``--activation``):
     relu, none (identity), x2+2x (x^2 + 2x, the paper's), square (x^2),
     poly (coefficients from ``--coeffs a0,a1,...``), and
@@ -331,9 +344,43 @@ class DeepPoly(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = ("paper-cnn", "paper-cnn-he", "small-poly", "deep-poly")
+class ColourPoly(nn.Module):
+    """The small all-polynomial colour CNN (3x32x32); see the module docstring.
+    Without ``batch_norm`` it is the folded, exported form."""
+
+    CHANNELS, SIZE, MAPS, HIDDEN = 3, 32, 8, 64
+
+    def __init__(self, activation_factory, batch_norm: bool = True):
+        super().__init__()
+        layers = [("conv1", nn.Conv2d(self.CHANNELS, self.MAPS, 5, stride=2, padding=2))]  # -> 8x16x16
+        if batch_norm:
+            layers.append(("bn1", nn.BatchNorm2d(self.MAPS)))
+        layers += [("act1", activation_factory()),
+                   ("pool", nn.AvgPool2d(2, count_include_pad=False)),            # -> 8x8x8
+                   ("flatten", nn.Flatten())]
+        self.features = nn.Sequential(OrderedDict(layers))
+        head = [("fc1", nn.Linear(self.MAPS * 8 * 8, self.HIDDEN))]
+        if batch_norm:
+            head.append(("bn2", nn.BatchNorm1d(self.HIDDEN)))
+        head += [("act2", activation_factory()), ("fc2", nn.Linear(self.HIDDEN, 10))]
+        self.classifier = nn.Sequential(OrderedDict(head))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+MODELS = ("paper-cnn", "paper-cnn-he", "small-poly", "deep-poly", "colour-poly")
 # the models trained with batch norms that fold_batch_norm folds before the export
-FOLDED_BATCH_NORM = ("paper-cnn-he", "deep-poly")
+FOLDED_BATCH_NORM = ("paper-cnn-he", "deep-poly", "colour-poly")
+# the models of the synthetic colour set (training/colour_data.py); the others are MNIST's
+COLOUR_MODELS = ("colour-poly",)
+
+
+def input_shape(name: str) -> Tuple[int, int, int]:
+    """(channels, height, width) of a model's input."""
+    if name in COLOUR_MODELS:
+        return (ColourPoly.CHANNELS, ColourPoly.SIZE, ColourPoly.SIZE)
+    return (1, 28, 28)
 
 
 def build_model(name: str, spec: ActivationSpec, batch_norm: bool = False) -> nn.Module:
@@ -351,6 +398,10 @@ def build_model(name: str, spec: ActivationSpec, batch_norm: bool = False) -> nn
         if spec.kind != "poly":
             raise ValueError(f"deep-poly needs a polynomial activation, not {spec.name}")
         return DeepPoly(lambda: make_activation(spec), batch_norm=batch_norm)
+    if name == "colour-poly":
+        if spec.kind != "poly":
+            raise ValueError(f"colour-poly needs a polynomial activation, not {spec.name}")
+        return ColourPoly(lambda: make_activation(spec), batch_norm=batch_norm)
     raise ValueError(f"unknown model {name!r}: use one of {MODELS}")
 
 

