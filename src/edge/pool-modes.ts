@@ -30,13 +30,15 @@
  *
  * HOW `auto` MEASURES. Warm-up: a short run of each mode (single, shared, per-worker; the
  * first frames of a mode never run before are discarded as cold), then the fastest.
- * Then continuously: the running mode's sliding window (the last `window` frames) is
+ * Then continuously: the running mode's sliding window (its last `window` frames) is
  * compared with what it measured when chosen; a change of more than `change` (20%) either
- * way — another program took or freed a core — re-measures the other modes at once
- * (`probeFrames` frames each, single first) and chooses again. So a mode that became
- * slower than one worker runs for `probeFrames` frames, plus the re-measuring runs, before
- * the pool leaves it. Every `reprobeEvery` frames it also re-measures the other mode it
- * measured longest ago, so a mode that became faster is found too (recovery).
+ * way — another program took or freed a core — re-measures every mode at once
+ * (`probeFrames` frames each: single first, the running mode last) and chooses again. A
+ * mode that became much slower trips this after one or two frames, one 1.7× slower
+ * (a shared frame waiting for a share on a busy core) after three, so it is left after a
+ * few frames plus the re-measuring runs. Every `reprobeEvery` frames it also re-measures
+ * the other mode it measured longest ago; if that one changed by more than `change`,
+ * conditions changed and every mode is re-measured (recovery when a core frees up).
  *
  * Pure logic, no timers: the pool reports each frame (`record`) and reads `mode`. Node
  * tests drive it with durations they control.
@@ -148,6 +150,8 @@ export class ModeChooser {
   private frames = 0;
   /** The running mode's ms/frame when it was chosen. */
   private reference = 0;
+  /** The mode being re-measured by a periodic check, and what it measured before. */
+  private rechecking?: { mode: PoolMode; before: number | undefined };
   /** Per worker, its recent whole-frame durations while every worker ran one (same conditions for all). */
   private readonly workerMs = new Map<number, number[]>();
   private readonly window: number;
@@ -186,8 +190,8 @@ export class ModeChooser {
   /** Workers from fastest to slowest by their recent whole frames (unknown ones last, by index). */
   rankWorkers(): number[] {
     const speed = (i: number) => {
-      const ms = this.workerMs.get(i);
-      return ms === undefined || ms.length === 0 ? Infinity : median(ms);
+      const times = this.workerMs.get(i);
+      return times === undefined || times.length === 0 ? Infinity : median(times);
     };
     return Array.from({ length: this.workers }, (_, i) => i).sort((a, b) => speed(a) - speed(b) || a - b);
   }
@@ -220,10 +224,10 @@ export class ModeChooser {
   record(sample: ModeSample): void {
     this.frames++;
     if (sample.mode === 'per-worker' && sample.workers === 1) {
-      const ms = this.workerMs.get(sample.worker) ?? [];
-      ms.push(sample.latencyMs);
-      if (ms.length > 4) ms.shift();
-      this.workerMs.set(sample.worker, ms);
+      const times = this.workerMs.get(sample.worker) ?? [];
+      times.push(sample.latencyMs);
+      if (times.length > 4) times.shift();
+      this.workerMs.set(sample.worker, times);
     }
     const run = this.run;
     if (sample.mode !== run.mode) {
@@ -239,26 +243,44 @@ export class ModeChooser {
     run.measured++;
     if (this.phase === 'fixed') return;
     if (this.phase !== 'steady') {
-      if (run.measured >= run.measure) this.next(this.phase === 'warm-up' ? 'warm-up' : this.reason);
+      if (run.measured < run.measure) return;
+      const recheck = this.rechecking;
+      this.rechecking = undefined;
+      const now = this.estimate(run.mode)?.msPerFrame;
+      if (recheck?.mode === run.mode && recheck.before !== undefined && now !== undefined && Math.abs(now / recheck.before - 1) > this.change) {
+        // The re-checked mode changed: so did the conditions; measure every mode again.
+        this.round(this.previous!, `${SHORT[run.mode]} went from ${ms(recheck.before)} to ${ms(now)} ms/frame`, run.mode);
+        return;
+      }
+      this.next(this.phase === 'warm-up' ? 'warm-up' : this.reason);
       return;
     }
     if (run.measured >= this.probeFrames) {
-      const recent = mean(this.windows.get(run.mode)!.ms.slice(-this.probeFrames));
-      const change = recent / this.reference - 1;
+      const change = this.estimate(run.mode)!.msPerFrame / this.reference - 1;
       if (Math.abs(change) > this.change) {
-        // Conditions changed: only the recent frames describe the running mode now.
-        const w = this.windows.get(run.mode)!;
-        w.ms = w.ms.slice(-this.probeFrames);
-        w.latency = w.latency.slice(-this.probeFrames);
-        const others = POOL_MODES.filter((m) => m !== run.mode).sort((a, b) => (a === 'single' ? -1 : b === 'single' ? 1 : 0));
-        this.probe(others, `frame times ${change > 0 ? 'rose' : 'fell'} ${Math.round(Math.abs(change) * 100)}%`);
+        this.round(run.mode, `its frame times ${change > 0 ? 'rose' : 'fell'} ${Math.round(Math.abs(change) * 100)}%`);
         return;
       }
     }
     if (run.measured >= this.reprobeEvery) {
       const stalest = POOL_MODES.filter((m) => m !== run.mode).sort((a, b) => (this.windows.get(a)?.at ?? -1) - (this.windows.get(b)?.at ?? -1))[0]!;
+      this.rechecking = { mode: stalest, before: this.estimate(stalest)?.msPerFrame };
       this.probe([stalest], 'periodic re-check');
     }
+  }
+
+  /**
+   * Re-measures every mode but `fresh` (just measured): single first (the baseline),
+   * `running` last (it goes on from there if it is still the fastest).
+   */
+  private round(running: PoolMode, why: string, fresh?: PoolMode): void {
+    const others = POOL_MODES.filter((m) => m !== running && m !== 'single');
+    const order: PoolMode[] = running === 'single' ? [...others, 'single'] : ['single', ...others, running];
+    this.probe(
+      order.filter((m) => m !== fresh),
+      why,
+    );
+    this.previous = running;
   }
 
   private push(sample: ModeSample): void {

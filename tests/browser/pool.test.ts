@@ -126,6 +126,34 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
     pool.dispose();
   });
 
+  it('one frame per worker (?mode=per-worker): two frames in flight, one per worker, each decrypts to the float argmax; a worker killed mid-frame does not lose its frame', async () => {
+    const pool = new HePool(() => fakeWorker({}), { size: 2, mode: 'per-worker' });
+    await pool.load(params, ab(keys), ab(weights));
+    expect(pool.concurrency).toBe(2);
+    const pending = inputs.map((x) => pool.evaluate(Float32Array.from(x)));
+    while (pool.busy < 2) await new Promise((resolve) => setTimeout(resolve, 1));
+    pool.kill(1);
+    const frames = await Promise.all(pending);
+    expect(frames.map((f) => argmax(p.decrypt(f.result)))).toEqual(expected);
+    expect(frames.map((f) => `${f.mode}/${f.workers}`)).toEqual(inputs.map(() => 'per-worker/1'));
+    expect(new Set(frames.map((f) => f.worker))).toEqual(new Set([0, 1]));
+    expect(frames.filter((f) => f.attempts === 2)).toHaveLength(1);
+    expect(pool.replacements).toBe(1);
+    pool.dispose();
+  });
+
+  it('auto: the warm-up runs frames in each mode, every one decrypts to the float argmax', async () => {
+    const pool = new HePool(() => fakeWorker({}), { size: 2 });
+    await pool.load(params, ab(keys), ab(weights));
+    const frames = [];
+    for (const x of [...inputs, ...inputs]) frames.push(await pool.evaluate(Float32Array.from(x)));
+    expect(frames.map((f) => argmax(p.decrypt(f.result)))).toEqual([...expected, ...expected]);
+    expect(frames.map((f) => f.mode)).toEqual([...Array(4).fill('single'), ...Array(4).fill('shared'), ...Array(4).fill('per-worker')]);
+    expect(frames.map((f) => f.workers)).toEqual([1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1]);
+    expect(pool.choice.estimates.single!.msPerFrame).toBeGreaterThan(0);
+    pool.dispose();
+  });
+
   it('a share or the finishing step that throws, dies or hangs is retried on fresh workers', async () => {
     const behaviours: Behaviour[] = [];
     const pool = new HePool(
