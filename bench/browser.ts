@@ -1,8 +1,9 @@
 import { loadavg } from 'node:os';
 import type { Page } from 'playwright-core';
 import type { FrameRecord, Kiosk, Stage } from '../src/edge/app';
+import { isModeSetting, POOL_MODES, type ModeSetting, type PoolMode } from '../src/edge/pool-modes';
 import { buildSite, enrollKiosk, kioskFrames, launch, type SiteOptions } from '../tests/browser/kiosk';
-import { machine, round, table } from './machine';
+import { busyLoop, machine, round, table } from './machine';
 
 /** The per-frame stages the JSON reports (the outbox's IndexedDB write is reported apart, as storeMs). */
 const STAGES = ['extract', 'encrypt', 'evaluate', 'serialize', 'send'] as const satisfies readonly Stage[];
@@ -16,28 +17,71 @@ export interface BrowserBenchOptions {
    * protected as 'mnist' (CKKS, 128-bit).
    */
   model?: SiteOptions['model'];
-  /** One run per entry, with that many HE workers (default [1, 2]). */
+  /**
+   * The runs: HE workers, the pool's mode (`?mode=`), and whether a CPU-bound process runs
+   * beside the browser. Default: 1 worker; 2 workers auto, shared and per-worker — each
+   * on the quiet machine and again loaded.
+   */
+  runs?: BrowserRunSpec[];
+  /** Shorthand for runs of that many HE workers each, shared frames, not loaded (what the conv and paper suites ask). */
   workers?: number[];
   /** Frames measured per run, after warm-up frames (default 100; 20 with quick). */
   frames?: number;
   quick?: boolean;
 }
 
+export interface BrowserRunSpec {
+  workers: number;
+  mode: ModeSetting;
+  /** A busy-loop child process (another CPU-bound program, pinned to nothing) runs during the run's warm-up and frames. */
+  loaded: boolean;
+}
+
+/** `npm run bench -- browser`'s runs: is the kiosk with 2 workers ever slower than with 1, quiet or loaded? */
+export const DEFAULT_BROWSER_RUNS: BrowserRunSpec[] = [false, true].flatMap((loaded) => [
+  { workers: 1, mode: 'single' as const, loaded },
+  { workers: 2, mode: 'auto' as const, loaded },
+  { workers: 2, mode: 'shared' as const, loaded },
+  { workers: 2, mode: 'per-worker' as const, loaded },
+]);
+
 export interface BrowserRun {
   workers: number;
+  /** The pool's mode as asked (`?mode=`); with auto, `modes` says what it ran. */
+  mode: ModeSetting;
+  /** Whether a CPU-bound process ran beside the browser. */
+  loaded: boolean;
   frames: number;
-  /** Per frame, from extraction until the encrypted result is stored in the outbox. */
+  /**
+   * Per frame, from extraction until the encrypted result is stored in the outbox: the
+   * frame's latency. With one frame per worker several frames are in flight at once, so
+   * this is not the time per frame; `msPerFrame` is.
+   */
   frameMs: { median: number; p95: number; min: number; max: number };
+  /**
+   * Wall time of the run divided by its frames (the kiosk's stream keeps as many frames
+   * in flight as the pool asks): what auto minimizes (src/edge/pool-modes.ts). Equal to
+   * frameMs plus the gaps between frames when one frame is in flight at a time.
+   */
+  msPerFrame: number;
+  /** Frames run in each mode (auto re-measures the other modes now and then). */
+  modes: Partial<Record<PoolMode, number>>;
+  /** The kiosk's worker line after the run (the mode and why). */
+  workerLine: string;
+  /** Warm-up frames before the measured ones (auto: until it has chosen). */
+  warmupFrames: number;
+  /** The machine's 1-minute load average at the end of the run. */
+  loadAverage: number;
   /** Per-frame medians. */
   stagesMs: Record<ReportedStage, number>;
   stagesP95Ms: Record<ReportedStage, number>;
   /** Median of the outbox's IndexedDB write. */
   storeMs: number;
-  /** Frames classified per second over the run (one frame in flight at a time). */
+  /** Frames classified per second over the run (1000 / msPerFrame). */
   framesPerSecond: number;
   /** The largest WASM heap among the run's HE workers, after the run. */
   wasmHeapMB: number;
-  /** How many HE workers shared each frame. */
+  /** The most HE workers that shared a frame (1: frames ran whole). */
   workersPerFrame: number;
 }
 
@@ -48,7 +92,7 @@ export interface BrowserReport {
   runs: BrowserRun[];
   /** The first start: the bundle downloaded from the static host and verified (signature, SHA-256s). */
   bundleLoadMs: number;
-  /** Later starts: the bundle read from IndexedDB and verified again (median). */
+  /** Later starts: the bundle read from IndexedDB and verified again (median over the runs without load). */
   bundleCacheLoadMs: number;
   /** The largest HE worker WASM heap over all runs. */
   wasmHeapMB: number;
@@ -75,6 +119,32 @@ async function open(page: Page, url: string): Promise<{ loadMs: number; source: 
   return (await kiosk(page)).evaluate((k) => ({ loadMs: k.bundle!.loadMs, source: k.bundle!.source }));
 }
 
+/**
+ * Auto's warm-up: the kiosk's demo stream (frames queue, as from a camera) until the pool
+ * has measured every mode and chosen, at most `max` frames; returns how many frames ran.
+ */
+async function warmUpAuto(page: Page, max: number): Promise<number> {
+  const frames = await (await kiosk(page)).evaluate(async (k, limit) => {
+    const before = k.frameCount;
+    const run = k.runDemo(Infinity);
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        if (k.pool!.choice.phase === 'steady' || k.frameCount - before >= limit || k.state !== 'running') {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 20);
+    });
+    await k.stop();
+    await run;
+    if (k.state !== 'ready') throw new Error(`the demo stream stopped: ${document.getElementById('error')?.textContent}`);
+    if (k.pool!.choice.phase !== 'steady') throw new Error(`auto had not chosen a mode after ${k.frameCount - before} frames: ${k.pool!.choice.reason}`);
+    return k.frameCount - before;
+  }, max);
+  await page.waitForSelector('#outbox[data-pending="0"]', { timeout: 10 * 60_000 });
+  return frames;
+}
+
 /** Runs `count` demo frames through the kiosk's own stream; returns their records and the wall time. */
 async function demo(page: Page, count: number): Promise<{ frames: Omit<FrameRecord, 'pixels'>[]; wallMs: number }> {
   const before = (await kioskFrames(page)).length;
@@ -95,49 +165,82 @@ async function demo(page: Page, count: number): Promise<{ frames: Omit<FrameReco
  * The kiosk in headless Chromium (Debian's, through playwright-core) on the demo stream of
  * MNIST test digits, with the real backend on loopback: per frame, the time of each stage
  * (extract in onnxruntime-web; encrypt, evaluate and serialize in the HE workers; the
- * signed POST until the backend's acknowledgement), one run per worker count; the
- * bundle's download and verification; the HE workers' WASM heap.
+ * signed POST until the backend's acknowledgement), one run per worker count and pool
+ * mode, each on the quiet machine or with a CPU-bound process beside it; the bundle's
+ * download and verification; the HE workers' WASM heap.
  */
 export async function benchBrowser(options: BrowserBenchOptions = {}): Promise<BrowserReport> {
-  const workerCounts = options.workers ?? [1, 2];
+  const specs = options.runs ?? (options.workers === undefined ? DEFAULT_BROWSER_RUNS : options.workers.map((workers) => ({ workers, mode: 'shared' as const, loaded: false })));
   const frames = options.frames ?? (options.quick ? 20 : 100);
   if (!Number.isInteger(frames) || frames < 1 || frames > 1000) throw new Error(`frames must be a whole number from 1 to 1000, got ${frames}`);
-  if (workerCounts.length === 0 || workerCounts.some((w) => !Number.isInteger(w) || w < 1 || w > 16)) {
-    throw new Error(`workers must be whole numbers from 1 to 16, got [${workerCounts.join(', ')}]`);
+  if (specs.length === 0 || specs.some((r) => !Number.isInteger(r.workers) || r.workers < 1 || r.workers > 16)) {
+    throw new Error(`workers must be whole numbers from 1 to 16, got [${specs.map((r) => r.workers).join(', ')}]`);
   }
+  const badMode = specs.find((r) => !isModeSetting(r.mode));
+  if (badMode !== undefined) throw new Error(`mode must be auto, shared, per-worker or single, got '${String(badMode.mode)}'`);
   const warmup = 2;
   const loadAtStart = loadavg()[0]!;
   const site = await buildSite({ model: options.model });
   const context = await launch(site.root);
   try {
     const page = await context.newPage();
-    const url = (workers: number) => `${site.kioskUrl}?workers=${workers}&bundle=models/${site.modelId}/latest.json`;
-    const first = await open(page, url(workerCounts[0]!));
+    const url = (spec: BrowserRunSpec) => `${site.kioskUrl}?workers=${spec.workers}&mode=${spec.mode}&bundle=models/${site.modelId}/latest.json`;
+    const first = await open(page, url(specs[0]!));
     if (first.source !== 'network') throw new Error(`a fresh profile loaded the bundle from the ${first.source}`);
     await enrollKiosk(page, site.ws, 'bench-browser');
     const cacheLoads: number[] = [];
     const runs: BrowserRun[] = [];
-    for (const workers of workerCounts) {
+    for (const spec of specs) {
+      const { workers, mode, loaded } = spec;
+      const what = `${workers} HE worker(s), ${mode}${loaded ? ', beside a busy loop' : ''}`;
       // Every run starts from a fresh page: its own HE workers, the bundle from the cache.
-      cacheLoads.push((await open(page, url(workers))).loadMs);
-      process.stderr.write(`  ${workers} HE worker(s): ${warmup} warm-up + ${frames} frames…\n`);
-      await demo(page, warmup);
-      const run = await demo(page, frames);
+      const opened = await open(page, url(spec));
+      if (!loaded) cacheLoads.push(opened.loadMs);
+      // The other program starts before the warm-up, so auto measures under the same load.
+      const busy = loaded ? busyLoop() : undefined;
+      let run: Awaited<ReturnType<typeof demo>>;
+      let warmupFrames: number;
+      let loadAverage: number;
+      try {
+        process.stderr.write(`  ${what}: warm-up + ${frames} frames…\n`);
+        if (mode === 'auto' && workers > 1) warmupFrames = await warmUpAuto(page, 60);
+        else {
+          await demo(page, warmup);
+          warmupFrames = warmup;
+        }
+        run = await demo(page, frames);
+        loadAverage = loadavg()[0]!;
+      } finally {
+        await busy?.stop();
+      }
       const stage = (s: ReportedStage) => run.frames.map((f) => f.ms[s]!);
       const totals = run.frames.map((f) => f.totalMs);
-      const heaps = await (await kiosk(page)).evaluate((k) => k.pool!.heapBytes());
+      const after = await (await kiosk(page)).evaluate(async (k) => ({ heaps: await k.pool!.heapBytes(), workerLine: document.getElementById('workers')?.textContent ?? '' }));
+      const modes: Partial<Record<PoolMode, number>> = {};
+      for (const m of POOL_MODES) {
+        const n = run.frames.filter((f) => f.mode === m).length;
+        if (n > 0) modes[m] = n;
+      }
       runs.push({
         workers,
+        mode,
+        loaded,
         frames,
         frameMs: { median: round(percentile(totals, 50)), p95: round(percentile(totals, 95)), min: round(Math.min(...totals)), max: round(Math.max(...totals)) },
+        msPerFrame: round(run.wallMs / frames),
+        modes,
+        workerLine: after.workerLine,
+        warmupFrames,
+        loadAverage: round(loadAverage),
         stagesMs: Object.fromEntries(STAGES.map((s) => [s, round(percentile(stage(s), 50))])) as Record<ReportedStage, number>,
         stagesP95Ms: Object.fromEntries(STAGES.map((s) => [s, round(percentile(stage(s), 95))])) as Record<ReportedStage, number>,
         storeMs: round(percentile(run.frames.map((f) => f.ms.store!), 50)),
         framesPerSecond: round((1000 * frames) / run.wallMs),
-        wasmHeapMB: round(Math.max(...heaps) / 2 ** 20, 1),
+        wasmHeapMB: round(Math.max(...after.heaps) / 2 ** 20, 1),
         workersPerFrame: Math.max(...run.frames.map((f) => f.workers)),
       });
-      process.stderr.write(`  ${workers} HE worker(s): median frame ${runs.at(-1)!.frameMs.median} ms\n`);
+      const r = runs.at(-1)!;
+      process.stderr.write(`  ${what}: ${r.msPerFrame} ms per frame, median frame ${r.frameMs.median} ms (${after.workerLine})\n`);
     }
     const info = await (await kiosk(page)).evaluate(async (k) => {
       const m = k.bundle!.manifest;
@@ -171,7 +274,7 @@ export async function benchBrowser(options: BrowserBenchOptions = {}): Promise<B
       model: info.model,
       runs,
       bundleLoadMs: round(first.loadMs),
-      bundleCacheLoadMs: round(percentile(cacheLoads, 50)),
+      bundleCacheLoadMs: cacheLoads.length > 0 ? round(percentile(cacheLoads, 50)) : NaN,
       wasmHeapMB: Math.max(...runs.map((r) => r.wasmHeapMB)),
       loadAverage: { start: round(loadAtStart), end: round(loadavg()[0]!) },
     };
@@ -183,17 +286,25 @@ export async function benchBrowser(options: BrowserBenchOptions = {}): Promise<B
 
 export function browserTable(report: Record<string, unknown>): string {
   const r = report as unknown as BrowserReport;
+  const modes = (run: BrowserRun) =>
+    Object.entries(run.modes ?? {})
+      .map(([m, n]) => `${m} ${n}`)
+      .join(', ');
   const rows = table(
-    ['HE workers', 'frames', 'median ms', 'p95 ms', 'extract', 'encrypt', 'evaluate', 'serialize', 'send', 'store', 'frames/s', 'heap MB/worker'],
+    ['HE workers', 'mode', 'loaded', 'frames', 'ms/frame', 'median ms', 'p95 ms', 'extract', 'encrypt', 'evaluate', 'serialize', 'send', 'store', 'frames/s', 'heap MB/worker', 'ran'],
     r.runs.map((run) => [
       run.workers,
+      run.mode ?? 'shared',
+      run.loaded ? 'yes' : 'no',
       run.frames,
+      run.msPerFrame ?? '',
       run.frameMs.median,
       run.frameMs.p95,
       ...STAGES.map((s) => run.stagesMs[s]),
       run.storeMs,
       run.framesPerSecond,
       run.wasmHeapMB,
+      modes(run),
     ]),
   );
   const { model, browser } = r;
@@ -201,6 +312,7 @@ export function browserTable(report: Record<string, unknown>): string {
     `${model.modelId} v${model.version}: ${model.scheme.toUpperCase()} N=${model.polyModulusDegree}, ${model.security}-bit, bundle ${(model.bundleBytes / 1e6).toFixed(1)} MB; ` +
       `Chromium ${browser.version} headless, extractor on ${browser.extractorThreads} thread(s)`,
     rows,
+    'ms/frame: wall time per frame (frames queue, as from a camera: what auto minimizes); median ms: one frame, extraction to outbox (its latency)',
     `bundle download + verify: ${r.bundleLoadMs} ms; from the IndexedDB cache, verified again: ${r.bundleCacheLoadMs} ms; ` +
       `load average ${r.loadAverage.start} → ${r.loadAverage.end}`,
   ].join('\n');

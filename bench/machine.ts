@@ -38,6 +38,29 @@ export function table(headers: string[], rows: (string | number)[][]): string {
 }
 
 /**
+ * Another CPU-bound program beside a benchmark: a Node child process spinning in a busy
+ * loop (no affinity: the OS schedules it like any program). `stop()` kills it and resolves
+ * once it has exited; it is also killed if this process exits first.
+ */
+export function busyLoop(): { pid: number; stop: () => Promise<void> } {
+  const child = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+  const kill = () => child.kill('SIGKILL');
+  process.once('exit', kill);
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
+  return {
+    pid: child.pid!,
+    async stop() {
+      process.off('exit', kill);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/**
  * Runs one benchmark step (`script` with `spec` as JSON) in a fresh Node process and
  * returns the JSON it printed; its stderr is passed on when `echo` (progress of long steps).
  */
