@@ -11,7 +11,7 @@ import { DecryptionLoop } from './decryption-loop';
 import { OperatorStreams } from './operator-streams';
 import { checkRateLimit, defaultRateLimitScope, rateLimiter, type RateLimiter, type RateLimitScope } from './rate-limit';
 import { StoreError, type StoreErrorCode } from '../store/errors';
-import type { DeviceRecord, ResultRecord, ResultState, Store } from '../store/types';
+import type { DeviceRecord, ResultQuery, ResultRecord, ResultState, Store } from '../store/types';
 
 /** Store refusals that a request caused, as HTTP statuses; the rest are 500s. */
 const STORE_STATUS: Partial<Record<StoreErrorCode, number>> = { E_INVALID: 400, E_NOT_FOUND: 404, E_CONFLICT: 409, E_BUSY: 503, E_UNAVAILABLE: 503 };
@@ -77,6 +77,23 @@ interface InferenceRequest {
   idempotencyKey: string;
   /** Base64 of the encrypted result container. */
   result: string;
+  /** When the device captured the frame, by its clock (optional): an ISO 8601 UTC time. */
+  capturedAt?: string;
+}
+
+/** The cockpit's window: at most this far back. */
+const MAX_STATS_WINDOW_MS = 31 * 24 * 3600 * 1000;
+
+/**
+ * An ISO 8601 time with a time zone, from a device or an operator, as Date.toISOString()
+ * writes it; undefined when it is not one. Any year from 1970 is taken: a device whose
+ * clock is wrong still delivers its results (the cockpit shows the odd capture time).
+ */
+function isoTime(value: unknown): string | undefined {
+  if (typeof value !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(value)) return undefined;
+  const ms = Date.parse(value);
+  if (!Number.isFinite(ms) || ms < 0 || ms >= Date.UTC(10000, 0, 1)) return undefined;
+  return new Date(ms).toISOString();
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -146,6 +163,11 @@ function checkInference(value: unknown): InferenceRequest {
   }
   if (typeof r.result !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(r.result)) {
     throw new ApiError(400, 'E_BAD_REQUEST', 'result must be the base64 of an encrypted result');
+  }
+  if (r.capturedAt !== undefined) {
+    const at = isoTime(r.capturedAt);
+    if (at === undefined) throw new ApiError(400, 'E_BAD_REQUEST', 'capturedAt must be an ISO 8601 time with a time zone (such as 2026-03-01T12:00:00.000Z), from 1970');
+    return { ...(r as InferenceRequest), capturedAt: at };
   }
   return r as InferenceRequest;
 }
@@ -339,6 +361,9 @@ export class Backend {
       case 'GET /api/v1/results/stream':
         this.operator(req, url);
         return this.streams.add(res);
+      case 'GET /api/v1/stats':
+        this.operator(req, url);
+        return send(res, 200, await this.options.store.resultStats({ since: this.statsSince(url), nowMs: Math.floor(this.now()) }));
       case 'GET /api/v1/devices':
         this.operator(req, url);
         return send(res, 200, { devices: await this.options.store.listDevices() });
@@ -389,20 +414,56 @@ export class Backend {
     res.end();
   }
 
-  private listOptions(url: URL): { deviceId?: string; afterId?: number; limit?: number; state?: ResultState } {
-    const int = (name: string, max: number) => {
+  /** The results API's filters: deviceId, modelId (and version), state, since/until (receipt time), afterId, limit, order. */
+  private listOptions(url: URL): ResultQuery {
+    const int = (name: string, min: number, max: number) => {
       const raw = url.searchParams.get(name);
       if (raw === null) return undefined;
       const n = Number(raw);
-      if (!Number.isInteger(n) || n < 0 || n > max) throw new ApiError(400, 'E_BAD_REQUEST', `${name} must be an integer from 0 to ${max}`);
+      if (!/^\d+$/.test(raw) || n < min || n > max) throw new ApiError(400, 'E_BAD_REQUEST', `${name} must be an integer from ${min} to ${max}`);
       return n;
     };
+    const time = (name: string) => {
+      const raw = url.searchParams.get(name);
+      if (raw === null) return undefined;
+      const at = isoTime(raw);
+      if (at === undefined) throw new ApiError(400, 'E_BAD_REQUEST', `${name} must be an ISO 8601 time with a time zone, such as 2026-03-01T12:00:00Z`);
+      return at;
+    };
     const deviceId = url.searchParams.get('deviceId') ?? undefined;
+    const modelId = url.searchParams.get('modelId') ?? undefined;
+    if (modelId !== undefined && !isModelId(modelId)) throw new ApiError(400, 'E_BAD_REQUEST', 'modelId is malformed');
+    const version = int('version', 1, 1_000_000);
+    if (version !== undefined && modelId === undefined) throw new ApiError(400, 'E_BAD_REQUEST', 'version filters a model: give modelId too');
     const state = url.searchParams.get('state') ?? undefined;
     if (state !== undefined && !RESULT_STATES.includes(state as ResultState)) {
       throw new ApiError(400, 'E_BAD_REQUEST', `state must be one of ${RESULT_STATES.join(', ')}`);
     }
-    return { deviceId, afterId: int('afterId', Number.MAX_SAFE_INTEGER), limit: int('limit', 10_000) ?? 1000, state: state as ResultState | undefined };
+    const order = url.searchParams.get('order') ?? undefined;
+    if (order !== undefined && order !== 'asc' && order !== 'desc') throw new ApiError(400, 'E_BAD_REQUEST', 'order must be asc or desc');
+    return {
+      deviceId,
+      modelId,
+      version,
+      state: state as ResultState | undefined,
+      since: time('since'),
+      until: time('until'),
+      afterId: int('afterId', 0, Number.MAX_SAFE_INTEGER),
+      limit: int('limit', 0, 10_000) ?? 1000,
+      order: order as 'asc' | 'desc' | undefined,
+    };
+  }
+
+  /** The stats window's start: ?since= (at most 31 days back), else the last hour. */
+  private statsSince(url: URL): string {
+    const raw = url.searchParams.get('since');
+    const now = this.now();
+    if (raw === null) return new Date(now - 3600_000).toISOString();
+    const at = isoTime(raw);
+    if (at === undefined || Date.parse(at) < now - MAX_STATS_WINDOW_MS) {
+      throw new ApiError(400, 'E_BAD_REQUEST', 'since must be an ISO 8601 time with a time zone, at most 31 days ago');
+    }
+    return at;
   }
 
   private operator(req: IncomingMessage, url: URL): void {
@@ -470,9 +531,10 @@ export class Backend {
       bodySha256: sha256(body),
       receivedAt: new Date(this.now()).toISOString(),
     };
+    const capturedAt = request.capturedAt ?? null;
     // The receipt is made from `base`, before anything is decrypted: the device learns
     // nothing decryption finds, not even whether it succeeded.
-    const outcome = await store.acceptResult({ ...base, ciphertext, receipt: receiptOf(base) });
+    const outcome = await store.acceptResult({ ...base, capturedAt, ciphertext, receipt: receiptOf(base) });
     if (outcome.kind === 'conflict') {
       throw new ApiError(409, 'E_IDEMPOTENCY', 'this idempotency key was used with another body');
     }
@@ -511,7 +573,8 @@ export class Backend {
  * What operators see of a result: its state ('pending' until decrypted, 'decrypted', or
  * 'failed' with the error), the label and scores, the noise budget left (BGV; null for
  * CKKS), the range flag ('out-of-range', with a null label, when the CKKS scores lay
- * beyond the calibrated range; null otherwise), where and when.
+ * beyond the calibrated range; null otherwise), where, and when: captured (by the
+ * device's clock, if it said), received, decrypted.
  */
 function forOperator(r: ResultRecord): Record<string, unknown> {
   return {
@@ -525,6 +588,7 @@ function forOperator(r: ResultRecord): Record<string, unknown> {
     scores: r.scores,
     noiseBudgetBits: r.noiseBudgetBits,
     rangeFlag: r.rangeFlag,
+    capturedAt: r.capturedAt,
     receivedAt: r.receivedAt,
     decryptedAt: r.decryptedAt,
   };

@@ -256,6 +256,7 @@ export class Kiosk {
     const { bundle, pool, extractor } = this;
     if (bundle === undefined || pool === undefined || extractor === undefined) throw new Error('no verified bundle loaded');
     const spec = bundle.manifest.extractor.preprocessing;
+    const capturedAt = Date.now();
     const t0 = performance.now();
     const image = fitImage(spec, picture);
     const input = toTensor(spec, image, deviceLayout(spec, extractor !== null));
@@ -267,7 +268,7 @@ export class Kiosk {
     const t1 = performance.now();
     const he = await pool.evaluate(features);
     const t2 = performance.now();
-    const entry = await this.outbox.enqueue(bundle.manifest, he.result);
+    const entry = await this.outbox.enqueue(bundle.manifest, he.result, capturedAt);
     const t3 = performance.now();
     const record: FrameRecord = {
       frame: ++this.frameCount,

@@ -49,11 +49,22 @@ export class Outbox {
     private readonly onChange: (counts: OutboxCounts, sent?: SendOutcome) => void,
   ) {}
 
-  /** Stores the result durably; sending happens after, in the background. */
-  async enqueue(manifest: BundleManifest, result: Uint8Array): Promise<OutboxEntry> {
+  /**
+   * Stores the result durably; sending happens after, in the background. `capturedAt` (ms
+   * since the epoch, by this device's clock) tells the owner's cockpit when the frame was
+   * captured: results arrive out of order when they are retried.
+   */
+  async enqueue(manifest: BundleManifest, result: Uint8Array, capturedAt = Date.now()): Promise<OutboxEntry> {
     const idempotencyKey = newIdempotencyKey();
     const body = new TextEncoder().encode(
-      JSON.stringify({ modelId: manifest.modelId, version: manifest.version, keyId: manifest.keyId, idempotencyKey, result: base64(result) }),
+      JSON.stringify({
+        modelId: manifest.modelId,
+        version: manifest.version,
+        keyId: manifest.keyId,
+        idempotencyKey,
+        result: base64(result),
+        capturedAt: new Date(capturedAt).toISOString(),
+      }),
     );
     const entry: OutboxEntry = {
       idempotencyKey,

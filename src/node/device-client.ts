@@ -131,8 +131,8 @@ export class NodeDevice {
     return this.classifier.evaluate(features).result;
   }
 
-  /** The signed request body and headers for one result. */
-  async request(result: Uint8Array, idempotencyKey: string): Promise<{ body: Uint8Array; headers: Record<string, string> }> {
+  /** The signed request body and headers for one result; `capturedAt` (ISO time) says when its frame was captured. */
+  async request(result: Uint8Array, idempotencyKey: string, capturedAt?: string): Promise<{ body: Uint8Array; headers: Record<string, string> }> {
     const manifest = this.manifest;
     if (manifest === undefined) throw new Error('no bundle attached');
     const body = new TextEncoder().encode(
@@ -142,6 +142,7 @@ export class NodeDevice {
         keyId: manifest.keyId,
         idempotencyKey,
         result: Buffer.from(result).toString('base64'),
+        ...(capturedAt === undefined ? {} : { capturedAt }),
       }),
     );
     return { body, headers: await this.signedHeaders(body) };

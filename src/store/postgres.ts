@@ -229,6 +229,28 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'result capture time',
+    // As SQLite's step 6: the device's capture time (null for older rows), fixed like the
+    // rest of a result's identity, and an index on the receipt time for the cockpit.
+    sql: `
+      ALTER TABLE results ADD COLUMN captured_at TEXT;
+      CREATE INDEX results_by_received ON results (received_at);
+      CREATE OR REPLACE FUNCTION results_written_once() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF OLD.state <> 'pending' THEN
+          RAISE EXCEPTION 'results are never modified once decrypted (or failed)' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        IF (NEW.id, NEW.device_id, NEW.model_id, NEW.version, NEW.key_id, NEW.idempotency_key, NEW.body_sha256, NEW.received_at, NEW.receipt, NEW.ciphertext, NEW.captured_at)
+           IS DISTINCT FROM (OLD.id, OLD.device_id, OLD.model_id, OLD.version, OLD.key_id, OLD.idempotency_key, OLD.body_sha256, OLD.received_at, OLD.receipt, OLD.ciphertext, OLD.captured_at)
+           OR NEW.attempts < OLD.attempts THEN
+          RAISE EXCEPTION 'results are never modified: only a pending result is claimed and completed' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN NEW;
+      END $$;
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */

@@ -24,7 +24,9 @@ import type {
   RateLimit,
   RecordOutcome,
   ResultRecord,
+  ResultQuery,
   ResultState,
+  ResultStats,
   ResultWatch,
   ResultWatcher,
   SigningKeyRecord,
@@ -220,6 +222,7 @@ interface ResultRow {
   noise_budget_bits: number | null;
   range_flag: RangeFlag | null;
   received_at: string;
+  captured_at: string | null;
   decrypted_at: string | null;
   error: string | null;
   receipt: string;
@@ -303,6 +306,7 @@ function toResult(row: ResultRow): ResultRecord {
     noiseBudgetBits: row.noise_budget_bits,
     rangeFlag: row.range_flag,
     receivedAt: row.received_at,
+    capturedAt: row.captured_at,
     decryptedAt: row.decrypted_at,
     error: row.error,
     receipt: JSON.parse(row.receipt) as Record<string, unknown>,
@@ -323,7 +327,9 @@ const MODEL_VERSION_COLUMNS =
   'model_id, version, key_id, status, created_at, bundle_dir, manifest_sha256, outputs, protect_metrics';
 const DEVICE_COLUMNS = 'id, name, status, created_at, enrolled_at, public_key_jwk';
 const RESULT_COLUMNS =
-  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag, received_at, decrypted_at, error, receipt';
+  'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag, received_at, captured_at, decrypted_at, error, receipt';
+/** A result's outcome as the cockpit counts it: its label, 'out-of-range', 'failed' or 'pending'. */
+const OUTCOME = "CASE WHEN state = 'decrypted' AND label IS NOT NULL THEN CAST(label AS TEXT) WHEN state = 'decrypted' THEN 'out-of-range' ELSE state END";
 /** The most results getResults reads at once. */
 export const MAX_RESULT_IDS = 1000;
 /** Tokens a bucket gained since its last request: (now − at) × perSecond / 1000, never negative (parameters: now, now, perSecond). */
@@ -579,7 +585,7 @@ export class SqlStore implements Store {
   }
 
   private insertResult(what: string, identity: ResultIdentity, columns: InsertedColumns): Promise<RecordOutcome> {
-    const { deviceId, modelId, version, keyId, idempotencyKey, bodySha256, receivedAt, receipt } = identity;
+    const { deviceId, modelId, version, keyId, idempotencyKey, bodySha256, receivedAt, capturedAt, receipt } = identity;
     return this.engine.write(what, async (q): Promise<RecordOutcome> => {
       const stored = async (): Promise<RecordOutcome | null> => {
         const existing = await q.get<ResultRow>(`SELECT ${RESULT_COLUMNS} FROM results WHERE device_id = ? AND idempotency_key = ?`, [deviceId, idempotencyKey]);
@@ -602,8 +608,8 @@ export class SqlStore implements Store {
       }
       const row = await q.get<ResultRow>(
         `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag,
-                              received_at, decrypted_at, receipt, ciphertext, attempts)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+                              received_at, captured_at, decrypted_at, receipt, ciphertext, attempts)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
          ON CONFLICT (device_id, idempotency_key) DO NOTHING
          RETURNING ${RESULT_COLUMNS}`,
         [
@@ -619,6 +625,7 @@ export class SqlStore implements Store {
           columns.noise_budget_bits,
           columns.range_flag,
           receivedAt,
+          capturedAt,
           columns.decrypted_at,
           receipt,
           columns.ciphertext,
@@ -716,29 +723,63 @@ export class SqlStore implements Store {
     });
   }
 
-  /** Results by ascending id: those after `afterId`, of one device and in one state if given, at most `limit`. */
-  async listResults(options?: { deviceId?: string; afterId?: number; limit?: number; state?: ResultState }): Promise<ResultRecord[]> {
-    const o = checkOptions(options, ['deviceId', 'afterId', 'limit', 'state'], 'listResults');
-    const deviceId = o.deviceId === undefined ? null : checkId(o.deviceId, 'deviceId');
-    const afterId = o.afterId === undefined ? 0 : checkInt(o.afterId, 'afterId', 0);
-    const limit = o.limit === undefined ? null : checkInt(o.limit, 'limit', 0);
-    const state = o.state === undefined ? null : checkState(o.state);
-    const params: unknown[] = [afterId];
-    let sql = `SELECT ${RESULT_COLUMNS} FROM results WHERE id > ?`;
-    if (deviceId !== null) {
-      sql += ' AND device_id = ?';
-      params.push(deviceId);
+  /** Results by id (ascending, or descending with order 'desc'), filtered as `options` says, at most `limit`. */
+  async listResults(options?: ResultQuery): Promise<ResultRecord[]> {
+    const o = checkOptions(options, ['deviceId', 'modelId', 'version', 'state', 'since', 'until', 'afterId', 'limit', 'order'], 'listResults');
+    const where: string[] = ['id > ?'];
+    const params: unknown[] = [o.afterId === undefined ? 0 : checkInt(o.afterId, 'afterId', 0)];
+    const filter = (sql: string, value: unknown) => {
+      where.push(sql);
+      params.push(value);
+    };
+    if (o.deviceId !== undefined) filter('device_id = ?', checkId(o.deviceId, 'deviceId'));
+    if (o.modelId !== undefined) filter('model_id = ?', checkModelId(o.modelId));
+    if (o.version !== undefined) {
+      if (o.modelId === undefined) invalid('listResults: version filters a model: give modelId too');
+      filter('version = ?', checkInt(o.version, 'version', 1));
     }
-    if (state !== null) {
-      sql += ' AND state = ?';
-      params.push(state);
-    }
-    sql += ' ORDER BY id';
-    if (limit !== null) {
+    if (o.state !== undefined) filter('state = ?', checkState(o.state));
+    if (o.since !== undefined) filter('received_at >= ?', checkTimestamp(o.since, 'since'));
+    if (o.until !== undefined) filter('received_at < ?', checkTimestamp(o.until, 'until'));
+    if (o.order !== undefined && o.order !== 'asc' && o.order !== 'desc') invalid(`order must be 'asc' or 'desc', got ${describe(o.order)}`);
+    let sql = `SELECT ${RESULT_COLUMNS} FROM results WHERE ${where.join(' AND ')} ORDER BY id${o.order === 'desc' ? ' DESC' : ''}`;
+    if (o.limit !== undefined) {
       sql += ' LIMIT ?';
-      params.push(limit);
+      params.push(checkInt(o.limit, 'limit', 0));
     }
     return this.engine.read('listResults', async (q) => (await q.all<ResultRow>(sql, params)).map(toResult));
+  }
+
+  async resultStats(options: { since: string; nowMs?: number }): Promise<ResultStats> {
+    const o = checkOptions(options, ['since', 'nowMs'], 'resultStats');
+    const since = checkTimestamp(o.since, 'since');
+    const nowMs = o.nowMs === undefined ? Date.now() : checkInt(o.nowMs, 'nowMs', 0);
+    const minuteAgo = new Date(nowMs - 60_000).toISOString();
+    return this.engine.read('resultStats', async (q) => {
+      const minutes = await q.all<{ minute: string; outcome: string; n: number }>(
+        `SELECT minute, outcome, count(*) AS n FROM (SELECT substr(received_at, 1, 16) AS minute, ${OUTCOME} AS outcome FROM results WHERE received_at >= ?) AS r
+         GROUP BY minute, outcome ORDER BY minute, outcome`,
+        [since],
+      );
+      const devices = await q.all<{ device_id: string; n: number; recent: number; last_received: string; last_captured: string | null }>(
+        `SELECT device_id, count(*) AS n, sum(CASE WHEN received_at >= ? THEN 1 ELSE 0 END) AS recent, max(received_at) AS last_received, max(captured_at) AS last_captured
+         FROM results WHERE received_at >= ? GROUP BY device_id ORDER BY device_id`,
+        [minuteAgo, since],
+      );
+      const outcomes: Record<string, number> = {};
+      const timeline: ResultStats['timeline'] = [];
+      for (const { minute, outcome, n } of minutes) {
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + Number(n);
+        if (timeline.at(-1)?.minute !== minute) timeline.push({ minute, outcomes: {} });
+        timeline.at(-1)!.outcomes[outcome] = Number(n);
+      }
+      return {
+        since,
+        outcomes,
+        devices: devices.map((d) => ({ deviceId: d.device_id, results: Number(d.n), lastMinute: Number(d.recent), lastReceivedAt: d.last_received, lastCapturedAt: d.last_captured })),
+        timeline,
+      };
+    });
   }
 
   async getResults(ids: readonly number[]): Promise<ResultRecord[]> {
@@ -830,6 +871,7 @@ interface ResultIdentity {
   idempotencyKey: string;
   bodySha256: string;
   receivedAt: string;
+  capturedAt: string | null;
   /** JSON text. */
   receipt: string;
 }
@@ -868,6 +910,7 @@ function checkIdentity(result: Record<string, unknown>, what: string): ResultIde
     idempotencyKey: checkId(result.idempotencyKey, 'idempotencyKey'),
     bodySha256: checkHex64(result.bodySha256, 'bodySha256'),
     receivedAt: checkTimestamp(result.receivedAt, 'receivedAt'),
+    capturedAt: result.capturedAt === undefined || result.capturedAt === null ? null : checkTimestamp(result.capturedAt, 'capturedAt'),
     receipt: jsonObject(result.receipt, `${what}: receipt`),
   };
 }

@@ -316,6 +316,27 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 6,
+    name: 'result capture time',
+    // When the device captured the frame, by its clock (null when it did not say, and for
+    // every row stored before): fixed like the rest of a result's identity. An index on
+    // the receipt time for the cockpit's windows.
+    sql: `
+      ALTER TABLE results ADD COLUMN captured_at TEXT;
+      CREATE INDEX results_by_received ON results (received_at);
+      DROP TRIGGER results_identity_fixed;
+      CREATE TRIGGER results_identity_fixed
+      BEFORE UPDATE ON results
+      WHEN NEW.id IS NOT OLD.id OR NEW.device_id IS NOT OLD.device_id OR NEW.model_id IS NOT OLD.model_id
+        OR NEW.version IS NOT OLD.version OR NEW.key_id IS NOT OLD.key_id OR NEW.idempotency_key IS NOT OLD.idempotency_key
+        OR NEW.body_sha256 IS NOT OLD.body_sha256 OR NEW.received_at IS NOT OLD.received_at OR NEW.receipt IS NOT OLD.receipt
+        OR NEW.ciphertext IS NOT OLD.ciphertext OR NEW.attempts < OLD.attempts OR NEW.captured_at IS NOT OLD.captured_at
+      BEGIN
+        SELECT RAISE(ABORT, 'results are never modified: only a pending result is claimed and completed');
+      END;
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */

@@ -81,6 +81,11 @@ export interface ResultRecord {
    */
   rangeFlag: RangeFlag | null;
   receivedAt: string;
+  /**
+   * When the device captured the frame, by the device's clock, as it said (results arrive
+   * out of order when devices retry; this orders them by capture). Null when it did not say.
+   */
+  capturedAt: string | null;
   /** When it was decrypted or failed; null while pending. */
   decryptedAt: string | null;
   /** Why decryption failed (state 'failed'); null otherwise. */
@@ -106,10 +111,42 @@ export type RangeFlag = 'out-of-range';
  * A result to store; `noiseBudgetBits` may be left out (null: a CKKS result), and so may
  * `rangeFlag` (null: not flagged). A flagged result has no label, and only a flagged one.
  */
-export type NewResult = Omit<ResultRecord, 'id' | 'state' | 'decryptedAt' | 'error' | 'noiseBudgetBits' | 'rangeFlag'> & {
+export type NewResult = Omit<ResultRecord, 'id' | 'state' | 'decryptedAt' | 'error' | 'noiseBudgetBits' | 'rangeFlag' | 'capturedAt'> & {
   noiseBudgetBits?: number | null;
   rangeFlag?: RangeFlag | null;
+  capturedAt?: string | null;
 };
+
+/** Which results listResults returns; every filter is optional. */
+export interface ResultQuery {
+  deviceId?: string;
+  modelId?: string;
+  /** With modelId: that version only. */
+  version?: number;
+  state?: ResultState;
+  /** Received at or after this ISO timestamp. */
+  since?: string;
+  /** Received before this ISO timestamp. */
+  until?: string;
+  /** Ids above this one only. */
+  afterId?: number;
+  limit?: number;
+  /** 'asc' (default): oldest first; 'desc': newest first. */
+  order?: 'asc' | 'desc';
+}
+
+/**
+ * What the cockpit shows of the results received since `since`: how many per outcome
+ * (the label as a string, 'out-of-range', 'failed' or 'pending'), per device (with those
+ * of the last minute and the latest receipt and capture times) and per minute (UTC, the
+ * first 16 characters of the ISO time).
+ */
+export interface ResultStats {
+  since: string;
+  outcomes: Record<string, number>;
+  devices: { deviceId: string; results: number; lastMinute: number; lastReceivedAt: string; lastCapturedAt: string | null }[];
+  timeline: { minute: string; outcomes: Record<string, number> }[];
+}
 
 /** A result to store before it is decrypted: its identity, receipt and ciphertext. */
 export type NewPendingResult = Omit<NewResult, 'label' | 'scores' | 'noiseBudgetBits' | 'rangeFlag'> & { ciphertext: Uint8Array };
@@ -217,7 +254,9 @@ export interface Store {
    * when `attempt` is not its current claim (the claim expired and another worker holds it).
    */
   completeResult(id: number, attempt: number, outcome: DecryptionOutcome): Promise<ResultRecord>;
-  listResults(options?: { deviceId?: string; afterId?: number; limit?: number; state?: ResultState }): Promise<ResultRecord[]>;
+  listResults(options?: ResultQuery): Promise<ResultRecord[]>;
+  /** Counts of the results received since `since` (see ResultStats); `nowMs` (default: now) sets "the last minute". */
+  resultStats(options: { since: string; nowMs?: number }): Promise<ResultStats>;
   /** The results with these ids (at most 1000), by ascending id; unknown ids are left out. */
   getResults(ids: readonly number[]): Promise<ResultRecord[]>;
   countResults(): Promise<number>;

@@ -205,7 +205,7 @@ describe.skipIf(POSTGRES_URL === undefined)('the PostgreSQL engine', () => {
     );
     const store = await openPostgresStore(url);
     expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(3);
+    expect(SCHEMA_VERSION).toBe(4);
     expect(await store.listResults()).toMatchObject([
       { id: 1, state: 'decrypted', label: 4, scores: [1, 2], rangeFlag: null, decryptedAt: at, error: null },
       { id: 2, state: 'decrypted', label: null, scores: [9], rangeFlag: 'out-of-range', decryptedAt: at, error: null },

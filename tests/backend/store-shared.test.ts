@@ -172,6 +172,62 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     await store.close();
   });
 
+  it('keeps the device’s capture time; filters results by device, model version and receipt time, either order; counts them for the cockpit', async () => {
+    const { store } = await storeWithDevice(engine);
+    await store.addModelVersion(
+      { modelId: 'mnist', keyId: 'k2', bundleDir: 'b', manifestSha256: sha('m2'), outputs: 10, protectMetrics: {} },
+      { keyId: 'k2', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
+    );
+    const at = (minute: number, second = 0) => new Date(Date.UTC(2026, 2, 1, 12, minute, second)).toISOString();
+    const add = (key: string, deviceId: string, version: number, receivedAt: string, capturedAt?: string | null) =>
+      store.acceptResult({ ...pending(key), deviceId, version, keyId: `k${version}`, receivedAt, capturedAt });
+    const a = await add('a', 'dev-1', 1, at(0, 10), at(0, 1));
+    await add('b', 'dev-2', 1, at(0, 20), null);
+    await add('c', 'dev-1', 2, at(1, 5), at(0, 0));
+    await add('d', 'dev-2', 2, at(2, 30));
+    expect(a.result.capturedAt).toBe(at(0, 1));
+    expect((await store.listResults()).map((r) => [r.idempotencyKey, r.capturedAt])).toEqual([
+      ['a', at(0, 1)],
+      ['b', null],
+      ['c', at(0, 0)],
+      ['d', null],
+    ]);
+    const keys = async (query: Parameters<Store['listResults']>[0]) => (await store.listResults(query)).map((r) => r.idempotencyKey);
+    expect(await keys({ deviceId: 'dev-1' })).toEqual(['a', 'c']);
+    expect(await keys({ modelId: 'mnist', version: 2 })).toEqual(['c', 'd']);
+    expect(await keys({ since: at(0, 20), until: at(2, 30) })).toEqual(['b', 'c']);
+    expect(await keys({ order: 'desc', limit: 3 })).toEqual(['d', 'c', 'b']);
+    expect(await keys({ deviceId: 'dev-2', modelId: 'mnist', version: 1, order: 'desc' })).toEqual(['b']);
+    await expectStoreError(store.listResults({ version: 1 }), 'E_INVALID', /version filters a model: give modelId too/);
+    await expectStoreError(store.listResults({ since: '2026-03-01' }), 'E_INVALID', /since must be an ISO 8601 UTC timestamp/);
+    await expectStoreError(store.listResults({ order: 'up' as 'asc' }), 'E_INVALID', /order must be 'asc' or 'desc'/);
+    await expectStoreError(store.acceptResult({ ...pending('bad-capture'), capturedAt: 'yesterday' }), 'E_INVALID', /capturedAt must be an ISO 8601 UTC timestamp/);
+
+    // Decrypt two, fail one; one stays pending.
+    const { claimed } = await store.claimResults({ ...CLAIM, worker: 'w', limit: 3 });
+    await store.completeResult(claimed[0]!.id, 1, { label: 7, scores: [0] });
+    await store.completeResult(claimed[1]!.id, 1, { label: null, scores: [1e6], rangeFlag: 'out-of-range' });
+    await store.completeResult(claimed[2]!.id, 1, { error: 'E_CIPHERTEXT: refused' });
+    const stats = await store.resultStats({ since: at(0), nowMs: Date.parse(at(2, 50)) });
+    expect(stats).toEqual({
+      since: at(0),
+      outcomes: { '7': 1, 'out-of-range': 1, failed: 1, pending: 1 },
+      devices: [
+        { deviceId: 'dev-1', results: 2, lastMinute: 0, lastReceivedAt: at(1, 5), lastCapturedAt: at(0, 1) },
+        { deviceId: 'dev-2', results: 2, lastMinute: 1, lastReceivedAt: at(2, 30), lastCapturedAt: null },
+      ],
+      timeline: [
+        { minute: '2026-03-01T12:00', outcomes: { '7': 1, 'out-of-range': 1 } },
+        { minute: '2026-03-01T12:01', outcomes: { failed: 1 } },
+        { minute: '2026-03-01T12:02', outcomes: { pending: 1 } },
+      ],
+    });
+    expect((await store.resultStats({ since: at(1) })).outcomes).toEqual({ failed: 1, pending: 1 });
+    await expectStoreError(store.resultStats({ since: 'now' }), 'E_INVALID', /since/);
+    await expectStoreError(store.resultStats({ since: at(0), nowMs: -5 }), 'E_INVALID', /nowMs/);
+    await store.close();
+  });
+
   it.runIf(engine.name === 'postgres')('PostgreSQL: stores in other schemas of the database are not heard; a lost feed says so, comes back and announces again', async () => {
     const { store, location } = await storeWithDevice(engine);
     const elsewhere = await storeWithDevice(engine);

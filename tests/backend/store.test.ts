@@ -213,9 +213,9 @@ describe('opening and migrations', () => {
 
     const store = await openSqliteStore(path);
     expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(5);
+    expect(SCHEMA_VERSION).toBe(6);
     expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(
-      olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', noiseBudgetBits: null, rangeFlag: null, decryptedAt: r.receivedAt, error: null }]),
+      olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', noiseBudgetBits: null, rangeFlag: null, capturedAt: null, decryptedAt: r.receivedAt, error: null }]),
     );
     expect(await store.getKeyPair('k1')).toMatchObject({ modelId: 'mnist', deviceKeys: keyPair.deviceKeys });
     expect((await store.getDevice('dev-1'))?.status).toBe('active');
@@ -235,6 +235,7 @@ describe('opening and migrations', () => {
       { version: 3, name: 'result range flag' },
       { version: 4, name: 'results pending decryption' },
       { version: 5, name: 'device rate buckets' },
+      { version: 6, name: 'result capture time' },
     ]);
     expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 6 });
     check.close();
@@ -277,7 +278,7 @@ describe('opening and migrations', () => {
     const store = await openSqliteStore(path);
     expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
     expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(
-      olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', rangeFlag: null, decryptedAt: r.receivedAt, error: null }]),
+      olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', rangeFlag: null, capturedAt: null, decryptedAt: r.receivedAt, error: null }]),
     );
     expect((await store.recordResult(result('old-3'))).kind).toBe('replayed');
     const flagged = await store.recordResult({ ...result('flagged-1'), label: null, rangeFlag: 'out-of-range' });
@@ -291,6 +292,7 @@ describe('opening and migrations', () => {
     expect(check.prepare("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'results%' AND type IN ('table', 'index', 'trigger') AND name NOT LIKE 'sqlite_%' ORDER BY name").all()).toEqual([
       { name: 'results' },
       { name: 'results_by_device' },
+      { name: 'results_by_received' },
       { name: 'results_identity_fixed' },
       { name: 'results_no_delete' },
       { name: 'results_pending' },
@@ -753,7 +755,7 @@ describe.each(engines)('the $name store', (engine) => {
       expect(indices).toEqual(rows.map((_, i) => i));
       for (const row of rows) {
         const expected = resultFor('dev-1', 'mnist', 'k1', row.idempotencyKey);
-        expect({ ...row, receivedAt: expected.receivedAt, decryptedAt: null, id: 0 }).toEqual({ ...expected, state: 'decrypted', rangeFlag: null, decryptedAt: null, error: null, id: 0 });
+        expect({ ...row, receivedAt: expected.receivedAt, decryptedAt: null, id: 0 }).toEqual({ ...expected, state: 'decrypted', rangeFlag: null, capturedAt: null, decryptedAt: null, error: null, id: 0 });
       }
       // The database is still writable after the crash.
       expect((await reopened.recordResult(result('after-crash'))).kind).toBe('created');

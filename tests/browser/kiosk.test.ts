@@ -61,6 +61,8 @@ describe.skipIf(!hasChromium)('kiosk in Chromium (Debian chromium, playwright-co
     const stored = await decrypted(site.ws.store, { deviceId });
     expect(stored).toHaveLength(count);
     expect(stored.map((r) => r.label)).toEqual(await floatLabels(0, count));
+    // Each result carries the kiosk's capture time, taken before the frame was classified and sent.
+    for (const r of stored) expect(r.capturedAt !== null && Date.parse(r.capturedAt) <= Date.parse(r.receivedAt) + 1000, JSON.stringify(r.capturedAt)).toBe(true);
     expect(await page.textContent('#outbox-pending')).toBe('0');
     expect(await page.textContent('#ct-hash')).toMatch(/^[0-9a-f]{64}$/);
     expect(await page.textContent('#ct-size')).toMatch(/KiB$/);
