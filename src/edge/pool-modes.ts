@@ -22,14 +22,18 @@
  * (dropped files, a slow source) — then `per-worker` has nothing to run in parallel, is
  * measured as slow as `single`, and `shared` wins on latency. The measure follows the
  * demand the kiosk really gives the pool, and time the pool is idle is never charged.
+ * (For one frame per worker the window's frames are combined per worker — each worker's
+ * rate added up, scaled by how busy the workers were — so that a slow worker, which
+ * completes fewer frames, weighs what it contributes; see `estimate`.)
  * Ties — modes within `margin` (10%) of the lowest ms/frame — go to the lowest per-frame
  * **latency** (median, admission to result): one frame per worker is chosen only when it
  * gives clearly more frames per second, since each of its frames is older when it lands.
  * A consequence, by the estimates: the chosen mode is never slower than `single` (if it
  * were, `single` would be within the margin of the best and have the lower latency).
  *
- * HOW `auto` MEASURES. Warm-up: a short run of each mode (single, shared, per-worker; the
- * first frames of a mode never run before are discarded as cold), then the fastest.
+ * HOW `auto` MEASURES. Warm-up: a short run of each mode (single, shared, per-worker —
+ * until every worker running a frame has completed one; the first frame of single and of
+ * shared is discarded as cold), then the fastest.
  * Then continuously: the running mode's sliding window (its last `window` frames) is
  * compared with what it measured when chosen; a change of more than `change` (20%) either
  * way — another program took or freed a core — re-measures every mode at once
@@ -38,7 +42,9 @@
  * (a shared frame waiting for a share on a busy core) after three, so it is left after a
  * few frames plus the re-measuring runs. Every `reprobeEvery` frames it also re-measures
  * the other mode it measured longest ago; if that one changed by more than `change`,
- * conditions changed and every mode is re-measured (recovery when a core frees up).
+ * conditions changed and every mode is re-measured (recovery when a core frees up). A
+ * choice of a mode whose figures are older than the current re-measuring is measured
+ * first, so the pool never switches on stale figures alone.
  *
  * Pure logic, no timers: the pool reports each frame (`record`) and reads `mode`. Node
  * tests drive it with durations they control.
@@ -77,6 +83,8 @@ export interface ModeSample {
   /** The worker that completed the frame, and how many workers took part. */
   worker: number;
   workers: number;
+  /** Other frames still in flight when this one completed (default 0). */
+  inFlight?: number;
 }
 
 export interface ModeEstimate {
@@ -109,8 +117,8 @@ export interface PoolChoice {
 }
 
 interface Window {
-  ms: number[];
-  latency: number[];
+  /** The mode's recent frames, newest last (up to 4 × window: the estimate reads the last `window`). */
+  samples: ModeSample[];
   at: number;
 }
 
@@ -121,6 +129,8 @@ interface Run {
   /** Measured completions that end the run (Infinity: steady or fixed). */
   measure: number;
   measured: number;
+  /** Workers that completed a measured frame of the run (per-worker: the run waits for those in flight, up to 4 × measure frames). */
+  workers: Set<number>;
 }
 
 const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
@@ -150,6 +160,8 @@ export class ModeChooser {
   private frames = 0;
   /** The running mode's ms/frame when it was chosen. */
   private reference = 0;
+  /** Modes measured since the last choice: a choice of another mode than these and the running one measures it first. */
+  private readonly cycle = new Set<PoolMode>();
   /** The mode being re-measured by a periodic check, and what it measured before. */
   private rechecking?: { mode: PoolMode; before: number | undefined };
   /** Per worker, its recent whole-frame durations while every worker ran one (same conditions for all). */
@@ -174,7 +186,7 @@ export class ModeChooser {
     if (workers <= 1 || setting !== 'auto') {
       this.phase = 'fixed';
       this.reason = workers <= 1 ? 'one HE worker' : `?mode=${setting}`;
-      this.run = { mode: workers <= 1 ? 'single' : (setting as PoolMode), settle: 0, measure: Infinity, measured: 0 };
+      this.run = { mode: workers <= 1 ? 'single' : (setting as PoolMode), settle: 0, measure: Infinity, measured: 0, workers: new Set() };
     } else {
       this.phase = 'warm-up';
       this.pending = ['single', 'shared', 'per-worker'];
@@ -198,8 +210,29 @@ export class ModeChooser {
 
   estimate(mode: PoolMode): ModeEstimate | undefined {
     const w = this.windows.get(mode);
-    if (w === undefined || w.ms.length === 0) return undefined;
-    return { msPerFrame: mean(w.ms), latencyMs: median(w.latency), frames: w.ms.length, at: w.at };
+    if (w === undefined || w.samples.length === 0) return undefined;
+    const recent = w.samples.slice(-this.window);
+    const latencyMs = median(recent.map((x) => x.latencyMs));
+    if (mode !== 'per-worker') return { msPerFrame: mean(recent.map((x) => x.msPerFrame)), latencyMs, frames: recent.length, at: w.at };
+    // One frame per worker. Workers of different speeds complete frames at different rates,
+    // so a few frames' mean would depend on which workers happened to finish; instead each
+    // worker's rate (1 / its mean frame time) is added up — using its latest frame if none is
+    // recent — and scaled by how busy the workers were (frames in flight per worker seen:
+    // 1 when frames queue; one frame at a time on one worker counts that worker alone).
+    const used = [...recent];
+    const seen = new Set(recent.map((x) => x.worker));
+    for (let i = w.samples.length - recent.length - 1; i >= 0; i--) {
+      const older = w.samples[i]!;
+      if (!seen.has(older.worker)) {
+        seen.add(older.worker);
+        used.push(older);
+      }
+    }
+    let rate = 0;
+    for (const worker of seen) rate += 1 / mean(used.filter((x) => x.worker === worker).map((x) => x.latencyMs));
+    const concurrency = used.reduce((a, x) => a + x.latencyMs, 0) / used.reduce((a, x) => a + x.msPerFrame, 0);
+    const busy = Math.min(1, concurrency / seen.size);
+    return { msPerFrame: 1 / (rate * busy), latencyMs, frames: recent.length, at: w.at };
   }
 
   choice(): PoolChoice {
@@ -241,9 +274,13 @@ export class ModeChooser {
     }
     this.push(sample);
     run.measured++;
+    run.workers.add(sample.worker);
     if (this.phase === 'fixed') return;
     if (this.phase !== 'steady') {
-      if (run.measured < run.measure) return;
+      // One frame per worker: a slower worker completes fewer frames; a frame of it still in
+      // flight must count too, or the run would measure the fast worker alone.
+      const waiting = run.mode === 'per-worker' && (sample.inFlight ?? 0) > 0 && run.workers.size < this.workers && run.measured < 4 * run.measure;
+      if (run.measured < run.measure || waiting) return;
       const recheck = this.rechecking;
       this.rechecking = undefined;
       const now = this.estimate(run.mode)?.msPerFrame;
@@ -284,13 +321,9 @@ export class ModeChooser {
   }
 
   private push(sample: ModeSample): void {
-    const w = this.windows.get(sample.mode) ?? { ms: [], latency: [], at: 0 };
-    w.ms.push(sample.msPerFrame);
-    w.latency.push(sample.latencyMs);
-    if (w.ms.length > this.window) {
-      w.ms.shift();
-      w.latency.shift();
-    }
+    const w = this.windows.get(sample.mode) ?? { samples: [], at: 0 };
+    w.samples.push(sample);
+    if (w.samples.length > 4 * this.window) w.samples.shift();
     w.at = this.frames;
     this.windows.set(sample.mode, w);
   }
@@ -309,14 +342,19 @@ export class ModeChooser {
       this.decide();
       return;
     }
+    this.cycle.add(mode);
     const perWorker = mode === 'per-worker';
     // A fresh measurement: the mode's older frames described other conditions.
     this.windows.delete(mode);
     this.run = {
       mode,
-      settle: this.cold.has(mode) ? (perWorker ? this.workers : 1) : 0,
+      // The first frame on worker 0 (single) and the first share on the others (shared) are
+      // cold. One frame per worker comes after both: its frames are all measured, since a
+      // slow worker may complete only one of them.
+      settle: this.cold.has(mode) && !perWorker ? 1 : 0,
       measure: perWorker ? Math.max(this.probeFrames, this.workers) : this.probeFrames,
       measured: 0,
+      workers: new Set(),
     };
     this.cold.delete(mode);
     this.reason = why;
@@ -338,9 +376,16 @@ export class ModeChooser {
 
   private decide(): void {
     const mode = this.best();
+    if (mode !== this.previous && !this.cycle.has(mode)) {
+      // Its figures are from older conditions: measure it before switching to it.
+      this.pending = [mode];
+      this.next(`checking ${SHORT[mode]} before switching to it`);
+      return;
+    }
+    this.cycle.clear();
     this.phase = 'steady';
     this.previous = undefined;
-    this.run = { mode, settle: 0, measure: Infinity, measured: 0 };
+    this.run = { mode, settle: 0, measure: Infinity, measured: 0, workers: new Set() };
     this.reference = this.estimate(mode)?.msPerFrame ?? 0;
     this.reason = 'fastest';
   }

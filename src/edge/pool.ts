@@ -314,7 +314,8 @@ export class HePool {
       if (this.inFlight === 0) this.inFlightMode = undefined;
       // A frame retried after a worker failure measures the failure, not the mode.
       if (frame !== undefined && frame.attempts === 1 && !this.disposed) {
-        this.chooser.record({ mode, msPerFrame: end - charged, latencyMs: this.now() - startedAt, worker: frame.worker, workers: frame.workers });
+        const sample = { mode, msPerFrame: end - charged, latencyMs: this.now() - startedAt, worker: frame.worker, workers: frame.workers, inFlight: this.inFlight };
+        this.chooser.record(sample);
         this.options.onChoice?.(this.chooser.choice());
       }
       this.admitWaiting();

@@ -247,6 +247,18 @@ describe('HE pool modes (Node, simulated workers, fake clock)', () => {
     expect(estimates.shared!.msPerFrame).toBeCloseTo(540, 0);
   });
 
+  it('frames queue and worker 1 is at a quarter speed: still one frame per worker, measured without flapping', async () => {
+    const { pool, stream } = await makePool({ speeds: [1, 0.25] });
+    const frames = await stream(60, 'queue');
+    // Worker 0 completes four frames for each of worker 1's: 1/510 + 1/2040 frames per ms = 408 ms per frame.
+    const afterWarmUp = modes(frames.slice(16));
+    expect(afterWarmUp.filter((m) => m !== 'per-worker').length).toBeLessThanOrEqual(3);
+    expect(pool.choice.mode).toBe('per-worker');
+    expect(pool.choice.estimates['per-worker']!.msPerFrame).toBeGreaterThan(330);
+    expect(pool.choice.estimates['per-worker']!.msPerFrame).toBeLessThan(490);
+    expect(pool.choice.estimates.shared!.msPerFrame).toBeCloseTo(960, 0);
+  });
+
   it('another CPU-bound program takes one of the two cores: auto falls back to one worker, frames queuing or not', async () => {
     for (const demand of ['queue', 'one-at-a-time'] as const) {
       const { pool, stream } = await makePool({ cores: 1 });
@@ -273,18 +285,37 @@ describe('HE pool modes (Node, simulated workers, fake clock)', () => {
     });
     expect(settledOn(frames.slice(0, loadedAt), 13)).toBe('per-worker');
     // Loaded (one core for both workers): single 510 ms/frame, shared 540, one per worker
-    // 510 (two frames of 1020 ms at once). Shared never runs more than its 3 re-measuring
-    // frames in a row; one worker is chosen within 2 frames + 3 re-measuring runs.
+    // 510 (two frames of 1020 ms at once, so no slower, but each frame twice as old). The
+    // only frames slower than one worker are shared's re-measuring runs, 3 frames at most in
+    // a row. Here a periodic re-check falls on the change (frame 21) and measures one per
+    // worker across it, so it takes a re-check, a confirmation, the change and a re-measuring
+    // round before one worker runs steadily: under 25 frames.
     const loaded = modes(frames.slice(loadedAt, freedAt));
     expect(longestRun(loaded, 'shared')).toBeLessThanOrEqual(3);
-    const singleFrom = firstSteady(frames, loadedAt, 'single', 10);
-    expect(singleFrom - loadedAt).toBeLessThanOrEqual(2 + 3 + 3 + 4);
+    const singleFrom = firstSteady(frames, loadedAt, 'single', 8);
+    expect(singleFrom).toBeGreaterThan(loadedAt);
+    expect(singleFrom - loadedAt).toBeLessThanOrEqual(25);
     // Freed: single's frame times do not change, but the periodic re-check finds one frame
     // per worker twice as fast as before, so every mode is re-measured and it comes back.
-    const backFrom = firstSteady(frames, freedAt, 'per-worker', 10);
+    const backFrom = firstSteady(frames, freedAt, 'per-worker', 8);
+    expect(backFrom).toBeGreaterThan(freedAt);
     expect(backFrom - freedAt).toBeLessThanOrEqual(10 + 4 + 4 + 3);
     expect(pool.choice.estimates['per-worker']!.msPerFrame).toBeCloseTo(255, 0);
     expect(pool.choice.estimates.shared!.msPerFrame).toBeCloseTo(330, 0);
+  });
+
+  it('a core taken while one frame per worker runs steadily: one worker within a few frames', async () => {
+    const { pool, stream, machine } = await makePool();
+    const frames = await stream(45, 'queue', (done) => {
+      if (done === 20) machine.set({ cores: 1 });
+    });
+    const after = frames.slice(20).map((f) => f.mode);
+    // Two frames of one per worker at 510 ms/frame (from 255) trip the change; then single,
+    // shared and one per worker are re-measured (3 + 3 + 3, with the frames in flight), then single.
+    const singleFrom = firstSteady(frames, 20, 'single', 10);
+    expect(singleFrom - 20).toBeLessThanOrEqual(14);
+    expect(longestRun(after, 'shared')).toBeLessThanOrEqual(3);
+    expect(pool.choice).toMatchObject({ mode: 'single', phase: 'steady' });
   });
 
   it('a fixed ?mode= is kept whatever the measurements say', async () => {
