@@ -33,7 +33,7 @@ describe('sealed-edge CLI', () => {
     expect(cli('demo', '--inputs', 'many')).toMatchObject({ code: 2, err: expect.stringMatching(/--inputs must be an integer/) });
     expect(cli('demo', '--head', 'resnet')).toMatchObject({ code: 2, err: expect.stringMatching(/--head must be one of mnist, small, last/) });
     expect(cli('demo', '--colour', 'red')).toMatchObject({ code: 2, err: expect.stringMatching(/Unknown option '--colour'/) });
-    expect(cli('help')).toMatchObject({ code: 0, out: expect.stringMatching(/usage: sealed-edge[\s\S]*protect MODEL.onnx[\s\S]*\[--scheme ckks\|bgv\] \[--calibration IMAGES.idx\]/) });
+    expect(cli('help')).toMatchObject({ code: 0, out: expect.stringMatching(/usage: sealed-edge[\s\S]*protect MODEL.onnx[\s\S]*\[--scheme ckks\|bgv\] \[--calibration IMAGES.idx\|DIR\][\s\S]*\[--channels 1\|3\] \[--input-size HxW\]/) });
   });
 
   it('the benchmark runner refuses unknown suites and flags', () => {
