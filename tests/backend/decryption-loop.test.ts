@@ -44,7 +44,7 @@ describe.each(testEngines())('the decryption loop on the $name store', (engine) 
     const decryptor = new StandIn();
     const done: ResultRecord[] = [];
     const lines: string[] = [];
-    const loop = new DecryptionLoop({ store, decryptor, worker: 'w1', claimTimeoutMs: 30, maxAttempts: 2, pollMs: 10, onDone: (r) => done.push(r), log: (l) => lines.push(l) });
+    const loop = new DecryptionLoop({ store, decryptor, worker: 'w1', claimTimeoutMs: 300, maxAttempts: 2, pollMs: 10, onDone: (r) => done.push(r), log: (l) => lines.push(l) });
     await accept(store, 'good', [1, 9, 3, 2]);
     await accept(store, 'refused', [0xee, 1, 2, 3]);
     await accept(store, 'killer', [0xdd, 1, 2, 3]);
