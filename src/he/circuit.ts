@@ -1,4 +1,4 @@
-import { type ConvLayer, type ConvPlan, type ConvShape, convGeometry, freeGrid, type GridLayout, gridColumns, packConvInput, planConv, planRotatedConv, type RotatedConvPlan } from './conv';
+import { type ConvLayer, type ConvPlan, type ConvShape, convGeometry, convInputs, freeGrid, type GridLayout, gridColumns, packConvInput, pairPlanes, planConv, planRotatedConv, type RotatedConvPlan } from './conv';
 import { fail } from './errors';
 import { type DensePlan, inputColumns, packInput, planDense } from './packing';
 
@@ -216,7 +216,7 @@ export function classifierDepth(layers: readonly LayerShape[]): number {
  * the layer before leaves: a dense layer's replicated output, a rotated convolution's grid
  * (scattered features for a dense layer after it).
  */
-export function planLayers(layers: readonly LayerShape[], polyPlans: readonly PolyPlan[], slots: number, options: { rowsLast?: boolean } = {}): LayerPlan[] {
+export function planLayers(layers: readonly LayerShape[], polyPlans: readonly PolyPlan[], slots: number, options: PlanningOptions = {}): LayerPlan[] {
   const plans: (LayerPlan | undefined)[] = [];
   let previous: DensePlan | RotatedConvPlan | undefined;
   let poly = 0;
@@ -242,6 +242,7 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
         inputColumns: previous?.kind === 'conv-rot' ? previous.columns : undefined,
         finalLayer: i === lastDense,
         rows: options.rowsLast,
+        complex: options.complex === true && i === 0,
       });
     }
     plans.push(plan);
@@ -255,7 +256,7 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
     const produced = convGeometry(first).outputs;
     const reads = next.kind === 'dense' ? next.inputs : next.geometry.inputs;
     if (reads !== produced) fail('E_SHAPE', `layer ${nextIndex}: expects ${reads} inputs but the convolution produces ${produced}`);
-    plans[0] = planConv(first, slots, next.kind === 'dense' ? inputColumns(next) : gridColumns(next.input, slots), 'layer 0');
+    plans[0] = planConv(first, slots, next.kind === 'dense' ? inputColumns(next) : gridColumns(next.input, slots), 'layer 0', options.complex === true && convGeometry(first).planes > 1);
   }
   layers.forEach((layer, i) => {
     if (layer.kind !== 'add') return;
@@ -288,8 +289,15 @@ function gridAfter(previous: DensePlan | RotatedConvPlan, layer: ConvShape, wher
   return { channels: c, height: h, width: w, block: h * w, rowStep: w, colStep: 1, period: previous.outPeriod };
 }
 
-/** How CKKS plans its layers: a small last layer may take the 'rows' layout (its scores strided). */
-export const CKKS_PLANNING = { rowsLast: true } as const;
+export interface PlanningOptions {
+  /** A small last layer may take the 'rows' layout (its scores strided). */
+  readonly rowsLast?: boolean;
+  /** The first layer may pack two values per slot (CKKS with encrypted weights and input): a convolution its planes two per ciphertext, a dense layer half the diagonals. */
+  readonly complex?: boolean;
+}
+
+/** How CKKS plans its layers (complex packing depends on the mode: see planClassifier). */
+export const CKKS_PLANNING: PlanningOptions = { rowsLast: true };
 
 /** The scores of a plan's result: `count` outputs, output r in slot r·stride. */
 export function outputSlots(plans: readonly LayerPlan[]): { count: number; stride: number } {
@@ -332,6 +340,8 @@ export interface Backend<V, W> {
   addWeight(acc: V, w: W): void;
   relinearize(x: V): void;
   rescale(x: V): void;
+  /** x + x̄ = 2·Re(x) of a complex-packed value, fresh (one key switch: the conjugation); CKKS only. */
+  realPart?(x: V): V;
   /** The value a dense layer returns when all its products vanish: its bias or zero. */
   constant(w: W | null): V;
   clone(x: V): V;
@@ -408,6 +418,7 @@ export function evaluateRotatedConv<V, W>(be: Backend<V, W>, plan: RotatedConvPl
 /** Completes a dense layer from the sum of its shares: rescale, rotate-and-sum, bias. */
 export function denseFinish<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, acc: V | null): V {
   if (acc === null) return be.constant(weights.bias);
+  if (plan.complex) acc = realPart(be, acc);
   be.rescale(acc);
   for (const step of plan.sumSteps) {
     const turned = be.rotate(acc, step);
@@ -427,8 +438,8 @@ export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights:
  * yet rescaled; null when no plane contributes. `planes[p]` is plane p's packed input
  * (only those in the range are read).
  */
-export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: LayerWeights<W>, planes: readonly V[], lo = 0, hi = plan.geometry.planes): V | null {
-  const count = plan.geometry.planes;
+export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: LayerWeights<W>, planes: readonly V[], lo = 0, hi = convInputs(plan)): V | null {
+  const count = convInputs(plan);
   if (weights.diagonals.length !== count) fail('E_SHAPE', `the convolution has ${weights.diagonals.length} weight planes, its plan needs ${count}`);
   if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi > count || lo >= hi) {
     fail('E_SHAPE', `planes [${lo}, ${hi}) are not a range within [0, ${count})`);
@@ -444,9 +455,18 @@ export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: Laye
   return acc;
 }
 
-/** Completes a convolution from the sum of its shares: rescale, bias. */
-export function convFinish<V, W>(be: Backend<V, W>, weights: LayerWeights<W>, acc: V | null): V {
+/** 2·Re(acc) of a complex-packed sum (acc is consumed). */
+function realPart<V, W>(be: Backend<V, W>, acc: V): V {
+  if (be.realPart === undefined) fail('E_UNSUPPORTED', 'complex packing needs a scheme with complex slots (CKKS)');
+  const real = be.realPart(acc);
+  be.free(acc);
+  return real;
+}
+
+/** Completes a convolution from the sum of its shares: the real part of complex-packed planes, rescale, bias. */
+export function convFinish<V, W>(be: Backend<V, W>, weights: LayerWeights<W>, acc: V | null, complex = false): V {
   if (acc === null) return be.constant(weights.bias);
+  if (complex) acc = realPart(be, acc);
   be.rescale(acc);
   if (weights.bias !== null) be.addWeight(acc, weights.bias);
   return acc;
@@ -454,17 +474,19 @@ export function convFinish<V, W>(be: Backend<V, W>, weights: LayerWeights<W>, ac
 
 /** How many independent groups the first layer's products split into: giant steps or planes. */
 export function shareGroups(plan: ConvPlan | DensePlan): number {
-  return plan.kind === 'conv' ? plan.geometry.planes : plan.giant;
+  return plan.kind === 'conv' ? convInputs(plan) : plan.giant;
 }
 
-/** How many slot vectors the device packs for the first layer: im2col planes or one. */
+/** How many slot vectors the device packs for the first layer: im2col planes (or their pairs) or one. */
 export function inputCount(plan: ConvPlan | DensePlan): number {
-  return plan.kind === 'conv' ? plan.geometry.planes : 1;
+  return plan.kind === 'conv' ? convInputs(plan) : 1;
 }
 
-/** Packs the device's input for the first layer: its im2col planes, or one slot vector. */
+/** Packs the device's input for the first layer: its im2col planes (complex pairs of them), or one slot vector. */
 export function packInputs(plan: ConvPlan | DensePlan, features: ArrayLike<number>): Float64Array[] {
-  return plan.kind === 'conv' ? packConvInput(plan, features) : [packInput(plan, features)];
+  if (plan.kind === 'dense') return [packInput(plan, features)];
+  const planes = packConvInput(plan, features);
+  return plan.complex ? pairPlanes(planes, 'input') : planes;
 }
 
 /**
@@ -484,8 +506,8 @@ const SHARE_COST = { ctMulAdd: 1.2, plainMulAdd: 0.5, relin: 5.5, rotate: 5.5 };
 export function shareRanges(plan: ConvPlan | DensePlan, count: number, bothEncrypted: boolean): [number, number][] {
   if (!Number.isInteger(count) || count < 1) fail('E_SHAPE', `shares must be a positive integer, got ${count}`);
   if (plan.kind === 'conv') {
-    // Every plane costs the same (its encryption and one product): split them evenly.
-    const planes = plan.geometry.planes;
+    // Every plane (or pair) costs the same (its encryption and one product): split them evenly.
+    const planes = convInputs(plan);
     const parts = Math.min(count, planes);
     return Array.from({ length: parts }, (_, k): [number, number] => [Math.floor((k * planes) / parts), Math.floor(((k + 1) * planes) / parts)]);
   }
@@ -578,6 +600,11 @@ export function evaluateLayers<V, W>(
   return finishLayers(be, plans, weights, evaluateShare(be, plans, weights, inputs), onLayer);
 }
 
+/** Whether a layer packs two values per slot (complex packing: only a first layer, when the planner finds it cheaper). */
+export function isComplex(plan: LayerPlan): boolean {
+  return (plan.kind === 'conv' || plan.kind === 'dense') && plan.complex;
+}
+
 /** The first layer: it packs the device's input and is the layer shares split. */
 export function firstPlan(plans: readonly LayerPlan[]): ConvPlan | DensePlan {
   const first = plans[0];
@@ -616,7 +643,7 @@ export function finishLayers<V, W>(
   onLayer?: (index: number) => void,
 ): V {
   const [plan, w] = firstLayer(plans, weights);
-  let current = plan.kind === 'conv' ? convFinish(be, w, shares) : denseFinish(be, plan, w, shares);
+  let current = plan.kind === 'conv' ? convFinish(be, w, shares, plan.complex) : denseFinish(be, plan, w, shares);
   // Outputs a residual add reads later, kept until then.
   const kept = new Map<number, V>();
   const keep = (i: number, value: V) => plans.some((p) => p.kind === 'add' && p.from === i) && kept.set(i, be.clone(value));

@@ -16,19 +16,21 @@ import {
   type LayerWeights,
   planActivations,
   planLayers,
+  type PlanningOptions,
   shareRanges,
 } from './circuit';
 import { readContainer, writeContainer } from './container';
-import { type ConvPlan, convLowerBound, rotatedConvLowerBound } from './conv';
+import { type ConvPlan, convInputs, convLowerBound, rotatedConvLowerBound } from './conv';
+import { encodeComplex, encryptComplex, monomialPlain } from './complex';
 import type { HeContext } from './context';
 import { fail } from './errors';
 import { type DeviceKeys, loadSeal, type OwnerKeys } from './keys';
-import { type DensePlan, diagonalIndex, lowerBoundMults } from './packing';
+import { type DensePlan, diagonalIndex, lowerBoundMults, virtualSlots } from './packing';
 import { packModel } from './reference';
 import { checkParameters, describeParameters, type HeParameters, sameParameters } from './params';
 import { Scope } from './scope';
 import { type SealValue, type SealWeight, SealBackend } from './seal-backend';
-import type { CipherText } from './seal';
+import type { CipherText, PlainText } from './seal';
 import { type OpCounts, TraceBackend, type TraceWeight, zeroCounts } from './trace';
 
 /** Which operands are encrypted. Default: both (the weights stay the owner's secret). */
@@ -82,6 +84,16 @@ export function checkMode(mode: Mode): Mode {
   return { weights: mode.weights, input: mode.input };
 }
 
+/**
+ * How CKKS plans a classifier in `mode`: two values per slot in the first layer when both
+ * sides are encrypted (a plain input or plain weights would need complex plaintexts on the
+ * device, which cost more than they save). `complex: false` plans real packing only, as
+ * classifiers encrypted before complex packing existed were.
+ */
+export function planningFor(mode: Mode, complex = true): PlanningOptions {
+  return { ...CKKS_PLANNING, complex: complex && mode.weights === 'encrypted' && mode.input === 'encrypted' };
+}
+
 /** Copies the public part of a model (shapes, activations), checking it on the way. */
 export function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
   if (!Array.isArray(layers)) fail('E_SHAPE', 'layers must be an array');
@@ -104,16 +116,17 @@ export function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
  * Plans a classifier for a context: packing of every layer, levels and scales (by tracing
  * the very plan the device will run), rotation steps and operation counts.
  */
-export function planClassifier(he: HeContext, layers: readonly LayerShape[], mode: Mode = DEFAULT_MODE): ClassifierPlan {
+export function planClassifier(he: HeContext, layers: readonly LayerShape[], mode: Mode = DEFAULT_MODE, complex = true): ClassifierPlan {
   const checked = checkMode(mode);
   const shapes = shapesOf(layers);
-  const plans = planLayers(shapes, planActivations(shapes), he.slots, CKKS_PLANNING);
+  const plans = planLayers(shapes, planActivations(shapes), he.slots, planningFor(checked, complex));
   const structure = plans.map((plan) => {
-    if (plan.kind === 'conv') return Array<boolean>(plan.geometry.planes).fill(true);
+    if (plan.kind === 'conv') return Array<boolean>(convInputs(plan)).fill(true);
     if (plan.kind === 'conv-rot') return [...plan.used];
     if (plan.kind !== 'dense') return null;
     const index = diagonalIndex(plan);
-    return Array.from({ length: plan.diagonals }, (_, k) => index.subarray(k * he.slots, (k + 1) * he.slots).some((v) => v >= 0));
+    const virtual = virtualSlots(plan);
+    return Array.from({ length: plan.diagonals }, (_, k) => index.subarray(k * virtual, (k + 1) * virtual).some((v) => v >= 0));
   });
   const trace = new TraceBackend(he.primes, checked.weights === 'encrypted');
   const markers = plans.map((plan, layer): LayerWeights<TraceWeight> | null =>
@@ -162,6 +175,8 @@ interface ClassifierHeader {
   keyId: string;
   mode: Mode;
   layers: LayerShape[];
+  /** Whether the planner could pack two values per slot; absent (false) before complex packing existed. */
+  complex?: boolean;
 }
 
 /** Calls back with (done, total) while the owner encrypts; total counts weight sections. */
@@ -192,7 +207,8 @@ export const SECTIONS_PER_YIELD = 16;
  * The owner's side: packs the float model for its plan and encrypts every weight
  * diagonal and bias with the secret key (seeded ciphertexts, half the size of public-key
  * ones), at the level and scale the device's evaluation will meet it. Seconds of work for
- * a large head, so it yields to the event loop as it goes.
+ * a large head, so it yields to the event loop as it goes. `complex: false` keeps to real
+ * packing (the before of a comparison); the header records it for the device's planner.
  */
 export async function encryptClassifier(
   he: HeContext,
@@ -200,8 +216,9 @@ export async function encryptClassifier(
   layers: readonly Layer[],
   mode: Mode = DEFAULT_MODE,
   onProgress?: Progress,
+  complex = true,
 ): Promise<Uint8Array> {
-  const plan = planClassifier(he, layers, mode);
+  const plan = planClassifier(he, layers, mode, complex);
   const missing = plan.rotationSteps.filter((s) => !owner.steps.includes(s));
   if (missing.length > 0) fail('E_KEYS', `the key set has no Galois keys for rotation steps ${missing.join(', ')}`);
   const folded = foldModel(layers);
@@ -212,11 +229,18 @@ export async function encryptClassifier(
   try {
     const encryptor = scope.track(seal.Encryptor(he.context, owner.publicKey, owner.secretKey));
     const plain = scope.track(seal.PlainText());
+    const monomials = new Map<number, PlainText>();
+    const monomial = (level: number): PlainText => {
+      let mono = monomials.get(level);
+      if (mono === undefined) monomials.set(level, (mono = scope.track(monomialPlain(he, level))));
+      return mono;
+    };
     const seal1 = (values: Float64Array, key: string): Uint8Array => {
       const slot = plan.weightSlots.get(key)!;
       if (plan.mode.weights === 'plain') return float64Bytes(values);
-      he.encode(values, slot.scale, slot.level, plain);
-      const serializable = encryptor.encryptSymmetricSerializable(plain);
+      const encoded = values.length === he.slots ? he.encode(values, slot.scale, slot.level, plain) : scope.track(encodeComplex(he, monomial(slot.level), values, slot.scale, slot.level));
+      const serializable = encryptor.encryptSymmetricSerializable(encoded);
+      if (encoded !== plain) scope.free(encoded);
       try {
         return serializable.saveArray(seal.ComprModeType.zstd);
       } finally {
@@ -236,7 +260,7 @@ export async function encryptClassifier(
   } finally {
     scope.dispose();
   }
-  const header: ClassifierHeader = { params: he.params, keyId: owner.keyId, mode: plan.mode, layers: shapesOf(layers) };
+  const header: ClassifierHeader = { params: he.params, keyId: owner.keyId, mode: plan.mode, layers: shapesOf(layers), complex };
   return writeContainer('classifier', header, sections);
 }
 
@@ -289,6 +313,8 @@ export class EncryptedClassifier {
     private readonly weights: (LayerWeights<SealWeight> | null)[],
     private readonly owned: Scope,
     readonly byteLength: number,
+    /** X^(N/2) at the top level, when the device encrypts complex-packed planes. */
+    private readonly monomial: PlainText | null,
   ) {}
 
   static load(he: HeContext, keys: DeviceKeys, bytes: Uint8Array): EncryptedClassifier {
@@ -301,7 +327,8 @@ export class EncryptedClassifier {
       fail('E_KEYS', `the classifier was encrypted under key ${header.keyId}, the device holds key ${keys.keyId}`);
     }
     if (!Array.isArray(header.layers)) fail('E_CORRUPT', 'the classifier header has no layer list');
-    const plan = planClassifier(he, header.layers, header.mode);
+    if (header.complex !== undefined && typeof header.complex !== 'boolean') fail('E_CORRUPT', 'the classifier header says neither complex nor real packing');
+    const plan = planClassifier(he, header.layers, header.mode, header.complex === true);
     const missing = plan.rotationSteps.filter((s) => !keys.steps.includes(s));
     if (missing.length > 0) fail('E_KEYS', `the device key set has no Galois keys for rotation steps ${missing.join(', ')}`);
     const expected = plan.weightSlots.size;
@@ -329,7 +356,9 @@ export class EncryptedClassifier {
         const diagonals = plan.structure[i]!.map((used, k) => (used ? load(`${i}:${k}`) : null));
         return { diagonals, bias: load(`${i}:-1`) };
       });
-      return new EncryptedClassifier(he, keys, plan, weights, owned, bytes.length);
+      const first = firstPlan(plan.plans);
+      const monomial = first.complex ? owned.track(monomialPlain(he, he.topLevel)) : null;
+      return new EncryptedClassifier(he, keys, plan, weights, owned, bytes.length, monomial);
     } catch (error) {
       owned.dispose();
       throw error;
@@ -360,9 +389,13 @@ export class EncryptedClassifier {
     const encryptor = scope.track(he.seal.Encryptor(he.context, this.keys.publicKey));
     const plain = scope.track(he.seal.PlainText());
     for (let i = range[0]; i < range[1]; i++) {
-      he.encode(packed[i]!, this.plan.inputScale, he.topLevel, plain);
       const input = scope.track(he.seal.CipherText());
-      encryptor.encrypt(plain, input);
+      if (this.monomial !== null) {
+        encryptComplex(he, encryptor, this.monomial, packed[i]!, this.plan.inputScale, input, plain);
+      } else {
+        he.encode(packed[i]!, this.plan.inputScale, he.topLevel, plain);
+        encryptor.encrypt(plain, input);
+      }
       inputs[i] = input;
     }
     return inputs;

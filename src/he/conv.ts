@@ -77,6 +77,11 @@ export function convGeometry(layer: ConvShape, where = 'conv layer'): ConvGeomet
  * lays weight plane p out alike, w[o][c][dy][dx] in every slot of map o. Then
  * Σ_p ct(W_p) ⊙ ct(X_p) is the convolution, already in whatever layout `columns` asks for
  * (the next dense layer's input layout): no rotation at all.
+ *
+ * With `complex` packing (DESIGN.md 2b) planes go two per ciphertext: the device encrypts
+ * X_2k + i·X_2k+1, the owner (W_2k − i·W_2k+1)/2, and the real part of their product is
+ * half of both planes' terms; one conjugation at the end (z + z̄ = 2·Re z) recovers the
+ * sum. Half the encryptions and half the products, for one key switch.
  */
 export interface ConvPlan {
   readonly kind: 'conv';
@@ -85,9 +90,11 @@ export interface ConvPlan {
   readonly slots: number;
   /** Output feature (o·oh·ow + y·ow + x) carried by each slot, −1 for a slot left empty. */
   readonly columns: Int32Array;
+  /** Two planes per ciphertext (see above). */
+  readonly complex: boolean;
 }
 
-export function planConv(shape: ConvShape, slots: number, columns: Int32Array, where = 'conv layer'): ConvPlan {
+export function planConv(shape: ConvShape, slots: number, columns: Int32Array, where = 'conv layer', complex = false): ConvPlan {
   const geometry = convGeometry(shape, where);
   if (columns.length !== slots) fail('E_SHAPE', `${where}: an output layout of ${columns.length} slots for ${slots} slots`);
   const seen = new Uint8Array(geometry.outputs);
@@ -96,7 +103,31 @@ export function planConv(shape: ConvShape, slots: number, columns: Int32Array, w
     if (f >= 0) seen[f] = 1;
   }
   if (!seen.every((v) => v === 1)) fail('E_SHAPE', `${where}: the output layout leaves some of the ${geometry.outputs} outputs out`);
-  return { kind: 'conv', shape, geometry, slots, columns };
+  return { kind: 'conv', shape, geometry, slots, columns, complex };
+}
+
+/** How many packed inputs (and weight planes) the convolution multiplies: its planes, or their pairs. */
+export function convInputs(plan: ConvPlan): number {
+  return plan.complex ? Math.ceil(plan.geometry.planes / 2) : plan.geometry.planes;
+}
+
+/**
+ * Planes two by two as complex slot vectors (real parts, then imaginary parts; a last odd
+ * plane pairs with zeros): X_2k + i·X_2k+1 for the input, (W_2k − i·W_2k+1)/2 for the
+ * weights, whose product's real part is (W_2k·X_2k + W_2k+1·X_2k+1)/2.
+ */
+export function pairPlanes(planes: readonly Float64Array[], side: 'input' | 'weights'): Float64Array[] {
+  const [re, im] = side === 'input' ? [1, 1] : [0.5, -0.5];
+  const pairs: Float64Array[] = [];
+  for (let k = 0; k < planes.length; k += 2) {
+    const first = planes[k]!;
+    const z = new Float64Array(2 * first.length);
+    z.set(first.map((v) => re * v));
+    const second = planes[k + 1];
+    if (second !== undefined) z.set(second.map((v) => im * v), first.length);
+    pairs.push(z);
+  }
+  return pairs;
 }
 
 /** Lower bound on ct×ct products for a convolution over S slots: ⌈planes·outputs/S⌉. */

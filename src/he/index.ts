@@ -22,6 +22,7 @@ export { calibrateRanges, type CalibratedRanges, integerBitsFor } from './ranges
 export { OwnerKeys, DeviceKeys, keySetInfo, containerScheme } from './keys';
 export {
   planClassifier,
+  planningFor,
   encryptClassifier,
   EncryptedClassifier,
   decryptResult,
@@ -35,6 +36,7 @@ export {
 } from './classifier';
 export {
   classifierDepth,
+  isComplex,
   type Layer,
   type LayerShape,
   type DenseLayer,

@@ -23,7 +23,7 @@ function checkHeader(he: HeContext, header: KeyHeader, what: string): KeyHeader 
     fail('E_PARAMS', `${what} was made for ${describeParameters(params)}, not ${describeParameters(he.params)}`);
   }
   if (typeof header.keyId !== 'string' || !/^[0-9a-f]{32}$/.test(header.keyId)) fail('E_CORRUPT', `${what} has no valid key id`);
-  if (!Array.isArray(header.steps) || !header.steps.every((s) => Number.isInteger(s) && s > 0 && s < he.slots)) {
+  if (!Array.isArray(header.steps) || !header.steps.every((s) => Number.isInteger(s) && s >= 0 && s < he.slots)) {
     fail('E_CORRUPT', `${what} has an invalid list of rotation steps`);
   }
   return header;
@@ -83,12 +83,15 @@ export class OwnerKeys {
     private readonly deviceKeys: Uint8Array,
   ) {}
 
-  /** Generates a fresh key pair; `steps` are the rotations the device will perform. */
+  /**
+   * Generates a fresh key pair; `steps` are the rotations the device will perform (0: the
+   * complex conjugation, SEAL's Galois element 2N−1).
+   */
   static generate(he: HeContext, steps: readonly number[]): OwnerKeys {
     const { seal } = he;
     const sorted = [...new Set(steps)].sort((a, b) => a - b);
     for (const s of sorted) {
-      if (!Number.isInteger(s) || s <= 0 || s >= he.slots) fail('E_SHAPE', `rotation step ${s} is outside 1…${he.slots - 1}`);
+      if (!Number.isInteger(s) || s < 0 || s >= he.slots) fail('E_SHAPE', `rotation step ${s} is outside 0 (conjugation)…${he.slots - 1}`);
     }
     const generator = seal.KeyGenerator(he.context);
     const serialized = [

@@ -26,6 +26,13 @@ import { fail } from './errors';
  * Baby-step/giant-step: diagonal k = g·i + b uses baby rotation b (repeated rotations by
  * one) and giant rotation g·i (Horner: rotate the running sum by g, add the next group),
  * so the whole layer needs Galois keys for 1, g and the rotate-and-sum steps only.
+ *
+ * Complex packing (a first layer with encrypted weights and input, DESIGN.md 2b): the
+ * layout spans 2·S virtual slots, slot s carrying virtual slots s (real part) and S + s
+ * (imaginary part); a rotation turns both halves alike. The owner packs each diagonal
+ * d = a + i·b (a over the first half, b over the second) as (a − i·b)/2, so that the real
+ * part of d·x is (a·x_re + b·x_im)/2 and one conjugation (z + z̄) completes the sum: half
+ * the diagonals, for one key switch.
  */
 export interface DensePlan {
   readonly kind: 'dense';
@@ -33,6 +40,8 @@ export interface DensePlan {
   readonly outputs: number;
   readonly slots: number;
   readonly layout: 'replicated' | 'shifted' | 'rows' | 'scattered';
+  /** Two values per slot (see above): the layout spans 2·slots virtual slots. */
+  readonly complex: boolean;
   /** The input's feature per slot, for the 'scattered' layout. */
   readonly columns?: Int32Array;
   /** Period of the input layout (power of two ≥ inputs). */
@@ -59,11 +68,16 @@ export function lowerBoundMults(outputs: number, inputs: number, slots: number):
   return Math.ceil((outputs * inputs) / slots);
 }
 
-/** The column of x held by each slot of the input layout (−1: a padding slot, always zero). */
+/** Slots of the layout: 2·slots virtual slots when complex. */
+export function virtualSlots(plan: DensePlan): number {
+  return plan.complex ? 2 * plan.slots : plan.slots;
+}
+
+/** The column of x held by each (virtual) slot of the input layout (−1: a padding slot, always zero). */
 export function inputColumns(plan: DensePlan): Int32Array {
   if (plan.layout === 'scattered') return plan.columns!;
-  const cols = new Int32Array(plan.slots);
-  for (let s = 0; s < plan.slots; s++) {
+  const cols = new Int32Array(virtualSlots(plan));
+  for (let s = 0; s < cols.length; s++) {
     const r = s % plan.period;
     const c = plan.layout === 'shifted' ? (r + plan.diagonals * Math.floor(s / plan.period)) % plan.period : r;
     cols[s] = c < plan.inputs ? c : -1;
@@ -78,18 +92,20 @@ function candidate(
   layout: 'replicated' | 'shifted',
   finalLayer: boolean,
   inputPeriod = nextPowerOfTwo(inputs),
+  complex = false,
 ): DensePlan {
   let period = inputPeriod;
   let outPeriod = nextPowerOfTwo(outputs);
   let diagonals: number;
   if (layout === 'shifted') {
     // The coverage argument needs outPeriod ≤ period and at least one diagonal.
+    const virtual = complex ? 2 * slots : slots;
     period = Math.max(period, outPeriod);
-    while (period * outPeriod < slots) {
+    while (period * outPeriod < virtual) {
       if (outPeriod < period) outPeriod *= 2;
       else period *= 2;
     }
-    diagonals = (outPeriod * period) / slots;
+    diagonals = (outPeriod * period) / virtual;
   } else {
     diagonals = Math.min(outPeriod, period);
   }
@@ -99,7 +115,7 @@ function candidate(
   const sumSteps: number[] = [];
   for (let step = outPeriod; step < sumEnd; step *= 2) sumSteps.push(step);
   const { baby, giant } = splitBabyGiant(diagonals);
-  return { kind: 'dense', inputs, outputs, slots, layout, period, outPeriod, diagonals, baby, giant, sumSteps, outStride: 1 };
+  return { kind: 'dense', inputs, outputs, slots, layout, complex, period, outPeriod, diagonals, baby, giant, sumSteps, outStride: 1 };
 }
 
 /** The 'rows' layout of a last layer, or undefined when its rows do not fit side by side. */
@@ -113,6 +129,7 @@ function rowsCandidate(inputs: number, outputs: number, slots: number, inputPeri
     outputs,
     slots,
     layout: 'rows',
+    complex: false,
     period: inputPeriod,
     outPeriod: slots,
     diagonals: 1,
@@ -136,7 +153,7 @@ function scatteredCandidate(inputs: number, outputs: number, slots: number, colu
   const sumSteps: number[] = [];
   for (let step = outPeriod; step < slots; step *= 2) sumSteps.push(step);
   const { baby, giant } = splitBabyGiant(outPeriod);
-  return { kind: 'dense', inputs, outputs, slots, layout: 'scattered', columns, period: slots, outPeriod, diagonals: outPeriod, baby, giant, sumSteps, outStride: 1 };
+  return { kind: 'dense', inputs, outputs, slots, layout: 'scattered', complex: false, columns, period: slots, outPeriod, diagonals: outPeriod, baby, giant, sumSteps, outStride: 1 };
 }
 
 /**
@@ -155,7 +172,7 @@ function splitBabyGiant(diagonals: number): { baby: number; giant: number } {
 
 /** Rough cost in ct×ct-multiplication units (a key switch costs about five). */
 export function estimatedCost(plan: DensePlan): number {
-  const keySwitches = plan.baby - 1 + 2 * plan.giant - 1 + plan.sumSteps.length;
+  const keySwitches = plan.baby - 1 + 2 * plan.giant - 1 + plan.sumSteps.length + (plan.complex ? 1 : 0);
   return plan.diagonals + 5 * keySwitches;
 }
 
@@ -163,7 +180,7 @@ export function planDense(
   inputs: number,
   outputs: number,
   slots: number,
-  options: { inputLayout: 'replicated' | 'shifted' | 'scattered'; inputPeriod?: number; inputColumns?: Int32Array; finalLayer: boolean; rows?: boolean },
+  options: { inputLayout: 'replicated' | 'shifted' | 'scattered'; inputPeriod?: number; inputColumns?: Int32Array; finalLayer: boolean; rows?: boolean; complex?: boolean },
 ): DensePlan {
   if (!Number.isInteger(inputs) || !Number.isInteger(outputs) || inputs < 1 || outputs < 1) {
     fail('E_SHAPE', `dense layer needs positive integer sizes, got ${outputs}×${inputs}`);
@@ -184,16 +201,19 @@ export function planDense(
   const rows = options.finalLayer && options.rows === true && options.inputLayout === 'replicated' ? rowsCandidate(inputs, outputs, slots, inputPeriod) : undefined;
   if (rows !== undefined && estimatedCost(rows) < estimatedCost(replicated)) return rows;
   if (options.inputLayout !== 'shifted') return replicated;
-  const shifted = candidate(inputs, outputs, slots, 'shifted', options.finalLayer);
-  return estimatedCost(shifted) <= estimatedCost(replicated) ? shifted : replicated;
+  const candidates = [replicated, candidate(inputs, outputs, slots, 'shifted', options.finalLayer)];
+  const complex = options.complex === true ? candidate(inputs, outputs, slots, 'shifted', options.finalLayer, undefined, true) : undefined;
+  // Each copy of the input must fit in one half of the virtual slots.
+  if (complex !== undefined && complex.period <= slots && complex.diagonals >= 1) candidates.push(complex);
+  return candidates.reduce((best, c) => (estimatedCost(c) <= estimatedCost(best) ? c : best));
 }
 
-/** Packs the input vector into the layer's input layout (what the device encrypts). */
+/** Packs the input vector into the layer's input layout (what the device encrypts; complex: real parts, then imaginary parts). */
 export function packInput(plan: DensePlan, x: ArrayLike<number>): Float64Array {
   if (x.length !== plan.inputs) fail('E_SHAPE', `input has ${x.length} values, the classifier expects ${plan.inputs}`);
   const cols = inputColumns(plan);
-  const out = new Float64Array(plan.slots);
-  for (let s = 0; s < plan.slots; s++) {
+  const out = new Float64Array(cols.length);
+  for (let s = 0; s < cols.length; s++) {
     const c = cols[s]!;
     if (c >= 0) {
       const v = x[c]!;
@@ -206,12 +226,14 @@ export function packInput(plan: DensePlan, x: ArrayLike<number>): Float64Array {
 
 /**
  * Which (diagonal, slot) pairs carry which weight: the same for every matrix of this
- * shape. `index[k·S + j]` is row·inputs + column, or −1 for a zero entry.
+ * shape. `index[k·V + j]` is row·inputs + column, or −1 for a zero entry (V: the virtual
+ * slots, 2·S when complex, where a rotation turns each half on its own).
  */
 export function diagonalIndex(plan: DensePlan): Int32Array {
   const { slots, diagonals, outPeriod, inputs, outputs } = plan;
   const cols = inputColumns(plan);
-  const index = new Int32Array(diagonals * slots).fill(-1);
+  const virtual = cols.length;
+  const index = new Int32Array(diagonals * virtual).fill(-1);
   if (plan.layout === 'rows') {
     for (let j = 0; j < outputs * plan.period; j++) if (cols[j]! >= 0) index[j] = Math.floor(j / plan.period) * inputs + cols[j]!;
     return index;
@@ -219,14 +241,14 @@ export function diagonalIndex(plan: DensePlan): Int32Array {
   const covered = new Uint8Array(outputs * inputs);
   let count = 0;
   for (let k = 0; k < diagonals; k++) {
-    for (let j = 0; j < slots; j++) {
+    for (let j = 0; j < virtual; j++) {
       const row = j % outPeriod;
-      const col = cols[(j + k) % slots]!;
+      const col = cols[j - (j % slots) + (((j % slots) + k) % slots)]!;
       if (row >= outputs || col < 0) continue;
       const at = row * inputs + col;
       if (covered[at]) continue;
       covered[at] = 1;
-      index[k * slots + j] = at;
+      index[k * virtual + j] = at;
       count++;
     }
   }
@@ -236,8 +258,17 @@ export function diagonalIndex(plan: DensePlan): Int32Array {
   return index;
 }
 
-/** Rotates left by `step` (slot j receives slot j+step), as SEAL's rotate_vector does. */
-export function rotateLeft(v: Float64Array, step: number): Float64Array {
+/**
+ * Rotates left by `step` (slot j receives slot j+step), as SEAL's rotate_vector does; a
+ * complex vector of 2·`slots` values (real parts, then imaginary parts) turns each half.
+ */
+export function rotateLeft(v: Float64Array, step: number, slots = v.length): Float64Array {
+  if (v.length === 2 * slots) {
+    const out = new Float64Array(v.length);
+    out.set(rotateLeft(v.subarray(0, slots), step));
+    out.set(rotateLeft(v.subarray(slots), step), slots);
+    return out;
+  }
   const n = v.length;
   const s = ((step % n) + n) % n;
   const out = new Float64Array(n);
@@ -266,19 +297,21 @@ export function packDense(plan: DensePlan, weights: ArrayLike<number>, bias: Arr
     fail('E_SHAPE', `bias has ${bias.length} values, the layer has ${outputs} outputs`);
   }
   const index = diagonalIndex(plan);
+  const virtual = virtualSlots(plan);
   const packed: (Float64Array | null)[] = [];
   for (let k = 0; k < diagonals; k++) {
-    const d = new Float64Array(slots);
+    const d = new Float64Array(virtual);
     let used = false;
-    for (let j = 0; j < slots; j++) {
-      const at = index[k * slots + j]!;
+    for (let j = 0; j < virtual; j++) {
+      const at = index[k * virtual + j]!;
       if (at >= 0) {
-        d[j] = weights[at]!;
+        // Complex: a + i·b packed as (a − i·b)/2 (see DensePlan).
+        d[j] = !plan.complex ? weights[at]! : j < slots ? weights[at]! / 2 : -weights[at]! / 2;
         used = true;
       }
     }
     const giantShift = baby * Math.floor(k / baby);
-    packed.push(used ? rotateLeft(d, -giantShift) : null);
+    packed.push(used ? rotateLeft(d, -giantShift, slots) : null);
   }
   const b = new Float64Array(slots);
   if (bias !== undefined && plan.layout === 'rows') for (let r = 0; r < outputs; r++) b[r * plan.outStride] = bias[r]!;

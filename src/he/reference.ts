@@ -11,23 +11,34 @@ import {
   outputSlots,
   packInputs,
   planLayers,
+  type PlanningOptions,
   readOutputs,
 } from './circuit';
-import { floatConv, packConvWeights, packRotatedConv } from './conv';
+import { floatConv, packConvWeights, packRotatedConv, pairPlanes } from './conv';
 import { packDense, rotateLeft } from './packing';
 
 /**
  * The plaintext reference: the same packed plan (layouts, pre-rotated diagonals, baby and
  * giant rotations, rotate-and-sum) on plain slot vectors. The encrypted result must match
- * it to CKKS precision; it must match the float model exactly up to rounding.
+ * it to CKKS precision; it must match the float model exactly up to rounding. A vector of
+ * 2·slots values is complex-packed (real parts, then imaginary parts: see complex.ts).
  */
 export class PlainBackend implements Backend<Float64Array, Float64Array> {
   constructor(private readonly slots: number) {}
   rotate(x: Float64Array, step: number): Float64Array {
-    return rotateLeft(x, step);
+    return rotateLeft(x, step, this.slots);
   }
   mulAdd(acc: Float64Array | null, w: Float64Array, x: Float64Array): Float64Array {
     const out = acc ?? new Float64Array(x.length);
+    if (x.length === 2 * this.slots && w.length === x.length && out.length === x.length) {
+      const n = this.slots;
+      for (let i = 0; i < n; i++) {
+        out[i]! += w[i]! * x[i]! - w[n + i]! * x[n + i]!;
+        out[n + i]! += w[i]! * x[n + i]! + w[n + i]! * x[i]!;
+      }
+      return out;
+    }
+    if (w.length !== x.length || out.length !== x.length) throw new Error('the reference multiplies a complex-packed vector with a real one');
     for (let i = 0; i < out.length; i++) out[i]! += w[i]! * x[i]!;
     return out;
   }
@@ -54,6 +65,10 @@ export class PlainBackend implements Backend<Float64Array, Float64Array> {
   }
   relinearize(): void {}
   rescale(_x: Float64Array): void {}
+  realPart(x: Float64Array): Float64Array {
+    if (x.length !== 2 * this.slots) throw new Error('the real part of a vector that is not complex-packed');
+    return x.subarray(0, this.slots).map((v) => 2 * v);
+  }
   constant(w: Float64Array | null): Float64Array {
     return w === null ? new Float64Array(this.slots) : w.slice();
   }
@@ -74,7 +89,7 @@ export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[])
     const layer = folded[i]!;
     if (plan.kind === 'conv' && layer.kind === 'conv') {
       const packed = packConvWeights(plan, layer.weights, layer.bias);
-      return { diagonals: packed.planes, bias: packed.bias };
+      return { diagonals: plan.complex ? pairPlanes(packed.planes, 'weights') : packed.planes, bias: packed.bias };
     }
     if (plan.kind === 'conv-rot' && layer.kind === 'conv') {
       const packed = packRotatedConv(plan, layer.weights, layer.bias, layer.inputOffset);
@@ -90,9 +105,9 @@ export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[])
  * The plaintext reference of a model: folds, plans and packs it once, then runs the packed
  * plan on plain vectors for each input.
  */
-export function referenceModel(layers: readonly Layer[], slots: number): (x: ArrayLike<number>) => Float64Array {
+export function referenceModel(layers: readonly Layer[], slots: number, options: PlanningOptions = CKKS_PLANNING): (x: ArrayLike<number>) => Float64Array {
   const folded = foldModel(layers);
-  const plans = planLayers(folded, planActivations(layers), slots, CKKS_PLANNING);
+  const plans = planLayers(folded, planActivations(layers), slots, options);
   const first = firstPlan(plans);
   const weights = packModel(plans, folded);
   const output = outputSlots(plans);
@@ -100,8 +115,8 @@ export function referenceModel(layers: readonly Layer[], slots: number): (x: Arr
 }
 
 /** Runs the packed plan of `layers` on plain vectors and returns the outputs. */
-export function referenceEvaluate(layers: readonly Layer[], slots: number, x: ArrayLike<number>): Float64Array {
-  return referenceModel(layers, slots)(x);
+export function referenceEvaluate(layers: readonly Layer[], slots: number, x: ArrayLike<number>, options?: PlanningOptions): Float64Array {
+  return referenceModel(layers, slots, options)(x);
 }
 
 export function outputCount(layers: readonly Layer[]): number {

@@ -177,6 +177,16 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
     this.counts.rescales++;
   }
 
+  realPart(x: SealValue): SealValue {
+    const ct = this.cipher(x);
+    const out = this.fresh();
+    this.he.evaluator.complexConjugate(ct, this.keys.galois, out);
+    this.he.evaluator.add(out, ct, out);
+    this.counts.rotations++;
+    this.counts.adds++;
+    return out;
+  }
+
   constant(w: SealWeight | null): SealValue {
     if (w === null) fail('E_SHAPE', 'a layer without a bias vanished: nothing to return');
     const out = this.fresh();

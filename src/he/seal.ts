@@ -9,6 +9,7 @@ export type { GaloisKeys } from 'node-seal/implementation/galois-keys';
 export type { RelinKeys } from 'node-seal/implementation/relin-keys';
 export type { PublicKey } from 'node-seal/implementation/public-key';
 export type { SecretKey } from 'node-seal/implementation/secret-key';
+export type { Encryptor } from 'node-seal/implementation/encryptor';
 
 /**
  * The one place that knows which node-seal build is in use. Callers pass the build's

@@ -138,6 +138,12 @@ export class TraceBackend implements Backend<TraceValue, TraceWeight> {
     }
   }
 
+  /** The conjugation is a Galois key switch: counted with the rotations, its key as step 0 (SEAL's element 2N−1). */
+  realPart(x: TraceValue): TraceValue {
+    this.count('adds');
+    return this.rotate(x, 0);
+  }
+
   rescale(x: TraceValue): void {
     if (x.level === 0) fail('E_PARAMS', 'the circuit is deeper than the modulus chain');
     this.count('rescales');

@@ -79,10 +79,11 @@ describe('convolutions on encrypted activations: the packed plan', () => {
     expect(conv.input).toEqual({ channels: 8, height: 13, width: 13, block: 256, rowStep: 13, colStep: 1, period: 2048 });
     expect(conv.babies).toEqual([0, 1, 2, 13, 14, 15, 26, 27, 28]);
     expect(conv.giant).toBe(8);
-    expect(plan.plans[0]).toMatchObject({ kind: 'conv' });
+    // The first convolution's 25 planes go two per ciphertext (13 products, one conjugation).
+    expect(plan.plans[0]).toMatchObject({ kind: 'conv', complex: true });
     expect(plan.plans[4]).toMatchObject({ kind: 'dense', layout: 'scattered', diagonals: 16 });
     expect(plan.layerCounts.map((c) => [c.ctMults, c.rotations, c.relins])).toEqual([
-      [25, 0, 1],
+      [13, 1, 1],
       [1, 0, 1],
       [72, 8 + 7, 8],
       [1, 0, 1],

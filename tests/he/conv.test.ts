@@ -97,27 +97,36 @@ describe('the packed plan of a network that starts with a convolution', () => {
 
   it('reports products, rotations and the lower bound it is measured against', () => {
     const layers = network(LOLA, 3, [0, 0, 1], 100);
-    const plan = planClassifier({ slots: 4096, primes: [2 ** 40, ...Array(5).fill(2 ** 30)], params: { scaleBits: 30 }, topLevel: 5 } as never, layers);
-    const conv = plan.plans[0]!;
-    expect(conv.kind).toBe('conv');
-    // 25 planes; the next dense layer reads the shifted layout (32 diagonals); the last one
-    // holds its 10 rows side by side in one ciphertext (1 product, 7 rotate-and-sum steps).
-    expect(plan.counts.ctMults).toBe(25 + 32 + 1 + 2);
+    const context = { slots: 4096, primes: [2 ** 40, ...Array(5).fill(2 ** 30)], params: { scaleBits: 30 }, topLevel: 5 } as never;
+    // The device's frame in plaintext: 25 real planes; the next dense layer reads the
+    // shifted layout (32 diagonals); the last one holds its 10 rows side by side in one
+    // ciphertext (1 product, 7 rotate-and-sum steps).
+    const plan = planClassifier(context, layers, { weights: 'encrypted', input: 'plain' });
+    expect(plan.plans[0]).toMatchObject({ kind: 'conv', complex: false });
+    expect(plan.counts.ctMults).toBe(32 + 1 + 2);
+    expect(plan.counts.plainMults).toBe(25);
     expect(plan.plans[4]).toMatchObject({ layout: 'rows', diagonals: 1, outStride: 128, sumSteps: [1, 2, 4, 8, 16, 32, 64] });
     expect(plan.outputStride).toBe(128);
     expect(plan.layerRotationSteps[4]).toEqual([1, 2, 4, 8, 16, 32, 64]);
     expect(plan.layerLowerBounds).toEqual([Math.ceil((25 * 845) / 4096), 0, Math.ceil((845 * 100) / 4096), 0, 1]);
-    expect(plan.layerCounts.map((c) => [c.ctMults, c.rotations, c.relins])).toEqual([
-      [25, 0, 1],
+    const later = [
       [1, 0, 1],
       [32, 7 + 3 + 5, 4],
       [1, 0, 1],
       [1, 7, 1],
-    ]);
+    ];
+    expect(plan.layerCounts.map((c) => [c.ctMults + c.plainMults, c.rotations, c.relins])).toEqual([[25, 0, 0], ...later]);
     expect(plan.lowerBoundMults).toBe(Math.ceil((25 * 845) / 4096) + Math.ceil((845 * 100) / 4096) + Math.ceil((100 * 10) / 4096));
     expect(plan.layerRotationSteps[0]).toEqual([]);
     expect(plan.depth).toBe(5);
     expect(plan.inputs).toBe(784);
+    // Both encrypted: planes two per ciphertext, 13 products and one conjugation (Galois step 0).
+    const complex = planClassifier(context, layers);
+    expect(complex.plans[0]).toMatchObject({ kind: 'conv', complex: true });
+    expect(complex.layerCounts.map((c) => [c.ctMults, c.rotations, c.relins])).toEqual([[13, 1, 1], ...later]);
+    expect(complex.layerRotationSteps[0]).toEqual([0]);
+    expect(complex.rotationSteps[0]).toBe(0);
+    expect(complex.depth).toBe(5);
   });
 
   it('refuses a network with no dense layer', () => {
@@ -152,7 +161,7 @@ for (const [name, mode] of MODES) {
       for (const count of [2, 3]) {
         await yieldToEventLoop();
         const ranges = p.classifier.shares(count);
-        expect(ranges.map(([lo, hi]) => hi - lo)).toEqual(count === 2 ? [12, 13] : [8, 8, 9]);
+        expect(ranges.map(([lo, hi]) => hi - lo)).toEqual(mode.input === 'encrypted' && mode.weights === 'encrypted' ? (count === 2 ? [6, 7] : [4, 4, 5]) : count === 2 ? [12, 13] : [8, 8, 9]);
         const partials = ranges.map((_, i) => p.classifier.evaluateShare(x, i, count).partial);
         const got = p.decrypt(p.classifier.finish(partials.reverse()).result);
         expect(maxAbsDiff(got, float)).toBeLessThan(1e-2 * maxAbs(float));

@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
+import { DEFAULT_MODE, floatEvaluate, type Layer, type Mode, planClassifier, planningFor, referenceModel } from '../../src/he';
 import { argmax, maxAbs, maxAbsDiff, type Protected, yieldToEventLoop } from './helpers';
 
 /**
@@ -7,8 +7,8 @@ import { argmax, maxAbs, maxAbsDiff, type Protected, yieldToEventLoop } from './
  * plaintext reference of the same packing (within 1e-2 of the largest float score), the
  * float model's label, and the plan's operation counts.
  */
-export async function expectEncryptedMatches(p: Protected, layers: Layer[], inputs: readonly Float64Array[], mode?: Mode): Promise<void> {
-  const ref = referenceModel(layers, p.he.slots);
+export async function expectEncryptedMatches(p: Protected, layers: Layer[], inputs: readonly Float64Array[], mode: Mode = DEFAULT_MODE): Promise<void> {
+  const ref = referenceModel(layers, p.he.slots, planningFor(mode));
   const counts = planClassifier(p.he, layers, mode).counts;
   for (const x of inputs) {
     await yieldToEventLoop();

@@ -29,6 +29,32 @@ describe('hybrid diagonal packing', () => {
     }
   });
 
+  it('with two values per slot, uses every weight exactly once in half the diagonals, and its reference is the float layer', () => {
+    for (const [n, m, slots] of shapes) {
+      const plan = planDense(n, m, slots, { inputLayout: 'shifted', finalLayer: false, complex: true });
+      const real = planDense(n, m, slots, { inputLayout: 'shifted', finalLayer: false });
+      if (!plan.complex) {
+        // Chosen only where it is cheaper: not when one real diagonal does, nor when a copy of the input fills a ciphertext.
+        expect(real.diagonals === 1 || 2 * real.period > slots).toBe(true);
+        continue;
+      }
+      expect(plan.diagonals).toBe(Math.max(1, real.diagonals / 2));
+      const index = diagonalIndex(plan);
+      expect(index.length).toBe(plan.diagonals * 2 * slots);
+      const seen = new Uint8Array(n * m);
+      for (const at of index) if (at >= 0) seen[at]!++;
+      expect(seen.every((c) => c === 1)).toBe(true);
+    }
+    const mnist = planDense(1600, 512, 4096, { inputLayout: 'shifted', finalLayer: false, complex: true });
+    expect(mnist).toMatchObject({ complex: true, diagonals: 128, sumSteps: [512, 1024, 2048] });
+    expect(packInput(mnist, Array.from({ length: 1600 }, (_, i) => i)).length).toBe(8192);
+    const layers = makeHead([1600, 512, 10], 'realistic', 5);
+    for (const x of makeInputs(1600, 2, 'realistic', 6)) {
+      const float = floatEvaluate(layers, x);
+      expect(maxAbsDiff(referenceEvaluate(layers, 4096, x, { rowsLast: true, complex: true }), float)).toBeLessThan(1e-9 * maxAbs(float));
+    }
+  });
+
   it('reaches the lower bound of ⌈m·n/slots⌉ multiplications with the shifted input layout', () => {
     const mnist = planDense(1600, 512, 4096, { inputLayout: 'shifted', finalLayer: false });
     expect(mnist.layout).toBe('shifted');

@@ -14,12 +14,21 @@ describe('classifier plan', () => {
   it('reports depth, rotation steps per layer and operation counts of the MNIST head', () => {
     const plan = planClassifier(he, mnist);
     expect(plan.depth).toBe(3);
-    expect(plan.layerRotationSteps).toEqual([[1, 16, 512, 1024, 2048], [], [1, 4, 16, 32, 64, 128, 256]]);
-    expect(plan.rotationSteps).toEqual([1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048]);
-    // 256 + 16 diagonal products and x² in the activation; 15 + 15 + 3 rotations in layer 1,
-    // 3 + 3 + 5 in layer 2; one relinearization per giant step plus the square.
-    expect(plan.counts).toMatchObject({ ctMults: 273, rotations: 44, relins: 21, rescales: 3 });
+    // The first layer packs two values per slot: 128 diagonals, 16 baby × 8 giant steps, and
+    // the conjugation (step 0) that takes the real part.
+    expect(plan.plans[0]).toMatchObject({ complex: true, diagonals: 128, baby: 16, giant: 8 });
+    expect(plan.layerRotationSteps).toEqual([[0, 1, 16, 512, 1024, 2048], [], [1, 4, 16, 32, 64, 128, 256]]);
+    expect(plan.rotationSteps).toEqual([0, 1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048]);
+    // 128 + 16 diagonal products and x² in the activation; 15 + 7 + 3 rotations and the
+    // conjugation in layer 1, 3 + 3 + 5 in layer 2; one relinearization per giant step plus
+    // the square. The first layer's 128 products are under its real-slot bound of 200.
+    expect(plan.counts).toMatchObject({ ctMults: 145, rotations: 37, relins: 13, rescales: 3 });
+    expect(plan.layerCounts[0]!.ctMults).toBeLessThanOrEqual(plan.layerLowerBounds[0]!);
     expect(plan.lowerBoundMults).toBe(200 + 2);
+    // Real packing (as before): 256 + 16 products, 15 + 15 + 3 rotations in layer 1.
+    const real = planClassifier(he, mnist, undefined, false);
+    expect(real.counts).toMatchObject({ ctMults: 273, rotations: 44, relins: 21, rescales: 3 });
+    expect(real.rotationSteps).toEqual([1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048]);
   });
 
   it('with a plaintext input the first layer rotates the input in the clear: no key for baby steps', () => {
