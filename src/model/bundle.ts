@@ -155,8 +155,9 @@ function parseHe(value: unknown): BundleHe {
   if (scheme === 'bgv' && mode.weights !== 'encrypted') bad('he.mode: BGV has no plaintext-weights mode, its weights are always encrypted');
   if (!Array.isArray(he.layers) || he.layers.length === 0) bad('he.layers must be a non-empty list');
   const slots = params.polyModulusDegree / 2;
-  if (!Array.isArray(he.rotationSteps) || !he.rotationSteps.every((s) => Number.isInteger(s) && s > 0 && s < slots)) {
-    bad(`he.rotationSteps must be integers from 1 to ${slots - 1}`);
+  // Step 0 is the complex conjugation (CKKS complex packing).
+  if (!Array.isArray(he.rotationSteps) || !he.rotationSteps.every((s) => Number.isInteger(s) && s >= (scheme === 'ckks' ? 0 : 1) && s < slots)) {
+    bad(`he.rotationSteps must be integers from ${scheme === 'ckks' ? '0 (the conjugation)' : 1} to ${slots - 1}`);
   }
   if (!Number.isInteger(he.depth) || (he.depth as number) < 1) bad('he.depth must be a positive integer');
   if (scheme === 'bgv' && he.depth !== (params as BgvParameters).switchPrimes.length) {

@@ -13,6 +13,7 @@ import {
   HeError,
   type HeParameters,
   integerBitsFor,
+  isComplex,
   layerNames,
   NOISE_MARGIN_BITS,
   outputCount,
@@ -110,7 +111,8 @@ export interface CkksProtectDetails {
   readonly integerBits: number;
   readonly precisionBits: number;
   /** Each layer of the encrypted part: what it is, its products and rotations, and the bound its products are measured against. */
-  readonly layers: readonly { name: string; ctMults: number; plainMults: number; rotations: number; lowerBoundMults: number }[];
+  /** Per layer: its costs, and whether it packs two values per slot (complex packing, chosen by the planner). */
+  readonly layers: readonly { name: string; ctMults: number; plainMults: number; rotations: number; lowerBoundMults: number; complex: boolean }[];
 }
 
 /** What a BGV protection chose, beside its metrics. */
@@ -243,6 +245,7 @@ async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: Pro
             plainMults: plan.layerCounts[i]!.plainMults,
             rotations: plan.layerCounts[i]!.rotations,
             lowerBoundMults: plan.layerLowerBounds[i]!,
+            complex: isComplex(plan.plans[i]!),
           })),
         },
       };

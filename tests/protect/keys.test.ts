@@ -151,7 +151,9 @@ describe('static bundle', () => {
     expect(() => parseManifest(enc({ ...sampleManifest(), he: { ...sampleManifest().he, params } }))).toThrow(/security bound/);
     const he = (change: Record<string, unknown>) => enc({ ...sampleManifest(), he: { ...sampleManifest().he, ...change } });
     expect(() => parseManifest(he({ mode: { weights: 'encrypted', input: 'sometimes' } }))).toThrow(/he.mode must be/);
-    expect(() => parseManifest(he({ rotationSteps: [1, 4096] }))).toThrow(/he.rotationSteps must be integers from 1 to 4095/);
+    expect(() => parseManifest(he({ rotationSteps: [1, 4096] }))).toThrow(/he.rotationSteps must be integers from 0 \(the conjugation\) to 4095/);
+    expect(() => parseManifest(he({ rotationSteps: [-1] }))).toThrow(/he.rotationSteps must be integers from 0/);
+    expect(() => parseManifest(he({ rotationSteps: [0, 1] }))).not.toThrow(/rotationSteps/);
     expect(() => parseManifest(he({ scheme: 'bfv' }))).toThrow(/he.scheme must be "ckks" or "bgv", got "bfv"/);
   });
 
@@ -220,6 +222,7 @@ describe('BGV bundles', () => {
     expect(() => parseManifest(withHe({ params: { ...params, plainModulusBits: [] } }))).toThrow(/he.params: invalid BGV parameters/);
     expect(() => parseManifest(withHe({ params: { ...params, coeffModulusBits: [60, 60, 60, 60, 60, 60, 60, 60] } }))).toThrow(/he.params: .*the 128-bit bound at N=16384 is 438/);
     expect(() => parseManifest(withHe({ rotationSteps: [8192] }))).toThrow(/he.rotationSteps must be integers from 1 to 8191/);
+    expect(() => parseManifest(withHe({ rotationSteps: [0] }))).toThrow(/he.rotationSteps must be integers from 1 to 8191/);
     // The scheme names the parameters it goes with: BGV parameters under "ckks", CKKS ones under "bgv".
     expect(() => parseManifest(withHe({ scheme: 'ckks' }))).toThrow(/he.params: invalid HE parameters/);
     expect(() => parseManifest(withHe({ params: sampleManifest().he.params }))).toThrow(/he.params: invalid BGV parameters/);
