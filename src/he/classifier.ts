@@ -19,6 +19,7 @@ import {
   type PlanningOptions,
   shareRanges,
 } from './circuit';
+import { packSeeded, unpackSeeded } from './bitpack';
 import { readContainer, writeContainer } from './container';
 import { type ConvPlan, convInputs, convLowerBound, rotatedConvLowerBound } from './conv';
 import { encodeComplex, encryptComplex, monomialPlain } from './complex';
@@ -177,6 +178,8 @@ interface ClassifierHeader {
   layers: LayerShape[];
   /** Whether the planner could pack two values per slot; absent (false) before complex packing existed. */
   complex?: boolean;
+  /** How encrypted weight sections are stored: bit-packed (see bitpack.ts); absent: SEAL's zstd, as before. */
+  weightEncoding?: 'bitpacked';
 }
 
 /** Calls back with (done, total) while the owner encrypts; total counts weight sections. */
@@ -206,7 +209,7 @@ export const SECTIONS_PER_YIELD = 16;
 /**
  * The owner's side: packs the float model for its plan and encrypts every weight
  * diagonal and bias with the secret key (seeded ciphertexts, half the size of public-key
- * ones), at the level and scale the device's evaluation will meet it. Seconds of work for
+ * ones, stored bit-packed: see bitpack.ts), at the level and scale the device's evaluation will meet it. Seconds of work for
  * a large head, so it yields to the event loop as it goes. `complex: false` keeps to real
  * packing (the before of a comparison); the header records it for the device's planner.
  */
@@ -242,7 +245,7 @@ export async function encryptClassifier(
       const serializable = encryptor.encryptSymmetricSerializable(encoded);
       if (encoded !== plain) scope.free(encoded);
       try {
-        return serializable.saveArray(seal.ComprModeType.zstd);
+        return packSeeded(serializable.saveArray(seal.ComprModeType.none), he.primes, `weight ${key}`);
       } finally {
         serializable.delete();
       }
@@ -260,7 +263,7 @@ export async function encryptClassifier(
   } finally {
     scope.dispose();
   }
-  const header: ClassifierHeader = { params: he.params, keyId: owner.keyId, mode: plan.mode, layers: shapesOf(layers), complex };
+  const header: ClassifierHeader = { params: he.params, keyId: owner.keyId, mode: plan.mode, layers: shapesOf(layers), complex, weightEncoding: 'bitpacked' };
   return writeContainer('classifier', header, sections);
 }
 
@@ -328,6 +331,7 @@ export class EncryptedClassifier {
     }
     if (!Array.isArray(header.layers)) fail('E_CORRUPT', 'the classifier header has no layer list');
     if (header.complex !== undefined && typeof header.complex !== 'boolean') fail('E_CORRUPT', 'the classifier header says neither complex nor real packing');
+    if (header.weightEncoding !== undefined && header.weightEncoding !== 'bitpacked') fail('E_CORRUPT', `unknown weight encoding ${JSON.stringify(header.weightEncoding)}`);
     const plan = planClassifier(he, header.layers, header.mode, header.complex === true);
     const missing = plan.rotationSteps.filter((s) => !keys.steps.includes(s));
     if (missing.length > 0) fail('E_KEYS', `the device key set has no Galois keys for rotation steps ${missing.join(', ')}`);
@@ -345,7 +349,8 @@ export class EncryptedClassifier {
           if (values.every((v) => v === 0) && !key.endsWith(':-1')) return null;
           return owned.track(he.encode(values, slot.scale, slot.level));
         }
-        const ct: CipherText = owned.track(loadSeal(he, he.seal.CipherText(), section, what));
+        const serialized = header.weightEncoding === 'bitpacked' ? unpackSeeded(section, he.primes, what) : section;
+        const ct: CipherText = owned.track(loadSeal(he, he.seal.CipherText(), serialized, what));
         if (he.levelOf(ct) !== slot.level || Math.abs(ct.scale / slot.scale - 1) > 1e-9 || ct.size !== 2) {
           fail('E_CORRUPT', `${what} is at level ${he.levelOf(ct)} scale 2^${Math.log2(ct.scale).toFixed(2)}, the plan needs level ${slot.level}`);
         }

@@ -12,6 +12,7 @@ import {
   planClassifier,
   planParameters,
 } from '../../src/he';
+import { unpackSeeded } from '../../src/he/bitpack';
 import { readContainer, writeContainer } from '../../src/he/container';
 import { encodeComplex, encryptComplex, halves, monomialPlain, nttUnit } from '../../src/he/complex';
 import { ModulusChain } from '../../src/he/context';
@@ -138,7 +139,7 @@ describe('complex packing: X^(N/2) and two values per slot', () => {
     expect(() => halves(new Float64Array(10), 4)).toThrow(/a complex slot vector has 8 values/);
   });
 
-  it('a classifier encrypted with real packing only (or before complex packing: no word in its header) loads and evaluates as such', async () => {
+  it('a classifier encrypted with real packing only, or before complex packing and bit-packed weights (no word of either in its header), loads and evaluates as such', async () => {
     const layers = makeHead([256, 64, 10], 'realistic', 31);
     const ctx = HeContext.create(he.runtime, planParameters({ scheme: 'ckks', security: 128, depth: classifierDepth(layers), precisionBits: 25 }));
     const steps = [...planClassifier(ctx, layers).rotationSteps, ...planClassifier(ctx, layers, DEFAULT_MODE, false).rotationSteps];
@@ -149,11 +150,20 @@ describe('complex packing: X^(N/2) and two values per slot', () => {
       const float = floatEvaluate(layers, x);
       const real = await encryptClassifier(ctx, keyOwner, layers, DEFAULT_MODE, undefined, false);
       const { header, sections } = readContainer<Record<string, unknown>>(real, 'classifier');
-      expect(header.complex).toBe(false);
-      const { complex: _, ...before } = header;
+      expect(header).toMatchObject({ complex: false, weightEncoding: 'bitpacked' });
+      // As classifiers were written before complex packing and bit-packed weights: neither
+      // word in the header, weights as SEAL's zstd serializations.
+      const { complex: _, weightEncoding: __, ...before } = header;
+      const zstd = sections.map((section) => {
+        const ct = ctx.seal.CipherText();
+        ct.loadArray(ctx.context, unpackSeeded(section, ctx.primes, 'weight'));
+        const bytes = ct.saveArray(ctx.seal.ComprModeType.zstd);
+        ct.delete();
+        return bytes;
+      });
       const cases: [Uint8Array, boolean][] = [
         [real, false],
-        [writeContainer('classifier', before, sections), false],
+        [writeContainer('classifier', before, zstd), false],
         [await encryptClassifier(ctx, keyOwner, layers), true],
       ];
       for (const [bytes, complex] of cases) {
@@ -167,6 +177,8 @@ describe('complex packing: X^(N/2) and two values per slot', () => {
         }
       }
       expect(() => EncryptedClassifier.load(ctx, keys, writeContainer('classifier', { ...header, complex: 'yes' }, sections))).toThrow(/neither complex nor real packing/);
+      expect(() => EncryptedClassifier.load(ctx, keys, writeContainer('classifier', { ...header, weightEncoding: 'gzip' }, sections))).toThrow(/unknown weight encoding "gzip"/);
+      expect(() => EncryptedClassifier.load(ctx, keys, writeContainer('classifier', before, sections))).toThrow(/E_CORRUPT|weight section/);
     } finally {
       keys.dispose();
       keyOwner.dispose();

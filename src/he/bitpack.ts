@@ -1,0 +1,135 @@
+import { fail } from './errors';
+
+/**
+ * Compact form of a seeded SEAL ciphertext (an owner-encrypted weight): its polynomial c0
+ * holds uniformly random residues, which SEAL's zstd shrinks only to ~75% of their 64-bit
+ * words; written with exactly ⌈log2 q_i⌉ bits per residue mod q_i, they take ~58%.
+ *
+ * An uncompressed SEAL 4 ciphertext serialization is: a 16-byte SEAL header, the
+ * ciphertext's fields (parms id, NTT flag, size, N, number of primes L, scale, correction
+ * factor), then its data as a serialized array (a 16-byte SEAL header, a u64 count, the
+ * words), and for a seeded ciphertext the seed after it. The packed form keeps every byte
+ * but the words, which it bit-packs prime by prime:
+ *
+ *   u32 prefix length P | prefix (P bytes, up to the words) | u32 suffix length S | suffix
+ *   | the words, each residue of prime i in bits(q_i) bits, little-endian bit order
+ *
+ * Unpacking restores the uncompressed serialization byte for byte.
+ */
+
+const SEAL_MAGIC = 0xa15e;
+/** SEAL header, parms id, NTT flag, size, N, L, scale, correction factor. */
+const FIELDS = 16 + 32 + 1 + 8 + 8 + 8 + 8 + 8;
+const N_AT = 16 + 32 + 1 + 8;
+const L_AT = N_AT + 8;
+/** Where the words start: the array's SEAL header and count follow the fields. */
+const WORDS_AT = FIELDS + 16 + 8;
+
+function bitsOf(q: number): number {
+  return Math.ceil(Math.log2(q + 1));
+}
+
+/** Reads N, L and the word count of an uncompressed serialization, checking its structure. */
+function layout(bytes: Uint8Array, primes: readonly number[], what: string): { n: number; count: number } {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < WORDS_AT || view.getUint16(0, true) !== SEAL_MAGIC || view.getUint16(FIELDS, true) !== SEAL_MAGIC) {
+    fail('E_CORRUPT', `${what} is not an uncompressed SEAL ciphertext`);
+  }
+  const n = Number(view.getBigUint64(N_AT, true));
+  const primesUsed = Number(view.getBigUint64(L_AT, true));
+  const count = Number(view.getBigUint64(FIELDS + 16, true));
+  if (primesUsed < 1 || primesUsed > primes.length || count !== n * primesUsed || bytes.length < WORDS_AT + 8 * count) {
+    fail('E_CORRUPT', `${what} holds ${count} words for N=${n} and ${primesUsed} primes`);
+  }
+  return { n, count };
+}
+
+/** Packs the uncompressed serialization of a seeded ciphertext over `primes` (q_0, q_1, …). */
+export function packSeeded(bytes: Uint8Array, primes: readonly number[], what: string): Uint8Array {
+  const { n, count } = layout(bytes, primes, what);
+  const suffix = bytes.subarray(WORDS_AT + 8 * count);
+  let bits = 0;
+  for (let k = 0; k < count / n; k++) bits += n * bitsOf(primes[k]!);
+  const out = new Uint8Array(4 + WORDS_AT + 4 + suffix.length + Math.ceil(bits / 8));
+  const view = new DataView(out.buffer);
+  view.setUint32(0, WORDS_AT, true);
+  out.set(bytes.subarray(0, WORDS_AT), 4);
+  view.setUint32(4 + WORDS_AT, suffix.length, true);
+  out.set(suffix, 8 + WORDS_AT);
+  const source = new DataView(bytes.buffer, bytes.byteOffset + WORDS_AT, 8 * count);
+  let at = (8 + WORDS_AT + suffix.length) * 8;
+  for (let i = 0; i < count; i++) {
+    const width = bitsOf(primes[Math.floor(i / n)]!);
+    const lo = source.getUint32(8 * i, true);
+    const hi = source.getUint32(8 * i + 4, true);
+    if (width < 64 && (width <= 32 ? hi !== 0 || (width < 32 && lo >>> width !== 0) : hi >>> (width - 32) !== 0)) {
+      fail('E_CORRUPT', `${what}: word ${i} does not fit the ${width} bits of its prime`);
+    }
+    at = writeBits(out, at, lo, Math.min(width, 32));
+    if (width > 32) at = writeBits(out, at, hi, width - 32);
+  }
+  return out;
+}
+
+/** Restores the uncompressed serialization from packSeeded's output. */
+export function unpackSeeded(packed: Uint8Array, primes: readonly number[], what: string): Uint8Array {
+  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  if (packed.length < 8 + WORDS_AT || view.getUint32(0, true) !== WORDS_AT) fail('E_CORRUPT', `${what} is not a packed ciphertext`);
+  const prefix = packed.subarray(4, 4 + WORDS_AT);
+  const suffixLength = view.getUint32(4 + WORDS_AT, true);
+  if (8 + WORDS_AT + suffixLength > packed.length) fail('E_CORRUPT', `${what} is truncated`);
+  const suffix = packed.subarray(8 + WORDS_AT, 8 + WORDS_AT + suffixLength);
+  const head = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength);
+  const n = Number(head.getBigUint64(N_AT, true));
+  const count = Number(head.getBigUint64(FIELDS + 16, true));
+  const primesUsed = count / n;
+  if (!Number.isInteger(primesUsed) || primesUsed < 1 || primesUsed > primes.length || n > 1 << 17) {
+    fail('E_CORRUPT', `${what} holds ${count} words for N=${n}`);
+  }
+  let bits = 0;
+  for (let k = 0; k < primesUsed; k++) bits += n * bitsOf(primes[k]!);
+  if (packed.length !== 8 + WORDS_AT + suffixLength + Math.ceil(bits / 8)) fail('E_CORRUPT', `${what} has ${packed.length} bytes, not the size its words need`);
+  const out = new Uint8Array(WORDS_AT + 8 * count + suffixLength);
+  out.set(prefix, 0);
+  out.set(suffix, WORDS_AT + 8 * count);
+  const words = new DataView(out.buffer, WORDS_AT, 8 * count);
+  let at = (8 + WORDS_AT + suffixLength) * 8;
+  for (let i = 0; i < count; i++) {
+    const width = bitsOf(primes[Math.floor(i / n)]!);
+    const low = Math.min(width, 32);
+    words.setUint32(8 * i, readBits(packed, at, low), true);
+    at += low;
+    if (width > 32) {
+      words.setUint32(8 * i + 4, readBits(packed, at, width - 32), true);
+      at += width - 32;
+    }
+  }
+  return out;
+}
+
+/** Writes the low `width` (≤ 32) bits of `value` at bit `at`; returns the next bit. */
+function writeBits(out: Uint8Array, at: number, value: number, width: number): number {
+  for (let done = 0; done < width; ) {
+    const byte = at >>> 3;
+    const shift = at & 7;
+    const take = Math.min(8 - shift, width - done);
+    out[byte]! |= ((value >>> done) & ((1 << take) - 1)) << shift;
+    done += take;
+    at += take;
+  }
+  return at;
+}
+
+/** Reads `width` (≤ 32) bits at bit `at` as an unsigned number. */
+function readBits(bytes: Uint8Array, at: number, width: number): number {
+  let value = 0;
+  for (let done = 0; done < width; ) {
+    const byte = at >>> 3;
+    const shift = at & 7;
+    const take = Math.min(8 - shift, width - done);
+    value += ((bytes[byte]! >>> shift) & ((1 << take) - 1)) * 2 ** done;
+    done += take;
+    at += take;
+  }
+  return value;
+}
