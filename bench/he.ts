@@ -14,6 +14,7 @@ import {
   encryptClassifier,
   floatEvaluate,
   HeContext,
+  isComplex,
   type Layer,
   lowerBoundMults,
   type Mode,
@@ -59,6 +60,8 @@ export interface HeCase {
   runs: number;
   /** Default 'ckks'. */
   scheme?: 'ckks' | 'bgv';
+  /** 'real': no complex packing (the before of a comparison); default: the planner's choice. */
+  packing?: 'real';
 }
 
 /** Measures one head in one mode at one security level (in a fresh process: see benchHe). */
@@ -66,17 +69,18 @@ export async function benchCase(spec: HeCase): Promise<Record<string, unknown>> 
   return spec.scheme === 'bgv' ? benchBgvCase(spec) : benchCkksCase(spec);
 }
 
-async function benchCkksCase({ head: name, security, mode, runs }: HeCase): Promise<Record<string, unknown>> {
+async function benchCkksCase({ head: name, security, mode, runs, packing }: HeCase): Promise<Record<string, unknown>> {
   const head = HEADS.find((h) => h.name === name);
   if (head === undefined) throw new Error(`unknown head '${name}'`);
   const runtime = await nodeSeal();
   const layers: Layer[] = makeHead(head.shape, 'realistic', head.shape[0]!);
   const params = planParameters({ scheme: 'ckks', security, depth: classifierDepth(layers), precisionBits: 25 });
   const he = HeContext.create(runtime, params);
-  const plan = planClassifier(he, layers, mode);
+  const complex = packing !== 'real';
+  const plan = planClassifier(he, layers, mode, complex);
   const owner = OwnerKeys.generate(he, plan.rotationSteps);
   const t0 = performance.now();
-  const weights = await encryptClassifier(he, owner, layers, mode);
+  const weights = await encryptClassifier(he, owner, layers, mode, undefined, complex);
   const encryptMs = performance.now() - t0;
   const keys = DeviceKeys.load(he, owner.deviceKeyBytes());
   const classifier = EncryptedClassifier.load(he, keys, weights);
@@ -107,6 +111,7 @@ async function benchCkksCase({ head: name, security, mode, runs }: HeCase): Prom
     security,
     input: mode.input,
     weights: mode.weights,
+    packing: plan.plans.some(isComplex) ? 'complex' : 'real',
     polyModulusDegree: params.polyModulusDegree,
     coeffModulusBits: params.coeffModulusBits,
     latencyMs: summary(latencies),
@@ -248,6 +253,8 @@ export async function benchHe(options: { quick: boolean }): Promise<Record<strin
   for (const security of levels) {
     for (const head of HEADS) for (const mode of MODES) specs.push({ head: head.name, security, mode, runs });
   }
+  // The MNIST head without complex packing, for the before/after of issue 15.
+  specs.push({ head: 'mnist-head', security: 128, mode: MODES[0]!, runs, packing: 'real' });
   for (const security of levels) for (const mode of BGV_MODES) specs.push({ head: BGV_HEAD, security, mode, runs, scheme: 'bgv' });
   const results: Record<string, unknown>[] = [];
   for (const spec of specs) {
@@ -259,7 +266,7 @@ export async function benchHe(options: { quick: boolean }): Promise<Record<strin
     const row = JSON.parse(child.stdout) as Record<string, unknown>;
     results.push(row);
     const { head, security, mode, scheme = 'ckks' } = spec;
-    process.stderr.write(`  ${scheme} ${head} ${security}-bit W:${mode.weights} x:${mode.input}: ${(row.latencyMs as { median: number }).median} ms\n`);
+    process.stderr.write(`  ${scheme} ${head} ${security}-bit W:${mode.weights} x:${mode.input} ${row.packing ?? ''}: ${(row.latencyMs as { median: number }).median} ms\n`);
   }
   return { machine: machine(), results };
 }
@@ -274,13 +281,14 @@ export function heTable(report: { results: Record<string, unknown>[] }): string 
   const bgv = report.results.filter((r) => r.scheme === 'bgv');
   const tables = [
     table(
-      ['case', 'bits', 'N', 'weights', 'input', 'median ms', 'min', 'max', 'ct×ct', 'ct×pt', 'lower bound', 'rot', 'relin', 'weights MB', 'keys MB', 'heap MB', 'max |err|'],
+      ['case', 'bits', 'N', 'weights', 'input', 'packing', 'median ms', 'min', 'max', 'ct×ct', 'ct×pt', 'lower bound', 'rot', 'relin', 'weights MB', 'keys MB', 'heap MB', 'max |err|'],
       ckks.map((r) => [
         r.case as string,
         r.security as number,
         r.polyModulusDegree as number,
         r.weights as string,
         r.input as string,
+        (r.packing as string | undefined) ?? 'real',
         ...latency(r),
         r.ctMults as number,
         r.plainMults as number,
