@@ -3,7 +3,8 @@
  * /usr/bin/chromium (`apt-get install -y chromium`; never a downloaded browser) and
  * playwright-core. Builds the kiosk with Vite's JS API into a temp directory, protects
  * models/paper-cnn-x2+2x.onnx into `<kiosk>/models/mnist/` (or takes a model protected
- * beforehand), and starts the real backend serving both.
+ * beforehand, e.g. the trained colour model by `protectColour`), puts in another demo
+ * stream if asked, and starts the real backend serving both.
  */
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,11 +14,13 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { DecryptionAgent } from '../../src/backend/decrypt';
 import { Backend } from '../../src/backend/server';
+import { readDemoSource, writeDemoStream } from '../../src/cli/demo-stream';
 import { protectCommand } from '../../src/cli/protect';
 import type { FrameRecord, Kiosk } from '../../src/edge/app';
 import { MNIST_INPUT_SHAPE, preprocessMnist } from '../../src/model/idx';
 import { nodeSeal } from '../../src/node/seal';
 import { addDevice, openWorkspace, operatorToken, type Workspace } from '../../src/protect/workspace';
+import { COLOUR_FIXTURE, COLOUR_MODEL, COLOUR_SPEC_FILE } from '../model/colour-fixture';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const MODEL = 'models/paper-cnn-x2+2x.onnx';
@@ -35,6 +38,8 @@ export interface SiteOptions {
   mount?: string;
   /** SEALED_EDGE_BASE for the build (default: unset, i.e. a relative base). */
   base?: string;
+  /** The kiosk's demo stream, as `start --demo FILE|DIR` takes it (default: the MNIST test digits the build ships). */
+  demo?: string;
 }
 
 export interface Site {
@@ -92,6 +97,26 @@ async function protectMnist(data: string, out: string): Promise<number> {
   return (JSON.parse(readFileSync(join(out, 'mnist', 'latest.json'), 'utf8')) as { version: number }).version;
 }
 
+/** The trained colour model's id once protected by `protectColour`. */
+export const COLOUR_ID = 'colour';
+
+/**
+ * Protects the trained colour model (models/colour-poly-square.onnx: 3×32×32, per-channel
+ * mean/std) as 'colour' into `root`/data and `root`/models, with the protect flags
+ * recorded beside it (models/colour-poly-square.input.json) and `--calibration` its 200
+ * test PNGs (tests/fixtures/colour-shapes/); the default split. Returns it as
+ * `SiteOptions.model`.
+ */
+export async function protectColour(root: string): Promise<NonNullable<SiteOptions['model']>> {
+  const flags = (JSON.parse(readFileSync(COLOUR_SPEC_FILE, 'utf8')) as { protectFlags: string }).protectFlags.split(' ');
+  const dataDir = join(root, 'data');
+  const out = join(root, 'models');
+  const args = [COLOUR_MODEL, '--id', COLOUR_ID, ...flags, '--calibration', `${COLOUR_FIXTURE}/`, '--data', dataDir, '--out', out, '--json'];
+  const code = await withEnv('SEALED_EDGE_KEK', KEK, () => quietly(() => protectCommand(args)));
+  if (code !== 0) throw new Error(`protect ${args.join(' ')} exited with ${code}`);
+  return { dataDir, modelDir: join(out, COLOUR_ID), env: { SEALED_EDGE_KEK: KEK } };
+}
+
 /** Builds the kiosk with `ownerKeyHex` pinned into `outDir`. */
 export async function buildKiosk(outDir: string, ownerKeyHex: string, base?: string): Promise<void> {
   await withEnv('SEALED_EDGE_BASE', base, () =>
@@ -128,6 +153,7 @@ export async function buildSite(options: SiteOptions = {}): Promise<Site> {
   rmSync(join(site, 'models'), { recursive: true, force: true });
   mkdirSync(join(site, 'models'), { recursive: true });
   cpSync(modelDir, join(site, 'models', modelId), { recursive: true });
+  if (options.demo !== undefined) writeDemoStream(site, readDemoSource(options.demo));
   const ws = await openWorkspace(dataDir, env);
   const decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
   const make = () => new Backend({ store: ws.store, decryption, operatorToken: operatorToken(dataDir, env), staticDir: staticRoot, rateLimit: { burst: 100, perSecond: 50 } });
