@@ -1,22 +1,49 @@
-import { loadavg } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import type { FrameRecord, Kiosk, Stage } from '../src/edge/app';
 import { isModeSetting, POOL_MODES, type ModeSetting, type PoolMode } from '../src/edge/pool-modes';
-import { buildSite, enrollKiosk, kioskFrames, launch, type SiteOptions } from '../tests/browser/kiosk';
+import { buildSite, enrollKiosk, kioskFrames, launch, protectColour, type Site, type SiteOptions } from '../tests/browser/kiosk';
+import { COLOUR_FIXTURE } from '../tests/model/colour-fixture';
 import { busyLoop, machine, round, table } from './machine';
 
 /** The per-frame stages the JSON reports (the outbox's IndexedDB write is reported apart, as storeMs). */
 const STAGES = ['extract', 'encrypt', 'evaluate', 'serialize', 'send'] as const satisfies readonly Stage[];
 type ReportedStage = (typeof STAGES)[number];
 
+/** The models `npm run bench -- browser --model NAME` protects and streams. */
+export const BROWSER_MODELS = ['mnist', 'colour'] as const;
+export type BrowserModelName = (typeof BROWSER_MODELS)[number];
+
+/** The browser suite's `--model`: one of BROWSER_MODELS, else a clear error. */
+export function browserModel(value: string): BrowserModelName {
+  const found = BROWSER_MODELS.find((m) => m === value);
+  if (found === undefined) throw new Error(`no browser benchmark for model '${value}': choose one of ${BROWSER_MODELS.join(', ')}`);
+  return found;
+}
+
+/** Where `npm run bench -- browser [--model NAME]` writes by default, so that one model's run never overwrites another's. */
+export function browserResultsFile(model: BrowserModelName): string {
+  return model === 'mnist' ? 'bench/results/browser.json' : `bench/results/browser-${model}.json`;
+}
+
 export interface BrowserBenchOptions {
   /**
    * A model protected beforehand: its data directory and model directory (as
-   * tests/browser/kiosk.ts `SiteOptions.model`). Its extractor must take MNIST digits
-   * (1×1×28×28), since the kiosk runs its demo stream. Default: models/paper-cnn-x2+2x.onnx
-   * protected as 'mnist' (CKKS, 128-bit).
+   * tests/browser/kiosk.ts `SiteOptions.model`). Its extractor must take the demo stream's
+   * images (`demo`). Default: models/paper-cnn-x2+2x.onnx protected as 'mnist' (CKKS, 128-bit).
    */
   model?: SiteOptions['model'];
+  /** The kiosk's demo stream for `model`, as `start --demo FILE|DIR` takes it (default: MNIST test digits). */
+  demo?: string;
+  /**
+   * Instead of `model` and `demo`, a model by name (BROWSER_MODELS): 'mnist' is the
+   * default; 'colour' protects models/colour-poly-square.onnx with its input spec flags
+   * and --calibration tests/fixtures/colour-shapes/ (tests/browser/kiosk.ts
+   * `protectColour`, the default split) and streams those 200 PNG files.
+   */
+  named?: string;
   /**
    * The runs: HE workers, the pool's mode (`?mode=`), and whether a CPU-bound process runs
    * beside the browser. Default: 1 worker; 2 workers auto, shared and per-worker — each
@@ -89,6 +116,8 @@ export interface BrowserReport {
   machine: Record<string, unknown>;
   browser: { name: string; version: string; headless: true; crossOriginIsolated: boolean; extractorThreads: number };
   model: { modelId: string; version: number; scheme: string; security: number; polyModulusDegree: number; bundleBytes: number };
+  /** The kiosk's demo stream, as it names it (e.g. '200 image files'). */
+  demo: string;
   runs: BrowserRun[];
   /** The first start: the bundle downloaded from the static host and verified (signature, SHA-256s). */
   bundleLoadMs: number;
@@ -162,12 +191,13 @@ async function demo(page: Page, count: number): Promise<{ frames: Omit<FrameReco
 }
 
 /**
- * The kiosk in headless Chromium (Debian's, through playwright-core) on the demo stream of
- * MNIST test digits, with the real backend on loopback: per frame, the time of each stage
- * (extract in onnxruntime-web; encrypt, evaluate and serialize in the HE workers; the
- * signed POST until the backend's acknowledgement), one run per worker count and pool
- * mode, each on the quiet machine or with a CPU-bound process beside it; the bundle's
- * download and verification; the HE workers' WASM heap.
+ * The kiosk in headless Chromium (Debian's, through playwright-core) on its demo stream
+ * (MNIST test digits; for the colour model its 200 test PNGs), with the real backend on
+ * loopback: per frame, the time of each stage (extract in onnxruntime-web; encrypt,
+ * evaluate and serialize in the HE workers; the signed POST until the backend's
+ * acknowledgement), one run per worker count and pool mode, each on the quiet machine or
+ * with a CPU-bound process beside it; the bundle's download and verification; the HE
+ * workers' WASM heap.
  */
 export async function benchBrowser(options: BrowserBenchOptions = {}): Promise<BrowserReport> {
   const specs = options.runs ?? (options.workers === undefined ? DEFAULT_BROWSER_RUNS : options.workers.map((workers) => ({ workers, mode: 'shared' as const, loaded: false })));
@@ -178,10 +208,26 @@ export async function benchBrowser(options: BrowserBenchOptions = {}): Promise<B
   }
   const badMode = specs.find((r) => !isModeSetting(r.mode));
   if (badMode !== undefined) throw new Error(`mode must be auto, shared, per-worker or single, got '${String(badMode.mode)}'`);
-  const warmup = 2;
+  const named = options.named === undefined ? undefined : browserModel(options.named);
+  if (named !== undefined && (options.model !== undefined || options.demo !== undefined)) throw new Error('a model by name (named) comes with its own demo stream: give named, or model and demo, not both');
   const loadAtStart = loadavg()[0]!;
-  const site = await buildSite({ model: options.model });
-  const context = await launch(site.root);
+  // The colour model is protected for the run into a scratch directory the site's workspace lives in.
+  const scratch = named === 'colour' ? mkdtempSync(join(tmpdir(), 'sealed-edge-bench-colour-')) : undefined;
+  try {
+    const site = await buildSite(scratch === undefined ? { model: options.model, demo: options.demo } : { model: await protectColour(scratch), demo: COLOUR_FIXTURE });
+    return await measure(site, specs, frames, loadAtStart);
+  } finally {
+    if (scratch !== undefined) rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/** The runs of benchBrowser on a built site (closed afterwards). */
+async function measure(site: Site, specs: BrowserRunSpec[], frames: number, loadAtStart: number): Promise<BrowserReport> {
+  const warmup = 2;
+  const context = await launch(site.root).catch(async (error: unknown) => {
+    await site.close();
+    throw error;
+  });
   try {
     const page = await context.newPage();
     const url = (spec: BrowserRunSpec) => `${site.kioskUrl}?workers=${spec.workers}&mode=${spec.mode}&bundle=models/${site.modelId}/latest.json`;
@@ -252,6 +298,7 @@ export async function benchBrowser(options: BrowserBenchOptions = {}): Promise<B
         version: brands.find((b) => /chrom/i.test(b.brand))?.version ?? navigator.userAgent,
         crossOriginIsolated,
         extractor: document.getElementById('workers')?.textContent ?? '',
+        demo: document.getElementById('demo-what')?.textContent ?? '',
         model: {
           modelId: m.modelId,
           version: m.version,
@@ -272,6 +319,7 @@ export async function benchBrowser(options: BrowserBenchOptions = {}): Promise<B
         extractorThreads: Number(/extractor on (\d+) thread/.exec(info.extractor)?.[1] ?? NaN),
       },
       model: info.model,
+      demo: info.demo,
       runs,
       bundleLoadMs: round(first.loadMs),
       bundleCacheLoadMs: cacheLoads.length > 0 ? round(percentile(cacheLoads, 50)) : NaN,
@@ -309,7 +357,7 @@ export function browserTable(report: Record<string, unknown>): string {
   );
   const { model, browser } = r;
   return [
-    `${model.modelId} v${model.version}: ${model.scheme.toUpperCase()} N=${model.polyModulusDegree}, ${model.security}-bit, bundle ${(model.bundleBytes / 1e6).toFixed(1)} MB; ` +
+    `${model.modelId} v${model.version}: ${model.scheme.toUpperCase()} N=${model.polyModulusDegree}, ${model.security}-bit, bundle ${(model.bundleBytes / 1e6).toFixed(1)} MB, demo stream ${r.demo}; ` +
       `Chromium ${browser.version} headless, extractor on ${browser.extractorThreads} thread(s)`,
     rows,
     'ms/frame: wall time per frame (frames queue, as from a camera: what auto minimizes); median ms: one frame, extraction to outbox (its latency)',

@@ -2,13 +2,13 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { backendRuns, backendTable, benchBackend, type BackendRunSpec } from './backend';
-import { benchBrowser, browserTable } from './browser';
+import { benchBrowser, browserModel, browserResultsFile, browserTable } from './browser';
 import { benchConv, CONV_MODELS, convTable } from './conv';
 import { benchHe, heTable } from './he';
 import { benchPaper } from './paper';
 import { paperTable } from './paper-report';
 
-/** What a suite is given: --quick, --model (conv), the backend's runs. */
+/** What a suite is given: --quick, --model (conv: its rows; browser: the model streamed), the backend's runs. */
 interface SuiteArgs {
   quick: boolean;
   model?: string;
@@ -20,7 +20,7 @@ const SUITES: Record<string, { run: (a: SuiteArgs) => Promise<any>; table: (repo
   he: { run: (a) => benchHe({ quick: a.quick }), table: heTable },
   // The backend's JSON is { machine, runs } and nothing else (issue 14's format).
   backend: { run: (a) => benchBackend({ runs: a.backendRuns, postgresUrl: process.env.SEALED_EDGE_BENCH_DATABASE_URL || undefined }), table: backendTable, bare: true },
-  browser: { run: (a) => benchBrowser({ quick: a.quick }), table: browserTable },
+  browser: { run: (a) => benchBrowser({ quick: a.quick, named: a.model }), table: browserTable },
   paper: { run: (a) => benchPaper({ quick: a.quick }), table: paperTable },
   conv: { run: (a) => benchConv({ quick: a.quick, model: a.model }), table: convTable },
 };
@@ -28,7 +28,9 @@ const SUITES: Record<string, { run: (a: SuiteArgs) => Promise<any>; table: (repo
 /** Options of the backend suite only. */
 const BACKEND_OPTIONS = ['store', 'instances', 'devices', 'seconds', 'kill', 'decrypt-workers'] as const;
 
-const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE] [--model NAME (conv only: one model's rows)]
+const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE] [--model NAME (conv: one model's rows)]
+       npm run bench -- browser [--quick] [--out FILE] [--model mnist|colour]
+         (colour: models/colour-poly-square.onnx on its 200 test PNGs → bench/results/browser-colour.json)
        npm run bench -- backend [--store sqlite|postgres] [--instances N] [--devices D] [--seconds S] [--kill] [--decrypt-workers N]
          (no run options: the session of three runs, SQLite 1 instance, PostgreSQL 1, PostgreSQL 2 with --kill;
           PostgreSQL runs use SEALED_EDGE_BENCH_DATABASE_URL's server, else a throwaway durable cluster)
@@ -67,13 +69,24 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`${name === undefined ? 'no suite given' : `unknown suite '${positionals.join(' ')}'`}\n${usage}\n`);
     return 2;
   }
-  if (values.model !== undefined && name !== 'conv') {
-    process.stderr.write(`--model chooses rows of the conv suite only, not of '${name}'\n${usage}\n`);
+  if (values.model !== undefined && name !== 'conv' && name !== 'browser') {
+    process.stderr.write(`--model is an option of the conv and browser suites only, not of '${name}'\n${usage}\n`);
     return 2;
   }
-  if (values.model !== undefined && !CONV_MODELS.includes(values.model)) {
+  if (values.model !== undefined && name === 'conv' && !CONV_MODELS.includes(values.model)) {
     process.stderr.write(`no conv benchmark rows for model '${values.model}': choose one of ${CONV_MODELS.join(', ')}\n`);
     return 2;
+  }
+  let out = values.out ?? `bench/results/${name}.json`;
+  if (name === 'browser') {
+    let model;
+    try {
+      model = browserModel(values.model ?? 'mnist');
+    } catch (error) {
+      process.stderr.write(`${(error as Error).message}\n${usage}\n`);
+      return 2;
+    }
+    out = values.out ?? browserResultsFile(model);
   }
   const given = BACKEND_OPTIONS.filter((option) => values[option] !== undefined);
   if (given.length > 0 && name !== 'backend') {
@@ -90,7 +103,6 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   const suite = SUITES[name!]!;
-  const out = values.out ?? `bench/results/${name}.json`;
   const report = await suite.run({ quick: values.quick!, model: values.model, backendRuns: runs });
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, `${JSON.stringify(suite.bare ? report : { suite: name, quick: values.quick, ...report }, null, 2)}\n`);

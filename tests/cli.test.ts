@@ -40,7 +40,7 @@ describe('sealed-edge CLI', () => {
     expect(bench()).toMatchObject({ code: 2, err: expect.stringMatching(/no suite given/) });
     expect(bench('gpu')).toMatchObject({ code: 2, err: expect.stringMatching(/unknown suite 'gpu'[\s\S]*suites: he/) });
     expect(bench('he', '--fast')).toMatchObject({ code: 2, err: expect.stringMatching(/Unknown option '--fast'/) });
-    expect(bench('he', '--model', 'deep-poly')).toMatchObject({ code: 2, err: expect.stringMatching(/--model chooses rows of the conv suite only, not of 'he'/) });
+    expect(bench('he', '--model', 'deep-poly')).toMatchObject({ code: 2, err: expect.stringMatching(/--model is an option of the conv and browser suites only, not of 'he'/) });
     expect(bench('conv', '--model', 'resnet')).toMatchObject({ code: 2, err: expect.stringMatching(/no conv benchmark rows for model 'resnet': choose one of cryptonets-lola, deep-poly/) });
   });
 });

@@ -1,9 +1,11 @@
 // The browser benchmark's runs without running it: its default runs (quiet and loaded, 1
-// and 2 HE workers, each pool mode), its refusals before anything is built, and the busy
-// loop the loaded runs start beside the browser (bench/machine.ts).
+// and 2 HE workers, each pool mode), its --model (mnist or the trained colour model), its
+// refusals before anything is built, and the busy loop the loaded runs start beside the
+// browser (bench/machine.ts).
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { benchBrowser, browserTable, DEFAULT_BROWSER_RUNS } from '../../bench/browser';
+import { benchBrowser, browserModel, browserResultsFile, browserTable, DEFAULT_BROWSER_RUNS } from '../../bench/browser';
 import { busyLoop } from '../../bench/machine';
 
 const alive = (pid: number) => {
@@ -41,7 +43,26 @@ describe('browser benchmark runs', () => {
     );
     await expect(benchBrowser({ runs: [] })).rejects.toThrow('workers must be whole numbers from 1 to 16, got []');
     await expect(benchBrowser({ workers: [0] })).rejects.toThrow('workers must be whole numbers from 1 to 16, got [0]');
+    await expect(benchBrowser({ named: 'cifar' })).rejects.toThrow("no browser benchmark for model 'cifar': choose one of mnist, colour");
+    await expect(benchBrowser({ named: 'colour', demo: 'tests/fixtures/colour-shapes' })).rejects.toThrow(
+      'a model by name (named) comes with its own demo stream: give named, or model and demo, not both',
+    );
   });
+
+  it('--model mnist|colour: the colour model writes its own results file; anything else is refused with exit 2 before running', () => {
+    expect(browserModel('colour')).toBe('colour');
+    expect(browserModel('mnist')).toBe('mnist');
+    expect(browserResultsFile('mnist')).toBe('bench/results/browser.json');
+    expect(browserResultsFile('colour')).toBe('bench/results/browser-colour.json');
+    for (const bad of ['cifar', 'Colour', '']) expect(() => browserModel(bad), bad).toThrow(`no browser benchmark for model '${bad}': choose one of mnist, colour`);
+    const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { encoding: 'utf8', timeout: 60_000 });
+    const bad = run(['browser', '--model', 'cifar', '--out', '/nonexistent/browser.json']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/^no browser benchmark for model 'cifar': choose one of mnist, colour\nusage:[\s\S]*--model mnist\|colour/);
+    const elsewhere = run(['he', '--model', 'colour']);
+    expect(elsewhere.status).toBe(2);
+    expect(elsewhere.stderr).toMatch(/^--model is an option of the conv and browser suites only, not of 'he'\n/);
+  }, 120_000);
 
   it('the table shows each run’s mode, load and ms per frame', () => {
     const run = {
@@ -59,13 +80,15 @@ describe('browser benchmark runs', () => {
     };
     const text = browserTable({
       runs: [run],
-      model: { modelId: 'mnist', version: 1, scheme: 'ckks', polyModulusDegree: 8192, security: 128, bundleBytes: 62_747_844 },
+      model: { modelId: 'colour', version: 1, scheme: 'ckks', polyModulusDegree: 8192, security: 128, bundleBytes: 15_200_000 },
+      demo: '200 image files',
       browser: { version: '156', extractorThreads: 2 },
       bundleLoadMs: 800,
       bundleCacheLoadMs: 430,
       loadAverage: { start: 1, end: 2 },
     });
     expect(text).toMatch(/\n2 +auto +yes +50 +410 +820 +900 .* 2\.44 +224\.8 +per-worker 47, single 3\n/);
+    expect(text.split('\n')[0]).toBe('colour v1: CKKS N=8192, 128-bit, bundle 15.2 MB, demo stream 200 image files; Chromium 156 headless, extractor on 2 thread(s)');
   });
 
   it('the loaded runs’ busy loop burns CPU until stopped, then is gone', async () => {
