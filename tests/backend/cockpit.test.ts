@@ -3,11 +3,11 @@
 // per class, per device and per minute (GET /api/v1/stats); the cockpit page shows them
 // live. The page part NEEDS /usr/bin/chromium (Debian's `chromium`) and playwright-core;
 // it is skipped, loudly, without.
-import { existsSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hasChromium, launch } from '../browser/kiosk';
 import { COCKPIT_HTML } from '../../src/backend/cockpit';
 import type { DecryptionAgent } from '../../src/backend/decrypt';
 import type { Backend } from '../../src/backend/server';
@@ -18,8 +18,6 @@ import { addDevice, openWorkspace, operatorToken, signingKey, type Workspace } f
 import { argmax, makeHead, makeInputs } from '../he/helpers';
 import { decrypted, protectHead, startBackend } from './helpers';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) console.warn('tests/backend/cockpit.test.ts: the cockpit page test is SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
 const head = makeHead([256, 64, 10], 'realistic', 404);
@@ -142,11 +140,7 @@ describe('the city cockpit and its API', () => {
   });
 
   it.skipIf(!hasChromium)('the page shows class counts, a timeline, device rates and last-seen, and results by capture time, filtered by device, live', async () => {
-    const context = await chromium.launchPersistentContext(mkdtempSync(join(root, 'profile-')), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    const context = await launch(root);
     try {
       const page = await context.newPage();
       await page.goto(`${url}/cockpit`);

@@ -3,12 +3,12 @@
 // flagging those whose scores lie beyond RANGE_FACTOR × the calibrated largest |score|.
 // The cockpit part NEEDS /usr/bin/chromium (Debian's `chromium`) and playwright-core; it
 // is skipped, loudly, without.
-import { existsSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hasChromium, launch } from '../browser/kiosk';
 import { floatEvaluate } from '../../src/he';
 import type { DecryptionAgent } from '../../src/backend/decrypt';
 import { checkScoreRange, RANGE_FACTOR } from '../../src/backend/ranges';
@@ -21,8 +21,6 @@ import { addDevice, DATABASE_FILE, openWorkspace, operatorToken, signingKey, typ
 import { argmax, makeHead, makeInputs, maxAbs, maxAbsDiff } from '../he/helpers';
 import { decrypted, protectHead, startBackend } from './helpers';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) console.warn('tests/backend/ranges.test.ts: the cockpit test is SKIPPED: /usr/bin/chromium is missing (apt-get install -y chromium)');
 
 const head = makeHead([256, 64, 10], 'realistic', 404);
@@ -152,11 +150,7 @@ describe('CKKS results outside the calibrated range', () => {
   });
 
   it.skipIf(!hasChromium)('the cockpit shows a flagged result as a marker, not a label, and counts them', async () => {
-    const context = await chromium.launchPersistentContext(mkdtempSync(join(root, 'profile-')), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    const context = await launch(root);
     try {
       const page = await context.newPage();
       await page.goto(`${url}/cockpit`);

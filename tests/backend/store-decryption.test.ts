@@ -4,23 +4,12 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { StoreError } from '../../src/store/errors';
 import type { ClaimedResult, NewPendingResult, Store } from '../../src/store/types';
-import { type TestEngine, testEngines } from './store-engines';
+import { expectStoreError, type TestEngine, testEngines } from './store-engines';
 
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 const CLAIM = { limit: 10, claimTimeoutMs: 60_000, maxAttempts: 3 };
-
-async function expectStoreError(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
-  const error = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(error, `expected StoreError ${code}`).toBeInstanceOf(StoreError);
-  expect((error as StoreError).code).toBe(code);
-  if (message) expect((error as StoreError).message).toMatch(message);
-}
 
 async function storeWithDevice(engine: TestEngine): Promise<{ store: Store; location: string }> {
   const location = await engine.location('decryption');

@@ -11,8 +11,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { openStore } from '../../src/store/open';
+import { StoreError } from '../../src/store/errors';
 import type { Store } from '../../src/store/types';
 
 export const POSTGRES_URL = process.env.SEALED_EDGE_TEST_DATABASE_URL || undefined;
@@ -93,4 +94,16 @@ export function testEngines(): TestEngine[] {
     engines.push({ name: 'postgres', location: (label) => postgresSchema(database.url(), label), open: openStore });
   }
   return engines;
+}
+
+/** Awaits `promise` and expects it to reject with a StoreError of `code` (and a message matching `message`). */
+export async function expectStoreError(promise: Promise<unknown>, code: string, message?: RegExp): Promise<StoreError> {
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(error, `expected StoreError ${code}`).toBeInstanceOf(StoreError);
+  expect((error as StoreError).code).toBe(code);
+  if (message) expect((error as StoreError).message).toMatch(message);
+  return error as StoreError;
 }

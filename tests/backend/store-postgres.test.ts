@@ -6,21 +6,11 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/open';
-import type { StoreErrorCode } from '../../src/store/errors';
 import { MIGRATIONS, openPostgresStore, openPostgresStoreWithMigrations, SCHEMA_VERSION } from '../../src/store/postgres';
 import type { Migration } from '../../src/store/sql';
-import { POSTGRES_URL, postgresDatabase, postgresSchema } from './store-engines';
+import { expectStoreError, POSTGRES_URL, postgresDatabase, postgresSchema } from './store-engines';
 
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
-
-async function expectStoreError(promise: Promise<unknown>, code: StoreErrorCode): Promise<Error> {
-  const error = await promise.then(
-    () => null,
-    (e: unknown) => e as Error,
-  );
-  expect(error, `expected StoreError ${code}`).toMatchObject({ name: 'StoreError', code });
-  return error!;
-}
 
 /** A port nothing listens on: bound, then closed. */
 function closedPort(): number {

@@ -12,12 +12,11 @@ import {
   openSqliteStore,
   openSqliteStoreWithMigrations,
   SCHEMA_VERSION,
-  StoreError,
   type Migration,
 } from '../../src/store/sqlite';
 import type { NewResult, Store } from '../../src/store/types';
 import { resultFor } from './store-writer';
-import { type TestEngine, testEngines } from './store-engines';
+import { expectStoreError, type TestEngine, testEngines } from './store-engines';
 
 const WRITER = resolve(__dirname, 'store-writer.ts');
 
@@ -33,18 +32,6 @@ beforeAll(() => {
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function expectStoreError(promise: Promise<unknown>, code: string): Promise<StoreError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
-  expect(caught, `expected StoreError ${code}`).toBeInstanceOf(StoreError);
-  expect((caught as StoreError).code).toBe(code);
-  return caught as StoreError;
-}
 
 const jwk = (): JsonWebKey => ({
   kty: 'EC',
