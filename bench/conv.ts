@@ -76,7 +76,7 @@ export interface ConvRow {
   accuracy: number;
   floatAccuracy: number;
   /** The kiosk in headless Chromium on this bundle, per HE worker count. */
-  browser?: Pick<BrowserRun, 'workers' | 'frames' | 'frameMs' | 'stagesMs' | 'wasmHeapMB' | 'workersPerFrame'>[];
+  browser?: Pick<BrowserRun, 'workers' | 'mode' | 'frames' | 'frameMs' | 'msPerFrame' | 'stagesMs' | 'wasmHeapMB' | 'workersPerFrame'>[];
 }
 
 async function benchCase(spec: ConvCase, quick: boolean, root: string, env: NodeJS.ProcessEnv): Promise<ConvRow> {
@@ -124,8 +124,14 @@ async function benchCase(spec: ConvCase, quick: boolean, root: string, env: Node
   };
   process.stderr.write(`  ${id}: ${row.latencyMs.median} ms, agreement ${row.agreement} on ${row.images} images\n`);
   if (spec.browser === true) {
-    const kiosk = await benchBrowser({ model: { dataDir, modelDir: dirname(protectedModel.bundleDir), env }, workers: [1, 2], frames: FRAMES[quick ? 1 : 0] });
-    row.browser = kiosk.runs.map(({ workers, frames, frameMs, stagesMs, wasmHeapMB, workersPerFrame }) => ({ workers, frames, frameMs, stagesMs, wasmHeapMB, workersPerFrame }));
+    // One worker; two sharing each frame (latency); two with a frame each (frames per second).
+    const runs = [
+      { workers: 1, mode: 'single' as const, loaded: false },
+      { workers: 2, mode: 'shared' as const, loaded: false },
+      { workers: 2, mode: 'per-worker' as const, loaded: false },
+    ];
+    const kiosk = await benchBrowser({ model: { dataDir, modelDir: dirname(protectedModel.bundleDir), env }, runs, frames: FRAMES[quick ? 1 : 0] });
+    row.browser = kiosk.runs.map(({ workers, mode, frames, frameMs, msPerFrame, stagesMs, wasmHeapMB, workersPerFrame }) => ({ workers, mode, frames, frameMs, msPerFrame, stagesMs, wasmHeapMB, workersPerFrame }));
   }
   return row;
 }
@@ -160,10 +166,10 @@ export function convTable(report: { results: Record<string, unknown>[] }): strin
     r.images,
     `${(100 * r.agreement).toFixed(2)}%`,
     `${(100 * r.accuracy).toFixed(2)}% (float ${(100 * r.floatAccuracy).toFixed(2)}%)`,
-    r.browser?.map((b) => `${b.workers}w ${b.frameMs.median}`).join(', ') ?? '—',
+    r.browser?.map((b) => `${b.workers}w ${b.mode ?? 'shared'} ${b.frameMs.median}${b.msPerFrame === undefined ? '' : ` (${b.msPerFrame}/frame)`}`).join(', ') ?? '—',
   ]);
   return table(
-    ['model', 'split', 'input', 'ms median [min–max]', 'ct×ct/bound', 'rot', 'bundle MB', 'parameters', 'heap MB', 'prec bits', 'images', 'agreement', 'accuracy', 'Chromium ms/frame'],
+    ['model', 'split', 'input', 'ms median [min–max]', 'ct×ct/bound', 'rot', 'bundle MB', 'parameters', 'heap MB', 'prec bits', 'images', 'agreement', 'accuracy', 'Chromium median frame ms (wall ms per frame)'],
     rows,
   );
 }
