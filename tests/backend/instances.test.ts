@@ -205,6 +205,10 @@ describe.runIf(POSTGRES_URL !== undefined)('a PostgreSQL database that dies mid-
     expect((await fetch(`${base}/cockpit`)).status).toBe(200);
 
     execFileSync('bash', [SCRIPT, 'up', dir]);
+    // The feed of results comes back first (its LISTEN connection reconnects, and every
+    // stream is told to resync); a result decrypted before that would be covered by the
+    // resync alone, not announced.
+    await expect.poll(() => stream.events.map((e) => e.event), { timeout: 30_000 }).toEqual(['result', 'resync']);
     // The device retries with the same idempotency key until it gets its receipt.
     let retried = await postTo(base, device, cts[1]!, 'during-0001');
     for (let i = 0; retried.status === 503 && i < 100; i++) {
@@ -218,7 +222,7 @@ describe.runIf(POSTGRES_URL !== undefined)('a PostgreSQL database that dies mid-
       ['before-0001', 'decrypted', argmax(floatEvaluate(head, inputs[0]!))],
       ['during-0001', 'decrypted', argmax(floatEvaluate(head, inputs[1]!))],
     ]);
-    // The stream was told it may have missed results, then announced the new one.
+    // Then the stream announced the new one.
     await expect.poll(() => stream.events.map((e) => e.event), { timeout: 15_000 }).toEqual(['result', 'resync', 'result']);
     expect(stream.events[2]!.data).toMatchObject({ id: stored[1]!.id, state: 'decrypted' });
     expect(await ws.store.integrityCheck()).toBe('ok');
