@@ -45,8 +45,15 @@ export class DecryptionPool implements Decryptor {
     return 2 * this.pool.maxThreads;
   }
 
+  /**
+   * Sends the ciphertext to a thread by moving its memory rather than copying it: a
+   * ciphertext that spans its own ArrayBuffer is moved as it is (it is empty here
+   * afterwards); one that is a view into a larger buffer is copied once, and the copy moved.
+   */
   async decrypt(keyId: string, result: Uint8Array): Promise<Decrypted> {
-    const reply = await this.pool.run({ keyId, result });
+    const own = result.buffer instanceof ArrayBuffer && result.byteOffset === 0 && result.byteLength === result.buffer.byteLength;
+    const bytes = own ? result : new Uint8Array(result);
+    const reply = await this.pool.run({ keyId, result: bytes }, { transferList: [bytes.buffer as ArrayBuffer] });
     if (!reply.ok) throw new HeError(reply.code, reply.message);
     return { scheme: reply.scheme, scores: reply.scores, noiseBudgetBits: reply.noiseBudgetBits };
   }

@@ -32,6 +32,7 @@ export interface Decrypted {
 export interface Decryptor {
   /** How many decryptions it runs at once. */
   readonly concurrency: number;
+  /** The caller gives `result` up: a pool moves its memory to a worker thread, leaving it empty. */
   decrypt(keyId: string, result: Uint8Array): Promise<Decrypted>;
   dispose(): Promise<void>;
 }

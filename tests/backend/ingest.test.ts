@@ -122,6 +122,21 @@ describe.each(testEngines())('ingest apart from decryption on the $name store', 
     expect(announced.every((r) => r.state === 'decrypted' && typeof r.label === 'number')).toBe(true);
   });
 
+  it('moves a ciphertext with a buffer of its own to a worker thread, and copies one that is a view into a larger buffer', async () => {
+    const { keyId } = (await ws.store.latestModelVersion('test-head'))!;
+    const x = makeInputs(256, 1, 'realistic', 406)[0]!;
+    const ciphertext = new Uint8Array(device.classify(x));
+    const own = new Uint8Array(ciphertext);
+    const larger = new Uint8Array(ciphertext.length + 16);
+    larger.set(ciphertext, 8);
+    const view = larger.subarray(8, 8 + ciphertext.length);
+    const [moved, copied] = [await pool.decrypt(keyId, own), await pool.decrypt(keyId, view)];
+    expect(own.byteLength).toBe(0);
+    expect(sha(view)).toBe(sha(ciphertext));
+    expect(Array.from(copied.scores)).toEqual(Array.from(moved.scores));
+    expect(argmax(Array.from(moved.scores))).toBe(argmax(floatEvaluate(head, x)));
+  });
+
   it('takes again a claim whose worker died, and decrypts that result once', async () => {
     const x = makeInputs(256, 1, 'realistic', 406)[0]!;
     await backend.decryptions.stop();
