@@ -34,9 +34,9 @@ interface ConvCase {
   readonly browser?: boolean;
 }
 
-/** All 10,000 test images go through the plaintext-input case (half the time per image of the encrypted-input one). */
+/** All 10,000 test images go through both LoLa cases (`--input` runs one of them). */
 const CASES: ConvCase[] = [
-  { model: LOLA, input: 'encrypted', images: [1_000, 200], browser: true },
+  { model: LOLA, input: 'encrypted', images: [10_000, 200], browser: true },
   { model: LOLA, input: 'plain', images: [10_000, 200] },
   { model: LOLA_HEAD, input: 'encrypted', images: [500, 0] },
   { model: DEEP, input: 'encrypted', images: [1_000, 100], browser: true },
@@ -139,12 +139,13 @@ async function benchCase(spec: ConvCase, quick: boolean, root: string, env: Node
 /** The models the conv benchmark has rows for (what `--model` chooses from). */
 export const CONV_MODELS: readonly string[] = [...new Set(CASES.map((c) => c.model.name))];
 
-export async function benchConv({ quick, model }: { quick: boolean; model?: string }): Promise<{ machine: Record<string, unknown>; results: ConvRow[] }> {
+export async function benchConv({ quick, model, input }: { quick: boolean; model?: string; input?: 'encrypted' | 'plain' }): Promise<{ machine: Record<string, unknown>; results: ConvRow[] }> {
   const root = mkdtempSync(join(tmpdir(), 'sealed-edge-bench-conv-'));
   const env = { ...process.env, SEALED_EDGE_KEK: 'cd'.repeat(32) };
   try {
     const results: ConvRow[] = [];
-    for (const spec of CASES) if (model === undefined || spec.model.name === model) results.push(await benchCase(spec, quick, root, env));
+    const chosen = CASES.filter((spec) => (model === undefined || spec.model.name === model) && (input === undefined || spec.input === input));
+    for (const spec of chosen) results.push(await benchCase(spec, quick, root, env));
     return { machine: machine(), results };
   } finally {
     rmSync(root, { recursive: true, force: true });

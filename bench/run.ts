@@ -8,10 +8,11 @@ import { benchHe, heTable } from './he';
 import { benchPaper } from './paper';
 import { paperTable } from './paper-report';
 
-/** What a suite is given: --quick, --model (conv: its rows; browser: the model streamed), the backend's runs. */
+/** What a suite is given: --quick, --model (conv: its rows; browser: the model streamed), --input (conv), the backend's runs. */
 interface SuiteArgs {
   quick: boolean;
   model?: string;
+  input?: 'encrypted' | 'plain';
   backendRuns: BackendRunSpec[];
 }
 
@@ -22,13 +23,14 @@ const SUITES: Record<string, { run: (a: SuiteArgs) => Promise<any>; table: (repo
   backend: { run: (a) => benchBackend({ runs: a.backendRuns, postgresUrl: process.env.SEALED_EDGE_BENCH_DATABASE_URL || undefined }), table: backendTable, bare: true },
   browser: { run: (a) => benchBrowser({ quick: a.quick, named: a.model }), table: browserTable },
   paper: { run: (a) => benchPaper({ quick: a.quick }), table: paperTable },
-  conv: { run: (a) => benchConv({ quick: a.quick, model: a.model }), table: convTable },
+  conv: { run: (a) => benchConv({ quick: a.quick, model: a.model, input: a.input }), table: convTable },
 };
 
 /** Options of the backend suite only. */
 const BACKEND_OPTIONS = ['store', 'instances', 'devices', 'seconds', 'kill', 'decrypt-workers'] as const;
 
 const usage = `usage: npm run bench -- <suite> [--quick] [--out FILE] [--model NAME (conv: one model's rows)]
+       npm run bench -- conv [--quick] [--out FILE] [--model NAME] [--input encrypted|plain (the rows of that input only)]
        npm run bench -- browser [--quick] [--out FILE] [--model mnist|colour]
          (colour: models/colour-poly-square.onnx on its 200 test PNGs → bench/results/browser-colour.json)
        npm run bench -- backend [--store sqlite|postgres] [--instances N] [--devices D] [--seconds S] [--kill] [--decrypt-workers N]
@@ -46,6 +48,7 @@ async function main(argv: string[]): Promise<number> {
         quick: { type: 'boolean', default: false },
         out: { type: 'string' },
         model: { type: 'string' },
+        input: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         store: { type: 'string' },
         instances: { type: 'string' },
@@ -77,6 +80,14 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`no conv benchmark rows for model '${values.model}': choose one of ${CONV_MODELS.join(', ')}\n`);
     return 2;
   }
+  if (values.input !== undefined && name !== 'conv') {
+    process.stderr.write(`--input is an option of the conv suite only, not of '${name}'\n${usage}\n`);
+    return 2;
+  }
+  if (values.input !== undefined && values.input !== 'encrypted' && values.input !== 'plain') {
+    process.stderr.write(`--input must be 'encrypted' or 'plain', got '${values.input}'\n${usage}\n`);
+    return 2;
+  }
   let out = values.out ?? `bench/results/${name}.json`;
   if (name === 'browser') {
     let model;
@@ -103,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   const suite = SUITES[name!]!;
-  const report = await suite.run({ quick: values.quick!, model: values.model, backendRuns: runs });
+  const report = await suite.run({ quick: values.quick!, model: values.model, input: values.input as SuiteArgs['input'], backendRuns: runs });
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, `${JSON.stringify(suite.bare ? report : { suite: name, quick: values.quick, ...report }, null, 2)}\n`);
   process.stdout.write(`${suite.table(report)}\n\nwrote ${out}\n`);

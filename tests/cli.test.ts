@@ -42,5 +42,7 @@ describe('sealed-edge CLI', () => {
     expect(bench('he', '--fast')).toMatchObject({ code: 2, err: expect.stringMatching(/Unknown option '--fast'/) });
     expect(bench('he', '--model', 'deep-poly')).toMatchObject({ code: 2, err: expect.stringMatching(/--model is an option of the conv and browser suites only, not of 'he'/) });
     expect(bench('conv', '--model', 'resnet')).toMatchObject({ code: 2, err: expect.stringMatching(/no conv benchmark rows for model 'resnet': choose one of cryptonets-lola, deep-poly/) });
+    expect(bench('he', '--input', 'plain')).toMatchObject({ code: 2, err: expect.stringMatching(/--input is an option of the conv suite only, not of 'he'/) });
+    expect(bench('conv', '--input', 'cipher')).toMatchObject({ code: 2, err: expect.stringMatching(/--input must be 'encrypted' or 'plain', got 'cipher'/) });
   });
 });
