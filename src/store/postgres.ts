@@ -454,14 +454,33 @@ function toPostgres(sql: string): string {
   return text;
 }
 
+/** The most statements given a name (prepared once per connection); texts beyond them, rare variants of dynamic queries, are parsed each time. */
+const MAX_NAMED = 500;
+const names = new Map<string, string>();
+
+/**
+ * The query for `sql`: a named statement, which each connection parses and plans once
+ * and then only binds and executes (the store runs the same few statements on every
+ * request), or, past MAX_NAMED texts, an unnamed one.
+ */
+function statement(sql: string, values: unknown[]): pg.QueryConfig {
+  const text = toPostgres(sql);
+  let name = names.get(text);
+  if (name === undefined && names.size < MAX_NAMED) {
+    name = `sealed_edge_${names.size + 1}`;
+    names.set(text, name);
+  }
+  return name === undefined ? { text, values } : { name, text, values };
+}
+
 function queriesOf(client: pg.Pool | pg.PoolClient): Queries {
   const all = async <T>(sql: string, params: readonly unknown[] = []): Promise<T[]> =>
-    (await client.query(toPostgres(sql), params as unknown[])).rows as T[];
+    (await client.query(statement(sql, params as unknown[]))).rows as T[];
   return {
     all,
     get: async <T>(sql: string, params?: readonly unknown[]) => (await all<T>(sql, params))[0],
     run: async (sql: string, params?: readonly unknown[]) => {
-      await client.query(toPostgres(sql), (params ?? []) as unknown[]);
+      await client.query(statement(sql, (params ?? []) as unknown[]));
     },
   };
 }
@@ -521,6 +540,11 @@ class PostgresEngine implements Engine {
     } catch (e) {
       throw translate(e, what);
     }
+  }
+
+  /** On a pooled connection in autocommit: the statement is its own transaction. */
+  single<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+    return this.read(what, fn);
   }
 
   async write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {

@@ -72,6 +72,11 @@ export interface Engine {
   /** `fn` in one transaction: all of it is committed before this resolves, or none of it. */
   write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
   /**
+   * `fn`, which runs a single statement, atomic and durable by itself, without BEGIN and
+   * COMMIT around it (on PostgreSQL two round trips fewer): committed before this resolves.
+   */
+  single<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
+  /**
    * Inside a write transaction: announces these results to every watcher (watch) once
    * the transaction commits, and not at all if it rolls back.
    */
@@ -328,6 +333,10 @@ const MODEL_VERSION_COLUMNS =
 const DEVICE_COLUMNS = 'id, name, status, created_at, enrolled_at, public_key_jwk';
 const RESULT_COLUMNS =
   'id, device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag, received_at, captured_at, decrypted_at, error, receipt';
+/** RESULT_COLUMNS of the table aliased `r`. */
+const RESULT_COLUMNS_OF_R = RESULT_COLUMNS.split(', ').map((column) => `r.${column}`).join(', ');
+/** A row whose columns may all be null (an outer join that found nothing). */
+type NullableRow<T> = { [K in keyof T]: T[K] | null };
 /** A result's outcome as the cockpit counts it: its label, 'out-of-range', 'failed' or 'pending'. */
 const OUTCOME = "CASE WHEN state = 'decrypted' AND label IS NOT NULL THEN CAST(label AS TEXT) WHEN state = 'decrypted' THEN 'out-of-range' ELSE state END";
 /** The most results getResults reads at once. */
@@ -587,24 +596,28 @@ export class SqlStore implements Store {
   private insertResult(what: string, identity: ResultIdentity, columns: InsertedColumns): Promise<RecordOutcome> {
     const { deviceId, modelId, version, keyId, idempotencyKey, bodySha256, receivedAt, capturedAt, receipt } = identity;
     return this.engine.write(what, async (q): Promise<RecordOutcome> => {
-      const stored = async (): Promise<RecordOutcome | null> => {
-        const existing = await q.get<ResultRow>(`SELECT ${RESULT_COLUMNS} FROM results WHERE device_id = ? AND idempotency_key = ?`, [deviceId, idempotencyKey]);
-        if (!existing) return null;
+      const replay = (existing: ResultRow): RecordOutcome => {
         const found = toResult(existing);
         return { kind: found.bodySha256 === bodySha256 ? 'replayed' : 'conflict', result: found };
       };
-      const before = await stored();
-      if (before) return before;
-      if (!(await q.get('SELECT 1 FROM devices WHERE id = ?', [deviceId]))) {
-        fail('E_NOT_FOUND', `${what}: no device "${deviceId}"`);
-      }
-      const mv = await q.get<{ key_id: string; outputs: number }>('SELECT key_id, outputs FROM model_versions WHERE model_id = ? AND version = ?', [modelId, version]);
-      if (!mv) fail('E_NOT_FOUND', `${what}: model "${modelId}" has no version ${version}`);
-      if (mv.key_id !== keyId) {
+      // One statement reads what the insert depends on: the row stored under this key, if
+      // any (the result columns, null when there is none), the device and the model version.
+      const before = (await q.get<NullableRow<ResultRow> & { device_found: number | null; mv_key_id: string | null; mv_outputs: number | null }>(
+        `SELECT ${RESULT_COLUMNS_OF_R},
+                (SELECT 1 FROM devices WHERE id = ?) AS device_found,
+                (SELECT key_id FROM model_versions WHERE model_id = ? AND version = ?) AS mv_key_id,
+                (SELECT outputs FROM model_versions WHERE model_id = ? AND version = ?) AS mv_outputs
+         FROM (SELECT 1 AS one) AS one LEFT JOIN results r ON r.device_id = ? AND r.idempotency_key = ?`,
+        [deviceId, modelId, version, modelId, version, deviceId, idempotencyKey],
+      ))!;
+      if (before.id !== null) return replay(before as ResultRow);
+      if (before.device_found === null) fail('E_NOT_FOUND', `${what}: no device "${deviceId}"`);
+      if (before.mv_key_id === null) fail('E_NOT_FOUND', `${what}: model "${modelId}" has no version ${version}`);
+      if (before.mv_key_id !== keyId) {
         fail('E_NOT_FOUND', `${what}: key "${keyId}" does not belong to model "${modelId}" version ${version}`);
       }
-      if (columns.label !== null && columns.label >= mv.outputs) {
-        invalid(`${what}: label ${columns.label} is out of range for a model with ${mv.outputs} outputs`);
+      if (columns.label !== null && columns.label >= before.mv_outputs!) {
+        invalid(`${what}: label ${columns.label} is out of range for a model with ${before.mv_outputs} outputs`);
       }
       const row = await q.get<ResultRow>(
         `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag,
@@ -635,9 +648,9 @@ export class SqlStore implements Store {
         if (columns.state !== 'pending') await this.engine.announce(q, [row.id]);
         return { kind: 'created', result: toResult(row) };
       }
-      const raced = await stored();
+      const raced = await q.get<ResultRow>(`SELECT ${RESULT_COLUMNS} FROM results WHERE device_id = ? AND idempotency_key = ?`, [deviceId, idempotencyKey]);
       if (!raced) fail('E_DB', `${what}: (${deviceId}, ${idempotencyKey}) was neither inserted nor found`);
-      return raced;
+      return replay(raced);
     });
   }
 
@@ -806,7 +819,7 @@ export class SqlStore implements Store {
     const nowMs = checkInt(o.nowMs, 'nowMs', 0);
     const level = `CASE WHEN device_rates.tokens + ${REFILL} > CAST(? AS DOUBLE PRECISION) THEN CAST(? AS DOUBLE PRECISION) ELSE device_rates.tokens + ${REFILL} END`;
     const refill = [nowMs, nowMs, perSecond];
-    return this.engine.write('takeRateToken', async (q) => {
+    return this.engine.single('takeRateToken', async (q) => {
       const row = await q.get<{ tokens: number }>(
         `INSERT INTO device_rates (device_id, tokens, at_ms) VALUES (?, CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT))
          ON CONFLICT (device_id) DO UPDATE SET tokens = ${level} - 1, at_ms = CAST(? AS BIGINT)

@@ -567,6 +567,11 @@ class SqliteEngine implements Engine {
     });
   }
 
+  /** An autocommit statement: SQLite commits it (durably, synchronous = FULL) as its own transaction. */
+  single<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+    return this.read(what, fn);
+  }
+
   /** `fn` in one IMMEDIATE transaction. */
   write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
     return this.exclusive(async () => {
