@@ -1,6 +1,6 @@
 import { HeError } from '../he';
 import { StoreError } from '../store/errors';
-import type { ClaimedResult, DecryptionOutcome, ResultRecord, Store } from '../store/types';
+import type { ClaimedResult, DecryptionOutcome, ModelVersion, ResultRecord, Store } from '../store/types';
 import type { Decryptor } from './decrypt';
 import { checkScoreRange } from './ranges';
 
@@ -27,6 +27,8 @@ export interface DecryptionLoopOptions {
 export const DEFAULT_CLAIM_TIMEOUT_MS = 60_000;
 export const DEFAULT_MAX_ATTEMPTS = 3;
 export const DEFAULT_POLL_MS = 1000;
+/** Model versions a loop keeps read (it starts again when it has this many). */
+const MAX_CACHED_VERSIONS = 1000;
 
 /**
  * The Decryption Agent's work queue: claims pending results from the store, decrypts them
@@ -44,6 +46,7 @@ export class DecryptionLoop {
   private readonly pollMs: number;
   private readonly log: (line: string) => void;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly models = new Map<string, Promise<ModelVersion>>();
   private timer: NodeJS.Timeout | null = null;
   private pumping: Promise<void> | null = null;
   private wanted = false;
@@ -123,8 +126,7 @@ export class DecryptionLoop {
     let outcome: DecryptionOutcome;
     let range: ReturnType<typeof checkScoreRange> = null;
     try {
-      const model = await this.options.store.getModelVersion(claim.modelId, claim.version);
-      if (model === null) throw new StoreError('E_NOT_FOUND', `model ${claim.modelId} version ${claim.version} is gone`);
+      const model = await this.modelVersion(claim.modelId, claim.version);
       const { scheme, scores, noiseBudgetBits } = await this.options.decryptor.decrypt(claim.keyId, claim.ciphertext);
       if (scores.length !== model.outputs || !scores.every(Number.isFinite)) {
         outcome = { error: `E_CIPHERTEXT: the encrypted result does not hold this model's scores (${scores.length} values, the model has ${model.outputs} outputs)` };
@@ -155,6 +157,26 @@ export class DecryptionLoop {
       await this.audit(stored.deviceId, 'inference.out-of-range', { resultId: stored.id, modelId: stored.modelId, version: stored.version, scoreMax: range.scoreMax, bound: range.bound });
     }
     await this.done(stored);
+  }
+
+  /**
+   * The version a result was made for, read once per version (a promise, so that results
+   * decrypted at once share one read; dropped if the read fails): what decryption uses of
+   * it (its outputs and calibrated range) never changes once it is stored.
+   */
+  private modelVersion(modelId: string, version: number): Promise<ModelVersion> {
+    const key = `${modelId}\n${version}`;
+    let model = this.models.get(key);
+    if (model === undefined) {
+      if (this.models.size >= MAX_CACHED_VERSIONS) this.models.clear();
+      model = this.options.store.getModelVersion(modelId, version).then((stored) => {
+        if (stored === null) throw new StoreError('E_NOT_FOUND', `model ${modelId} version ${version} is gone`);
+        return stored;
+      });
+      this.models.set(key, model);
+      model.catch(() => this.models.delete(key));
+    }
+    return model;
   }
 
   private async done(result: ResultRecord): Promise<void> {

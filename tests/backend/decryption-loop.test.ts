@@ -63,6 +63,27 @@ describe.each(testEngines())('the decryption loop on the $name store', (engine) 
     await store.close();
   });
 
+  it('reads a model version once for all the results made for it', async () => {
+    const store = await storeWithDevice(engine);
+    let reads = 0;
+    const counting = new Proxy(store, {
+      get: (target, name, receiver) => {
+        if (name === 'getModelVersion') reads++;
+        const value = Reflect.get(target, name, receiver) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const done: ResultRecord[] = [];
+    const loop = new DecryptionLoop({ store: counting, decryptor: new StandIn(), worker: 'w1', pollMs: 10, onDone: (r) => done.push(r) });
+    for (let i = 0; i < 5; i++) await accept(store, `frame-${i}`, [i, 9, 3, 2]);
+    loop.start();
+    await expect.poll(() => done.length).toBe(5);
+    await loop.stop();
+    expect(done.map((r) => r.label)).toEqual([1, 1, 1, 1, 1]);
+    expect(reads).toBe(1);
+    await store.close();
+  });
+
   it('marks failed a result whose scores do not fit its model, and keeps going when the store is closed under it', async () => {
     const store = await storeWithDevice(engine);
     const done: ResultRecord[] = [];
