@@ -11,8 +11,6 @@ import {
   EncryptedBgvClassifier,
   EncryptedClassifier,
   floatEvaluate,
-  HeError,
-  type HeErrorCode,
   mergeBgvResults,
   planBgv,
   planParameters,
@@ -22,26 +20,7 @@ import { isPrime, realizeBgvPrimes } from '../../src/he/bgv/primes';
 import { readContainer, writeContainer } from '../../src/he/container';
 import { nodeSeal } from '../../src/node/seal';
 import { type BgvProtected, protectBgv } from './bgv-helpers';
-import { makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected, rng } from './helpers';
-
-async function codeOf(f: () => unknown): Promise<HeErrorCode> {
-  try {
-    await f();
-  } catch (error) {
-    if (error instanceof HeError) return error.code;
-    throw new Error(`expected an HeError, got ${String(error)}`);
-  }
-  throw new Error('expected an HeError, nothing was thrown');
-}
-
-function messageOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (error) {
-    return (error as Error).message;
-  }
-  return '';
-}
+import { codeOf, makeHead, makeInputs, maxAbs, maxAbsDiff, messageOf, protect, type Protected, rng } from './helpers';
 
 /** Rewrites a container with a changed header or sections (a forgery with valid checksums). */
 function forge<H extends object>(bytes: Uint8Array, kind: Parameters<typeof readContainer>[1], change: (header: H, sections: Uint8Array[]) => void): Uint8Array {
@@ -144,11 +123,11 @@ describe('the BGV planner', () => {
     expect(refused({ maxModuli: 9 })).toMatch(/maxModuli must be an integer from 1 to 8/);
     expect(refused({ precision: 1e-12 })).toMatch(/no quantization up to 16 bits keeps the scores within 1e-12/);
     for (const options of [{ maxModuli: 1 }, { inputBits: 30, weightBits: 30 }, { marginBits: 900 }, { calibration: [] }, { security: 100 }]) {
-      expect(await codeOf(() => planBgv(HEAD, { security: 128, calibration: CALIBRATION, ...options } as never))).toBe('E_PARAMS');
+      expect(codeOf(() => planBgv(HEAD, { security: 128, calibration: CALIBRATION, ...options } as never))).toBe('E_PARAMS');
     }
-    expect(await codeOf(() => planBgv(HEAD, { security: 128, calibration: [new Float64Array(63)] }))).toBe('E_SHAPE');
-    expect(await codeOf(() => planBgv(HEAD, { security: 128, calibration: CALIBRATION, mode: { weights: 'plain', input: 'encrypted' } }))).toBe('E_UNSUPPORTED');
-    expect(await codeOf(() => planParameters({ scheme: 'bgv', security: 128, depth: 3, precisionBits: 25 }))).toBe('E_UNSUPPORTED');
+    expect(codeOf(() => planBgv(HEAD, { security: 128, calibration: [new Float64Array(63)] }))).toBe('E_SHAPE');
+    expect(codeOf(() => planBgv(HEAD, { security: 128, calibration: CALIBRATION, mode: { weights: 'plain', input: 'encrypted' } }))).toBe('E_UNSUPPORTED');
+    expect(codeOf(() => planParameters({ scheme: 'bgv', security: 128, depth: 3, precisionBits: 25 }))).toBe('E_UNSUPPORTED');
   });
 
   it('refuses invalid parameters', async () => {
@@ -163,7 +142,7 @@ describe('the BGV planner', () => {
       { ...params, switchPrimes: [1, 0, 1] },
       null,
     ];
-    for (const p of bad) expect(await codeOf(() => checkBgvParameters(p))).toBe('E_PARAMS');
+    for (const p of bad) expect(codeOf(() => checkBgvParameters(p))).toBe('E_PARAMS');
   });
 });
 
@@ -223,24 +202,24 @@ describe('BGV under encryption: a small head at 128-bit', () => {
     const merged = mergeBgvResults([...parts].reverse());
     expect(p.decrypt(merged).integers).toEqual(bgvReferenceModel(p.plan, HEAD)(INPUTS[1]!));
     expect(messageOf(() => p.decrypt(parts[0]!))).toMatch(/merge the partial results first/);
-    expect(await codeOf(() => mergeBgvResults([parts[0]!, parts[0]!]))).toBe('E_CORRUPT');
+    expect(codeOf(() => mergeBgvResults([parts[0]!, parts[0]!]))).toBe('E_CORRUPT');
     const foreign = forge<{ keyId: string }>(parts[1]!, 'result', (h) => {
       h.keyId = q.owner.keyId;
     });
-    expect(await codeOf(() => mergeBgvResults([parts[0]!, foreign]))).toBe('E_KEYS');
+    expect(codeOf(() => mergeBgvResults([parts[0]!, foreign]))).toBe('E_KEYS');
   });
 
   it('refuses containers of the other scheme and of other parameters', async () => {
     expect(containerScheme(p.owner.deviceKeyBytes(), 'deviceKeys')).toBe('bgv');
     expect(containerScheme(ckks.classifierBytes, 'classifier')).toBe('ckks');
-    expect(await codeOf(() => EncryptedBgvClassifier.load(p.ctx, p.keys, ckks.classifierBytes))).toBe('E_PARAMS');
-    expect(await codeOf(() => BgvDeviceKeys.load(p.ctx, ckks.owner.deviceKeyBytes()))).toBe('E_PARAMS');
-    expect(await codeOf(() => EncryptedClassifier.load(ckks.he, ckks.keys, p.classifierBytes))).toBe('E_PARAMS');
-    expect(await codeOf(() => DeviceKeys.load(ckks.he, p.owner.deviceKeyBytes()))).toBe('E_PARAMS');
-    expect(await codeOf(() => decryptBgvResult(p.ctx, p.owner, ckks.classifier.evaluate(INPUTS[0]!).result))).toBe('E_PARAMS');
+    expect(codeOf(() => EncryptedBgvClassifier.load(p.ctx, p.keys, ckks.classifierBytes))).toBe('E_PARAMS');
+    expect(codeOf(() => BgvDeviceKeys.load(p.ctx, ckks.owner.deviceKeyBytes()))).toBe('E_PARAMS');
+    expect(codeOf(() => EncryptedClassifier.load(ckks.he, ckks.keys, p.classifierBytes))).toBe('E_PARAMS');
+    expect(codeOf(() => DeviceKeys.load(ckks.he, p.owner.deviceKeyBytes()))).toBe('E_PARAMS');
+    expect(codeOf(() => decryptBgvResult(p.ctx, p.owner, ckks.classifier.evaluate(INPUTS[0]!).result))).toBe('E_PARAMS');
     if (JSON.stringify(q.ctx.params) !== JSON.stringify(p.ctx.params)) {
-      expect(await codeOf(() => BgvDeviceKeys.load(q.ctx, p.owner.deviceKeyBytes()))).toBe('E_PARAMS');
-      expect(await codeOf(() => EncryptedBgvClassifier.load(q.ctx, q.keys, p.classifierBytes))).toBe('E_PARAMS');
+      expect(codeOf(() => BgvDeviceKeys.load(q.ctx, p.owner.deviceKeyBytes()))).toBe('E_PARAMS');
+      expect(codeOf(() => EncryptedBgvClassifier.load(q.ctx, q.keys, p.classifierBytes))).toBe('E_PARAMS');
     }
     const otherParams = forge<{ params: { coeffModulusBits: number[] } }>(p.classifierBytes, 'classifier', (h) => {
       h.params.coeffModulusBits[0]! -= 1;
@@ -252,10 +231,10 @@ describe('BGV under encryption: a small head at 128-bit', () => {
     const other = BgvOwnerKeys.generate(p.ctx, p.plan);
     const otherKeys = BgvDeviceKeys.load(p.ctx, other.deviceKeyBytes());
     try {
-      expect(await codeOf(() => EncryptedBgvClassifier.load(p.ctx, otherKeys, p.classifierBytes))).toBe('E_KEYS');
+      expect(codeOf(() => EncryptedBgvClassifier.load(p.ctx, otherKeys, p.classifierBytes))).toBe('E_KEYS');
       const result = p.classifier.evaluate(INPUTS[0]!).result;
-      expect(await codeOf(() => decryptBgvResult(p.ctx, other, result))).toBe('E_KEYS');
-      expect(await codeOf(() => BgvOwnerKeys.load(p.ctx, p.owner.secretKeyBytes(), other.deviceKeyBytes()))).toBe('E_KEYS');
+      expect(codeOf(() => decryptBgvResult(p.ctx, other, result))).toBe('E_KEYS');
+      expect(codeOf(() => BgvOwnerKeys.load(p.ctx, p.owner.secretKeyBytes(), other.deviceKeyBytes()))).toBe('E_KEYS');
       // A result relabelled with the other key id decrypts to noise: its two rows disagree.
       const relabelled = forge<{ keyId: string }>(result, 'result', (h) => {
         h.keyId = other.keyId;
@@ -278,13 +257,13 @@ describe('BGV under encryption: a small head at 128-bit', () => {
       return copy;
     };
     const load = (b: Uint8Array) => () => EncryptedBgvClassifier.load(p.ctx, p.keys, b);
-    expect(await codeOf(load(bytes.subarray(0, bytes.length - 7)))).toBe('E_TRUNCATED');
-    expect(await codeOf(load(flip(20)))).toBe('E_CORRUPT');
-    expect(await codeOf(load(flip(bytes.length - 5000)))).toBe('E_CORRUPT');
+    expect(codeOf(load(bytes.subarray(0, bytes.length - 7)))).toBe('E_TRUNCATED');
+    expect(codeOf(load(flip(20)))).toBe('E_CORRUPT');
+    expect(codeOf(load(flip(bytes.length - 5000)))).toBe('E_CORRUPT');
     const version = bytes.slice();
     version[4] = 2;
-    expect(await codeOf(load(version))).toBe('E_VERSION');
-    expect(await codeOf(() => BgvDeviceKeys.load(p.ctx, p.owner.deviceKeyBytes().subarray(0, 1000)))).toBe('E_TRUNCATED');
+    expect(codeOf(load(version))).toBe('E_VERSION');
+    expect(codeOf(() => BgvDeviceKeys.load(p.ctx, p.owner.deviceKeyBytes().subarray(0, 1000)))).toBe('E_TRUNCATED');
     const scale = forge<{ fixedPoint: { inputScale: number } }>(bytes, 'classifier', (h) => {
       h.fixedPoint.inputScale = -1;
     });
@@ -303,26 +282,26 @@ describe('BGV under encryption: a small head at 128-bit', () => {
       const r = rng(3);
       s[1] = Uint8Array.from(s[1]!, () => r() * 256);
     });
-    expect(await codeOf(load(garbage))).toBe('E_CORRUPT');
+    expect(codeOf(load(garbage))).toBe('E_CORRUPT');
     // Components swapped: each prime set differs, so SEAL's own checks refuse them.
     const swapped = forge(result, 'result', (_h, s) => {
       [s[0], s[1]] = [s[1]!, s[0]!];
     });
-    expect(await codeOf(() => p.decrypt(swapped))).toBe('E_CORRUPT');
+    expect(codeOf(() => p.decrypt(swapped))).toBe('E_CORRUPT');
     const outputs = forge<{ outputs: number }>(result, 'result', (h) => {
       h.outputs = 11;
     });
-    expect(await codeOf(() => p.decrypt(outputs))).toBe('E_CORRUPT');
+    expect(codeOf(() => p.decrypt(outputs))).toBe('E_CORRUPT');
     const moduli = forge<{ moduli: number[] }>(result, 'result', (h) => {
       h.moduli = [1, 0];
     });
-    expect(await codeOf(() => p.decrypt(moduli))).toBe('E_CORRUPT');
+    expect(codeOf(() => p.decrypt(moduli))).toBe('E_CORRUPT');
     expect(p.decrypt(result).integers).toEqual(bgvReferenceModel(p.plan, HEAD)(INPUTS[0]!));
   });
 
   it('wrong inputs, use after dispose, and no heap growth across loads and evaluations', async () => {
     expect(messageOf(() => p.classifier.evaluate(new Float64Array(63)))).toMatch(/63 values, the classifier expects 64/);
-    expect(await codeOf(() => p.classifier.evaluate(INPUTS[0]!.map((v, i) => (i === 3 ? NaN : v))))).toBe('E_SHAPE');
+    expect(codeOf(() => p.classifier.evaluate(INPUTS[0]!.map((v, i) => (i === 3 ? NaN : v))))).toBe('E_SHAPE');
     const runtime = await nodeSeal();
     const again = () => {
       const c = EncryptedBgvClassifier.load(p.ctx, p.keys, p.classifierBytes);
@@ -334,6 +313,6 @@ describe('BGV under encryption: a small head at 128-bit', () => {
     const before = runtime.heapBytes();
     for (let i = 0; i < 3; i++) again();
     expect(runtime.heapBytes()).toBe(before);
-    expect(await codeOf(() => again().evaluate(INPUTS[0]!))).toBe('E_DISPOSED');
+    expect(codeOf(() => again().evaluate(INPUTS[0]!))).toBe('E_DISPOSED');
   });
 });

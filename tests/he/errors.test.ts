@@ -6,8 +6,6 @@ import {
   encryptClassifier,
   floatEvaluate,
   HeContext,
-  HeError,
-  type HeErrorCode,
   OwnerKeys,
   planClassifier,
   planParameters,
@@ -15,26 +13,7 @@ import {
 import { readContainer, writeContainer } from '../../src/he/container';
 import { crc32 } from '../../src/he/crc32';
 import { nodeSeal } from '../../src/node/seal';
-import { makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected, rng } from './helpers';
-
-function codeOf(f: () => unknown): HeErrorCode {
-  try {
-    f();
-  } catch (error) {
-    if (error instanceof HeError) return error.code;
-    throw new Error(`expected an HeError, got ${String(error)}`);
-  }
-  throw new Error('expected an HeError, nothing was thrown');
-}
-
-function messageOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (error) {
-    return (error as Error).message;
-  }
-  return '';
-}
+import { codeOf, makeHead, makeInputs, maxAbs, maxAbsDiff, messageOf, protect, type Protected, rng } from './helpers';
 
 /** Rewrites a container with a changed header or sections (a forgery with valid checksums). */
 function forge<H extends object>(

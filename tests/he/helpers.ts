@@ -7,6 +7,8 @@ import {
   EncryptedClassifier,
   encryptClassifier,
   HeContext,
+  HeError,
+  type HeErrorCode,
   type Layer,
   type Mode,
   OwnerKeys,
@@ -166,4 +168,25 @@ export async function protect(
       he.dispose();
     },
   };
+}
+
+/** The HeError code `f` throws (anything else, or nothing thrown, fails the test). */
+export function codeOf(f: () => unknown): HeErrorCode {
+  try {
+    f();
+  } catch (error) {
+    if (error instanceof HeError) return error.code;
+    throw new Error(`expected an HeError, got ${String(error)}`);
+  }
+  throw new Error('expected an HeError, nothing was thrown');
+}
+
+/** The message of what `f` throws ('' when it throws nothing). */
+export function messageOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return '';
 }
