@@ -302,9 +302,27 @@ interface ResultHeader {
   stride?: number;
 }
 
+/** How a classifier holds its encrypted weights. */
+export interface LoadOptions {
+  /**
+   * The most WASM memory the encrypted weights may take as SEAL ciphertexts. A classifier
+   * whose weights need more keeps them serialized and reads each one for its product
+   * (`streamed`): WASM memory ends at 4 GiB, and the keys and the evaluation need the rest.
+   */
+  readonly residentWeightBytes?: number;
+}
+
+export const DEFAULT_RESIDENT_WEIGHT_BYTES = 1.5 * 2 ** 30;
+
+/** WASM memory of an encrypted weight at `level`: two polynomials of N coefficients per prime. */
+function cipherBytes(he: HeContext, level: number): number {
+  return 2 * he.params.polyModulusDegree * (level + 1) * 8;
+}
+
 /**
- * The device's side: an encrypted classifier loaded once (weights and keys stay in WASM
- * memory) and evaluated per input. Each evaluation frees everything it created.
+ * The device's side: an encrypted classifier loaded once (keys and, unless `streamed`,
+ * weights stay in WASM memory) and evaluated per input. Each evaluation frees everything
+ * it created.
  */
 export class EncryptedClassifier {
   private disposed = false;
@@ -318,9 +336,13 @@ export class EncryptedClassifier {
     readonly byteLength: number,
     /** X^(N/2) at the top level, when the device encrypts complex-packed planes. */
     private readonly monomial: PlainText | null,
+    /** Whether the weights stay serialized and are read per product (see LoadOptions). */
+    readonly streamed: boolean,
   ) {}
 
-  static load(he: HeContext, keys: DeviceKeys, bytes: Uint8Array): EncryptedClassifier {
+  static load(he: HeContext, keys: DeviceKeys, bytes: Uint8Array, options: LoadOptions = {}): EncryptedClassifier {
+    const budget = options.residentWeightBytes ?? DEFAULT_RESIDENT_WEIGHT_BYTES;
+    if (typeof budget !== 'number' || !(budget >= 0)) fail('E_SHAPE', `residentWeightBytes must be a number of bytes ≥ 0, got ${String(budget)}`);
     const { header, sections } = readContainer<ClassifierHeader>(bytes, 'classifier');
     const params = checkParameters(header.params);
     if (!sameParameters(params, he.params)) {
@@ -337,9 +359,14 @@ export class EncryptedClassifier {
     if (missing.length > 0) fail('E_KEYS', `the device key set has no Galois keys for rotation steps ${missing.join(', ')}`);
     const expected = plan.weightSlots.size;
     if (sections.length !== expected) fail('E_CORRUPT', `the classifier has ${sections.length} weight sections, its plan needs ${expected}`);
+    const encrypted = plan.mode.weights === 'encrypted';
+    const resident = [...plan.weightSlots.values()].reduce((sum, slot) => sum + cipherBytes(he, slot.level), 0);
+    const streamed = encrypted && resident > budget;
     const owned = new Scope();
     try {
       let next = 0;
+      // Streamed weights are read once here too, so a damaged one is refused at load.
+      const scratch = streamed ? owned.track(he.seal.CipherText()) : null;
       const load = (key: string): SealWeight | null => {
         const slot = plan.weightSlots.get(key)!;
         const section = sections[next++]!;
@@ -349,12 +376,15 @@ export class EncryptedClassifier {
           if (values.every((v) => v === 0) && !key.endsWith(':-1')) return null;
           return owned.track(he.encode(values, slot.scale, slot.level));
         }
-        const serialized = header.weightEncoding === 'bitpacked' ? unpackSeeded(section, he.primes, what) : section;
-        const ct: CipherText = owned.track(loadSeal(he, he.seal.CipherText(), serialized, what));
+        const read = (into: CipherText): CipherText => {
+          const serialized = header.weightEncoding === 'bitpacked' ? unpackSeeded(section, he.primes, what) : section;
+          return loadSeal(he, into, serialized, what);
+        };
+        const ct = read(scratch ?? owned.track(he.seal.CipherText()));
         if (he.levelOf(ct) !== slot.level || Math.abs(ct.scale / slot.scale - 1) > 1e-9 || ct.size !== 2) {
           fail('E_CORRUPT', `${what} is at level ${he.levelOf(ct)} scale 2^${Math.log2(ct.scale).toFixed(2)}, the plan needs level ${slot.level}`);
         }
-        return ct;
+        return scratch === null ? ct : { readInto: read };
       };
       const weights = plan.plans.map((layerPlan, i): LayerWeights<SealWeight> | null => {
         if (layerPlan.kind === 'poly' || layerPlan.kind === 'add') return null;
@@ -363,7 +393,7 @@ export class EncryptedClassifier {
       });
       const first = firstPlan(plan.plans);
       const monomial = first.complex ? owned.track(monomialPlain(he, he.topLevel)) : null;
-      return new EncryptedClassifier(he, keys, plan, weights, owned, bytes.length, monomial);
+      return new EncryptedClassifier(he, keys, plan, weights, owned, bytes.length, monomial, streamed);
     } catch (error) {
       owned.dispose();
       throw error;

@@ -8,8 +8,21 @@ import { zeroCounts } from './trace';
 
 /** A value during encrypted evaluation: a ciphertext, or the device's plain input vector. */
 export type SealValue = CipherText | PlainVector;
-/** A weight: encrypted (the default) or plain (the TenSEAL/LoLa comparison mode). */
-export type SealWeight = CipherText | PlainText;
+/**
+ * A weight: encrypted (the default), plain (the TenSEAL/LoLa comparison mode), or
+ * encrypted and kept serialized until its product (see StoredWeight).
+ */
+export type SealWeight = CipherText | PlainText | StoredWeight;
+
+/**
+ * An encrypted weight kept outside WASM memory and read into it for each product that
+ * uses it: a classifier whose weights would not fit SEAL's heap (WASM memory ends at
+ * 4 GiB) trades a load per product for memory.
+ */
+export interface StoredWeight {
+  /** Reads the ciphertext into `into` (its previous content is overwritten). */
+  readonly readInto: (into: CipherText) => void;
+}
 
 export interface PlainVector {
   readonly plain: Float64Array;
@@ -20,8 +33,12 @@ function isPlain(v: SealValue): v is PlainVector {
   return (v as PlainVector).plain !== undefined;
 }
 
-function isCipher(w: SealWeight): w is CipherText {
+function isCipher(w: CipherText | PlainText): w is CipherText {
   return (w as CipherText).size !== undefined;
+}
+
+function isStored(w: SealWeight): w is StoredWeight {
+  return (w as StoredWeight).readInto !== undefined;
 }
 
 export interface EvaluationKeys {
@@ -40,6 +57,8 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
   readonly counts = zeroCounts();
   private readonly product: CipherText;
   private readonly encoded: PlainText;
+  /** Where a stored weight is read for its product. */
+  private readonly fetched: CipherText;
   private readonly inputs = new Map<Float64Array, Map<number, PlainText | null>>();
 
   constructor(
@@ -49,6 +68,14 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
   ) {
     this.product = scope.track(he.seal.CipherText());
     this.encoded = scope.track(he.seal.PlainText());
+    this.fetched = scope.track(he.seal.CipherText());
+  }
+
+  /** The weight in WASM memory: a stored one is read into the backend's one scratch ciphertext. */
+  private weight(w: SealWeight): CipherText | PlainText {
+    if (!isStored(w)) return w;
+    w.readInto(this.fetched);
+    return this.fetched;
   }
 
   private cipher(v: SealValue): CipherText {
@@ -74,8 +101,9 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
     return out;
   }
 
-  mulAdd(acc: SealValue | null, w: SealWeight, x: SealValue): SealValue | null {
+  mulAdd(acc: SealValue | null, weight: SealWeight, x: SealValue): SealValue | null {
     const ev = this.he.evaluator;
+    const w = this.weight(weight);
     if (isPlain(x)) {
       if (!isCipher(w)) fail('E_SHAPE', 'plain weights need an encrypted input');
       const encoded = this.encodedInput(x, this.he.levelOf(w));
@@ -158,8 +186,9 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
     this.counts.adds++;
   }
 
-  addWeight(acc: SealValue, w: SealWeight): void {
+  addWeight(acc: SealValue, weight: SealWeight): void {
     const target = this.cipher(acc);
+    const w = this.weight(weight);
     if (isCipher(w)) this.he.evaluator.add(target, w, target);
     else this.he.evaluator.addPlain(target, w, target);
     this.counts.adds++;
@@ -187,8 +216,9 @@ export class SealBackend implements Backend<SealValue, SealWeight> {
     return out;
   }
 
-  constant(w: SealWeight | null): SealValue {
-    if (w === null) fail('E_SHAPE', 'a layer without a bias vanished: nothing to return');
+  constant(weight: SealWeight | null): SealValue {
+    if (weight === null) fail('E_SHAPE', 'a layer without a bias vanished: nothing to return');
+    const w = this.weight(weight);
     const out = this.fresh();
     if (isCipher(w)) {
       out.copy(w);
