@@ -8,7 +8,7 @@
  * PostgreSQL both accept (RETURNING, ON CONFLICT … DO NOTHING, no LIMIT -1). Where the
  * engines must differ, the engine says so (`forUpdate`).
  */
-import { fail } from './errors';
+import { fail, StoreError } from './errors';
 import type {
   AuditEvent,
   DeviceRecord,
@@ -17,6 +17,7 @@ import type {
   ModelStatus,
   ModelVersion,
   Claims,
+  CompletedResult,
   DecryptionOutcome,
   NewPendingResult,
   NewResult,
@@ -703,36 +704,62 @@ export class SqlStore implements Store {
   }
 
   async completeResult(id: number, attempt: number, outcome: DecryptionOutcome): Promise<ResultRecord> {
-    checkInt(id, 'id', 1);
-    checkInt(attempt, 'attempt', 1);
-    if (!isPlainObject(outcome)) invalid('completeResult: the outcome must be an object');
-    const decrypted = checkDecryption(outcome, 'completeResult');
-    return this.engine.write('completeResult', async (q) => {
-      const current = await q.get<{ state: ResultState; attempts: number; model_id: string; version: number }>(
-        `SELECT state, attempts, model_id, version FROM results WHERE id = ?${this.engine.forUpdate}`,
-        [id],
+    const [written] = await this.completeResults([{ id, attempt, outcome }], 'completeResult');
+    if (written instanceof StoreError) throw written;
+    return written!;
+  }
+
+  /**
+   * One transaction: the results are read and locked in one statement (by ascending id,
+   * so that two writers never wait on each other in a cycle), each is checked as
+   * completeResult checks it and written, and those written are announced together.
+   */
+  async completeResults(items: readonly CompletedResult[], what = 'completeResults'): Promise<Array<ResultRecord | StoreError>> {
+    if (!Array.isArray(items)) invalid(`${what}: the items must be an array, got ${describe(items)}`);
+    if (items.length > MAX_RESULT_IDS) invalid(`${what}: at most ${MAX_RESULT_IDS} results at once, got ${items.length}`);
+    const checked = items.map((item) => {
+      if (!isPlainObject(item)) invalid(`${what}: each item must be an object`);
+      const id = checkInt(item.id, 'id', 1);
+      const attempt = checkInt(item.attempt, 'attempt', 1);
+      if (!isPlainObject(item.outcome)) invalid(`${what}: the outcome must be an object`);
+      return { id, attempt, decrypted: checkDecryption(item.outcome, what) };
+    });
+    if (new Set(checked.map((item) => item.id)).size !== checked.length) invalid(`${what}: a result is named twice`);
+    if (checked.length === 0) return [];
+    return this.engine.write(what, async (q) => {
+      const ids = checked.map((item) => item.id).sort((a, b) => a - b);
+      const rows = await q.all<{ id: number; state: ResultState; attempts: number; outputs: number }>(
+        `SELECT id, state, attempts, (SELECT outputs FROM model_versions mv WHERE mv.model_id = results.model_id AND mv.version = results.version) AS outputs
+         FROM results WHERE id IN (${ids.map(() => '?').join(', ')}) ORDER BY id${this.engine.forUpdate}`,
+        ids,
       );
-      if (!current) fail('E_NOT_FOUND', `completeResult: no result ${id}`);
-      if (current.state !== 'pending') fail('E_CONFLICT', `completeResult: result ${id} is already ${current.state}; a result is written once`);
-      if (current.attempts !== attempt) {
-        fail('E_CONFLICT', `completeResult: claim ${attempt} of result ${id} expired; claim ${current.attempts} holds it now`);
-      }
+      const current = new Map(rows.map((row) => [row.id, row]));
       const at = now();
-      let row: ResultRow | undefined;
-      if ('error' in decrypted) {
-        row = await q.get<ResultRow>(`UPDATE results SET state = 'failed', error = ?, decrypted_at = ? WHERE id = ? RETURNING ${RESULT_COLUMNS}`, [decrypted.error, at, id]);
-      } else {
-        const { outputs } = (await q.get<{ outputs: number }>('SELECT outputs FROM model_versions WHERE model_id = ? AND version = ?', [current.model_id, current.version]))!;
-        if (decrypted.label !== null && decrypted.label >= outputs) {
-          invalid(`completeResult: label ${decrypted.label} is out of range for a model with ${outputs} outputs`);
+      const written: Array<ResultRecord | StoreError> = [];
+      for (const { id, attempt, decrypted } of checked) {
+        const row = current.get(id);
+        if (!row) {
+          written.push(new StoreError('E_NOT_FOUND', `${what}: no result ${id}`));
+        } else if (row.state !== 'pending') {
+          written.push(new StoreError('E_CONFLICT', `${what}: result ${id} is already ${row.state}; a result is written once`));
+        } else if (row.attempts !== attempt) {
+          written.push(new StoreError('E_CONFLICT', `${what}: claim ${attempt} of result ${id} expired; claim ${row.attempts} holds it now`));
+        } else if ('error' in decrypted) {
+          const updated = await q.get<ResultRow>(`UPDATE results SET state = 'failed', error = ?, decrypted_at = ? WHERE id = ? RETURNING ${RESULT_COLUMNS}`, [decrypted.error, at, id]);
+          written.push(toResult(updated!));
+        } else if (decrypted.label !== null && decrypted.label >= row.outputs) {
+          written.push(new StoreError('E_INVALID', `${what}: label ${decrypted.label} is out of range for a model with ${row.outputs} outputs`));
+        } else {
+          const updated = await q.get<ResultRow>(
+            `UPDATE results SET state = 'decrypted', label = ?, scores = ?, noise_budget_bits = ?, range_flag = ?, decrypted_at = ? WHERE id = ? RETURNING ${RESULT_COLUMNS}`,
+            [decrypted.label, decrypted.scores, decrypted.noiseBudgetBits, decrypted.rangeFlag, at, id],
+          );
+          written.push(toResult(updated!));
         }
-        row = await q.get<ResultRow>(
-          `UPDATE results SET state = 'decrypted', label = ?, scores = ?, noise_budget_bits = ?, range_flag = ?, decrypted_at = ? WHERE id = ? RETURNING ${RESULT_COLUMNS}`,
-          [decrypted.label, decrypted.scores, decrypted.noiseBudgetBits, decrypted.rangeFlag, at, id],
-        );
       }
-      await this.engine.announce(q, [id]);
-      return toResult(row!);
+      const announced = written.filter((r): r is ResultRecord => !(r instanceof StoreError)).map((r) => r.id).sort((a, b) => a - b);
+      if (announced.length > 0) await this.engine.announce(q, announced);
+      return written;
     });
   }
 

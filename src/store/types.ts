@@ -4,6 +4,7 @@
  * implement it unchanged. Every write that a client's request depends on is committed
  * before the method resolves.
  */
+import type { StoreError } from './errors';
 
 export type ModelStatus = 'active' | 'retired';
 export type DeviceStatus = 'pending' | 'active' | 'revoked';
@@ -164,6 +165,13 @@ export interface ClaimedResult {
   receivedAt: string;
 }
 
+/** A claimed result's decryption, to write: completeResults' item. */
+export interface CompletedResult {
+  id: number;
+  attempt: number;
+  outcome: DecryptionOutcome;
+}
+
 /** What claimResults found: the results claimed now, and those given up (failed) because their claims kept expiring. */
 export interface Claims {
   claimed: ClaimedResult[];
@@ -254,6 +262,13 @@ export interface Store {
    * when `attempt` is not its current claim (the claim expired and another worker holds it).
    */
   completeResult(id: number, attempt: number, outcome: DecryptionOutcome): Promise<ResultRecord>;
+  /**
+   * completeResult for several claimed results (at most 1000) in one transaction: for each,
+   * in order, its written row, or the StoreError completeResult would have thrown for it
+   * (E_NOT_FOUND, E_CONFLICT, E_INVALID), which writes nothing for that result and does
+   * not stop the others. Any other failure writes none of them.
+   */
+  completeResults(items: readonly CompletedResult[]): Promise<Array<ResultRecord | StoreError>>;
   listResults(options?: ResultQuery): Promise<ResultRecord[]>;
   /** Counts of the results received since `since` (see ResultStats); `nowMs` (default: now) sets "the last minute". */
   resultStats(options: { since: string; nowMs?: number }): Promise<ResultStats>;

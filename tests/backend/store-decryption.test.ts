@@ -137,6 +137,43 @@ describe.each(testEngines())('decryption queue on the $name store', (engine) => 
     await Promise.all([...claimers.map((c) => c.close()), store.close()]);
   });
 
+  it('completes a batch of claims in one call: each result written once, a refused one leaves the others written', async () => {
+    const { store, location } = await storeWithDevice(engine);
+    for (let i = 0; i < 6; i++) await store.acceptResult(pending(`batch-${i}`));
+    const announced: number[][] = [];
+    const watch = await store.watchResults({ onResults: (ids) => announced.push([...ids]) });
+    const { claimed } = await store.claimResults({ ...CLAIM, worker: 'a', limit: 5 });
+    expect(claimed.map((c) => c.id)).toEqual([1, 2, 3, 4, 5]);
+    await store.completeResult(2, 1, { error: 'decided earlier' });
+    const written = await store.completeResults([
+      { id: 5, attempt: 1, outcome: decryption(claimed[4]!) },
+      { id: 2, attempt: 1, outcome: decryption(claimed[1]!) },
+      { id: 1, attempt: 1, outcome: decryption(claimed[0]!) },
+      { id: 3, attempt: 2, outcome: decryption(claimed[2]!) },
+      { id: 4, attempt: 1, outcome: { label: 10, scores: [] } },
+      { id: 6, attempt: 1, outcome: { error: 'never claimed' } },
+      { id: 99, attempt: 1, outcome: { error: 'x' } },
+    ]);
+    const codes = written.map((w) => ('code' in w ? (w as { code: string }).code : (w as { state: string }).state));
+    expect(codes).toEqual(['decrypted', 'E_CONFLICT', 'decrypted', 'E_CONFLICT', 'E_INVALID', 'E_CONFLICT', 'E_NOT_FOUND']);
+    expect(written[0]).toMatchObject({ id: 5, label: labelOf(claimed[4]!) });
+    expect(written[3]).toMatchObject({ message: expect.stringMatching(/claim 2 of result 3 expired; claim 1 holds it now/) });
+    const results = await store.listResults();
+    expect(results.map((r) => r.state)).toEqual(['decrypted', 'failed', 'pending', 'pending', 'decrypted', 'pending']);
+    await expect.poll(() => announced.flat().sort((a, b) => a - b)).toEqual([1, 2, 5]);
+    // Two writers racing over the same claims: each result is written by one of them, once.
+    const other = await engine.open(location);
+    const rest = claimed.slice(2, 4).map((c) => ({ id: c.id, attempt: c.attempt, outcome: decryption(c) }));
+    const [mine, theirs] = await Promise.all([store.completeResults(rest), other.completeResults([...rest].reverse())]);
+    const winners = rest.map((_, i) => [mine[i], theirs[rest.length - 1 - i]].filter((w) => !('code' in (w as object))).length);
+    expect(winners).toEqual([1, 1]);
+    expect(await store.completeResults([])).toEqual([]);
+    await expectStoreError(store.completeResults([{ id: 3, attempt: 1, outcome: { error: 'x' } }, { id: 3, attempt: 1, outcome: { error: 'x' } }]), 'E_INVALID', /named twice/);
+    await expectStoreError(store.completeResults([{ id: 0, attempt: 1, outcome: { error: 'x' } }]), 'E_INVALID', /id/);
+    await watch.close();
+    await Promise.all([other.close(), store.close()]);
+  });
+
   it('refuses bad input on every new method with E_INVALID or E_NOT_FOUND, and writes nothing', async () => {
     const { store } = await storeWithDevice(engine);
     await expectStoreError(store.acceptResult({ ...pending('x'), ciphertext: new Uint8Array(0) }), 'E_INVALID', /ciphertext must not be empty/);
