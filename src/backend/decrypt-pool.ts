@@ -40,9 +40,12 @@ export class DecryptionPool implements Decryptor {
     return this.pool.maxThreads;
   }
 
-  /** Two tasks per thread: each thread has its next ciphertext queued while it decrypts one. */
+  /**
+   * Eight tasks per thread: the decryption loop claims and writes results in batches of at
+   * least half that, and each thread has the next batch queued while it decrypts one.
+   */
   get concurrency(): number {
-    return 2 * this.pool.maxThreads;
+    return 8 * this.pool.maxThreads;
   }
 
   /**

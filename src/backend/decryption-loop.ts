@@ -27,13 +27,19 @@ export interface DecryptionLoopOptions {
 export const DEFAULT_CLAIM_TIMEOUT_MS = 60_000;
 export const DEFAULT_MAX_ATTEMPTS = 3;
 export const DEFAULT_POLL_MS = 1000;
-/** Model versions a loop keeps read (it starts again when it has this many). */
-const MAX_CACHED_VERSIONS = 1000;
+/** A claim decrypted (or refused), with its outcome to write and its range check. */
+interface Decided {
+  claim: ClaimedResult;
+  outcome: DecryptionOutcome;
+  range: ReturnType<typeof checkScoreRange>;
+}
+
 
 /**
- * The Decryption Agent's work queue: claims pending results from the store, decrypts them
- * with the decryptor (as many at a time as it runs at once), and writes each label (or range
- * flag, or the reason the ciphertext was refused) once. Ingest wakes it after storing a
+ * The Decryption Agent's work queue: claims pending results from the store in batches,
+ * decrypts them with the decryptor (as many at a time as it runs at once), and writes each
+ * batch's labels (or range flags, or the reasons ciphertexts were refused) in one
+ * transaction, each result once. Ingest wakes it after storing a
  * result; a timer wakes it for results other instances stored and for claims whose worker
  * died. A ciphertext the decryptor refuses (HeError) is marked failed at once; any other
  * failure (a worker thread that died, a store that is down) leaves the claim to expire, so
@@ -45,8 +51,10 @@ export class DecryptionLoop {
   private readonly maxAttempts: number;
   private readonly pollMs: number;
   private readonly log: (line: string) => void;
+  /** The batches being decrypted or written. */
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly models = new Map<string, Promise<ModelVersion>>();
+  /** Claims handed to the decryptor and not yet decrypted. */
+  private decrypting = 0;
   private timer: NodeJS.Timeout | null = null;
   private pumping: Promise<void> | null = null;
   private wanted = false;
@@ -98,8 +106,10 @@ export class DecryptionLoop {
   private async pump(): Promise<void> {
     while (this.wanted && !this.stopped) {
       this.wanted = false;
-      const room = this.concurrency - this.inFlight.size;
-      if (room <= 0) return;
+      const room = this.concurrency - this.decrypting;
+      // Claims are taken in batches of at least half the room while some are decrypting:
+      // one claim and one write per batch rather than per result.
+      if (room <= 0 || (this.decrypting > 0 && room < Math.ceil(this.concurrency / 2))) return;
       let claims;
       try {
         claims = await this.options.store.claimResults({ worker: this.options.worker, limit: room, claimTimeoutMs: this.claimTimeoutMs, maxAttempts: this.maxAttempts });
@@ -108,9 +118,11 @@ export class DecryptionLoop {
         return;
       }
       for (const result of claims.abandoned) await this.done(result);
-      for (const claim of claims.claimed) {
-        const task: Promise<void> = this.process(claim)
-          .catch((error: unknown) => this.log(`sealed-edge decryption: result ${claim.id} (claim ${claim.attempt}): ${describe(error)}`))
+      const batch = claims.claimed;
+      if (batch.length > 0) {
+        this.decrypting += batch.length;
+        const task: Promise<void> = this.process(batch)
+          .catch((error: unknown) => this.log(`sealed-edge decryption: results ${batch.map((c) => `${c.id} (claim ${c.attempt})`).join(', ')}: ${describe(error)}`))
           .finally(() => {
             this.inFlight.delete(task);
             this.wake();
@@ -118,65 +130,67 @@ export class DecryptionLoop {
         this.inFlight.add(task);
       }
       // A full batch may mean more is waiting.
-      if (claims.claimed.length === room) this.wanted = true;
+      if (batch.length === room) this.wanted = true;
     }
   }
 
-  private async process(claim: ClaimedResult): Promise<void> {
-    let outcome: DecryptionOutcome;
-    let range: ReturnType<typeof checkScoreRange> = null;
+  /** Decrypts a batch of claims (each as its own task of the decryptor) and writes their outcomes in one transaction. */
+  private async process(batch: ClaimedResult[]): Promise<void> {
+    let decided: Decided[];
     try {
-      const model = await this.modelVersion(claim.modelId, claim.version);
+      // Each model version the batch names is read once for it.
+      const models = new Map<string, Promise<ModelVersion | null>>();
+      decided = (await Promise.all(batch.map((claim) => this.decrypt(claim, models)))).filter((d): d is Decided => d !== null);
+    } finally {
+      // The decryptor has room again while this batch is written.
+      this.decrypting -= batch.length;
+      this.wake();
+    }
+    if (decided.length === 0) return;
+    let written: Array<ResultRecord | StoreError>;
+    try {
+      written = await this.options.store.completeResults(decided.map(({ claim, outcome }) => ({ id: claim.id, attempt: claim.attempt, outcome })));
+    } catch (error) {
+      written = decided.map(() => error as StoreError);
+    }
+    for (const [i, { claim, range }] of decided.entries()) {
+      const stored = written[i]!;
+      if (stored instanceof Error) {
+        this.log(`sealed-edge decryption: result ${claim.id} (claim ${claim.attempt}) decrypted but not written: ${describe(stored)}`);
+        continue;
+      }
+      if (range !== null && range.flag !== null) {
+        await this.audit(stored.deviceId, 'inference.out-of-range', { resultId: stored.id, modelId: stored.modelId, version: stored.version, scoreMax: range.scoreMax, bound: range.bound });
+      }
+      await this.done(stored);
+    }
+  }
+
+  /** A claim's outcome, or null when it is left for another attempt (the decryptor failed for another reason than the ciphertext). */
+  private async decrypt(claim: ClaimedResult, models: Map<string, Promise<ModelVersion | null>>): Promise<Decided | null> {
+    try {
+      const key = `${claim.modelId}\n${claim.version}`;
+      if (!models.has(key)) models.set(key, this.options.store.getModelVersion(claim.modelId, claim.version));
+      const model = await models.get(key)!;
+      if (model === null) throw new StoreError('E_NOT_FOUND', `model ${claim.modelId} version ${claim.version} is gone`);
       const { scheme, scores, noiseBudgetBits } = await this.options.decryptor.decrypt(claim.keyId, claim.ciphertext);
       if (scores.length !== model.outputs || !scores.every(Number.isFinite)) {
-        outcome = { error: `E_CIPHERTEXT: the encrypted result does not hold this model's scores (${scores.length} values, the model has ${model.outputs} outputs)` };
-      } else {
-        // CKKS wraps around silently past its first prime: scores beyond the calibrated range
-        // are stored flagged, without a label. BGV has no such failure (its noise budget is
-        // reported instead), and versions protected before calibration have no range.
-        range = scheme === 'ckks' ? checkScoreRange(scores, model.protectMetrics.calibratedScoreMax) : null;
-        const rangeFlag = range?.flag ?? null;
-        const label = rangeFlag === null ? scores.reduce((best, v, i, all) => (v > all[best]! ? i : best), 0) : null;
-        outcome = { label, scores: Array.from(scores), noiseBudgetBits, rangeFlag };
+        return { claim, range: null, outcome: { error: `E_CIPHERTEXT: the encrypted result does not hold this model's scores (${scores.length} values, the model has ${model.outputs} outputs)` } };
       }
+      // CKKS wraps around silently past its first prime: scores beyond the calibrated range
+      // are stored flagged, without a label. BGV has no such failure (its noise budget is
+      // reported instead), and versions protected before calibration have no range.
+      const range = scheme === 'ckks' ? checkScoreRange(scores, model.protectMetrics.calibratedScoreMax) : null;
+      const rangeFlag = range?.flag ?? null;
+      const label = rangeFlag === null ? scores.reduce((best, v, i, all) => (v > all[best]! ? i : best), 0) : null;
+      return { claim, range, outcome: { label, scores: Array.from(scores), noiseBudgetBits, rangeFlag } };
     } catch (error) {
       if (!(error instanceof HeError)) {
         this.log(`sealed-edge decryption: result ${claim.id} (claim ${claim.attempt}) not decrypted, left for another attempt: ${describe(error)}`);
-        return;
+        return null;
       }
-      outcome = { error: `E_CIPHERTEXT: the encrypted result was refused (${error.code}): ${error.message}` };
+      return { claim, range: null, outcome: { error: `E_CIPHERTEXT: the encrypted result was refused (${error.code}): ${error.message}` } };
     }
-    let stored: ResultRecord;
-    try {
-      stored = await this.options.store.completeResult(claim.id, claim.attempt, outcome);
-    } catch (error) {
-      this.log(`sealed-edge decryption: result ${claim.id} (claim ${claim.attempt}) decrypted but not written: ${describe(error)}`);
-      return;
-    }
-    if (range !== null && range.flag !== null) {
-      await this.audit(stored.deviceId, 'inference.out-of-range', { resultId: stored.id, modelId: stored.modelId, version: stored.version, scoreMax: range.scoreMax, bound: range.bound });
-    }
-    await this.done(stored);
-  }
-
-  /**
-   * The version a result was made for, read once per version (a promise, so that results
-   * decrypted at once share one read; dropped if the read fails): what decryption uses of
-   * it (its outputs and calibrated range) never changes once it is stored.
-   */
-  private modelVersion(modelId: string, version: number): Promise<ModelVersion> {
-    const key = `${modelId}\n${version}`;
-    let model = this.models.get(key);
-    if (model === undefined) {
-      if (this.models.size >= MAX_CACHED_VERSIONS) this.models.clear();
-      model = this.options.store.getModelVersion(modelId, version).then((stored) => {
-        if (stored === null) throw new StoreError('E_NOT_FOUND', `model ${modelId} version ${version} is gone`);
-        return stored;
-      });
-      this.models.set(key, model);
-      model.catch(() => this.models.delete(key));
-    }
-    return model;
   }
 
   private async done(result: ResultRecord): Promise<void> {

@@ -25,8 +25,8 @@ class StandIn implements Decryptor {
   async dispose(): Promise<void> {}
 }
 
-async function storeWithDevice(engine: TestEngine): Promise<Store> {
-  const store = await engine.open(await engine.location('loop'));
+async function storeWithDevice(engine: TestEngine, location?: string): Promise<Store> {
+  const store = await engine.open(location ?? (await engine.location('loop')));
   await store.addModelVersion(
     { modelId: 'm', keyId: 'k1', bundleDir: 'b', manifestSha256: sha('m'), outputs: 4, protectMetrics: {} },
     { keyId: 'k1', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
@@ -63,7 +63,42 @@ describe.each(testEngines())('the decryption loop on the $name store', (engine) 
     await store.close();
   });
 
-  it('reads a model version once for all the results made for it', async () => {
+  it('claims and writes results in batches, two loops on one store decrypting each result exactly once', async () => {
+    const location = await engine.location('loop');
+    const store = await storeWithDevice(engine, location);
+    const other = await engine.open(location);
+    const calls = { claims: [] as number[], writes: [] as number[] };
+    const counting = (target: Store) =>
+      new Proxy(target, {
+        get: (t, name, receiver) => {
+          const value = Reflect.get(t, name, receiver) as unknown;
+          if (typeof value !== 'function') return value;
+          return (...args: unknown[]) => {
+            if (name === 'claimResults') calls.claims.push((args[0] as { limit: number }).limit);
+            if (name === 'completeResults') calls.writes.push((args[0] as unknown[]).length);
+            return (value as (...a: unknown[]) => unknown).apply(t, args);
+          };
+        },
+      });
+    const COUNT = 40;
+    for (let i = 0; i < COUNT; i++) await accept(store, `frame-${i}`, [i % 4, i, 200, 7]);
+    const decryptor = Object.assign(new StandIn(), { concurrency: 8 });
+    const done: ResultRecord[] = [];
+    const loops = [store, other].map((s, n) => new DecryptionLoop({ store: counting(s), decryptor, worker: `w${n}`, pollMs: 10, onDone: (r) => done.push(r) }));
+    for (const loop of loops) loop.start();
+    await expect.poll(() => done.length, { timeout: 10_000 }).toBe(COUNT);
+    await Promise.all(loops.map((loop) => loop.stop()));
+    expect(new Set(done.map((r) => r.id)).size).toBe(COUNT);
+    expect([...decryptor.calls.values()]).toEqual(Array.from({ length: COUNT }, () => 1));
+    expect((await store.listResults({ state: 'decrypted' })).map((r) => r.label)).toEqual(Array.from({ length: COUNT }, () => 2));
+    // Every claim asks for at least half the decryptor's room, and writes carry several results.
+    expect(Math.min(...calls.claims)).toBeGreaterThanOrEqual(4);
+    expect(calls.writes.reduce((a, b) => a + b, 0)).toBe(COUNT);
+    expect(calls.writes.length).toBeLessThan(COUNT / 2);
+    await Promise.all([other.close(), store.close()]);
+  });
+
+  it('reads a model version once for a batch of results made for it', async () => {
     const store = await storeWithDevice(engine);
     let reads = 0;
     const counting = new Proxy(store, {
@@ -74,7 +109,7 @@ describe.each(testEngines())('the decryption loop on the $name store', (engine) 
       },
     });
     const done: ResultRecord[] = [];
-    const loop = new DecryptionLoop({ store: counting, decryptor: new StandIn(), worker: 'w1', pollMs: 10, onDone: (r) => done.push(r) });
+    const loop = new DecryptionLoop({ store: counting, decryptor: Object.assign(new StandIn(), { concurrency: 8 }), worker: 'w1', pollMs: 10, onDone: (r) => done.push(r) });
     for (let i = 0; i < 5; i++) await accept(store, `frame-${i}`, [i, 9, 3, 2]);
     loop.start();
     await expect.poll(() => done.length).toBe(5);
