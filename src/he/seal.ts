@@ -26,19 +26,21 @@ export type SealLoader = () => Promise<SEALLibrary>;
 
 /**
  * Instantiates SEAL and keeps a handle on its WASM memory, which node-seal does not
- * expose: the memory is found among the instance's exports while instantiation runs.
+ * expose: memories are found among the exports of what is instantiated while SEAL loads.
+ * Another module may instantiate in that window (Node's HTTP parser, llhttp, when fetch is
+ * first used: 128 KiB), so the heap is the largest of them: SEAL's starts at 16 MiB.
  */
 export async function initSeal(load: SealLoader): Promise<SealRuntime> {
   const wasm = WebAssembly as unknown as { instantiate: (...args: unknown[]) => Promise<unknown> };
   const original = wasm.instantiate;
-  let memory: WebAssembly.Memory | undefined;
+  const memories: WebAssembly.Memory[] = [];
   wasm.instantiate = async (...args: unknown[]) => {
     const result = (await original.apply(WebAssembly, args)) as
       | WebAssembly.Instance
       | WebAssembly.WebAssemblyInstantiatedSource;
     const instance = 'instance' in result ? result.instance : result;
     for (const value of Object.values(instance.exports)) {
-      if (value instanceof WebAssembly.Memory) memory = value;
+      if (value instanceof WebAssembly.Memory) memories.push(value);
     }
     return result;
   };
@@ -50,6 +52,6 @@ export async function initSeal(load: SealLoader): Promise<SealRuntime> {
   }
   return {
     seal,
-    heapBytes: () => memory?.buffer.byteLength ?? 0,
+    heapBytes: () => Math.max(0, ...memories.map((m) => m.buffer.byteLength)),
   };
 }

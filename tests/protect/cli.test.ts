@@ -24,7 +24,7 @@ describe('owner commands', () => {
     expect(JSON.parse(first.out)).toMatchObject({ modelId: 'mnist-relu', version: 1, weightsBytes: expect.any(Number), peakRssMB: expect.any(Number) });
     const second = cli('protect', relu, '--id', 'mnist-relu', '--activation', 'cryptodl-relu-2', '--data', data, '--out', out);
     expect(second.code).toBe(0);
-    expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}input spec: 1×28×28 NCHW grey, \(pixel\/255 − 0\.1307\) \/ 0\.3081, digitized MNIST-style\n {2}calibration: .*\n( {2}layer \d .*\n){3} {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
+    expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}input spec: 1×28×28 NCHW grey, \(pixel\/255 − 0\.1307\) \/ 0\.3081, digitized MNIST-style\n {2}calibration: .*\n( {2}layer \d .*\n){3} {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB resident, [1-9]\d* MB WASM heap/);
     // Encrypted weights and input: the first layer packs two values per slot (half of the real packing's 256 diagonals).
     expect(second.out).toMatch(/layer 0 1600→512: 128 ct×ct and 0 plaintext products \(bound 200\), \d+ rotations, two values per slot \(complex packing, one conjugation\)\n {2}layer 1 [^\n]*, 0 rotations\n/);
     expect(JSON.parse(first.out).ckks.layers.map((l: { complex: boolean }) => l.complex)).toEqual([true, false, false]);
@@ -84,7 +84,7 @@ describe('owner commands', () => {
     const budget = /noise budget: predicted (\d+) bits, verified (\d+) bits/.exec(r.out);
     expect(Number(budget?.[2])).toBeGreaterThanOrEqual(Number(budget?.[1]));
     expect(Number(budget?.[1])).toBeGreaterThan(0);
-    expect(r.out).toMatch(/time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB/);
+    expect(r.out).toMatch(/time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB resident, [1-9]\d* MB WASM heap/);
     const manifest = JSON.parse(readFileSync(join(out, 'mnist-bgv', 'v1', 'manifest.json'), 'utf8')) as { he: { scheme: string; mode: unknown } };
     expect(manifest.he).toMatchObject({ scheme: 'bgv', mode: { weights: 'encrypted', input: 'plain' } });
   });
