@@ -24,11 +24,11 @@ import { readContainer, writeContainer } from './container';
 import { type ConvPlan, convInputs, convLowerBound, rotatedConvLowerBound } from './conv';
 import { encodeComplex, encryptComplex, monomialPlain } from './complex';
 import type { HeContext } from './context';
-import { fail } from './errors';
+import { fail, HeError } from './errors';
 import { type DeviceKeys, loadSeal, type OwnerKeys } from './keys';
 import { type DensePlan, diagonalIndex, lowerBoundMults, virtualSlots } from './packing';
 import { packModel } from './reference';
-import { checkParameters, describeParameters, type HeParameters, sameParameters } from './params';
+import { checkParameters, describeParameters, type HeParameters, MAX_RING_DEGREE, MIN_RING_DEGREE, sameParameters } from './params';
 import { Scope } from './scope';
 import { type SealValue, type SealWeight, SealBackend } from './seal-backend';
 import type { CipherText, PlainText } from './seal';
@@ -111,6 +111,29 @@ export function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
     }
     fail('E_SHAPE', `layer ${i} is neither a convolution, a dense layer, a polynomial activation nor a residual add`);
   });
+}
+
+/**
+ * The fewest slots (of a ring the parameter planner offers) whose ciphertexts hold every
+ * layer's tensors in CKKS's packing for `mode`. What does not fit the largest ring is
+ * refused with the packing's own reason (a larger ring is no remedy).
+ */
+export function layoutSlots(layers: readonly LayerShape[], mode: Mode): number {
+  const shapes = shapesOf(layers);
+  const polys = planActivations(shapes);
+  const planning = planningFor(checkMode(mode));
+  const largest = MAX_RING_DEGREE / 2;
+  planLayers(shapes, polys, largest, planning);
+  for (let slots = MIN_RING_DEGREE / 2; slots < largest; slots *= 2) {
+    try {
+      planLayers(shapes, polys, slots, planning);
+      return slots;
+    } catch (error) {
+      // A dense layer's width or a convolution's maps do not fit these slots: try a larger ring.
+      if (!(error instanceof HeError && (error.code === 'E_SHAPE' || error.code === 'E_UNSUPPORTED'))) throw error;
+    }
+  }
+  return largest;
 }
 
 /**

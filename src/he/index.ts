@@ -23,6 +23,7 @@ export { OwnerKeys, DeviceKeys, keySetInfo, containerScheme } from './keys';
 export {
   planClassifier,
   planningFor,
+  layoutSlots,
   encryptClassifier,
   EncryptedClassifier,
   decryptResult,

@@ -15,6 +15,9 @@ export const MAX_MODULUS_BITS: Readonly<Record<SecurityBits, Readonly<Record<num
 };
 
 const RING_DEGREES = [1024, 2048, 4096, 8192, 16384, 32768] as const;
+/** The ring degrees the parameter planner chooses from, smallest first. */
+export const MIN_RING_DEGREE = RING_DEGREES[0];
+export const MAX_RING_DEGREE = RING_DEGREES[RING_DEGREES.length - 1]!;
 /** SEAL's primes are at most 60 bits. */
 const MAX_PRIME_BITS = 60;
 
@@ -136,7 +139,7 @@ function planExact(request: ParameterRequest): HeParameters {
       depth,
     });
   }
-  const largest = RING_DEGREES[RING_DEGREES.length - 1];
+  const largest = MAX_RING_DEGREE;
   fail(
     'E_PARAMS',
     `no parameters for depth ${depth} at ${precisionBits} precision bits and ${security}-bit security: ` +

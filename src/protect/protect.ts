@@ -27,6 +27,7 @@ import {
   verifyBgvClassifier,
   calibrateRanges,
   type CalibratedRanges,
+  layoutSlots,
 } from '../he';
 import { BUNDLE_FORMAT, type BundleHe, type BundleManifest, isModelId, type Preprocessing } from '../model/bundle';
 import { sha256Hex, writeBundle } from './bundle';
@@ -182,7 +183,7 @@ const CKKS_MIN_PRECISION_BITS = 12;
  * packing and so on the ring degree: measured again until the ring settles (it only grows,
  * so at most once per ring degree).
  */
-function ckksParameters(model: SplitModel, options: ProtectOptions, inputs: readonly ArrayLike<number>[]): { params: HeParameters; ranges: CalibratedRanges; integerBits: number } {
+function ckksParameters(model: SplitModel, options: ProtectOptions, mode: Mode, inputs: readonly ArrayLike<number>[]): { params: HeParameters; ranges: CalibratedRanges; integerBits: number } {
   const request = {
     scheme: 'ckks' as const,
     security: options.security,
@@ -190,7 +191,8 @@ function ckksParameters(model: SplitModel, options: ProtectOptions, inputs: read
     precisionBits: options.precisionBits ?? CKKS_PRECISION_BITS,
     ...(options.precisionBits === undefined ? { minPrecisionBits: CKKS_MIN_PRECISION_BITS } : {}),
   };
-  let params = planParameters(request);
+  // The smallest ring whose ciphertexts hold the layers' tensors, or a larger one for depth and precision.
+  let params = planParameters({ ...request, minSlots: layoutSlots(model.head, mode) });
   for (;;) {
     const ranges = calibrateRanges(model.head, params.polyModulusDegree / 2, inputs);
     const integerBits = integerBitsFor(ranges.resultMax);
@@ -213,7 +215,7 @@ function ckksParameters(model: SplitModel, options: ProtectOptions, inputs: read
 async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: ProtectOptions, mode: Mode): Promise<EncryptedHead> {
   let t = performance.now();
   const { inputs, source } = await calibrationInputs(model, options);
-  const { params, ranges, integerBits } = ckksParameters(model, options, inputs);
+  const { params, ranges, integerBits } = ckksParameters(model, options, mode, inputs);
   const calibrateMs = performance.now() - t;
   const he = HeContext.create(runtime, params);
   try {

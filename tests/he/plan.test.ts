@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DeviceKeys, HeContext, OwnerKeys, planClassifier, planParameters } from '../../src/he';
+import { DeviceKeys, HeContext, type LayerShape, layoutSlots, OwnerKeys, planClassifier, planParameters } from '../../src/he';
 import { nodeSeal } from '../../src/node/seal';
 import { makeHead } from './helpers';
 
@@ -44,5 +44,33 @@ describe('classifier plan', () => {
     expect(keys.steps).toEqual(plan.rotationSteps);
     keys.dispose();
     owner.dispose();
+  });
+});
+
+describe('layoutSlots: the smallest ring whose ciphertexts hold every tensor', () => {
+  const ENCRYPTED = { weights: 'encrypted', input: 'encrypted' } as const;
+  const conv = (inChannels: number, side: number, outChannels: number, pad: number): LayerShape => ({
+    kind: 'conv',
+    inChannels,
+    inHeight: side,
+    inWidth: side,
+    outChannels,
+    kernel: [3, 3],
+    stride: [1, 1],
+    pads: [pad, pad, pad, pad],
+  });
+  const square: LayerShape = { kind: 'poly', coeffs: [0, 0, 1] };
+
+  it('is the dense layers’ padded width for a head, and grows with a convolution’s maps', () => {
+    expect(layoutSlots(makeHead([1600, 512, 10], 'realistic', 1), ENCRYPTED)).toBe(2048);
+    // The paper CNN from its last conv block: 64 maps of 13×13 on encrypted activations.
+    const block = [conv(32, 13, 64, 1), square, conv(64, 13, 64, 0), square, { kind: 'dense', inputs: 64 * 11 * 11, outputs: 10 } as LayerShape];
+    expect(layoutSlots(block, ENCRYPTED)).toBe(16384);
+    expect(layoutSlots(block, { weights: 'encrypted', input: 'plain' })).toBe(16384);
+  });
+
+  it('refuses what no ring holds with the packing’s reason', () => {
+    expect(() => layoutSlots([{ kind: 'dense', inputs: 40000, outputs: 10 }], ENCRYPTED)).toThrow(/a 10×40000 layer does not fit in 16384 slots; choose a larger ring degree/);
+    expect(() => layoutSlots([conv(64, 40, 64, 1), square, conv(64, 40, 64, 1), square, { kind: 'dense', inputs: 64 * 1600, outputs: 10 }], ENCRYPTED)).toThrow(/do not fit one ciphertext of 16384 slots/);
   });
 });
