@@ -6,14 +6,12 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from './node-run';
 
 const ENV = { ...process.env, SEALED_EDGE_KEK: '3c'.repeat(32) };
 const MODEL = 'models/small-poly-square.onnx';
 
-function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', ...args], { encoding: 'utf8', env: ENV, timeout: 5 * 60_000 });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+const cli = (...args: string[]) => runCli(args, { env: ENV, timeout: 5 * 60_000 });
 
 /** The built kiosk's JavaScript, where the build pins the owner's key and the site's defaults. */
 const builtJs = (site: string) =>
@@ -29,16 +27,16 @@ describe('sealed-edge deploy', () => {
   let ownerKey: string;
   const deploy = (...args: string[]) => cli('deploy', ...args);
 
-  beforeAll(() => {
+  beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'sealed-edge-deploy-'));
     models = join(root, 'models');
     data = join(root, 'data');
-    const r = cli('protect', MODEL, '--id', 'small', '--data', data, '--out', models, '--json');
+    const r = await cli('protect', MODEL, '--id', 'small', '--data', data, '--out', models, '--json');
     expect(r.code, r.err).toBe(0);
     ownerKey = readFileSync(join(data, 'owner-signing.pub'), 'utf8').trim();
   });
 
-  it('refuses bad arguments with exit code 2, and bundles it cannot deploy with exit code 1, writing nothing', () => {
+  it('refuses bad arguments with exit code 2, and bundles it cannot deploy with exit code 1, writing nothing', async () => {
     const www = join(root, 'refused');
     const out = join(www, 'site');
     // --models and --data as the case gives them, else the protected model's.
@@ -62,14 +60,14 @@ describe('sealed-edge deploy', () => {
       [['small', '--out', out, '--data', join(root, 'no-data')], 1, /E_OWNER_KEY: no owner verification key in .*no-data\/owner-signing\.pub: give the --data directory that protected small/],
     ];
     for (const [args, code, message] of refusals) {
-      const r = deploy(...withDirs(args));
+      const r = await deploy(...withDirs(args));
       expect(r.code, args.join(' ')).toBe(code);
       expect(r.err, args.join(' ')).toMatch(new RegExp(`^sealed-edge deploy: ${message.source}`));
     }
     expect(existsSync(www)).toBe(false);
   });
 
-  it('refuses a model with no bundle, an unreadable pointer, a bundle signed by another key or changed since', () => {
+  it('refuses a model with no bundle, an unreadable pointer, a bundle signed by another key or changed since', async () => {
     const bad = join(root, 'bad-models');
     mkdirSync(join(bad, 'unpublished'), { recursive: true });
     mkdirSync(join(bad, 'broken'), { recursive: true });
@@ -80,9 +78,9 @@ describe('sealed-edge deploy', () => {
     writeFileSync(join(otherData, 'owner-signing.pub'), `${'ab'.repeat(32)}\n`);
     const out = join(root, 'bad-out', 'site');
     const at = (id: string, dataDir = data) => deploy(id, '--out', out, '--models', bad, '--data', dataDir);
-    expect(at('unpublished')).toMatchObject({ code: 1, err: expect.stringMatching(/E_BUNDLE: model unpublished has no published bundle: .*unpublished\/latest\.json is missing/) });
-    expect(at('broken')).toMatchObject({ code: 1, err: expect.stringMatching(/E_BUNDLE: cannot read .*broken\/latest\.json: .*JSON/) });
-    expect(at('small', otherData)).toMatchObject({
+    expect(await at('unpublished')).toMatchObject({ code: 1, err: expect.stringMatching(/E_BUNDLE: model unpublished has no published bundle: .*unpublished\/latest\.json is missing/) });
+    expect(await at('broken')).toMatchObject({ code: 1, err: expect.stringMatching(/E_BUNDLE: cannot read .*broken\/latest\.json: .*JSON/) });
+    expect(await at('small', otherData)).toMatchObject({
       code: 1,
       err: expect.stringMatching(/E_BUNDLE: the bundle .*small\/v1\/ cannot be deployed: manifest\.sig is not a valid signature of manifest\.json by the pinned owner key \(was it protected with another --data\?\)/),
     });
@@ -90,24 +88,24 @@ describe('sealed-edge deploy', () => {
     const bytes = readFileSync(weights);
     bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 1;
     writeFileSync(weights, bytes);
-    expect(at('small')).toMatchObject({ code: 1, err: expect.stringMatching(/E_BUNDLE: the bundle .* cannot be deployed: weights\.bin does not match its SHA-256/) });
+    expect(await at('small')).toMatchObject({ code: 1, err: expect.stringMatching(/E_BUNDLE: the bundle .* cannot be deployed: weights\.bin does not match its SHA-256/) });
     expect(existsSync(join(root, 'bad-out'))).toBe(false);
   });
 
-  it('a failure after the build (a bundle file it cannot copy) leaves nothing behind, not even the parent it made', () => {
+  it('a failure after the build (a bundle file it cannot copy) leaves nothing behind, not even the parent it made', async () => {
     const odd = join(root, 'odd-models');
     cpSync(join(models, 'small'), join(odd, 'small'), { recursive: true });
     expect(spawnSync('mkfifo', [join(odd, 'small', 'pipe')]).status).toBe(0);
-    const r = deploy('small', '--out', join(root, 'odd-www', 'public', 'site'), '--models', odd, '--data', data);
+    const r = await deploy('small', '--out', join(root, 'odd-www', 'public', 'site'), '--models', odd, '--data', data);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^sealed-edge deploy: E_BUILD: nothing was written to .*odd-www\/public\/site: .*FIFO/);
     expect(existsSync(join(root, 'odd-www'))).toBe(false);
   });
 
-  it('writes the kiosk and the signed bundle into one folder, pinning the owner key, the backend and the bundle', () => {
+  it('writes the kiosk and the signed bundle into one folder, pinning the owner key, the backend and the bundle', async () => {
     const www = join(root, 'www', 'public');
     const out = join(www, 'kiosk');
-    const r = deploy('small', '--out', out, '--models', models, '--data', data, '--backend', 'https://backend.example:8443/sealed/');
+    const r = await deploy('small', '--out', out, '--models', models, '--data', data, '--backend', 'https://backend.example:8443/sealed/');
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/deployed the kiosk and small v1 \(signed by [0-9a-f]{16}…\) to .*kiosk\n {2}base: {4}\.\/ \(relative[^\n]*\n {2}backend: https:\/\/backend\.example:8443\/sealed\/\n[^\n]*--kiosk-origin/);
@@ -126,16 +124,16 @@ describe('sealed-edge deploy', () => {
     expect(js).toContain('models/small/latest.json');
   });
 
-  it('replaces a folder only with --force, and builds for an absolute --base', () => {
+  it('replaces a folder only with --force, and builds for an absolute --base', async () => {
     const out = join(root, 'www', 'public', 'kiosk');
     writeFileSync(join(out, 'stale.txt'), 'from an older deployment');
-    expect(deploy('small', '--out', out, '--models', models, '--data', data)).toMatchObject({
+    expect(await deploy('small', '--out', out, '--models', models, '--data', data)).toMatchObject({
       code: 2,
       err: expect.stringMatching(/--out .*kiosk exists and is not empty: give a new or empty directory, or --force to replace it/),
     });
     writeFileSync(join(root, 'a-file'), '');
-    expect(deploy('small', '--out', join(root, 'a-file'), '--models', models, '--data', data)).toMatchObject({ code: 2, err: expect.stringMatching(/--out .*a-file exists and is not a directory/) });
-    const r = deploy('small', '--out', out, '--models', models, '--data', data, '--base', '/edge/kiosk/', '--force');
+    expect(await deploy('small', '--out', join(root, 'a-file'), '--models', models, '--data', data)).toMatchObject({ code: 2, err: expect.stringMatching(/--out .*a-file exists and is not a directory/) });
+    const r = await deploy('small', '--out', out, '--models', models, '--data', data, '--base', '/edge/kiosk/', '--force');
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/base: {4}\/edge\/kiosk\/ \(serve the folder at exactly this path\)\n {2}backend: the kiosk’s own origin/);
     expect(existsSync(join(out, 'stale.txt'))).toBe(false);

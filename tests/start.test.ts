@@ -1,8 +1,9 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { runCli } from './node-run';
 import { greyPng } from './browser/media';
 
 const ENV = { ...process.env, SEALED_EDGE_KEK: '3c'.repeat(32) };
@@ -28,9 +29,9 @@ async function whileServing(args: string[], check: (output: string) => Promise<v
 }
 
 /** Runs `sealed-edge start` expecting it to refuse before serving. */
-function refused(args: string[]) {
-  const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', 'start', ...args], { encoding: 'utf8', env: ENV, timeout: 60_000 });
-  return { code: r.status, err: r.stderr };
+async function refused(args: string[]) {
+  const { code, err } = await runCli(['start', ...args], { env: ENV, timeout: 60_000 });
+  return { code, err };
 }
 
 describe('npm start (sealed-edge start)', () => {
@@ -56,7 +57,7 @@ describe('npm start (sealed-edge start)', () => {
       expect((await fetch(`${kiosk}models/mnist/v1/manifest.sig`)).status).toBe(200);
       expect((await fetch(`${kiosk}cockpit`)).status).toBe(200);
     });
-    expect(refused([...dirs(root), '--scheme', 'bgv', '--id', 'mnist'])).toEqual({
+    expect(await refused([...dirs(root), '--scheme', 'bgv', '--id', 'mnist'])).toEqual({
       code: 2,
       err: expect.stringMatching(/model mnist is already published with CKKS, not BGV: give another --id/),
     });
@@ -74,12 +75,12 @@ describe('npm start (sealed-edge start)', () => {
     });
   });
 
-  it('refuses a scheme it does not know, and a published pointer it cannot read', () => {
+  it('refuses a scheme it does not know, and a published pointer it cannot read', async () => {
     const root = mkdtempSync(join(tmpdir(), 'sealed-edge-start-bad-'));
-    expect(refused([...dirs(root), '--scheme', 'rsa'])).toEqual({ code: 2, err: expect.stringMatching(/--scheme must be ckks or bgv, got 'rsa'/) });
+    expect(await refused([...dirs(root), '--scheme', 'rsa'])).toEqual({ code: 2, err: expect.stringMatching(/--scheme must be ckks or bgv, got 'rsa'/) });
     mkdirSync(join(root, 'models', 'mnist'), { recursive: true });
     writeFileSync(join(root, 'models', 'mnist', 'latest.json'), '{"version": 1, "path": "v1/"');
-    expect(refused(dirs(root))).toEqual({ code: 1, err: expect.stringMatching(/cannot read the published bundle of mnist \(.*latest\.json\): .*JSON/) });
+    expect(await refused(dirs(root))).toEqual({ code: 1, err: expect.stringMatching(/cannot read the published bundle of mnist \(.*latest\.json\): .*JSON/) });
     expect(existsSync(join(root, 'data'))).toBe(false);
   });
 });

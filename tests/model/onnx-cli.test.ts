@@ -1,15 +1,12 @@
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runCli } from '../node-run';
 import { approximate } from '../../src/model/approx';
 import { ModelBuilder } from './onnx-builder';
 
-function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+const cli = (...args: string[]) => runCli(args);
 
 const dir = mkdtempSync(join(tmpdir(), 'sealed-edge-inspect-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -74,8 +71,8 @@ const residualModel = (() => {
 const relu = saved('relu.onnx', 'relu');
 
 describe('sealed-edge inspect', () => {
-  it('prints the extractor shapes and the head with --json', () => {
-    const r = cli('inspect', square, '--json');
+  it('prints the extractor shapes and the head with --json', async () => {
+    const r = await cli('inspect', square, '--json');
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(r.out.trim().split('\n')).toHaveLength(1);
     expect(JSON.parse(r.out)).toEqual({
@@ -90,8 +87,8 @@ describe('sealed-edge inspect', () => {
     });
   });
 
-  it('prints a readable summary without --json', () => {
-    const r = cli('inspect', square);
+  it('prints a readable summary without --json', async () => {
+    const r = await cli('inspect', square);
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(r.out).toContain(`input 'image' [batch, 2, 6, 6] → 'features' [batch, 27]`);
     expect(r.out).toMatch(/head {7}dense 27 → 7\n {13}poly {2}coeffs \(x\^0 first\) \[0,0,1\]\n {13}dense 7 → 4/);
@@ -99,14 +96,14 @@ describe('sealed-edge inspect', () => {
     expect(r.out).toContain('splits     pool, flatten, act\n');
   });
 
-  it('splits at a named node', () => {
-    const r = cli('inspect', square, '--split', 'act', '--json');
+  it('splits at a named node', async () => {
+    const r = await cli('inspect', square, '--split', 'act', '--json');
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(JSON.parse(r.out)).toMatchObject({ extractor: { input: ['batch', 2, 6, 6], output: ['batch', 7] }, head: [{ op: 'dense', in: 7, out: 4 }] });
   });
 
-  it('--split input: no extractor, the head starts with the convolution; an NHWC input is reported as such', () => {
-    const r = cli('inspect', convModel, '--split', 'input', '--json');
+  it('--split input: no extractor, the head starts with the convolution; an NHWC input is reported as such', async () => {
+    const r = await cli('inspect', convModel, '--split', 'input', '--json');
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(JSON.parse(r.out)).toEqual({
       extractor: null,
@@ -118,15 +115,15 @@ describe('sealed-edge inspect', () => {
       ],
       splits: ['input', 'to_nchw', 'act', 'flatten'],
     });
-    const text = cli('inspect', convModel, '--split', 'input');
+    const text = await cli('inspect', convModel, '--split', 'input');
     expect(text).toMatchObject({ code: 0, err: '' });
     expect(text.out).toContain(`extractor  none: the head reads the model's input 'image' [batch, 5, 7, 3], NHWC: the device transposes it to channels first (C×H×W) before encrypting\n`);
     expect(text.out).toContain('head       conv  3×5×7 → 2×3×4, kernel 3×3, stride 2×2, pads [1, 1, 1, 1]\n');
     expect(text.out).toContain('splits     input, to_nchw, act, flatten\n');
   });
 
-  it('--split input with a second convolution: both are head layers, and the split before the second is offered', () => {
-    const r = cli('inspect', twoConvModel, '--split', 'input', '--json');
+  it('--split input with a second convolution: both are head layers, and the split before the second is offered', async () => {
+    const r = await cli('inspect', twoConvModel, '--split', 'input', '--json');
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(JSON.parse(r.out)).toMatchObject({
       extractor: null,
@@ -139,14 +136,14 @@ describe('sealed-edge inspect', () => {
       ],
       splits: ['input', 'act1', 'act2', 'flatten'],
     });
-    const text = cli('inspect', twoConvModel, '--split', 'act1');
+    const text = await cli('inspect', twoConvModel, '--split', 'act1');
     expect(text).toMatchObject({ code: 0, err: '' });
     expect(text.out).toContain('head       conv  2×5×5 → 3×3×3, kernel 3×3, stride 1×1, pads [0, 0, 0, 0]\n');
     expect(text.out).toContain('splits     input, act1, act2, flatten\n');
   });
 
-  it('--split input with a residual block: an add layer after its second convolution, and no split offered inside the block', () => {
-    const r = cli('inspect', residualModel, '--split', 'input', '--json');
+  it('--split input with a residual block: an add layer after its second convolution, and no split offered inside the block', async () => {
+    const r = await cli('inspect', residualModel, '--split', 'input', '--json');
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(JSON.parse(r.out)).toMatchObject({
       head: [
@@ -161,18 +158,18 @@ describe('sealed-edge inspect', () => {
       ],
       splits: ['input', 'act2', 'flatten'],
     });
-    const text = cli('inspect', residualModel, '--split', 'input');
+    const text = await cli('inspect', residualModel, '--split', 'input');
     expect(text.out).toContain("conv  2×5×5 → 2×5×5, kernel 3×3, stride 1×1, pads [1, 1, 1, 1]\n             add   layer 1's output (residual)\n");
-    const inside = cli('inspect', residualModel, '--split', 'block.act');
+    const inside = await cli('inspect', residualModel, '--split', 'block.act');
     expect(inside).toMatchObject({ code: 2, out: '' });
     expect(inside.err).toMatch(/^sealed-edge inspect: --split: node 'block\.add' \(Add\) in the head adds 'mul_\d+' from node 'act1' \(Mul\), which is computed before the split .*split after the block \(--split act2\)/);
   });
 
-  it('refuses a ReLU head naming the node, and takes --activation to approximate it', () => {
-    const r = cli('inspect', relu);
+  it('refuses a ReLU head naming the node, and takes --activation to approximate it', async () => {
+    const r = await cli('inspect', relu);
     expect(r).toMatchObject({ code: 1, out: '' });
     expect(r.err).toMatch(/^sealed-edge inspect: E_ACTIVATION: node 'act' \(Relu\) is a Relu in the classifier head, .*--activation cryptodl-relu-3.*\n$/);
-    const approximated = cli('inspect', relu, '--activation', 'cryptodl-relu-3', '--json');
+    const approximated = await cli('inspect', relu, '--activation', 'cryptodl-relu-3', '--json');
     expect(approximated).toMatchObject({ code: 0, err: '' });
     // CryptoDL's cubic for ReLU has a zero x³ term, which the head drops.
     const coeffs = approximate({ fn: 'relu', method: 'cryptodl', degree: 3, interval: [-6, 6] }).coeffs;
@@ -180,7 +177,7 @@ describe('sealed-edge inspect', () => {
     expect(JSON.parse(approximated.out).head[1]).toEqual({ op: 'poly', coeffs: coeffs.slice(0, 3) });
   });
 
-  it('refuses bad input with one clear line and exit code 1 or 2', () => {
+  it('refuses bad input with one clear line and exit code 1 or 2', async () => {
     const corrupt = join(dir, 'corrupt.onnx');
     writeFileSync(corrupt, 'this is not a model');
     const truncated = join(dir, 'truncated.onnx');
@@ -197,14 +194,14 @@ describe('sealed-edge inspect', () => {
       [[square, '--colour', 'red'], 2, /Unknown option '--colour'/],
     ];
     for (const [args, code, message] of cases) {
-      const r = cli('inspect', ...args);
+      const r = await cli('inspect', ...args);
       expect(r.out).toBe('');
       expect(r.err.split('\n').filter(Boolean)).toHaveLength(1);
       expect(r).toMatchObject({ code, err: expect.stringMatching(message) });
     }
   });
 
-  it('is listed in the usage text', () => {
-    expect(cli('help').out).toContain('inspect MODEL.onnx [--split NODE|input]');
+  it('is listed in the usage text', async () => {
+    expect((await cli('help')).out).toContain('inspect MODEL.onnx [--split NODE|input]');
   });
 });
