@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -203,7 +203,7 @@ export async function benchBackend(options: BackendBenchOptions): Promise<{ mach
       }
       try {
         log(`backend bench: ${describeRun(spec)}…`);
-        const run = await oneRun(spec, { root: join(root, `run-${i}`), location, env, version, keyPair, signing, bundle, ciphertexts });
+        const run = await oneRun(spec, { root: join(root, `run-${i}`), location, env, version, keyPair, signing, bundle, ciphertexts, log });
         runs.push(run);
         log(`backend bench: ${run.acknowledged} acknowledged (${run.acceptedPerS}/s), ${run.stored} stored, ${run.decrypted} decrypted, ${run.lost} lost, ${run.duplicated} duplicated`);
       } finally {
@@ -230,6 +230,7 @@ interface RunContext {
   signing: SigningKeyRecord;
   bundle: VerifiedBundle;
   ciphertexts: Uint8Array[];
+  log: (line: string) => void;
 }
 
 async function oneRun(spec: BackendRunSpec, ctx: RunContext): Promise<BackendRun> {
@@ -254,6 +255,10 @@ async function oneRun(spec: BackendRunSpec, ctx: RunContext): Promise<BackendRun
     const devices = await Promise.all(tokens.map((t, d) => NodeDevice.enroll(urls[d % urls.length]!, t)));
     for (const device of devices) device.attach(ctx.bundle);
     const requests = new RequestBodies(ctx.bundle, ctx.ciphertexts);
+    // CPU time from here: each instance's (every thread, until its results are decrypted) and the devices'.
+    const cpuFrom = instances.map((instance) => processCpuMs(instance.child.pid));
+    const cpuKilled: Array<number | null> = [];
+    const devicesCpu = process.cpuUsage();
 
     const acked = new Map<string, number>();
     const latencies: number[] = [];
@@ -266,9 +271,11 @@ async function oneRun(spec: BackendRunSpec, ctx: RunContext): Promise<BackendRun
           await sleep((spec.seconds * 1000) / 2);
           const victim = instances[0]!;
           const port = Number(new URL(victim.url).port);
+          cpuKilled.push(cpuSince(processCpuMs(victim.child.pid), cpuFrom[0]!));
           await victim.stop('SIGKILL');
           killedInstance = 0;
           instances[0] = await startServeProcess(args(port), ctx.env);
+          cpuFrom[0] = 0;
         })()
       : Promise.resolve();
     await Promise.all(
@@ -304,6 +311,7 @@ async function oneRun(spec: BackendRunSpec, ctx: RunContext): Promise<BackendRun
       }),
     );
     const elapsed = (performance.now() - started) / 1000;
+    const devicesCpuMs = (({ user, system }) => (user + system) / 1000)(process.cpuUsage(devicesCpu));
     await killing;
     if (Object.keys(refused).length > 0) process.stderr.write(`backend bench: refused answers ${JSON.stringify(refused)} (a bug: every request is valid)\n`);
 
@@ -312,6 +320,13 @@ async function oneRun(spec: BackendRunSpec, ctx: RunContext): Promise<BackendRun
     try {
       const drainBy = Date.now() + DRAIN_TIMEOUT_MS;
       while ((await check.listResults({ state: 'pending', limit: 1 })).length > 0 && Date.now() < drainBy) await sleep(200);
+      const instancesCpu = [...cpuKilled, ...instances.map((instance, n) => cpuSince(processCpuMs(instance.child.pid), cpuFrom[n]!))];
+      if (acked.size > 0 && instancesCpu.every((ms) => ms !== null)) {
+        const per = (ms: number) => round(ms / acked.size, 2);
+        ctx.log(
+          `backend bench: CPU per acknowledged result: instances ${per(instancesCpu.reduce<number>((a, b) => a + b!, 0))} ms (every thread, until decrypted${spec.kill ? '; the restarted instance from its start' : ''}), devices ${per(devicesCpuMs)} ms`,
+        );
+      }
       for (const instance of instances) await instance.stop('SIGTERM');
       const rows = await check.listResults({ limit: 10_000_000 });
       const byKey = new Map<string, number[]>();
@@ -389,6 +404,24 @@ function post(target: string, headers: Record<string, string>, body: Buffer): Pr
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/** CPU time (user and system, every thread) a process has used, in ms, from /proc (Linux; null elsewhere or once it has exited). */
+function processCpuMs(pid: number | undefined): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+
+/** /proc's unit of CPU time (USER_HZ): 100 per second on Linux. */
+const CLOCK_TICKS = 100;
+
+function cpuSince(now: number | null, from: number | null): number | null {
+  return now === null || from === null ? null : now - from;
 }
 
 export function backendTable(report: { runs: BackendRun[] }): string {
