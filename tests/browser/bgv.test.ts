@@ -1,11 +1,11 @@
 // The kiosk on a BGV bundle, in Debian's chromium: protect --scheme bgv (the CLI, in its own
 // process) → signed bundle → 2 HE Web Workers, one CRT component each → backend.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../node-run';
 import { demoDigitsIdx } from '../../scripts/kiosk-assets';
 import { MNIST_PIXELS, readMnistImages } from '../../src/model/idx';
 import { buildSite, enrollKiosk, floatModel, hasChromium, kioskFrames, launch, PLAINTEXT, screenText, type Site } from './kiosk';
@@ -26,13 +26,12 @@ describe.skipIf(!hasChromium)('kiosk in Chromium on a BGV bundle', () => {
   beforeAll(async () => {
     const data = join(root, 'data');
     const out = join(root, 'models');
-    const r = spawnSync(
-      process.execPath,
-      ['bin/sealed-edge.mjs', 'protect', 'models/paper-cnn-x2+2x.onnx', '--scheme', 'bgv', '--id', 'mnist-bgv', '--data', data, '--out', out, '--json'],
-      { encoding: 'utf8', env: { ...process.env, SEALED_EDGE_KEK: KEK }, timeout: 5 * 60_000 },
-    );
-    expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    const r = await runCli(['protect', 'models/paper-cnn-x2+2x.onnx', '--scheme', 'bgv', '--id', 'mnist-bgv', '--data', data, '--out', out, '--json'], {
+      env: { ...process.env, SEALED_EDGE_KEK: KEK },
+      timeout: 5 * 60_000,
+    });
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
     site = await buildSite({ model: { dataDir: data, modelDir: join(out, 'mnist-bgv'), env: { SEALED_EDGE_KEK: KEK } } });
     context = await launch(site.root);
     page = await context.newPage();

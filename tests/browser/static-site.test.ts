@@ -3,13 +3,13 @@
 // thread), the backend reached across origins through its CORS for the configured kiosk
 // origin. NEEDS /usr/bin/chromium (Debian's `chromium`) and playwright-core; skipped,
 // loudly, without it.
-import { spawnSync } from 'node:child_process';
 import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../node-run';
 import { DecryptionAgent } from '../../src/backend/decrypt';
 import { Backend } from '../../src/backend/server';
 import { nodeSeal } from '../../src/node/seal';
@@ -50,9 +50,9 @@ function staticServer(root: string, asked: string[]): Server {
 
 const listen = (server: Server) => new Promise<number>((done) => server.listen(0, '127.0.0.1', () => done((server.address() as { port: number }).port)));
 
-function cli(...args: string[]): void {
-  const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', ...args], { encoding: 'utf8', env: ENV, timeout: 10 * 60_000 });
-  if (r.status !== 0) throw new Error(`sealed-edge ${args[0]} exited with ${r.status}:\n${r.stderr}`);
+async function cli(...args: string[]): Promise<void> {
+  const r = await runCli(args, { env: ENV, timeout: 10 * 60_000 });
+  if (r.code !== 0) throw new Error(`sealed-edge ${args[0]} exited with ${r.code}:\n${r.err}`);
 }
 
 describe.skipIf(!hasChromium)('the kiosk as a static site on another origin (Debian chromium, playwright-core)', () => {
@@ -70,14 +70,14 @@ describe.skipIf(!hasChromium)('the kiosk as a static site on another origin (Deb
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'sealed-edge-static-site-'));
     const data = join(root, 'data');
-    cli('protect', MODEL, '--id', 'digits', '--data', data, '--out', join(root, 'models'), '--json');
+    await cli('protect', MODEL, '--id', 'digits', '--data', data, '--out', join(root, 'models'), '--json');
     server = staticServer(join(root, 'site'), asked);
     siteOrigin = `http://127.0.0.1:${await listen(server)}`;
     ws = await openWorkspace(data, ENV);
     decryption = new DecryptionAgent(await nodeSeal(), ws.store, ws.kek);
     backend = new Backend({ store: ws.store, decryption, operatorToken: operatorToken(data, ENV), kioskOrigins: [siteOrigin], rateLimit: { burst: 100, perSecond: 50 } });
     backendUrl = `http://127.0.0.1:${await backend.listen(0)}/`;
-    cli('deploy', 'digits', '--out', join(root, 'site'), '--models', join(root, 'models'), '--data', data, '--base', MOUNT, '--backend', backendUrl);
+    await cli('deploy', 'digits', '--out', join(root, 'site'), '--models', join(root, 'models'), '--data', data, '--base', MOUNT, '--backend', backendUrl);
     context = await launch(root);
     page = await context.newPage();
   });

@@ -4,12 +4,12 @@
 // each demo digit, its HE workers pack the im2col planes, encrypt and evaluate, and the
 // backend decrypts. Then the deeper CNN (two convs, the second on encrypted activations)
 // the same way. NEEDS /usr/bin/chromium; skipped, loudly, when it is missing.
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../node-run';
 import { parseManifest } from '../../src/model/bundle';
 import { MNIST_SPEC } from '../../src/model/input-spec';
 import { buildSite, enrollKiosk, floatScores, hasChromium, kioskFrames, launch, PLAINTEXT, screenText, type Site } from './kiosk';
@@ -58,13 +58,12 @@ describe.skipIf(!hasChromium).each(CASES)('kiosk in Chromium on a bundle with ev
 
   beforeAll(async () => {
     const data = join(root, 'data');
-    const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', 'protect', MODEL, '--split', 'input', '--id', id, '--data', data, '--out', out, '--json'], {
-      encoding: 'utf8',
+    const r = await runCli(['protect', MODEL, '--split', 'input', '--id', id, '--data', data, '--out', out, '--json'], {
       env: { ...process.env, SEALED_EDGE_KEK: KEK },
       timeout: 5 * 60_000,
     });
-    expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
     site = await buildSite({ model: { dataDir: data, modelDir: join(out, id), env: { SEALED_EDGE_KEK: KEK } } });
     context = await launch(site.root);
     page = await context.newPage();
