@@ -27,6 +27,7 @@ export interface DecryptionLoopOptions {
 export const DEFAULT_CLAIM_TIMEOUT_MS = 60_000;
 export const DEFAULT_MAX_ATTEMPTS = 3;
 export const DEFAULT_POLL_MS = 1000;
+
 /** A claim decrypted (or refused), with its outcome to write and its range check. */
 interface Decided {
   claim: ClaimedResult;
@@ -34,16 +35,15 @@ interface Decided {
   range: ReturnType<typeof checkScoreRange>;
 }
 
-
 /**
  * The Decryption Agent's work queue: claims pending results from the store in batches,
  * decrypts them with the decryptor (as many at a time as it runs at once), and writes each
  * batch's labels (or range flags, or the reasons ciphertexts were refused) in one
- * transaction, each result once. Ingest wakes it after storing a
- * result; a timer wakes it for results other instances stored and for claims whose worker
- * died. A ciphertext the decryptor refuses (HeError) is marked failed at once; any other
- * failure (a worker thread that died, a store that is down) leaves the claim to expire, so
- * another attempt, here or on another instance, takes the result again.
+ * transaction, each result once. Ingest wakes it after storing a result; a timer wakes it
+ * for results other instances stored and for claims whose worker died. A ciphertext the
+ * decryptor refuses (HeError) is marked failed at once; any other failure (a worker thread
+ * that died, a store that is down) leaves the claim to expire, so another attempt, here or
+ * on another instance, takes the result again.
  */
 export class DecryptionLoop {
   private readonly concurrency: number;
