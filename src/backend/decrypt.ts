@@ -100,13 +100,20 @@ export class DecryptionAgent implements Decryptor {
    */
   async decrypt(keyId: string, result: Uint8Array): Promise<Decrypted> {
     const opened = await this.open(keyId);
-    const scheme = containerScheme(result, 'result');
-    if (scheme !== opened.scheme) throw new HeError('E_PARAMS', `the result is a ${scheme.toUpperCase()} result; key ${keyId} is a ${opened.scheme.toUpperCase()} key`);
-    if (opened.scheme === 'bgv') {
-      const { scores, noiseBudgetBits } = decryptBgvResult(opened.ctx, opened.owner, result);
-      return { scheme: 'bgv', scores, noiseBudgetBits };
+    try {
+      if (opened.scheme === 'bgv') {
+        const { scores, noiseBudgetBits } = decryptBgvResult(opened.ctx, opened.owner, result);
+        return { scheme: 'bgv', scores, noiseBudgetBits };
+      }
+      return { scheme: 'ckks', scores: decryptResult(opened.he, opened.owner, result), noiseBudgetBits: null };
+    } catch (error) {
+      // The container is read (and its checksums computed) once when the result decrypts;
+      // only a refused one is read again, to say when it is of the other scheme.
+      if (!(error instanceof HeError)) throw error;
+      const scheme = containerScheme(result, 'result');
+      if (scheme !== opened.scheme) throw new HeError('E_PARAMS', `the result is a ${scheme.toUpperCase()} result; key ${keyId} is a ${opened.scheme.toUpperCase()} key`);
+      throw error;
     }
-    return { scheme: 'ckks', scores: decryptResult(opened.he, opened.owner, result), noiseBudgetBits: null };
   }
 
   async dispose(): Promise<void> {
