@@ -57,16 +57,19 @@ export function packSeeded(bytes: Uint8Array, primes: readonly number[], what: s
   view.setUint32(4 + WORDS_AT, suffix.length, true);
   out.set(suffix, 8 + WORDS_AT);
   const source = new DataView(bytes.buffer, bytes.byteOffset + WORDS_AT, 8 * count);
-  let at = (8 + WORDS_AT + suffix.length) * 8;
-  for (let i = 0; i < count; i++) {
-    const width = bitsOf(primes[Math.floor(i / n)]!);
-    const lo = source.getUint32(8 * i, true);
-    const hi = source.getUint32(8 * i + 4, true);
-    if (width < 64 && (width <= 32 ? hi !== 0 || (width < 32 && lo >>> width !== 0) : hi >>> (width - 32) !== 0)) {
-      fail('E_CORRUPT', `${what}: word ${i} does not fit the ${width} bits of its prime`);
+  const writer = new BitWriter(out, 8 + WORDS_AT + suffix.length);
+  for (let k = 0, i = 0; k < count / n; k++) {
+    const width = bitsOf(primes[k]!);
+    const low = Math.min(width, 32);
+    for (const end = i + n; i < end; i++) {
+      const lo = source.getUint32(8 * i, true);
+      const hi = source.getUint32(8 * i + 4, true);
+      if (width < 64 && (width <= 32 ? hi !== 0 || (width < 32 && lo >>> width !== 0) : hi >>> (width - 32) !== 0)) {
+        fail('E_CORRUPT', `${what}: word ${i} does not fit the ${width} bits of its prime`);
+      }
+      writer.write(lo, low);
+      if (width > 32) writer.write(hi, width - 32);
     }
-    at = writeBits(out, at, lo, Math.min(width, 32));
-    if (width > 32) at = writeBits(out, at, hi, width - 32);
   }
   return out;
 }
@@ -93,43 +96,55 @@ export function unpackSeeded(packed: Uint8Array, primes: readonly number[], what
   out.set(prefix, 0);
   out.set(suffix, WORDS_AT + 8 * count);
   const words = new DataView(out.buffer, WORDS_AT, 8 * count);
-  let at = (8 + WORDS_AT + suffixLength) * 8;
-  for (let i = 0; i < count; i++) {
-    const width = bitsOf(primes[Math.floor(i / n)]!);
+  const reader = new BitReader(packed, 8 + WORDS_AT + suffixLength);
+  for (let k = 0, i = 0; k < primesUsed; k++) {
+    const width = bitsOf(primes[k]!);
     const low = Math.min(width, 32);
-    words.setUint32(8 * i, readBits(packed, at, low), true);
-    at += low;
-    if (width > 32) {
-      words.setUint32(8 * i + 4, readBits(packed, at, width - 32), true);
-      at += width - 32;
+    for (const end = i + n; i < end; i++) {
+      words.setUint32(8 * i, reader.read(low), true);
+      if (width > 32) words.setUint32(8 * i + 4, reader.read(width - 32), true);
     }
   }
   return out;
 }
 
-/** Writes the low `width` (≤ 32) bits of `value` at bit `at`; returns the next bit. */
-function writeBits(out: Uint8Array, at: number, value: number, width: number): number {
-  for (let done = 0; done < width; ) {
-    const byte = at >>> 3;
-    const shift = at & 7;
-    const take = Math.min(8 - shift, width - done);
-    out[byte]! |= ((value >>> done) & ((1 << take) - 1)) << shift;
-    done += take;
-    at += take;
+/** Writes bit fields of at most 32 bits, least significant bit first, into zeroed bytes from byte `pos`. */
+class BitWriter {
+  private at: number;
+  constructor(private readonly out: Uint8Array, pos: number) {
+    this.at = pos * 8;
   }
-  return at;
+
+  write(value: number, width: number): void {
+    const out = this.out;
+    let byte = this.at >>> 3;
+    const shift = this.at & 7;
+    // The field spans at most five bytes: the first takes 8 − shift of its bits.
+    out[byte] = out[byte]! | ((value << shift) & 0xff);
+    let rest = value >>> (8 - shift);
+    for (let left = width - (8 - shift); left > 0; left -= 8) {
+      out[++byte] = rest & 0xff;
+      rest >>>= 8;
+    }
+    this.at += width;
+  }
 }
 
-/** Reads `width` (≤ 32) bits at bit `at` as an unsigned number. */
-function readBits(bytes: Uint8Array, at: number, width: number): number {
-  let value = 0;
-  for (let done = 0; done < width; ) {
-    const byte = at >>> 3;
-    const shift = at & 7;
-    const take = Math.min(8 - shift, width - done);
-    value += ((bytes[byte]! >>> shift) & ((1 << take) - 1)) * 2 ** done;
-    done += take;
-    at += take;
+/** Reads the bit fields BitWriter wrote, from byte `pos`. */
+class BitReader {
+  private at: number;
+  constructor(private readonly bytes: Uint8Array, pos: number) {
+    this.at = pos * 8;
   }
-  return value;
+
+  read(width: number): number {
+    const b = this.bytes;
+    const byte = this.at >>> 3;
+    const shift = this.at & 7;
+    // Past the end, a byte reads as undefined, which bit operations take as 0.
+    let value = (b[byte]! | (b[byte + 1]! << 8) | (b[byte + 2]! << 16) | (b[byte + 3]! << 24)) >>> shift;
+    if (shift + width > 32) value |= b[byte + 4]! << (32 - shift);
+    this.at += width;
+    return width === 32 ? value >>> 0 : (value & ((1 << width) - 1)) >>> 0;
+  }
 }
