@@ -1,9 +1,9 @@
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../node-run';
 import type { DecryptionAgent } from '../../src/backend/decrypt';
 import type { Backend } from '../../src/backend/server';
 import { containerScheme } from '../../src/he';
@@ -34,14 +34,13 @@ describe('BGV: sealed-edge protect --scheme bgv → signed bundle → a Node dev
 
   beforeAll(async () => {
     // The owner's side as an operator runs it: the CLI in its own process.
-    const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', 'protect', MODEL, '--scheme', 'bgv', '--id', 'mnist-bgv', '--data', data, '--out', out, '--json'], {
-      encoding: 'utf8',
+    const r = await runCli(['protect', MODEL, '--scheme', 'bgv', '--id', 'mnist-bgv', '--data', data, '--out', out, '--json'], {
       env: { ...process.env, SEALED_EDGE_KEK: KEK },
       timeout: 5 * 60_000,
     });
-    expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
-    printed = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    printed = JSON.parse(r.out) as Record<string, unknown>;
     ws = await openWorkspace(data, { SEALED_EDGE_KEK: KEK });
     ({ backend, decryption, url } = await startBackend(ws, { staticDir: join(root, 'public') }));
   });

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { runCli } from '../node-run';
 import { openStore } from '../../src/store/open';
 import { MIGRATIONS, openPostgresStore, openPostgresStoreWithMigrations, SCHEMA_VERSION } from '../../src/store/postgres';
 import type { Migration } from '../../src/store/sql';
@@ -19,12 +20,7 @@ function closedPort(): number {
 }
 
 function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, ['bin/sealed-edge.mjs', ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, SEALED_EDGE_DATABASE_URL: '', SEALED_EDGE_KEK: '5a'.repeat(32), ...env },
-    timeout: 60_000,
-  });
-  return { code: r.status, out: r.stdout, err: r.stderr };
+  return runCli(args, { env: { ...process.env, SEALED_EDGE_DATABASE_URL: '', SEALED_EDGE_KEK: '5a'.repeat(32), ...env }, timeout: 60_000 });
 }
 
 describe('database URLs', () => {
@@ -40,20 +36,20 @@ describe('database URLs', () => {
     expect(error.message).not.toMatch(/hunter2/);
   });
 
-  it('serve, device and model stop at start-up with one clear line for a wrong or unreachable --store or SEALED_EDGE_DATABASE_URL', () => {
+  it('serve, device and model stop at start-up with one clear line for a wrong or unreachable --store or SEALED_EDGE_DATABASE_URL', async () => {
     const data = join(mkdtempSync(join(tmpdir(), 'sealed-edge-store-cli-')), 'data');
     const port = closedPort();
     const unreachable = `postgres://owner:hunter2@127.0.0.1:${port}/sealed`;
     for (const args of [['serve', '--port', '0'], ['device', 'list'], ['model', 'list']]) {
-      const r = cli([...args, '--data', data, '--store', unreachable]);
+      const r = await cli([...args, '--data', data, '--store', unreachable]);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.err).toMatch(new RegExp(`^sealed-edge ${args[0]}: E_OPEN: cannot connect to the database postgres://owner:\\*\\*\\*@127\\.0\\.0\\.1:${port}/sealed: .*ECONNREFUSED.*\\n$`));
       expect(r.err).not.toMatch(/hunter2/);
     }
-    expect(cli(['serve', '--data', data, '--store', 'mysql://u@h/db'])).toMatchObject({ code: 1, err: expect.stringMatching(/^sealed-edge serve: E_INVALID: a mysql:\/\/ database is not supported/) });
-    expect(cli(['device', 'list', '--data', data, '--store', ''])).toMatchObject({ code: 1, err: expect.stringMatching(/E_INVALID: --store must be a postgres:\/\/ URL or a SQLite file path/) });
-    expect(cli(['device', 'list', '--data', data], { SEALED_EDGE_DATABASE_URL: 'sqlite.db' })).toMatchObject({ code: 1, err: expect.stringMatching(/E_INVALID: SEALED_EDGE_DATABASE_URL must be a postgres:\/\/ or postgresql:\/\/ URL/) });
-    expect(cli(['model', 'list', '--data', data], { SEALED_EDGE_DATABASE_URL: unreachable })).toMatchObject({ code: 1, err: expect.stringMatching(/E_OPEN: cannot connect/) });
+    expect(await cli(['serve', '--data', data, '--store', 'mysql://u@h/db'])).toMatchObject({ code: 1, err: expect.stringMatching(/^sealed-edge serve: E_INVALID: a mysql:\/\/ database is not supported/) });
+    expect(await cli(['device', 'list', '--data', data, '--store', ''])).toMatchObject({ code: 1, err: expect.stringMatching(/E_INVALID: --store must be a postgres:\/\/ URL or a SQLite file path/) });
+    expect(await cli(['device', 'list', '--data', data], { SEALED_EDGE_DATABASE_URL: 'sqlite.db' })).toMatchObject({ code: 1, err: expect.stringMatching(/E_INVALID: SEALED_EDGE_DATABASE_URL must be a postgres:\/\/ or postgresql:\/\/ URL/) });
+    expect(await cli(['model', 'list', '--data', data], { SEALED_EDGE_DATABASE_URL: unreachable })).toMatchObject({ code: 1, err: expect.stringMatching(/E_OPEN: cannot connect/) });
   });
 });
 
@@ -228,16 +224,16 @@ describe.skipIf(POSTGRES_URL === undefined)('the PostgreSQL engine', () => {
     await expectStoreError(store.listDevices(), 'E_CLOSED');
   });
 
-  it('device and model commands work against PostgreSQL with --store', () => {
-    return postgresSchema(database.url(), 'cli').then((url) => {
+  it('device and model commands work against PostgreSQL with --store', async () => {
+    return postgresSchema(database.url(), 'cli').then(async (url) => {
       const data = join(mkdtempSync(join(tmpdir(), 'sealed-edge-store-cli-')), 'data');
-      const added = cli(['device', 'add', 'kiosk-pg', '--data', data, '--store', url, '--json']);
+      const added = await cli(['device', 'add', 'kiosk-pg', '--data', data, '--store', url, '--json']);
       expect(added.err).toBe('');
       expect(JSON.parse(added.out)).toMatchObject({ name: 'kiosk-pg', token: expect.any(String) });
-      const listed = cli(['device', 'list', '--data', data, '--json'], { SEALED_EDGE_DATABASE_URL: url });
+      const listed = await cli(['device', 'list', '--data', data, '--json'], { SEALED_EDGE_DATABASE_URL: url });
       expect(JSON.parse(listed.out)).toMatchObject([{ name: 'kiosk-pg', status: 'pending' }]);
-      expect(cli(['model', 'list', '--data', data, '--store', url])).toMatchObject({ code: 0, out: '' });
-      expect(cli(['model', 'retire', 'mnist', '1', '--data', data, '--store', url])).toMatchObject({ code: 1, err: expect.stringMatching(/E_NOT_FOUND/) });
+      expect(await cli(['model', 'list', '--data', data, '--store', url])).toMatchObject({ code: 0, out: '' });
+      expect(await cli(['model', 'retire', 'mnist', '1', '--data', data, '--store', url])).toMatchObject({ code: 1, err: expect.stringMatching(/E_NOT_FOUND/) });
     });
   });
 });
