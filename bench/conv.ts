@@ -86,7 +86,8 @@ export interface ConvRow {
 
 async function benchCase(spec: ConvCase, quick: boolean, root: string, env: NodeJS.ProcessEnv): Promise<ConvRow> {
   const { model, input } = spec;
-  const id = `${model.name}-${model.split ?? 'head'}-${input}`;
+  // A model id: the split's node name ("/features/pool1/AveragePool") made of allowed characters.
+  const id = `${model.name}-${model.split ?? 'head'}-${input}`.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^-+/, '');
   const dataDir = join(root, 'data');
   const protectedModel = await runCase<ConvProtectOutcome>(
     'bench/conv-case.ts',
