@@ -54,6 +54,11 @@ const SECURITY: SecurityBits = 128;
 const RUNS: readonly [number, number] = [21, 11];
 /** Kiosk frames per worker count (full run, quick run). */
 const FRAMES: readonly [number, number] = [50, 20];
+
+/** Images a case's latency is the median of in this run (0: the case is not in it). */
+function latencyRuns(spec: ConvCase, quick: boolean): number {
+  return (spec.runs ?? RUNS)[quick ? 1 : 0];
+}
 const WORKERS = 2;
 
 export interface ConvRow {
@@ -96,7 +101,7 @@ async function benchCase(spec: ConvCase, quick: boolean, root: string, env: Node
   );
   const stream = (from: number, to: number) =>
     runCase<ConvStreamOutcome>('bench/conv-case.ts', { phase: 'stream', model: model.file, dataDir, bundleDir: protectedModel.bundleDir, from, to }, env, true);
-  const runs = (spec.runs ?? RUNS)[quick ? 1 : 0];
+  const runs = latencyRuns(spec, quick);
   const alone = await stream(0, runs + 1);
   const images = spec.images[quick ? 1 : 0];
   const slices = Array.from({ length: WORKERS }, (_, w) => [Math.floor((w * images) / WORKERS), Math.floor(((w + 1) * images) / WORKERS)] as const);
@@ -151,7 +156,7 @@ export async function benchConv({ quick, model, input }: { quick: boolean; model
   try {
     const results: ConvRow[] = [];
     const chosen = CASES.filter(
-      (spec) => (model === undefined || spec.model.name === model) && (input === undefined || spec.input === input) && (spec.runs ?? RUNS)[quick ? 1 : 0] > 0,
+      (spec) => (model === undefined || spec.model.name === model) && (input === undefined || spec.input === input) && latencyRuns(spec, quick) > 0,
     );
     for (const spec of chosen) results.push(await benchCase(spec, quick, root, env));
     return { machine: machine(), results };
