@@ -27,10 +27,12 @@ import {
   checkMigrationList,
   type Engine,
   type Migration,
+  PENDING_CHECK_APART,
   type Queries,
   RESULT_STATE_CHECKS,
   RESULT_STATE_COLUMNS,
   SqlStore,
+  type Statement,
   tell,
 } from './sql';
 import type { ResultWatch, ResultWatcher, Store } from './types';
@@ -251,6 +253,41 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    version: 5,
+    name: 'result ciphertexts apart',
+    // As SQLite's step 7: a result's ciphertext in a table of its own, written once with
+    // the result and never changed or deleted, so that the store's SQL is the same on both
+    // engines (here an UPDATE kept a TOASTed ciphertext where it was, but each result row
+    // carried it). Every stored ciphertext moves under its result's id; the pending rule
+    // that named the column goes with it (DROP COLUMN drops it) and comes back without it,
+    // and the trigger stops comparing it.
+    sql: `
+      CREATE TABLE result_ciphertexts (
+        result_id  BIGINT PRIMARY KEY REFERENCES results (id),
+        ciphertext BYTEA NOT NULL CHECK (length(ciphertext) > 0)
+      );
+      INSERT INTO result_ciphertexts (result_id, ciphertext)
+      SELECT id, ciphertext FROM results WHERE ciphertext IS NOT NULL ORDER BY id;
+      ${refuse('result_ciphertexts', 'UPDATE', 'result ciphertexts are never modified')}
+      ${refuse('result_ciphertexts', 'DELETE', 'result ciphertexts are never deleted')}
+
+      CREATE OR REPLACE FUNCTION results_written_once() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF OLD.state <> 'pending' THEN
+          RAISE EXCEPTION 'results are never modified once decrypted (or failed)' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        IF (NEW.id, NEW.device_id, NEW.model_id, NEW.version, NEW.key_id, NEW.idempotency_key, NEW.body_sha256, NEW.received_at, NEW.receipt, NEW.captured_at)
+           IS DISTINCT FROM (OLD.id, OLD.device_id, OLD.model_id, OLD.version, OLD.key_id, OLD.idempotency_key, OLD.body_sha256, OLD.received_at, OLD.receipt, OLD.captured_at)
+           OR NEW.attempts < OLD.attempts THEN
+          RAISE EXCEPTION 'results are never modified: only a pending result is claimed and completed' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN NEW;
+      END $$;
+      ALTER TABLE results DROP COLUMN ciphertext;
+      ALTER TABLE results ADD ${PENDING_CHECK_APART};
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */
@@ -313,7 +350,9 @@ export function openPostgresStore(url: string): Promise<Store> {
 export async function openPostgresStoreWithMigrations(url: string, migrations: readonly Migration[]): Promise<Store> {
   checkMigrationList(migrations);
   const where = redactUrl(checkUrl(url));
-  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types: TYPES });
+  // Pipeline mode: a connection sends a query without waiting for the answer to the one
+  // before (Engine.batch); queries awaited one at a time run as they would without it.
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types: TYPES, pipeline: true });
   // A pooled connection that the server drops while idle is reported here, not to a caller;
   // the pool discards it and the next statement gets a fresh connection or a StoreError.
   pool.on('error', () => undefined);
@@ -547,7 +586,38 @@ class PostgresEngine implements Engine {
     return this.read(what, fn);
   }
 
-  async write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+  write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+    return this.transaction(what, async (client) => {
+      await client.query('BEGIN');
+      const value = await fn(queriesOf(client));
+      await client.query('COMMIT');
+      return value;
+    });
+  }
+
+  /**
+   * BEGIN, the statements and COMMIT written to one connection at once (pipeline mode):
+   * the server answers them in order. When a statement fails, the ones after it fail
+   * too and COMMIT ends the transaction as a rollback; the first failure is thrown.
+   */
+  batch(what: string, statements: readonly Statement[]): Promise<unknown[][]> {
+    return this.transaction(what, async (client) => {
+      const sent = [
+        client.query('BEGIN'),
+        ...statements.map(({ sql, params }) => client.query(statement(sql, params as unknown[]))),
+        client.query('COMMIT'),
+      ];
+      const answers = await Promise.allSettled(sent);
+      const failed = answers.find((answer): answer is PromiseRejectedResult => answer.status === 'rejected');
+      if (failed) throw failed.reason;
+      const results = answers.map((answer) => (answer as PromiseFulfilledResult<pg.QueryResult>).value);
+      if (results.at(-1)!.command !== 'COMMIT') fail('E_DB', `${what}: the transaction was not committed (${results.at(-1)!.command})`);
+      return results.slice(1, -1).map((result) => result.rows as unknown[]);
+    });
+  }
+
+  /** `fn` on a connection of its own, rolled back when it fails (the connection is dropped when the rollback fails too). */
+  private async transaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const pool = this.open(what);
     let client: pg.PoolClient;
     try {
@@ -563,10 +633,7 @@ class PostgresEngine implements Engine {
     };
     client.on('error', onError);
     try {
-      await client.query('BEGIN');
-      const value = await fn(queriesOf(client));
-      await client.query('COMMIT');
-      return value;
+      return await fn(client);
     } catch (e) {
       await client.query('ROLLBACK').catch((rollback: unknown) => {
         // The connection itself failed: it is dropped rather than returned to the pool.
@@ -585,7 +652,7 @@ class PostgresEngine implements Engine {
       const unchecked = await q.all<{ name: string }>(
         'SELECT conname AS name FROM pg_constraint WHERE connamespace = current_schema()::regnamespace AND NOT convalidated ORDER BY conname',
       );
-      for (const table of ['models', 'key_pairs', 'model_versions', 'signing_keys', 'devices', 'results', 'audit_events']) {
+      for (const table of ['models', 'key_pairs', 'model_versions', 'signing_keys', 'devices', 'results', 'result_ciphertexts', 'audit_events']) {
         await q.get(`SELECT count(*) AS n FROM ${table}`);
       }
       return unchecked.length === 0 ? 'ok' : `constraints not validated: ${unchecked.map((c) => c.name).join(', ')}`;

@@ -61,6 +61,12 @@ export interface Queries {
   run(sql: string, params?: readonly unknown[]): Promise<void>;
 }
 
+/** One statement of a batch: its SQL (`?` placeholders) and parameters. */
+export interface Statement {
+  sql: string;
+  params: readonly unknown[];
+}
+
 /** What an engine provides the shared store. Every failure comes out as a StoreError. */
 export interface Engine {
   readonly name: 'sqlite' | 'postgres';
@@ -77,6 +83,14 @@ export interface Engine {
    * COMMIT around it (on PostgreSQL two round trips fewer): committed before this resolves.
    */
   single<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
+  /**
+   * `statements` in one transaction, as `write` would run them one after the other, but
+   * sent together where the engine can (PostgreSQL pipelines BEGIN, the statements and
+   * COMMIT: one round trip): so no statement's parameters may depend on an earlier one's
+   * rows. Resolves, once committed, to the rows of each statement (none for a statement
+   * without RETURNING); all of it is committed, or none of it.
+   */
+  batch(what: string, statements: readonly Statement[]): Promise<unknown[][]>;
   /**
    * Inside a write transaction: announces these results to every watcher (watch) once
    * the transaction commits, and not at all if it rolls back.
@@ -170,6 +184,18 @@ export const RESULT_STATE_CHECKS: readonly string[] = [
      AND error IS NOT NULL AND decrypted_at IS NOT NULL))`,
 ];
 
+/**
+ * RESULT_STATE_COLUMNS without the ciphertext, and RESULT_STATE_CHECKS with a pending row's
+ * rule that no longer names it: from SQLite's step 7 and PostgreSQL's step 5 a result's
+ * ciphertext is kept in a table of its own (result_ciphertexts), written once when the
+ * result is stored pending, so that claiming and completing the result rewrite its small
+ * row rather than the ~115 KB ciphertext with it.
+ */
+export const RESULT_STATE_COLUMNS_APART: readonly string[] = RESULT_STATE_COLUMNS('').filter((column) => !column.startsWith('ciphertext '));
+export const PENDING_CHECK_APART = `CHECK (state <> 'pending' OR (label IS NULL AND scores IS NULL AND range_flag IS NULL
+     AND noise_budget_bits IS NULL AND error IS NULL AND decrypted_at IS NULL))`;
+export const RESULT_STATE_CHECKS_APART: readonly string[] = RESULT_STATE_CHECKS.map((check, i) => (i === 1 ? PENDING_CHECK_APART : check));
+
 /** A plain Uint8Array copy of the bytes a driver returns (never a view of its memory). */
 function bytes(value: Uint8Array): Uint8Array {
   return new Uint8Array(value);
@@ -241,7 +267,6 @@ interface ClaimedRow {
   version: number;
   key_id: string;
   attempts: number;
-  ciphertext: Uint8Array;
   received_at: string;
 }
 
@@ -594,65 +619,28 @@ export class SqlStore implements Store {
     });
   }
 
-  private insertResult(what: string, identity: ResultIdentity, columns: InsertedColumns): Promise<RecordOutcome> {
-    const { deviceId, modelId, version, keyId, idempotencyKey, bodySha256, receivedAt, capturedAt, receipt } = identity;
-    return this.engine.write(what, async (q): Promise<RecordOutcome> => {
-      const replay = (existing: ResultRow): RecordOutcome => {
-        const found = toResult(existing);
-        return { kind: found.bodySha256 === bodySha256 ? 'replayed' : 'conflict', result: found };
-      };
-      // One statement reads what the insert depends on: the row stored under this key, if
-      // any (the result columns, null when there is none), the device and the model version.
-      const before = (await q.get<NullableRow<ResultRow> & { device_found: number | null; mv_key_id: string | null; mv_outputs: number | null }>(
-        `SELECT ${RESULT_COLUMNS_OF_R},
-                (SELECT 1 FROM devices WHERE id = ?) AS device_found,
-                (SELECT key_id FROM model_versions WHERE model_id = ? AND version = ?) AS mv_key_id,
-                (SELECT outputs FROM model_versions WHERE model_id = ? AND version = ?) AS mv_outputs
-         FROM (SELECT 1 AS one) AS one LEFT JOIN results r ON r.device_id = ? AND r.idempotency_key = ?`,
-        [deviceId, modelId, version, modelId, version, deviceId, idempotencyKey],
-      ))!;
-      if (before.id !== null) return replay(before as ResultRow);
-      if (before.device_found === null) fail('E_NOT_FOUND', `${what}: no device "${deviceId}"`);
-      if (before.mv_key_id === null) fail('E_NOT_FOUND', `${what}: model "${modelId}" has no version ${version}`);
-      if (before.mv_key_id !== keyId) {
-        fail('E_NOT_FOUND', `${what}: key "${keyId}" does not belong to model "${modelId}" version ${version}`);
-      }
-      if (columns.label !== null && columns.label >= before.mv_outputs!) {
-        invalid(`${what}: label ${columns.label} is out of range for a model with ${before.mv_outputs} outputs`);
-      }
-      const row = await q.get<ResultRow>(
-        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag,
-                              received_at, captured_at, decrypted_at, receipt, ciphertext, attempts)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
-         ON CONFLICT (device_id, idempotency_key) DO NOTHING
-         RETURNING ${RESULT_COLUMNS}`,
-        [
-          deviceId,
-          modelId,
-          version,
-          keyId,
-          idempotencyKey,
-          bodySha256,
-          columns.state,
-          columns.label,
-          columns.scores,
-          columns.noise_budget_bits,
-          columns.range_flag,
-          receivedAt,
-          capturedAt,
-          columns.decrypted_at,
-          receipt,
-          columns.ciphertext,
-        ],
-      );
-      if (row) {
-        if (columns.state !== 'pending') await this.engine.announce(q, [row.id]);
+  /**
+   * The result is inserted by one statement that checks what it depends on (the device,
+   * the model version with this key id, the label below its output count) and does
+   * nothing when the key is stored; a pending result's ciphertext by a second one, in the
+   * same transaction, which takes the new row's id from its key (PostgreSQL sends both in
+   * one round trip). Only when nothing was inserted is the reason read (explain).
+   */
+  private async insertResult(what: string, identity: ResultIdentity, columns: InsertedColumns): Promise<RecordOutcome> {
+    const insert = { sql: INSERT_RESULT, params: insertParams(identity, columns) };
+    if (columns.ciphertext === null) {
+      return this.engine.write(what, async (q): Promise<RecordOutcome> => {
+        const row = await q.get<ResultRow>(insert.sql, insert.params);
+        if (!row) return explain(q, what, identity, columns.label);
+        await this.engine.announce(q, [row.id]);
         return { kind: 'created', result: toResult(row) };
-      }
-      const raced = await q.get<ResultRow>(`SELECT ${RESULT_COLUMNS} FROM results WHERE device_id = ? AND idempotency_key = ?`, [deviceId, idempotencyKey]);
-      if (!raced) fail('E_DB', `${what}: (${deviceId}, ${idempotencyKey}) was neither inserted nor found`);
-      return replay(raced);
-    });
+      });
+    }
+    const { deviceId, idempotencyKey, bodySha256 } = identity;
+    const [inserted] = await this.engine.batch(what, [insert, { sql: INSERT_CIPHERTEXT, params: [columns.ciphertext, deviceId, idempotencyKey, bodySha256] }]);
+    const row = inserted![0] as ResultRow | undefined;
+    if (row) return { kind: 'created', result: toResult(row) };
+    return this.engine.read(what, (q) => explain(q, what, identity, columns.label));
   }
 
   /**
@@ -681,8 +669,19 @@ export class SqlStore implements Store {
         `UPDATE results SET claimed_by = ?, claimed_at = ?, attempts = attempts + 1
          WHERE id IN (SELECT id FROM results WHERE state = 'pending' AND (claimed_at IS NULL OR claimed_at < ?) AND attempts < ?
                       ORDER BY id LIMIT ?${this.engine.skipLocked})
-         RETURNING id, device_id, model_id, version, key_id, attempts, ciphertext, received_at`,
+         RETURNING id, device_id, model_id, version, key_id, attempts, received_at`,
         [worker, at, expired, maxAttempts, limit],
+      );
+      const ids = claimed.map((row) => row.id);
+      const ciphertexts = new Map(
+        ids.length === 0
+          ? []
+          : (
+              await q.all<{ result_id: number; ciphertext: Uint8Array }>(
+                `SELECT result_id, ciphertext FROM result_ciphertexts WHERE result_id IN (${ids.map(() => '?').join(', ')})`,
+                ids,
+              )
+            ).map((row) => [row.result_id, row.ciphertext]),
       );
       if (abandoned.length > 0) await this.engine.announce(q, abandoned.map((row) => row.id).sort((a, b) => a - b));
       return {
@@ -694,7 +693,7 @@ export class SqlStore implements Store {
             version: row.version,
             keyId: row.key_id,
             attempt: row.attempts,
-            ciphertext: bytes(row.ciphertext),
+            ciphertext: bytes(ciphertextOf(ciphertexts, row.id)),
             receivedAt: row.received_at,
           }))
           .sort((a, b) => a.id - b.id),
@@ -986,4 +985,92 @@ async function modelVersionRow(q: Queries, modelId: string, version: number): Pr
 async function deviceRow(q: Queries, id: string): Promise<DeviceRecord | null> {
   const row = await q.get<DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`, [id]);
   return row ? toDevice(row) : null;
+}
+
+/**
+ * Inserts a result unless its (device, idempotency key) is stored, and only if the device
+ * exists, the model version exists with this key id, and the label (if any) is below the
+ * version's output count: RETURNING its row when it was inserted, nothing otherwise. A
+ * stored key is looked up before the insert is tried, so that a replay takes no id (an
+ * insert that conflicts does, on both engines); ON CONFLICT covers two racing calls.
+ */
+const INSERT_RESULT = `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, state, label, scores, noise_budget_bits, range_flag,
+                                            received_at, captured_at, decrypted_at, receipt, attempts)
+  SELECT CAST(? AS TEXT), mv.model_id, mv.version, mv.key_id, CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS TEXT),
+         CAST(? AS INTEGER), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), 0
+  FROM model_versions mv
+  WHERE mv.model_id = ? AND mv.version = ? AND mv.key_id = ? AND (CAST(? AS INTEGER) IS NULL OR CAST(? AS INTEGER) < mv.outputs)
+    AND EXISTS (SELECT 1 FROM devices WHERE id = ?)
+    AND NOT EXISTS (SELECT 1 FROM results WHERE device_id = ? AND idempotency_key = ?)
+  ON CONFLICT (device_id, idempotency_key) DO NOTHING
+  RETURNING ${RESULT_COLUMNS}`;
+
+function insertParams(identity: ResultIdentity, columns: InsertedColumns): unknown[] {
+  const { deviceId, modelId, version, keyId, idempotencyKey, bodySha256, receivedAt, capturedAt, receipt } = identity;
+  return [
+    deviceId,
+    idempotencyKey,
+    bodySha256,
+    columns.state,
+    columns.label,
+    columns.scores,
+    columns.noise_budget_bits,
+    columns.range_flag,
+    receivedAt,
+    capturedAt,
+    columns.decrypted_at,
+    receipt,
+    modelId,
+    version,
+    keyId,
+    columns.label,
+    columns.label,
+    deviceId,
+    deviceId,
+    idempotencyKey,
+  ];
+}
+
+/**
+ * A pending result's ciphertext, written once: the row is found by its key, so this
+ * statement needs nothing from the insert before it. It writes nothing for a result that
+ * was not inserted: one stored before under the key has its ciphertext already (a pending
+ * one; the same bytes when the body hash is the same) or none to have (decrypted before
+ * it was stored), and a body of another hash is not this result.
+ */
+const INSERT_CIPHERTEXT = `INSERT INTO result_ciphertexts (result_id, ciphertext)
+  SELECT id, ? FROM results WHERE device_id = ? AND idempotency_key = ? AND body_sha256 = ? AND state = 'pending'
+  ON CONFLICT (result_id) DO NOTHING`;
+
+/**
+ * Why a result was not inserted: the row stored under its key ('replayed' with the same
+ * body hash, 'conflict' with another), or the device, model version, key or label that
+ * was refused. One statement reads the row (its columns are null when there is none), the
+ * device and the model version.
+ */
+async function explain(q: Queries, what: string, identity: ResultIdentity, label: number | null): Promise<RecordOutcome> {
+  const { deviceId, modelId, version, keyId, idempotencyKey, bodySha256 } = identity;
+  const before = (await q.get<NullableRow<ResultRow> & { device_found: number | null; mv_key_id: string | null; mv_outputs: number | null }>(
+    `SELECT ${RESULT_COLUMNS_OF_R}, (SELECT 1 FROM devices WHERE id = ?) AS device_found, mv.key_id AS mv_key_id, mv.outputs AS mv_outputs
+     FROM (SELECT 1 AS one) AS one
+     LEFT JOIN model_versions mv ON mv.model_id = ? AND mv.version = ?
+     LEFT JOIN results r ON r.device_id = ? AND r.idempotency_key = ?`,
+    [deviceId, modelId, version, deviceId, idempotencyKey],
+  ))!;
+  if (before.id !== null) {
+    const found = toResult(before as ResultRow);
+    return { kind: found.bodySha256 === bodySha256 ? 'replayed' : 'conflict', result: found };
+  }
+  if (before.device_found === null) fail('E_NOT_FOUND', `${what}: no device "${deviceId}"`);
+  if (before.mv_key_id === null) fail('E_NOT_FOUND', `${what}: model "${modelId}" has no version ${version}`);
+  if (before.mv_key_id !== keyId) fail('E_NOT_FOUND', `${what}: key "${keyId}" does not belong to model "${modelId}" version ${version}`);
+  if (label !== null && label >= before.mv_outputs!) invalid(`${what}: label ${label} is out of range for a model with ${before.mv_outputs} outputs`);
+  fail('E_DB', `${what}: (${deviceId}, ${idempotencyKey}) was neither inserted nor found`);
+}
+
+/** The ciphertext of a claimed result: every pending result has one (stored with it, in one transaction). */
+function ciphertextOf(ciphertexts: ReadonlyMap<number, Uint8Array>, id: number): Uint8Array {
+  const ciphertext = ciphertexts.get(id);
+  if (ciphertext === undefined) fail('E_CORRUPT', `claimResults: pending result ${id} has no ciphertext`);
+  return ciphertext;
 }

@@ -31,8 +31,11 @@ import {
   type Migration,
   type Queries,
   RESULT_STATE_CHECKS,
+  RESULT_STATE_CHECKS_APART,
+  RESULT_STATE_COLUMNS_APART,
   RESULT_STATE_COLUMNS,
   SqlStore,
+  type Statement,
   tell,
 } from './sql';
 import type { ResultWatch, ResultWatcher, Store } from './types';
@@ -337,6 +340,100 @@ export const MIGRATIONS: readonly Migration[] = [
       END;
     `,
   },
+  {
+    version: 7,
+    name: 'result ciphertexts apart',
+    // SQLite rewrites a whole row, its overflow pages included, on every UPDATE: a pending
+    // result's ~115 KB ciphertext was written again when the result was claimed and again
+    // when it was completed. The ciphertext moves to a table of its own, written once with
+    // the result (in the same transaction) and never changed or deleted after; claims and
+    // completions rewrite only the small results row. The results table is rebuilt without
+    // its ciphertext column (its CHECKs name it), as in step 4: every row copied with its
+    // id, every stored ciphertext copied to result_ciphertexts under its result's id, the
+    // AUTOINCREMENT counter carried over, the indexes and triggers recreated (the identity
+    // trigger without the ciphertext, which no longer is in the row).
+    sql: `
+      CREATE TABLE results_next (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id         TEXT NOT NULL REFERENCES devices (id),
+        model_id          TEXT NOT NULL,
+        version           INTEGER NOT NULL,
+        key_id            TEXT NOT NULL,
+        idempotency_key   TEXT NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+        body_sha256       TEXT NOT NULL CHECK (${HEX64_CHECK('body_sha256')}),
+        label             INTEGER CHECK (label IS NULL OR label >= 0),
+        scores            TEXT CHECK (scores IS NULL OR (${JSON_CHECK('scores', 'array')})),
+        received_at       TEXT NOT NULL,
+        receipt           TEXT NOT NULL CHECK (${JSON_CHECK('receipt', 'object')}),
+        noise_budget_bits INTEGER CHECK (noise_budget_bits IS NULL OR noise_budget_bits BETWEEN 0 AND 4096),
+        range_flag        TEXT CHECK (range_flag IS NULL OR range_flag IN ('out-of-range')),
+        ${RESULT_STATE_COLUMNS_APART.join(',\n        ')},
+        captured_at       TEXT,
+        UNIQUE (device_id, idempotency_key),
+        FOREIGN KEY (model_id, version, key_id) REFERENCES model_versions (model_id, version, key_id),
+        ${RESULT_STATE_CHECKS_APART.join(',\n        ')}
+      ) STRICT;
+
+      INSERT INTO results_next (id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt,
+                                noise_budget_bits, range_flag, state, claimed_by, claimed_at, attempts, decrypted_at, error, captured_at)
+      SELECT id, device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt,
+             noise_budget_bits, range_flag, state, claimed_by, claimed_at, attempts, decrypted_at, error, captured_at
+      FROM results ORDER BY id;
+
+      -- Created referring to results_next, which the rename below turns into results.
+      CREATE TABLE result_ciphertexts (
+        result_id  INTEGER PRIMARY KEY NOT NULL REFERENCES results_next (id),
+        ciphertext BLOB NOT NULL CHECK (length(ciphertext) > 0)
+      ) STRICT;
+
+      INSERT INTO result_ciphertexts (result_id, ciphertext)
+      SELECT id, ciphertext FROM results WHERE ciphertext IS NOT NULL ORDER BY id;
+
+      DELETE FROM sqlite_sequence WHERE name = 'results_next';
+      UPDATE sqlite_sequence SET name = 'results_next' WHERE name = 'results';
+      DROP TABLE results;
+      ALTER TABLE results_next RENAME TO results;
+
+      CREATE INDEX results_by_device ON results (device_id, id);
+      CREATE INDEX results_pending ON results (id) WHERE state = 'pending';
+      CREATE INDEX results_by_received ON results (received_at);
+
+      CREATE TRIGGER results_written_once
+      BEFORE UPDATE ON results
+      WHEN OLD.state <> 'pending'
+      BEGIN
+        SELECT RAISE(ABORT, 'results are never modified once decrypted (or failed)');
+      END;
+
+      CREATE TRIGGER results_identity_fixed
+      BEFORE UPDATE ON results
+      WHEN NEW.id IS NOT OLD.id OR NEW.device_id IS NOT OLD.device_id OR NEW.model_id IS NOT OLD.model_id
+        OR NEW.version IS NOT OLD.version OR NEW.key_id IS NOT OLD.key_id OR NEW.idempotency_key IS NOT OLD.idempotency_key
+        OR NEW.body_sha256 IS NOT OLD.body_sha256 OR NEW.received_at IS NOT OLD.received_at OR NEW.receipt IS NOT OLD.receipt
+        OR NEW.attempts < OLD.attempts OR NEW.captured_at IS NOT OLD.captured_at
+      BEGIN
+        SELECT RAISE(ABORT, 'results are never modified: only a pending result is claimed and completed');
+      END;
+
+      CREATE TRIGGER results_no_delete
+      BEFORE DELETE ON results
+      BEGIN
+        SELECT RAISE(ABORT, 'results are never deleted');
+      END;
+
+      CREATE TRIGGER result_ciphertexts_no_update
+      BEFORE UPDATE ON result_ciphertexts
+      BEGIN
+        SELECT RAISE(ABORT, 'result ciphertexts are never modified');
+      END;
+
+      CREATE TRIGGER result_ciphertexts_no_delete
+      BEFORE DELETE ON result_ciphertexts
+      BEGIN
+        SELECT RAISE(ABORT, 'result ciphertexts are never deleted');
+      END;
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */
@@ -595,6 +692,18 @@ class SqliteEngine implements Engine {
         throw translate(e, what);
       }
     });
+  }
+
+  /** The statements one after the other in one write transaction (in-process: there are no round trips to save). */
+  batch(what: string, statements: readonly Statement[]): Promise<unknown[][]> {
+    return this.write(what, async () =>
+      statements.map(({ sql, params }) => {
+        const statement = this.stmt(sql);
+        if (statement.reader) return statement.all(...params);
+        statement.run(...params);
+        return [];
+      }),
+    );
   }
 
   /**

@@ -191,7 +191,7 @@ describe.skipIf(POSTGRES_URL === undefined)('the PostgreSQL engine', () => {
     );
     const store = await openPostgresStore(url);
     expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(4);
+    expect(SCHEMA_VERSION).toBe(5);
     expect(await store.listResults()).toMatchObject([
       { id: 1, state: 'decrypted', label: 4, scores: [1, 2], rangeFlag: null, decryptedAt: at, error: null },
       { id: 2, state: 'decrypted', label: null, scores: [9], rangeFlag: 'out-of-range', decryptedAt: at, error: null },
@@ -206,6 +206,83 @@ describe.skipIf(POSTGRES_URL === undefined)('the PostgreSQL engine', () => {
       { column_name: 'attempts', column_default: null },
       { column_name: 'state', column_default: null },
     ]);
+  });
+
+  it('migrates a database of step 4 to ciphertexts apart: every result keeps its row, every stored ciphertext its bytes, and pending ones are still claimed with them', async () => {
+    const url = await postgresSchema(database.url());
+    const old = await openPostgresStoreWithMigrations(url, MIGRATIONS.slice(0, 4));
+    await old.addModelVersion(
+      { modelId: 'mnist', keyId: 'k1', bundleDir: 'b', manifestSha256: sha('m'), outputs: 10, protectMetrics: {} },
+      { keyId: 'k1', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
+    );
+    await old.addDevice({ id: 'dev-1', name: 'Kiosk', tokenSha256: sha('token') });
+    await old.close();
+    // Rows as step 4 stored them, the ciphertext in the row: pending (unclaimed, and claimed
+    // once by a worker that died), decrypted and failed with their ciphertexts, and one
+    // decrypted before it was stored (no ciphertext).
+    const ciphertexts = [150_000, 115_000, 64, 1].map((n) => randomBytes(n));
+    const at = (s: number) => `2026-11-28T10:00:0${s}.000Z`;
+    const insert = (key: string, label: number | null, scores: string | null, state: string, ciphertext: Buffer | null, claimedBy: string | null, claimedAt: string | null, attempts: number, decryptedAt: string | null, error: string | null, capturedAt: string | null) =>
+      query(
+        url,
+        `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt, state, ciphertext, claimed_by, claimed_at, attempts, decrypted_at, error, captured_at)
+         VALUES ('dev-1', 'mnist', 1, 'k1', $1, $2, $3, $4, $5, '{"ok":true}', $6, $7, $8, $9, $10, $11, $12, $13)`,
+        [key, sha(key), label, scores, at(Number(key.at(-1))), state, ciphertext, claimedBy, claimedAt, attempts, decryptedAt, error, capturedAt],
+      );
+    await insert('pending-1', null, null, 'pending', ciphertexts[0]!, null, null, 0, null, null, at(0));
+    await insert('claimed-2', null, null, 'pending', ciphertexts[1]!, 'w-dead', at(3), 1, null, null, null);
+    await insert('decrypted-3', 7, '[0.5,7]', 'decrypted', ciphertexts[2]!, 'w-1', at(4), 1, at(5), null, at(2));
+    await insert('failed-4', null, null, 'failed', ciphertexts[3]!, 'w-1', at(5), 1, at(6), 'E_CIPHERTEXT: refused', null);
+    await insert('inline-5', 2, '[2]', 'decrypted', null, null, null, 0, at(5), null, null);
+    const reader = await openPostgresStoreWithMigrations(url, MIGRATIONS.slice(0, 4));
+    const before = await reader.listResults();
+    await reader.close();
+    expect(before.map((r) => [r.id, r.state])).toEqual([
+      [1, 'pending'],
+      [2, 'pending'],
+      [3, 'decrypted'],
+      [4, 'failed'],
+      [5, 'decrypted'],
+    ]);
+
+    const store = await openPostgresStore(url);
+    expect(await store.schemaVersion()).toBe(5);
+    expect(await store.listResults()).toEqual(before);
+    expect(await store.integrityCheck()).toBe('ok');
+    const kept = await query<{ result_id: string; ciphertext: Buffer }>(url, 'SELECT result_id::text, ciphertext FROM result_ciphertexts ORDER BY result_id');
+    expect(kept.map((row) => row.result_id)).toEqual(['1', '2', '3', '4']);
+    kept.forEach((row, i) => expect(Buffer.compare(row.ciphertext, ciphertexts[i]!), `ciphertext of result ${row.result_id}`).toBe(0));
+    expect(await query(url, "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'results' AND column_name = 'ciphertext'")).toEqual([]);
+
+    // The pending results are claimed with their ciphertexts, byte for byte (the dead worker's claim has expired), and completed once.
+    const claims = await store.claimResults({ worker: 'w-new', limit: 10, claimTimeoutMs: 0, maxAttempts: 3 });
+    expect(claims.abandoned).toEqual([]);
+    expect(claims.claimed.map((c) => [c.id, c.attempt, c.receivedAt])).toEqual([
+      [1, 1, at(1)],
+      [2, 2, at(2)],
+    ]);
+    claims.claimed.forEach((c, i) => expect(Buffer.compare(Buffer.from(c.ciphertext), ciphertexts[i]!)).toBe(0));
+    const written = await store.completeResults(claims.claimed.map((c) => ({ id: c.id, attempt: c.attempt, outcome: { label: c.ciphertext[0]! % 10, scores: [c.ciphertext[1]!] } })));
+    expect(written.map((r) => 'state' in r && [r.id, r.state, r.label, r.scores, r.capturedAt])).toEqual([
+      [1, 'decrypted', ciphertexts[0]![0]! % 10, [ciphertexts[0]![1]!], at(0)],
+      [2, 'decrypted', ciphertexts[1]![0]! % 10, [ciphertexts[1]![1]!], null],
+    ]);
+    // A new result takes the next id, and its ciphertext is claimed back exactly.
+    const fresh = randomBytes(1000);
+    const accepted = await store.acceptResult({ deviceId: 'dev-1', modelId: 'mnist', version: 1, keyId: 'k1', idempotencyKey: 'new-6', bodySha256: sha('new-6'), ciphertext: fresh, receivedAt: at(9), receipt: {} });
+    expect([accepted.kind, accepted.result.id]).toEqual(['created', 6]);
+    const again = await store.claimResults({ worker: 'w-new', limit: 10, claimTimeoutMs: 60_000, maxAttempts: 3 });
+    expect(again.claimed.map((c) => [c.id, Buffer.compare(Buffer.from(c.ciphertext), fresh)])).toEqual([[6, 0]]);
+    await store.close();
+
+    // The ciphertexts are append-only and belong to a result; a pending row still holds nothing decrypted.
+    await expect(query(url, "UPDATE result_ciphertexts SET ciphertext = '\\x00' WHERE result_id = 6")).rejects.toThrow(/result ciphertexts are never modified/);
+    await expect(query(url, 'DELETE FROM result_ciphertexts WHERE result_id = 6')).rejects.toThrow(/result ciphertexts are never deleted/);
+    await expect(query(url, "INSERT INTO result_ciphertexts (result_id, ciphertext) VALUES (99, '\\x00')")).rejects.toThrow(/foreign key constraint/);
+    await expect(query(url, "INSERT INTO result_ciphertexts (result_id, ciphertext) VALUES (5, '')")).rejects.toThrow(/check constraint/);
+    await expect(query(url, `UPDATE results SET receipt = '{"changed":true}' WHERE id = 6`)).rejects.toThrow(/only a pending result is claimed and completed/);
+    await expect(query(url, 'UPDATE results SET label = 1 WHERE id = 6')).rejects.toThrow(/check constraint/);
+    await expect(query(url, 'UPDATE results SET label = 1 WHERE id = 3')).rejects.toThrow(/never modified once decrypted/);
   });
 
   it('fails a call with E_UNAVAILABLE, not the process, when the server cuts its connections, and the next call opens fresh ones', async () => {

@@ -200,7 +200,7 @@ describe('opening and migrations', () => {
 
     const store = await openSqliteStore(path);
     expect(await store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(6);
+    expect(SCHEMA_VERSION).toBe(7);
     expect((await store.listResults()).map(({ id, ...r }) => [id, r])).toEqual(
       olds.map((r, i) => [i + 1, { ...r, state: 'decrypted', noiseBudgetBits: null, rangeFlag: null, capturedAt: null, decryptedAt: r.receivedAt, error: null }]),
     );
@@ -223,6 +223,7 @@ describe('opening and migrations', () => {
       { version: 4, name: 'results pending decryption' },
       { version: 5, name: 'device rate buckets' },
       { version: 6, name: 'result capture time' },
+      { version: 7, name: 'result ciphertexts apart' },
     ]);
     expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 6 });
     check.close();
@@ -303,6 +304,104 @@ describe('opening and migrations', () => {
     expect(() => check.prepare('DELETE FROM results WHERE id = 5').run()).toThrow(/never deleted/);
     expect(check.prepare('SELECT count(*) AS n FROM results').get()).toEqual({ n: 5 });
     check.close();
+  });
+
+  it('migrates a database of schema 6 to ciphertexts apart: every result keeps its row, every stored ciphertext its bytes, and pending ones are still claimed with them', async () => {
+    const path = dbPath('schema-6');
+    const old = await openSqliteStoreWithMigrations(path, MIGRATIONS.slice(0, 6));
+    expect(await old.schemaVersion()).toBe(6);
+    const { version, keyPair } = versionInput('mnist', 'k1');
+    await old.addModelVersion(version, keyPair);
+    await old.addDevice({ id: 'dev-1', name: 'Kiosk 1', tokenSha256: sha('token-1') });
+    await old.enrollDevice(sha('token-1'), jwk());
+    await old.close();
+    // Rows as schema 6 stored them, the ciphertext in the row: pending (unclaimed, and
+    // claimed once by a worker that died), decrypted and failed with their ciphertexts,
+    // and one decrypted before it was stored (no ciphertext).
+    const ciphertexts = [150_000, 115_000, 64, 1].map((n) => new Uint8Array(randomBytes(n)));
+    const raw = new Database(path);
+    const insert = raw.prepare(
+      `INSERT INTO results (device_id, model_id, version, key_id, idempotency_key, body_sha256, label, scores, received_at, receipt, noise_budget_bits, range_flag,
+                            state, ciphertext, claimed_by, claimed_at, attempts, decrypted_at, error, captured_at)
+       VALUES ('dev-1', 'mnist', 1, 'k1', ?, ?, ?, ?, ?, '{"ok":true}', NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const at = (s: number) => `2026-11-28T10:00:0${s}.000Z`;
+    insert.run('pending-1', sha('pending-1'), null, null, at(1), 'pending', ciphertexts[0], null, null, 0, null, null, at(0));
+    insert.run('claimed-2', sha('claimed-2'), null, null, at(2), 'pending', ciphertexts[1], 'w-dead', at(3), 1, null, null, null);
+    insert.run('decrypted-3', sha('decrypted-3'), 7, '[0.5,7]', at(3), 'decrypted', ciphertexts[2], 'w-1', at(4), 1, at(5), null, at(2));
+    insert.run('failed-4', sha('failed-4'), null, null, at(4), 'failed', ciphertexts[3], 'w-1', at(5), 1, at(6), 'E_CIPHERTEXT: refused', null);
+    insert.run('inline-5', sha('inline-5'), 2, '[2]', at(5), 'decrypted', null, null, null, 0, at(5), null, null);
+    raw.close();
+    const reader = await openSqliteStoreWithMigrations(path, MIGRATIONS.slice(0, 6));
+    const before = await reader.listResults();
+    await reader.close();
+    expect(before.map((r) => [r.id, r.state])).toEqual([
+      [1, 'pending'],
+      [2, 'pending'],
+      [3, 'decrypted'],
+      [4, 'failed'],
+      [5, 'decrypted'],
+    ]);
+
+    const store = await openSqliteStore(path);
+    expect(await store.schemaVersion()).toBe(7);
+    expect(await store.listResults()).toEqual(before);
+    expect(await store.integrityCheck()).toBe('ok');
+    const check = new Database(path, { readonly: true });
+    const kept = check.prepare('SELECT result_id, ciphertext FROM result_ciphertexts ORDER BY result_id').all() as Array<{ result_id: number; ciphertext: Buffer }>;
+    expect(kept.map((row) => row.result_id)).toEqual([1, 2, 3, 4]);
+    kept.forEach((row, i) => expect(Buffer.compare(row.ciphertext, Buffer.from(ciphertexts[i]!)), `ciphertext of result ${row.result_id}`).toBe(0));
+    expect(check.prepare("SELECT name FROM pragma_table_info('results') WHERE name = 'ciphertext'").all()).toEqual([]);
+    check.close();
+
+    // The pending results are claimed with their ciphertexts, byte for byte (the dead worker's claim has expired), and completed once.
+    const claims = await store.claimResults({ worker: 'w-new', limit: 10, claimTimeoutMs: 0, maxAttempts: 3 });
+    expect(claims.abandoned).toEqual([]);
+    expect(claims.claimed.map((c) => [c.id, c.attempt, c.receivedAt])).toEqual([
+      [1, 1, at(1)],
+      [2, 2, at(2)],
+    ]);
+    claims.claimed.forEach((c, i) => expect(Buffer.compare(Buffer.from(c.ciphertext), Buffer.from(ciphertexts[i]!))).toBe(0));
+    const written = await store.completeResults(claims.claimed.map((c) => ({ id: c.id, attempt: c.attempt, outcome: { label: c.ciphertext[0]! % 10, scores: [c.ciphertext[1]!] } })));
+    expect(written.map((r) => 'state' in r && [r.id, r.state, r.label, r.scores, r.capturedAt])).toEqual([
+      [1, 'decrypted', ciphertexts[0]![0]! % 10, [ciphertexts[0]![1]!], at(0)],
+      [2, 'decrypted', ciphertexts[1]![0]! % 10, [ciphertexts[1]![1]!], null],
+    ]);
+    // A new result takes the next id, and its ciphertext is claimed back exactly.
+    const fresh = new Uint8Array(randomBytes(1000));
+    const accepted = await store.acceptResult({ deviceId: 'dev-1', modelId: 'mnist', version: 1, keyId: 'k1', idempotencyKey: 'new-6', bodySha256: sha('new-6'), ciphertext: fresh, receivedAt: at(9), receipt: {} });
+    expect([accepted.kind, accepted.result.id]).toEqual(['created', 6]);
+    const again = await store.claimResults({ worker: 'w-new', limit: 10, claimTimeoutMs: 60_000, maxAttempts: 3 });
+    expect(again.claimed.map((c) => [c.id, Buffer.compare(Buffer.from(c.ciphertext), Buffer.from(fresh))])).toEqual([[6, 0]]);
+    await store.close();
+
+    // The rebuilt table keeps its indexes, triggers and counter; the ciphertexts are append-only and belong to a result.
+    const writer = new Database(path);
+    writer.pragma('foreign_keys = ON');
+    expect(
+      writer.prepare("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'result%' AND type IN ('table', 'index', 'trigger') AND name NOT LIKE 'sqlite_%' ORDER BY name").all(),
+    ).toEqual([
+      { name: 'result_ciphertexts' },
+      { name: 'result_ciphertexts_no_delete' },
+      { name: 'result_ciphertexts_no_update' },
+      { name: 'results' },
+      { name: 'results_by_device' },
+      { name: 'results_by_received' },
+      { name: 'results_identity_fixed' },
+      { name: 'results_no_delete' },
+      { name: 'results_pending' },
+      { name: 'results_written_once' },
+    ]);
+    expect(writer.prepare("SELECT seq FROM sqlite_sequence WHERE name LIKE 'result%'").all()).toEqual([{ seq: 6 }]);
+    expect(writer.pragma('foreign_key_check')).toEqual([]);
+    expect(() => writer.prepare("UPDATE result_ciphertexts SET ciphertext = x'00' WHERE result_id = 6").run()).toThrow(/result ciphertexts are never modified/);
+    expect(() => writer.prepare('DELETE FROM result_ciphertexts WHERE result_id = 6').run()).toThrow(/result ciphertexts are never deleted/);
+    expect(() => writer.prepare("INSERT INTO result_ciphertexts (result_id, ciphertext) VALUES (99, x'00')").run()).toThrow(/FOREIGN KEY constraint/);
+    expect(() => writer.prepare("INSERT INTO result_ciphertexts (result_id, ciphertext) VALUES (5, x'')").run()).toThrow(/CHECK constraint/);
+    expect(() => writer.prepare(`UPDATE results SET receipt = '{"changed":true}' WHERE id = 6`).run()).toThrow(/only a pending result is claimed and completed/);
+    expect(() => writer.prepare("UPDATE results SET label = 1 WHERE id = 3").run()).toThrow(/never modified once decrypted/);
+    expect(() => writer.prepare("UPDATE results SET state = 'decrypted' WHERE id = 6").run()).toThrow(/CHECK constraint/);
+    writer.close();
   });
 
   it('gives clear errors for a missing directory, a foreign database and a non-database file', async () => {
