@@ -531,6 +531,16 @@ class PostgresEngine implements Engine {
   readonly name = 'postgres';
   readonly skipLocked = ' FOR UPDATE SKIP LOCKED';
   readonly forUpdate = ' FOR UPDATE';
+  /**
+   * node-postgres reads every value as text, and bytea's text is hex (230 KB for a 115 KB
+   * ciphertext, 0.5 ms to turn into a string and decode): base64 is 155 KB and 0.2 ms
+   * (its line breaks are skipped). The decoded Buffer may be a view of Node's shared pool,
+   * so it is copied.
+   */
+  readonly ciphertexts = {
+    select: (column: string) => `encode(${column}, 'base64')`,
+    decode: (value: unknown) => new Uint8Array(Buffer.from(value as string, 'base64')),
+  };
   private pool: pg.Pool | null;
   private readonly feeds = new Set<ResultFeed>();
 

@@ -74,6 +74,12 @@ export interface Engine {
   readonly forUpdate: string;
   /** Appended to a SELECT of rows to claim: skips rows another transaction holds ('' where a write transaction locks the whole database). */
   readonly skipLocked: string;
+  /**
+   * How a result's ciphertext is read: the SELECT expression for the binary `column`, in
+   * the form the engine's driver reads fastest, and the bytes of what it read (a
+   * Uint8Array of its own, never a view of the driver's memory).
+   */
+  readonly ciphertexts: { select(column: string): string; decode(value: unknown): Uint8Array };
   /** `fn` outside a transaction; E_CLOSED once closed. */
   read<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T>;
   /** `fn` in one transaction: all of it is committed before this resolves, or none of it. */
@@ -677,11 +683,11 @@ export class SqlStore implements Store {
         ids.length === 0
           ? []
           : (
-              await q.all<{ result_id: number; ciphertext: Uint8Array }>(
-                `SELECT result_id, ciphertext FROM result_ciphertexts WHERE result_id IN (${ids.map(() => '?').join(', ')})`,
+              await q.all<{ result_id: number; ciphertext: unknown }>(
+                `SELECT result_id, ${this.engine.ciphertexts.select('ciphertext')} AS ciphertext FROM result_ciphertexts WHERE result_id IN (${ids.map(() => '?').join(', ')})`,
                 ids,
               )
-            ).map((row) => [row.result_id, row.ciphertext]),
+            ).map((row) => [row.result_id, this.engine.ciphertexts.decode(row.ciphertext)]),
       );
       if (abandoned.length > 0) await this.engine.announce(q, abandoned.map((row) => row.id).sort((a, b) => a - b));
       return {
@@ -693,7 +699,7 @@ export class SqlStore implements Store {
             version: row.version,
             keyId: row.key_id,
             attempt: row.attempts,
-            ciphertext: bytes(ciphertextOf(ciphertexts, row.id)),
+            ciphertext: ciphertextOf(ciphertexts, row.id),
             receivedAt: row.received_at,
           }))
           .sort((a, b) => a.id - b.id),

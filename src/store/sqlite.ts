@@ -591,6 +591,8 @@ class SqliteEngine implements Engine {
   readonly name = 'sqlite';
   readonly skipLocked = '';
   readonly forUpdate = '';
+  /** BLOBs come as Buffers; each is copied (its memory may be the driver's). */
+  readonly ciphertexts = { select: (column: string) => column, decode: (value: unknown) => new Uint8Array(value as Buffer) };
   private db: Database.Database | null;
   private readonly statements = new Map<string, Database.Statement>();
   private readonly line: Line;
