@@ -1,6 +1,22 @@
-import { type ConvLayer, type ConvPlan, type ConvShape, convGeometry, convInputs, freeGrid, type GridLayout, gridColumns, packConvInput, pairPlanes, planConv, planRotatedConv, type RotatedConvPlan } from './conv';
+import {
+  type ConvLayer,
+  type ConvPlan,
+  type ConvShape,
+  convGeometry,
+  convInputs,
+  convPartInputs,
+  freeGrid,
+  type GridLayout,
+  gridColumns,
+  gridParts,
+  packConvInput,
+  pairPlanes,
+  planConv,
+  planRotatedConv,
+  type RotatedConvPlan,
+} from './conv';
 import { fail } from './errors';
-import { type DensePlan, inputColumns, packInput, planDense } from './packing';
+import { type DensePlan, inputColumns, packInput, planDense, weightCount } from './packing';
 
 /** A dense layer of the float model: z = W·x + b, W row-major (outputs × inputs). */
 export interface DenseLayer {
@@ -228,13 +244,17 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
     }
     const afterFirst = i > 0 && previous === undefined;
     let plan: DensePlan | RotatedConvPlan | undefined;
+    const spanning = options.spanCiphertexts === true;
     if (layer.kind === 'conv' && i > 0) {
       const where = `layer ${i}`;
-      const input = afterFirst ? freeGrid(layer, slots) : gridAfter(previous!, layer, where);
+      const input = afterFirst ? freeGrid(layer, slots, spanning) : gridAfter(previous!, layer, where);
       if (input === undefined) {
-        fail('E_UNSUPPORTED', `${where}: ${layer.inChannels} input and ${layer.outChannels} output maps of ${layer.inHeight}×${layer.inWidth} do not fit one ciphertext of ${slots} slots (tensors spanning several ciphertexts are not supported yet): choose a larger ring degree or split after this layer`);
+        const what = spanning
+          ? `one map of ${layer.inHeight}×${layer.inWidth} does not fit one ciphertext of ${slots} slots`
+          : `${layer.inChannels} input and ${layer.outChannels} output maps of ${layer.inHeight}×${layer.inWidth} do not fit one ciphertext of ${slots} slots (spanning several is CKKS only)`;
+        fail('E_UNSUPPORTED', `${where}: ${what}: choose a larger ring degree or split after this layer`);
       }
-      plan = planRotatedConv(layer, input, slots, where);
+      plan = planRotatedConv(layer, input, slots, where, spanning);
     } else if (layer.kind === 'dense') {
       plan = planDense(layer.inputs, layer.outputs, slots, {
         inputLayout: previous?.kind === 'conv-rot' ? 'scattered' : previous === undefined ? 'shifted' : 'replicated',
@@ -243,6 +263,7 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
         finalLayer: i === lastDense,
         rows: options.rowsLast,
         complex: options.complex === true && i === 0,
+        spanning,
       });
     }
     plans.push(plan);
@@ -286,7 +307,7 @@ function gridAfter(previous: DensePlan | RotatedConvPlan, layer: ConvShape, wher
   if (previous.kind === 'conv-rot') return previous.output;
   if (previous.layout === 'rows') fail('E_UNSUPPORTED', `${where}: a convolution cannot read a last layer's strided scores`);
   const { inChannels: c, inHeight: h, inWidth: w } = layer;
-  return { channels: c, height: h, width: w, block: h * w, rowStep: w, colStep: 1, period: previous.outPeriod };
+  return { channels: c, height: h, width: w, block: h * w, rowStep: w, colStep: 1, period: previous.outPeriod, perPart: c };
 }
 
 export interface PlanningOptions {
@@ -294,10 +315,27 @@ export interface PlanningOptions {
   readonly rowsLast?: boolean;
   /** The first layer may pack two values per slot (CKKS with encrypted weights and input): a convolution its planes two per ciphertext, a dense layer half the diagonals. */
   readonly complex?: boolean;
+  /**
+   * Activations that do not fit one ciphertext span several: an im2col convolution's
+   * output, a rotated convolution's input and output maps, a dense layer's input. Without
+   * it such a layer is refused (a larger ring degree is the remedy).
+   */
+  readonly spanCiphertexts?: boolean;
 }
 
 /** How CKKS plans its layers (complex packing depends on the mode: see planClassifier). */
-export const CKKS_PLANNING: PlanningOptions = { rowsLast: true };
+export const CKKS_PLANNING: PlanningOptions = { rowsLast: true, spanCiphertexts: true };
+
+/** The ciphertexts a linear layer's output spans (activations and adds keep their input's). */
+export function outputParts(plan: ConvPlan | RotatedConvPlan | DensePlan): number {
+  return plan.kind === 'conv' ? plan.parts : plan.kind === 'conv-rot' ? gridParts(plan.output) : 1;
+}
+
+/** The ciphertexts each layer's output spans, layer by layer. */
+export function layerParts(plans: readonly LayerPlan[]): number[] {
+  let parts = 1;
+  return plans.map((plan) => (parts = plan.kind === 'poly' || plan.kind === 'add' ? parts : outputParts(plan)));
+}
 
 /** The scores of a plan's result: `count` outputs, output r in slot r·stride. */
 export function outputSlots(plans: readonly LayerPlan[]): { count: number; stride: number } {
@@ -315,7 +353,8 @@ export function readOutputs(slots: ArrayLike<number>, output: { count: number; s
 export interface LayerWeights<W> {
   /** A dense layer's diagonals, or a convolution's weight planes; null: structurally zero. */
   readonly diagonals: readonly (W | null)[];
-  readonly bias: W | null;
+  /** One bias per ciphertext of the output (see outputParts). */
+  readonly biases: readonly (W | null)[];
 }
 
 /**
@@ -353,24 +392,44 @@ export interface Backend<V, W> {
   free(x: V): void;
 }
 
+/** Every input part rotated by each baby step, each reached from the one before (step 0 is the part itself). */
+function babySteps<V, W>(be: Backend<V, W>, xs: readonly V[], babies: readonly number[]): V[][] {
+  return xs.map((x) => {
+    const rotated: V[] = [];
+    babies.forEach((step, b) => rotated.push(b === 0 ? (step === 0 ? x : be.rotate(x, step)) : be.rotate(rotated[b - 1]!, step - babies[b - 1]!)));
+    return rotated;
+  });
+}
+
+function freeBabySteps<V, W>(be: Backend<V, W>, xs: readonly V[], rotated: readonly V[][]): void {
+  rotated.forEach((steps, t) => steps.forEach((r) => r !== xs[t] && be.free(r)));
+}
+
 /**
- * The diagonal method's sum, baby-step/giant-step: diagonal i·babies.length + b multiplies
- * x rotated by babies[b] (each baby reached from the one before it), and group i is
- * rotated by i·giantStep, Horner-style down to group 0. Groups [lo, hi) only; relinearized,
- * not yet rescaled; null when the groups hold no products. Below `lo` only the rotations by
- * `giantStep` remain, so shares computed by different workers add up to the whole sum with
- * no extra Galois key.
+ * The diagonal method's sum, baby-step/giant-step: group i holds, for every input part t,
+ * the diagonals (i·parts + t)·babies + b (b < `perGroup(i)`), each multiplying part t
+ * rotated by babies[b]; group i is rotated by i·giantStep, Horner-style down to group 0.
+ * Groups [lo, hi) only; relinearized, not yet rescaled; null when the groups hold no
+ * products. Below `lo` only the rotations by `giantStep` remain, so shares computed by
+ * different workers add up to the whole sum with no extra Galois key.
  */
-function diagonalSum<V, W>(be: Backend<V, W>, diagonals: readonly (W | null)[], babies: readonly number[], giantStep: number, x: V, lo: number, hi: number): V | null {
-  const rotated: V[] = [];
-  babies.forEach((step, b) => rotated.push(b === 0 ? (step === 0 ? x : be.rotate(x, step)) : be.rotate(rotated[b - 1]!, step - babies[b - 1]!)));
+function giantSum<V, W>(
+  be: Backend<V, W>,
+  diagonals: readonly (W | null)[],
+  rotated: readonly V[][],
+  giantStep: number,
+  range: { lo: number; hi: number; perGroup: (i: number) => number },
+): V | null {
+  const parts = rotated.length;
+  const babies = rotated[0]!.length;
   let acc: V | null = null;
-  for (let i = hi - 1; i >= 0; i--) {
+  for (let i = range.hi - 1; i >= 0; i--) {
     let part: V | null = null;
-    for (let b = 0; i >= lo && b < babies.length; b++) {
-      const w = diagonals[i * babies.length + b];
-      if (w === undefined) break;
-      if (w !== null) part = be.mulAdd(part, w, rotated[b]!);
+    for (let t = 0; i >= range.lo && t < parts; t++) {
+      for (let b = 0; b < range.perGroup(i); b++) {
+        const w = diagonals[(i * parts + t) * babies + b];
+        if (w != null) part = be.mulAdd(part, w, rotated[t]![b]!);
+      }
     }
     if (part !== null) be.relinearize(part);
     if (acc !== null) {
@@ -385,39 +444,51 @@ function diagonalSum<V, W>(be: Backend<V, W>, diagonals: readonly (W | null)[], 
       acc = part;
     }
   }
-  for (const r of rotated) if (r !== x) be.free(r);
   return acc;
 }
 
 /** A dense layer's share: its giant-step groups [lo, hi) (see diagonalSum). */
-export function denseShare<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, x: V, lo = 0, hi = plan.giant): V | null {
+export function denseShare<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, xs: readonly V[], lo = 0, hi = plan.giant): V | null {
   const { baby, diagonals } = plan;
-  if (weights.diagonals.length !== diagonals) {
-    fail('E_SHAPE', `layer has ${weights.diagonals.length} diagonals, its plan needs ${diagonals}`);
+  if (weights.diagonals.length !== weightCount(plan)) {
+    fail('E_SHAPE', `layer has ${weights.diagonals.length} diagonals, its plan needs ${weightCount(plan)}`);
   }
+  if (xs.length !== plan.parts) fail('E_SHAPE', `the layer reads ${plan.parts} ciphertexts, got ${xs.length}`);
   if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi > plan.giant || lo >= hi) {
     fail('E_SHAPE', `giant-step groups [${lo}, ${hi}) are not a range within [0, ${plan.giant})`);
   }
-  const babies = Array.from({ length: Math.min(baby, diagonals) }, (_, b) => b);
-  return diagonalSum(be, weights.diagonals, babies, baby, x, lo, hi);
+  const rotated = babySteps(be, xs, Array.from({ length: Math.min(baby, diagonals) }, (_, b) => b));
+  const sum = giantSum(be, weights.diagonals, rotated, baby, { lo, hi, perGroup: (i) => Math.min(baby, diagonals - i * baby) });
+  freeBabySteps(be, xs, rotated);
+  return sum;
 }
 
 /**
- * A convolution on encrypted activations (see RotatedConvPlan): its diagonal sum, rescale,
- * bias. A residual add's `skip` value joins the sum before the rescale (brought to its
- * level and scale by a product with 1), so the add costs no level.
+ * A convolution on encrypted activations (see RotatedConvPlan): per output part, its
+ * diagonal sum over every input part, rescale, bias. A residual add's `skip` value joins
+ * the sum before the rescale (brought to its level and scale by a product with 1), so the
+ * add costs no level.
  */
-export function evaluateRotatedConv<V, W>(be: Backend<V, W>, plan: RotatedConvPlan, weights: LayerWeights<W>, x: V, skip?: V): V {
+export function evaluateRotatedConv<V, W>(be: Backend<V, W>, plan: RotatedConvPlan, weights: LayerWeights<W>, xs: readonly V[], skip?: readonly V[]): V[] {
   if (weights.diagonals.length !== plan.used.length) {
     fail('E_SHAPE', `the convolution has ${weights.diagonals.length} diagonals, its plan needs ${plan.used.length}`);
   }
-  const sum = diagonalSum(be, weights.diagonals, plan.babies, plan.input.block, x, 0, plan.giant);
-  if (sum !== null && skip !== undefined) {
-    const aligned = be.mulConstLike(skip, 1, sum);
-    be.add(sum, aligned);
-    be.free(aligned);
-  }
-  return convFinish(be, weights, sum);
+  const outParts = gridParts(plan.output);
+  if (xs.length !== gridParts(plan.input)) fail('E_SHAPE', `the convolution reads ${gridParts(plan.input)} ciphertexts, got ${xs.length}`);
+  if (skip !== undefined && skip.length !== outParts) fail('E_SHAPE', `a residual add of ${skip.length} ciphertexts to a convolution producing ${outParts}`);
+  const rotated = babySteps(be, xs, plan.babies);
+  const perOutput = plan.used.length / outParts;
+  const outs = Array.from({ length: outParts }, (_, u) => {
+    const sum = giantSum(be, weights.diagonals.slice(u * perOutput, (u + 1) * perOutput), rotated, plan.input.block, { lo: 0, hi: plan.giant, perGroup: () => plan.babies.length });
+    if (sum !== null && skip !== undefined) {
+      const aligned = be.mulConstLike(skip[u]!, 1, sum);
+      be.add(sum, aligned);
+      be.free(aligned);
+    }
+    return convFinish(be, weights.biases[u] ?? null, sum);
+  });
+  freeBabySteps(be, xs, rotated);
+  return outs;
 }
 
 /**
@@ -426,7 +497,8 @@ export function evaluateRotatedConv<V, W>(be: Backend<V, W>, plan: RotatedConvPl
  * rotate-and-sum, bias.
  */
 export function denseFinish<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, acc: V | null): V {
-  if (acc === null) return be.constant(weights.bias);
+  const bias = weights.biases[0] ?? null;
+  if (acc === null) return be.constant(bias);
   be.rescale(acc);
   if (plan.complex) acc = realPart(be, acc);
   for (const step of plan.sumSteps) {
@@ -434,34 +506,36 @@ export function denseFinish<V, W>(be: Backend<V, W>, plan: DensePlan, weights: L
     be.add(acc, turned);
     be.free(turned);
   }
-  if (weights.bias !== null) be.addWeight(acc, weights.bias);
+  if (bias !== null) be.addWeight(acc, bias);
   return acc;
 }
 
-export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, x: V): V {
-  return denseFinish(be, plan, weights, denseShare(be, plan, weights, x));
+export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights: LayerWeights<W>, xs: readonly V[]): V {
+  return denseFinish(be, plan, weights, denseShare(be, plan, weights, xs));
 }
 
 /**
- * A convolution's share: Σ_{p∈[lo,hi)} W_p ⊙ X_p over its im2col planes, relinearized, not
- * yet rescaled; null when no plane contributes. `planes[p]` is plane p's packed input
- * (only those in the range are read).
+ * A convolution's share: per output part, Σ W_p ⊙ X_p over its im2col planes p in
+ * [lo, hi) (numbered part after part), relinearized, not yet rescaled; null for a part no
+ * plane contributes to. `planes[p]` is plane p's packed input (only those in the range
+ * are read).
  */
-export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: LayerWeights<W>, planes: readonly V[], lo = 0, hi = convInputs(plan)): V | null {
+export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: LayerWeights<W>, planes: readonly V[], lo = 0, hi = convInputs(plan)): (V | null)[] {
   const count = convInputs(plan);
   if (weights.diagonals.length !== count) fail('E_SHAPE', `the convolution has ${weights.diagonals.length} weight planes, its plan needs ${count}`);
   if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi > count || lo >= hi) {
     fail('E_SHAPE', `planes [${lo}, ${hi}) are not a range within [0, ${count})`);
   }
-  let acc: V | null = null;
+  const sums: (V | null)[] = Array<V | null>(plan.parts).fill(null);
   for (let p = lo; p < hi; p++) {
     const x = planes[p];
     if (x === undefined) fail('E_SHAPE', `input plane ${p} is missing`);
     const w = weights.diagonals[p];
-    if (w != null) acc = be.mulAdd(acc, w, x);
+    const t = Math.floor(p / convPartInputs(plan));
+    if (w != null) sums[t] = be.mulAdd(sums[t]!, w, x);
   }
-  if (acc !== null) be.relinearize(acc);
-  return acc;
+  for (const sum of sums) if (sum !== null) be.relinearize(sum);
+  return sums;
 }
 
 /** 2·Re(acc) of a complex-packed sum (acc is consumed). */
@@ -472,12 +546,12 @@ function realPart<V, W>(be: Backend<V, W>, acc: V): V {
   return real;
 }
 
-/** Completes a convolution from the sum of its shares: rescale, the real part of complex-packed planes (see denseFinish), bias. */
-export function convFinish<V, W>(be: Backend<V, W>, weights: LayerWeights<W>, acc: V | null, complex = false): V {
-  if (acc === null) return be.constant(weights.bias);
+/** Completes one part of a convolution from the sum of its shares: rescale, the real part of complex-packed planes (see denseFinish), bias. */
+export function convFinish<V, W>(be: Backend<V, W>, bias: W | null, acc: V | null, complex = false): V {
+  if (acc === null) return be.constant(bias);
   be.rescale(acc);
   if (complex) acc = realPart(be, acc);
-  if (weights.bias !== null) be.addWeight(acc, weights.bias);
+  if (bias !== null) be.addWeight(acc, bias);
   return acc;
 }
 
@@ -486,16 +560,20 @@ export function shareGroups(plan: ConvPlan | DensePlan): number {
   return plan.kind === 'conv' ? convInputs(plan) : plan.giant;
 }
 
-/** How many slot vectors the device packs for the first layer: im2col planes (or their pairs) or one. */
+/** How many slot vectors the device packs for the first layer: im2col planes (or their pairs) of every part, or one per part. */
 export function inputCount(plan: ConvPlan | DensePlan): number {
-  return plan.kind === 'conv' ? convInputs(plan) : 1;
+  return plan.kind === 'conv' ? convInputs(plan) : plan.parts;
 }
 
-/** Packs the device's input for the first layer: its im2col planes (complex pairs of them), or one slot vector. */
+/** Packs the device's input for the first layer: its im2col planes (complex pairs of them), or one slot vector per part. */
 export function packInputs(plan: ConvPlan | DensePlan, features: ArrayLike<number>): Float64Array[] {
-  if (plan.kind === 'dense') return [packInput(plan, features)];
+  if (plan.kind === 'dense') {
+    const packed = packInput(plan, features);
+    const size = packed.length / plan.parts;
+    return Array.from({ length: plan.parts }, (_, t) => packed.subarray(t * size, (t + 1) * size));
+  }
   const planes = packConvInput(plan, features);
-  return plan.complex ? pairPlanes(planes, 'input') : planes;
+  return plan.complex ? pairPlanes(planes, 'input', plan.geometry.planes) : planes;
 }
 
 /**
@@ -628,39 +706,42 @@ function firstLayer<W>(plans: readonly LayerPlan[], weights: readonly (LayerWeig
   return [plan, w];
 }
 
-/** The first layer's share over groups `range` (all by default): see denseShare and convShare. */
+/**
+ * The first layer's share over groups `range` (all by default), one sum per ciphertext of
+ * its output (null where no product landed): see denseShare and convShare.
+ */
 export function evaluateShare<V, W>(
   be: Backend<V, W>,
   plans: readonly LayerPlan[],
   weights: readonly (LayerWeights<W> | null)[],
   inputs: readonly V[],
   range?: readonly [number, number],
-): V | null {
+): (V | null)[] {
   const [plan, w] = firstLayer(plans, weights);
   if (plan.kind === 'conv') return convShare(be, plan, w, inputs, range?.[0], range?.[1]);
-  const x = inputs[0];
-  if (x === undefined) fail('E_SHAPE', 'the dense first layer needs its packed input');
-  return denseShare(be, plan, w, x, range?.[0], range?.[1]);
+  if (inputs.length !== plan.parts || inputs.some((x) => x === undefined)) fail('E_SHAPE', `the dense first layer needs its ${plan.parts} packed input vectors`);
+  return [denseShare(be, plan, w, inputs, range?.[0], range?.[1])];
 }
 
-/** Runs the rest of the plan from the sum of the first layer's shares (consumed). */
+/** Runs the rest of the plan from the sums of the first layer's shares (consumed), one per ciphertext of its output. */
 export function finishLayers<V, W>(
   be: Backend<V, W>,
   plans: readonly LayerPlan[],
   weights: readonly (LayerWeights<W> | null)[],
-  shares: V | null,
+  shares: readonly (V | null)[],
   onLayer?: (index: number) => void,
 ): V {
   const [plan, w] = firstLayer(plans, weights);
-  let current = plan.kind === 'conv' ? convFinish(be, w, shares, plan.complex) : denseFinish(be, plan, w, shares);
+  if (shares.length !== outputParts(plan)) fail('E_SHAPE', `the first layer produces ${outputParts(plan)} ciphertexts, got ${shares.length} sums`);
+  let current: V[] = plan.kind === 'conv' ? shares.map((acc, t) => convFinish(be, w.biases[t] ?? null, acc, plan.complex)) : [denseFinish(be, plan, w, shares[0]!)];
   // Outputs a residual add reads later, kept until then.
-  const kept = new Map<number, V>();
-  const keep = (i: number, value: V) => plans.some((p) => p.kind === 'add' && p.from === i) && kept.set(i, be.clone(value));
+  const kept = new Map<number, V[]>();
+  const keep = (i: number, value: readonly V[]) => plans.some((p) => p.kind === 'add' && p.from === i) && kept.set(i, value.map((v) => be.clone(v)));
   keep(0, current);
   plans.forEach((layer, i) => {
     if (i === 0 || layer.kind === 'add') return;
     onLayer?.(i);
-    let next: V;
+    let next: V[];
     if (layer.kind === 'conv') fail('E_SHAPE', `layer ${i}: an im2col convolution can only be the first layer`);
     if (layer.kind === 'conv-rot' || layer.kind === 'dense') {
       const lw = weights[i];
@@ -668,15 +749,16 @@ export function finishLayers<V, W>(
       const add = plans[i + 1];
       const skip = add?.kind === 'add' ? kept.get(add.from) : undefined;
       if (add?.kind === 'add' && skip === undefined) fail('E_SHAPE', `layer ${i + 1}: layer ${add.from}'s output was not kept`);
-      next = layer.kind === 'dense' ? evaluateDense(be, layer, lw, current) : evaluateRotatedConv(be, layer, lw, current, skip);
+      next = layer.kind === 'dense' ? [evaluateDense(be, layer, lw, current)] : evaluateRotatedConv(be, layer, lw, current, skip);
     } else {
-      next = evaluatePoly(be, layer, current);
+      next = current.map((x) => evaluatePoly(be, layer, x));
     }
-    be.free(current);
+    for (const v of current) be.free(v);
     current = next;
     keep(i, current);
     if (plans[i + 1]?.kind === 'add') keep(i + 1, current);
   });
-  for (const value of kept.values()) be.free(value);
-  return current;
+  for (const value of kept.values()) for (const v of value) be.free(v);
+  if (current.length !== 1) fail('E_SHAPE', `the last layer leaves ${current.length} ciphertexts, the scores must fit one`);
+  return current[0]!;
 }

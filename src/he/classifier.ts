@@ -8,6 +8,7 @@ import {
   firstPlan,
   foldModel,
   inputCount,
+  outputParts,
   packInputs,
   shareGroups,
   type Layer,
@@ -26,7 +27,7 @@ import { encodeComplex, encryptComplex, monomialPlain } from './complex';
 import type { HeContext } from './context';
 import { fail, HeError } from './errors';
 import { type DeviceKeys, loadSeal, type OwnerKeys } from './keys';
-import { type DensePlan, diagonalIndex, lowerBoundMults, virtualSlots } from './packing';
+import { type DensePlan, diagonalIndex, lowerBoundMults, virtualSlots, weightCount } from './packing';
 import { packModel } from './reference';
 import { checkParameters, describeParameters, type HeParameters, MAX_RING_DEGREE, MIN_RING_DEGREE, sameParameters } from './params';
 import { Scope } from './scope';
@@ -67,11 +68,16 @@ export interface ClassifierPlan {
   readonly lowerBoundMults: number;
   /** Per dense layer, which diagonals carry weights (the rest are structurally zero); per convolution, its planes. */
   readonly structure: readonly (readonly boolean[] | null)[];
-  /** Level and scale each weight section is encrypted at, keyed `layer:diagonal` (−1: bias). */
+  /** Level and scale each weight section is encrypted at, keyed `layer:diagonal` (−1 − u: the bias of output part u). */
   readonly weightSlots: ReadonlyMap<string, { level: number; scale: number }>;
   readonly inputScale: number;
   /** Level and scale of a share of the first layer (see evaluateShare), before rescaling. */
   readonly shareSlot: { level: number; scale: number };
+}
+
+/** The weight key's diagonal of the bias of output part u (`layer:−1` for a one-ciphertext output, as before parts existed). */
+function biasDiagonal(u: number): number {
+  return -1 - u;
 }
 
 export function checkMode(mode: Mode): Mode {
@@ -114,9 +120,11 @@ export function shapesOf(layers: readonly LayerShape[]): LayerShape[] {
 }
 
 /**
- * The fewest slots (of a ring the parameter planner offers) whose ciphertexts hold every
- * layer's tensors in CKKS's packing for `mode`. What does not fit the largest ring is
- * refused with the packing's own reason (a larger ring is no remedy).
+ * The fewest slots (of a ring the parameter planner offers) at which CKKS's packing for
+ * `mode` plans every layer. Activations span as many ciphertexts as they need, so only
+ * what must fit one ciphertext sets it: a dense layer's outputs, one map of a
+ * convolution. What does not fit the largest ring is refused with the packing's own
+ * reason (a larger ring is no remedy).
  */
 export function layoutSlots(layers: readonly LayerShape[], mode: Mode): number {
   const shapes = shapesOf(layers);
@@ -129,7 +137,7 @@ export function layoutSlots(layers: readonly LayerShape[], mode: Mode): number {
       planLayers(shapes, polys, slots, planning);
       return slots;
     } catch (error) {
-      // A dense layer's width or a convolution's maps do not fit these slots: try a larger ring.
+      // A dense layer's outputs or a convolution's map do not fit these slots: try a larger ring.
       if (!(error instanceof HeError && (error.code === 'E_SHAPE' || error.code === 'E_UNSUPPORTED'))) throw error;
     }
   }
@@ -150,7 +158,7 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
     if (plan.kind !== 'dense') return null;
     const index = diagonalIndex(plan);
     const virtual = virtualSlots(plan);
-    return Array.from({ length: plan.diagonals }, (_, k) => index.subarray(k * virtual, (k + 1) * virtual).some((v) => v >= 0));
+    return Array.from({ length: weightCount(plan) }, (_, k) => index.subarray(k * virtual, (k + 1) * virtual).some((v) => v >= 0));
   });
   const trace = new TraceBackend(he.primes, checked.weights === 'encrypted');
   const markers = plans.map((plan, layer): LayerWeights<TraceWeight> | null =>
@@ -158,14 +166,14 @@ export function planClassifier(he: HeContext, layers: readonly LayerShape[], mod
       ? null
       : {
           diagonals: structure[layer]!.map((used, diagonal) => (used ? { layer, diagonal } : null)),
-          bias: { layer, diagonal: -1 },
+          biases: Array.from({ length: outputParts(plan) }, (_, u) => ({ layer, diagonal: biasDiagonal(u) })),
         },
   );
   const inputScale = 2 ** he.params.scaleBits;
   const input = { level: he.topLevel, scale: inputScale, size: checked.input === 'encrypted' ? 2 : 0 };
   const inputs = Array.from({ length: inputCount(firstPlan(plans)) }, () => ({ ...input }));
   evaluateLayers(trace, plans, markers, inputs, (i) => trace.enterLayer(i));
-  const share = evaluateShare(new TraceBackend(he.primes, checked.weights === 'encrypted'), plans, markers, inputs);
+  const share = evaluateShare(new TraceBackend(he.primes, checked.weights === 'encrypted'), plans, markers, inputs).find((s) => s !== null);
   const sorted = (steps: Iterable<number>) => [...steps].sort((a, b) => a - b);
   const dense = plans.filter((p) => p.kind === 'dense');
   const first = firstPlan(plans);
@@ -276,7 +284,7 @@ export async function encryptClassifier(
     for (const [i, packed] of packModel(plan.plans, folded).entries()) {
       if (packed === null) continue;
       const parts: [Float64Array, string][] = packed.diagonals.flatMap((d, k): [Float64Array, string][] => (d === null ? [] : [[d, `${i}:${k}`]]));
-      parts.push([packed.bias, `${i}:-1`]);
+      packed.biases.forEach((b, u) => parts.push([b, `${i}:${biasDiagonal(u)}`]));
       for (const [values, key] of parts) {
         sections.push(seal1(values, key));
         onProgress?.(sections.length, total);
@@ -412,7 +420,7 @@ export class EncryptedClassifier {
       const weights = plan.plans.map((layerPlan, i): LayerWeights<SealWeight> | null => {
         if (layerPlan.kind === 'poly' || layerPlan.kind === 'add') return null;
         const diagonals = plan.structure[i]!.map((used, k) => (used ? load(`${i}:${k}`) : null));
-        return { diagonals, bias: load(`${i}:-1`) };
+        return { diagonals, biases: Array.from({ length: outputParts(layerPlan) }, (_, u) => load(`${i}:${biasDiagonal(u)}`)) };
       });
       const first = firstPlan(plan.plans);
       const monomial = first.complex ? owned.track(monomialPlain(he, he.topLevel)) : null;
@@ -515,7 +523,8 @@ export class EncryptedClassifier {
       const t1 = performance.now();
       const share = evaluateShare<SealValue, SealWeight>(new SealBackend(this.he, this.keys, scope), this.plan.plans, this.weights, input, range);
       const t2 = performance.now();
-      const sections = share === null ? [] : [this.cipherOf(share).saveArray(this.he.seal.ComprModeType.none)];
+      // One section per output part, empty where the share has no product.
+      const sections = share.every((s) => s === null) ? [] : share.map((s) => (s === null ? new Uint8Array(0) : this.cipherOf(s).saveArray(this.he.seal.ComprModeType.none)));
       return { partial: writeContainer('partial', header, sections), encryptMs: t1 - t0, evaluateMs: t2 - t1 };
     } finally {
       scope.dispose();
@@ -538,6 +547,7 @@ export class EncryptedClassifier {
     if (!Array.isArray(partials) || partials.length === 0) fail('E_SHAPE', 'finish needs at least one partial sum');
     const he = this.he;
     const giant = shareGroups(this.first);
+    const parts = outputParts(this.first);
     const read = partials.map((bytes, i) => {
       const { header, sections } = readContainer<PartialHeader>(bytes, 'partial');
       if (header.keyId !== this.keys.keyId) fail('E_KEYS', `partial ${i} was computed under key ${header.keyId}, not ${this.keys.keyId}`);
@@ -546,8 +556,8 @@ export class EncryptedClassifier {
       if (!Array.isArray(r) || r.length !== 2 || !r.every(Number.isInteger) || r[0] < 0 || r[0] > r[1] || r[1] > giant) {
         fail('E_CORRUPT', `partial ${i} declares giant-step groups ${JSON.stringify(r)}, outside [0, ${giant}]`);
       }
-      if (sections.length > 1) fail('E_CORRUPT', `partial ${i} holds ${sections.length} sections, at most 1`);
-      return { range: r, section: sections[0], index: i };
+      if (sections.length !== 0 && sections.length !== parts) fail('E_CORRUPT', `partial ${i} holds ${sections.length} sections, a share holds none or ${parts}`);
+      return { range: r, sections, index: i };
     });
     read.sort((a, b) => a.range[0] - b.range[0] || a.range[1] - b.range[1]);
     let covered = 0;
@@ -561,20 +571,23 @@ export class EncryptedClassifier {
     const scope = new Scope();
     try {
       const t0 = performance.now();
-      let sum: CipherText | null = null;
+      const sums: (CipherText | null)[] = Array<CipherText | null>(parts).fill(null);
       const expected = this.plan.shareSlot;
-      for (const { section, index } of read) {
-        if (section === undefined) continue;
-        const what = `partial ${index}`;
-        const ct = scope.track(loadSeal(he, he.seal.CipherText(), section, what));
-        if (he.levelOf(ct) !== expected.level || Math.abs(ct.scale / expected.scale - 1) > 1e-9 || ct.size !== 2) {
-          fail('E_CORRUPT', `${what} is at level ${he.levelOf(ct)} scale 2^${Math.log2(ct.scale).toFixed(2)} size ${ct.size}, a share is at level ${expected.level} scale 2^${Math.log2(expected.scale).toFixed(2)} size 2`);
-        }
-        if (sum === null) sum = ct;
-        else he.evaluator.add(sum, ct, sum);
+      for (const { sections, index } of read) {
+        sections.forEach((section, t) => {
+          if (section.length === 0) return;
+          const what = parts === 1 ? `partial ${index}` : `partial ${index} part ${t}`;
+          const ct = scope.track(loadSeal(he, he.seal.CipherText(), section, what));
+          if (he.levelOf(ct) !== expected.level || Math.abs(ct.scale / expected.scale - 1) > 1e-9 || ct.size !== 2) {
+            fail('E_CORRUPT', `${what} is at level ${he.levelOf(ct)} scale 2^${Math.log2(ct.scale).toFixed(2)} size ${ct.size}, a share is at level ${expected.level} scale 2^${Math.log2(expected.scale).toFixed(2)} size 2`);
+          }
+          const sum = sums[t];
+          if (sum == null) sums[t] = ct;
+          else he.evaluator.add(sum, ct, sum);
+        });
       }
       const backend = new SealBackend(he, this.keys, scope);
-      const out = finishLayers<SealValue, SealWeight>(backend, this.plan.plans, this.weights, sum);
+      const out = finishLayers<SealValue, SealWeight>(backend, this.plan.plans, this.weights, sums);
       const t1 = performance.now();
       const result = this.result(out);
       const t2 = performance.now();

@@ -38,6 +38,7 @@ export {
 export {
   classifierDepth,
   isComplex,
+  layerParts,
   type Layer,
   type LayerShape,
   type DenseLayer,

@@ -17,7 +17,9 @@ import { fail } from './errors';
  *
  * - 'scattered': feature `columns[s]` in slot s (−1: anything), as a rotated convolution
  *   leaves its output. outPeriod diagonals cover every (row, column) pair; the
- *   rotate-and-sum then runs over all S slots.
+ *   rotate-and-sum then runs over all S slots. The input may span several ciphertexts
+ *   (`parts`, columns[t·S + s] for slot s of part t): each part has its own diagonals and
+ *   baby rotations, and each giant-step group sums the products of every part.
  *
  * - 'rows' (a small last layer, m·period ≤ S): x replicated with period `period` against
  *   one ciphertext holding row r of W in slots [r·period, r·period + n); one product, then
@@ -40,9 +42,11 @@ export interface DensePlan {
   readonly outputs: number;
   readonly slots: number;
   readonly layout: 'replicated' | 'shifted' | 'rows' | 'scattered';
+  /** Ciphertexts the input spans (more than one only in the scattered layout). */
+  readonly parts: number;
   /** Two values per slot (see above): the layout spans 2·slots virtual slots. */
   readonly complex: boolean;
-  /** The input's feature per slot, for the 'scattered' layout. */
+  /** The input's feature per slot (of each part), for the 'scattered' layout. */
   readonly columns?: Int32Array;
   /** Period of the input layout (power of two ≥ inputs). */
   readonly period: number;
@@ -66,6 +70,19 @@ export function nextPowerOfTwo(n: number): number {
 /** Lower bound on ct×ct multiplications for an m×n layer over S slots: ⌈m·n/S⌉. */
 export function lowerBoundMults(outputs: number, inputs: number, slots: number): number {
   return Math.ceil((outputs * inputs) / slots);
+}
+
+/**
+ * Where diagonal k of input part t sits in the layer's weight list: (i·parts + t)·baby + b
+ * for k = i·baby + b (one part: at k), so that each giant-step group is contiguous.
+ */
+export function diagonalSlot(plan: DensePlan, k: number, t: number): number {
+  return (Math.floor(k / plan.baby) * plan.parts + t) * plan.baby + (k % plan.baby);
+}
+
+/** Entries of the layer's weight list (see diagonalSlot; the last group holds only the diagonals that remain). */
+export function weightCount(plan: DensePlan): number {
+  return (plan.giant * plan.parts - 1) * plan.baby + plan.diagonals - (plan.giant - 1) * plan.baby;
 }
 
 /** Slots of the layout: 2·slots virtual slots when complex. */
@@ -115,7 +132,7 @@ function candidate(
   const sumSteps: number[] = [];
   for (let step = outPeriod; step < sumEnd; step *= 2) sumSteps.push(step);
   const { baby, giant } = splitBabyGiant(diagonals);
-  return { kind: 'dense', inputs, outputs, slots, layout, complex, period, outPeriod, diagonals, baby, giant, sumSteps, outStride: 1 };
+  return { kind: 'dense', inputs, outputs, slots, layout, parts: 1, complex, period, outPeriod, diagonals, baby, giant, sumSteps, outStride: 1 };
 }
 
 /** The 'rows' layout of a last layer, or undefined when its rows do not fit side by side. */
@@ -129,6 +146,7 @@ function rowsCandidate(inputs: number, outputs: number, slots: number, inputPeri
     outputs,
     slots,
     layout: 'rows',
+    parts: 1,
     complex: false,
     period: inputPeriod,
     outPeriod: slots,
@@ -140,9 +158,9 @@ function rowsCandidate(inputs: number, outputs: number, slots: number, inputPeri
   };
 }
 
-/** A layer reading features scattered over the slots (see DensePlan). */
+/** A layer reading features scattered over the slots of one or more ciphertexts (see DensePlan). */
 function scatteredCandidate(inputs: number, outputs: number, slots: number, columns: Int32Array): DensePlan {
-  if (columns.length !== slots) fail('E_SHAPE', `an input layout of ${columns.length} slots for ${slots} slots`);
+  if (columns.length === 0 || columns.length % slots !== 0) fail('E_SHAPE', `an input layout of ${columns.length} slots is not a whole number of ${slots}-slot ciphertexts`);
   const seen = new Uint8Array(inputs);
   for (const c of columns) {
     if (c >= inputs) fail('E_SHAPE', `the input layout names feature ${c}, the layer reads ${inputs}`);
@@ -153,7 +171,12 @@ function scatteredCandidate(inputs: number, outputs: number, slots: number, colu
   const sumSteps: number[] = [];
   for (let step = outPeriod; step < slots; step *= 2) sumSteps.push(step);
   const { baby, giant } = splitBabyGiant(outPeriod);
-  return { kind: 'dense', inputs, outputs, slots, layout: 'scattered', complex: false, columns, period: slots, outPeriod, diagonals: outPeriod, baby, giant, sumSteps, outStride: 1 };
+  return { kind: 'dense', inputs, outputs, slots, layout: 'scattered', parts: columns.length / slots, complex: false, columns, period: slots, outPeriod, diagonals: outPeriod, baby, giant, sumSteps, outStride: 1 };
+}
+
+/** Features in order over as many ciphertexts as they need: feature f in slot f mod S of part ⌊f/S⌋. */
+function sequentialColumns(inputs: number, slots: number): Int32Array {
+  return Int32Array.from({ length: Math.ceil(inputs / slots) * slots }, (_, s) => (s < inputs ? s : -1));
 }
 
 /**
@@ -180,17 +203,28 @@ export function planDense(
   inputs: number,
   outputs: number,
   slots: number,
-  options: { inputLayout: 'replicated' | 'shifted' | 'scattered'; inputPeriod?: number; inputColumns?: Int32Array; finalLayer: boolean; rows?: boolean; complex?: boolean },
+  options: {
+    inputLayout: 'replicated' | 'shifted' | 'scattered';
+    inputPeriod?: number;
+    inputColumns?: Int32Array;
+    finalLayer: boolean;
+    rows?: boolean;
+    complex?: boolean;
+    /** An input the device lays out that does not fit one ciphertext may span several (scattered, in order). */
+    spanning?: boolean;
+  },
 ): DensePlan {
   if (!Number.isInteger(inputs) || !Number.isInteger(outputs) || inputs < 1 || outputs < 1) {
     fail('E_SHAPE', `dense layer needs positive integer sizes, got ${outputs}×${inputs}`);
   }
-  if (nextPowerOfTwo(inputs) > slots || nextPowerOfTwo(outputs) > slots) {
-    fail('E_SHAPE', `a ${outputs}×${inputs} layer does not fit in ${slots} slots; choose a larger ring degree`);
-  }
+  if (nextPowerOfTwo(outputs) > slots) fail('E_SHAPE', `a ${outputs}×${inputs} layer's outputs do not fit in ${slots} slots; choose a larger ring degree`);
   if (options.inputLayout === 'scattered') {
     if (options.inputColumns === undefined) fail('E_SHAPE', 'a scattered input layout needs its columns');
     return scatteredCandidate(inputs, outputs, slots, options.inputColumns);
+  }
+  if (nextPowerOfTwo(inputs) > slots) {
+    if (options.inputLayout === 'shifted' && options.spanning === true) return scatteredCandidate(inputs, outputs, slots, sequentialColumns(inputs, slots));
+    fail('E_SHAPE', `a ${outputs}×${inputs} layer does not fit in ${slots} slots; choose a larger ring degree`);
   }
   const { inputPeriod } = options;
   if (inputPeriod !== undefined && (inputPeriod < nextPowerOfTwo(inputs) || inputPeriod !== nextPowerOfTwo(inputPeriod))) {
@@ -208,7 +242,7 @@ export function planDense(
   return candidates.reduce((best, c) => (estimatedCost(c) <= estimatedCost(best) ? c : best));
 }
 
-/** Packs the input vector into the layer's input layout (what the device encrypts; complex: real parts, then imaginary parts). */
+/** Packs the input vector into the layer's input layout (what the device encrypts; complex: real parts, then imaginary parts; several parts: one after the other). */
 export function packInput(plan: DensePlan, x: ArrayLike<number>): Float64Array {
   if (x.length !== plan.inputs) fail('E_SHAPE', `input has ${x.length} values, the classifier expects ${plan.inputs}`);
   const cols = inputColumns(plan);
@@ -225,31 +259,35 @@ export function packInput(plan: DensePlan, x: ArrayLike<number>): Float64Array {
 }
 
 /**
- * Which (diagonal, slot) pairs carry which weight: the same for every matrix of this
- * shape. `index[k·V + j]` is row·inputs + column, or −1 for a zero entry (V: the virtual
- * slots, 2·S when complex, where a rotation turns each half on its own).
+ * Which (weight-list entry, slot) pairs carry which weight: the same for every matrix of
+ * this shape. `index[n·V + j]` is row·inputs + column, or −1 for a zero entry (n: see
+ * diagonalSlot; V: the virtual slots of one part, 2·S when complex, where a rotation
+ * turns each half on its own).
  */
 export function diagonalIndex(plan: DensePlan): Int32Array {
-  const { slots, diagonals, outPeriod, inputs, outputs } = plan;
+  const { slots, diagonals, outPeriod, inputs, outputs, parts } = plan;
   const cols = inputColumns(plan);
-  const virtual = cols.length;
-  const index = new Int32Array(diagonals * virtual).fill(-1);
+  const virtual = cols.length / parts;
+  const index = new Int32Array(weightCount(plan) * virtual).fill(-1);
   if (plan.layout === 'rows') {
     for (let j = 0; j < outputs * plan.period; j++) if (cols[j]! >= 0) index[j] = Math.floor(j / plan.period) * inputs + cols[j]!;
     return index;
   }
   const covered = new Uint8Array(outputs * inputs);
   let count = 0;
-  for (let k = 0; k < diagonals; k++) {
-    for (let j = 0; j < virtual; j++) {
-      const row = j % outPeriod;
-      const col = cols[j - (j % slots) + (((j % slots) + k) % slots)]!;
-      if (row >= outputs || col < 0) continue;
-      const at = row * inputs + col;
-      if (covered[at]) continue;
-      covered[at] = 1;
-      index[k * virtual + j] = at;
-      count++;
+  for (let t = 0; t < parts; t++) {
+    for (let k = 0; k < diagonals; k++) {
+      const n = diagonalSlot(plan, k, t);
+      for (let j = 0; j < virtual; j++) {
+        const row = j % outPeriod;
+        const col = cols[t * virtual + j - (j % slots) + (((j % slots) + k) % slots)]!;
+        if (row >= outputs || col < 0) continue;
+        const at = row * inputs + col;
+        if (covered[at]) continue;
+        covered[at] = 1;
+        index[n * virtual + j] = at;
+        count++;
+      }
     }
   }
   if (count !== outputs * inputs) {
@@ -289,7 +327,7 @@ export interface PackedDense {
  * right by g·i, so the device's giant step rotates once per group.
  */
 export function packDense(plan: DensePlan, weights: ArrayLike<number>, bias: ArrayLike<number> | undefined): PackedDense {
-  const { slots, diagonals, baby, inputs, outputs, outPeriod } = plan;
+  const { slots, baby, inputs, outputs, outPeriod } = plan;
   if (weights.length !== inputs * outputs) {
     fail('E_SHAPE', `weights have ${weights.length} values, a ${outputs}×${inputs} layer needs ${inputs * outputs}`);
   }
@@ -299,18 +337,18 @@ export function packDense(plan: DensePlan, weights: ArrayLike<number>, bias: Arr
   const index = diagonalIndex(plan);
   const virtual = virtualSlots(plan);
   const packed: (Float64Array | null)[] = [];
-  for (let k = 0; k < diagonals; k++) {
+  for (let n = 0; n < weightCount(plan); n++) {
     const d = new Float64Array(virtual);
     let used = false;
     for (let j = 0; j < virtual; j++) {
-      const at = index[k * virtual + j]!;
+      const at = index[n * virtual + j]!;
       if (at >= 0) {
         // Complex: a + i·b packed as (a − i·b)/2 (see DensePlan).
         d[j] = !plan.complex ? weights[at]! : j < slots ? weights[at]! / 2 : -weights[at]! / 2;
         used = true;
       }
     }
-    const giantShift = baby * Math.floor(k / baby);
+    const giantShift = baby * Math.floor(n / (plan.parts * baby));
     packed.push(used ? rotateLeft(d, -giantShift, slots) : null);
   }
   const b = new Float64Array(slots);

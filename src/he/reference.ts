@@ -78,9 +78,9 @@ export class PlainBackend implements Backend<Float64Array, Float64Array> {
   free(): void {}
 }
 
-/** A linear layer's packed weights: every diagonal (or plane) and the bias, as slot vectors. */
+/** A linear layer's packed weights: every diagonal (or plane) and the bias of each output part, as slot vectors. */
 export interface PackedLayer extends LayerWeights<Float64Array> {
-  readonly bias: Float64Array;
+  readonly biases: readonly Float64Array[];
 }
 
 /** Packs every convolution and dense layer of an already folded model for its plan. */
@@ -89,15 +89,12 @@ export function packModel(plans: readonly LayerPlan[], folded: readonly Layer[])
     const layer = folded[i]!;
     if (plan.kind === 'conv' && layer.kind === 'conv') {
       const packed = packConvWeights(plan, layer.weights, layer.bias);
-      return { diagonals: plan.complex ? pairPlanes(packed.planes, 'weights') : packed.planes, bias: packed.bias };
+      return { diagonals: plan.complex ? pairPlanes(packed.planes, 'weights', plan.geometry.planes) : packed.planes, biases: packed.biases };
     }
-    if (plan.kind === 'conv-rot' && layer.kind === 'conv') {
-      const packed = packRotatedConv(plan, layer.weights, layer.bias, layer.inputOffset);
-      return { diagonals: packed.diagonals, bias: packed.bias };
-    }
+    if (plan.kind === 'conv-rot' && layer.kind === 'conv') return packRotatedConv(plan, layer.weights, layer.bias, layer.inputOffset);
     if (plan.kind !== 'dense' || layer.kind !== 'dense') return null;
     const packed = packDense(plan, layer.weights, layer.bias);
-    return { diagonals: packed.diagonals, bias: packed.bias };
+    return { diagonals: packed.diagonals, biases: [packed.bias] };
   });
 }
 

@@ -142,10 +142,10 @@ describe('BGV convolutions: the plan and the exact integer reference', () => {
       /layer 3: the residual add cannot align its branches in BGV: layer 1's values have scale 2\^[\d.]+, the convolution's sum only 2\^-?[\d.]+, and BGV can multiply the skip by an integer but not divide it: quantize with more bits/,
     );
     expect(() => planBgv(huge, { ...RES_OPTIONS, inputBits: 4, weightBits: 4 })).toThrow(/cannot align its branches in BGV/);
-    // Tensors spanning several ciphertexts: none fits even the largest ring.
+    // BGV's activations do not span ciphertexts: none fits even the largest ring.
     const wide: Layer[] = [makeConv({ ...CONV1, inHeight: 200, inWidth: 200 }, 1), { kind: 'poly', coeffs: [0, 0, 1] }, makeConv({ ...CONV2, inHeight: 98, inWidth: 98, outChannels: 4 }, 2), makeDense(4 * 96 * 96, 10, 3)];
     expect(() => planBgv(wide, { ...OPTIONS, calibration: makeImages(40000, 2, 1) })).toThrow(
-      /^BGV \(rings up to N=32768\): layer 2: 4 input and 4 output maps of 98×98 do not fit one ciphertext of 16384 slots \(tensors spanning several ciphertexts are not supported yet\): split after this layer$/,
+      /^BGV \(rings up to N=32768\): layer 2: 4 input and 4 output maps of 98×98 do not fit one ciphertext of 16384 slots \(spanning several is CKKS only\): split after this layer$/,
     );
     // Branches in different slots, and plain weights.
     const strided = [...RESIDUAL];

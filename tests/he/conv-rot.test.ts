@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConvLayer, convGeometry, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
+import { CKKS_PLANNING } from '../../src/he/circuit';
 import { freeGrid, planRotatedConv } from '../../src/he/conv';
 import { makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
 import { expectEncryptedMatches } from './expect-encrypted';
@@ -76,7 +77,7 @@ describe('convolutions on encrypted activations: the packed plan', () => {
     const conv = plan.plans[2]!;
     if (conv.kind !== 'conv-rot') throw new Error(`layer 2 is planned as ${conv.kind}`);
     // 13×13 maps in blocks of 256, the 8 input maps repeated every 2048 slots.
-    expect(conv.input).toEqual({ channels: 8, height: 13, width: 13, block: 256, rowStep: 13, colStep: 1, period: 2048 });
+    expect(conv.input).toEqual({ channels: 8, height: 13, width: 13, block: 256, rowStep: 13, colStep: 1, period: 2048, perPart: 8 });
     expect(conv.babies).toEqual([0, 1, 2, 13, 14, 15, 26, 27, 28]);
     expect(conv.giant).toBe(8);
     // The first convolution's 25 planes go two per ciphertext (13 products, one conjugation).
@@ -95,10 +96,10 @@ describe('convolutions on encrypted activations: the packed plan', () => {
     expect(plan.depth).toBe(5);
   });
 
-  it('refuses tensors that do not fit one ciphertext, and a layer that reads the wrong size', () => {
+  it('without spanning ciphertexts (BGV), refuses tensors that do not fit one; refuses a layer that reads the wrong size', () => {
     const wide: Geometry[] = [DEEP[0]!, { ...DEEP[1]!, outChannels: 32 }];
     expect(freeGrid(wide[1]!, 4096)).toBeUndefined();
-    expect(() => referenceModel(network(wide, 1, [0, 0, 1]), 4096)).toThrow(/layer 2: 8 input and 32 output maps of 13×13 do not fit one ciphertext of 4096 slots.*choose a larger ring degree or split after this layer/);
+    expect(() => referenceModel(network(wide, 1, [0, 0, 1]), 4096, { ...CKKS_PLANNING, spanCiphertexts: false })).toThrow(/layer 2: 8 input and 32 output maps of 13×13 do not fit one ciphertext of 4096 slots.*choose a larger ring degree or split after this layer/);
     const grid = freeGrid(DEEP[1]!, 4096)!;
     expect(() => planRotatedConv({ ...DEEP[1]!, inChannels: 7 }, grid, 4096, 'layer 2')).toThrow(/layer 2: reads 7×13×13, the layer before produces 8×13×13/);
     const wrong = network(DEEP, 1, [0, 0, 1]);

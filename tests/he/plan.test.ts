@@ -47,7 +47,7 @@ describe('classifier plan', () => {
   });
 });
 
-describe('layoutSlots: the smallest ring whose ciphertexts hold every tensor', () => {
+describe('layoutSlots: the smallest ring whose ciphertexts hold the layout (activations may span several)', () => {
   const ENCRYPTED = { weights: 'encrypted', input: 'encrypted' } as const;
   const conv = (inChannels: number, side: number, outChannels: number, pad: number): LayerShape => ({
     kind: 'conv',
@@ -61,16 +61,19 @@ describe('layoutSlots: the smallest ring whose ciphertexts hold every tensor', (
   });
   const square: LayerShape = { kind: 'poly', coeffs: [0, 0, 1] };
 
-  it('is the dense layers’ padded width for a head, and grows with a convolution’s maps', () => {
-    expect(layoutSlots(makeHead([1600, 512, 10], 'realistic', 1), ENCRYPTED)).toBe(2048);
-    // The paper CNN from its last conv block: 64 maps of 13×13 on encrypted activations.
+  it('needs no larger ring for activations that span several ciphertexts, only for what must fit one', () => {
+    // A head's 1600 inputs and the paper CNN's 64 maps of 13×13 span ciphertexts at the smallest ring.
+    expect(layoutSlots(makeHead([1600, 512, 10], 'realistic', 1), ENCRYPTED)).toBe(512);
     const block = [conv(32, 13, 64, 1), square, conv(64, 13, 64, 0), square, { kind: 'dense', inputs: 64 * 11 * 11, outputs: 10 } as LayerShape];
-    expect(layoutSlots(block, ENCRYPTED)).toBe(16384);
-    expect(layoutSlots(block, { weights: 'encrypted', input: 'plain' })).toBe(16384);
+    expect(layoutSlots(block, ENCRYPTED)).toBe(512);
+    expect(layoutSlots(block, { weights: 'encrypted', input: 'plain' })).toBe(512);
+    // A dense layer's outputs and one map of a convolution must fit one ciphertext.
+    expect(layoutSlots([{ kind: 'dense', inputs: 100, outputs: 3000 }, square, { kind: 'dense', inputs: 3000, outputs: 10 }], ENCRYPTED)).toBe(4096);
+    expect(layoutSlots([conv(1, 40, 4, 1), square, conv(4, 40, 4, 1), square, { kind: 'dense', inputs: 4 * 1600, outputs: 10 }], ENCRYPTED)).toBe(2048);
   });
 
   it('refuses what no ring holds with the packing’s reason', () => {
-    expect(() => layoutSlots([{ kind: 'dense', inputs: 40000, outputs: 10 }], ENCRYPTED)).toThrow(/a 10×40000 layer does not fit in 16384 slots; choose a larger ring degree/);
-    expect(() => layoutSlots([conv(64, 40, 64, 1), square, conv(64, 40, 64, 1), square, { kind: 'dense', inputs: 64 * 1600, outputs: 10 }], ENCRYPTED)).toThrow(/do not fit one ciphertext of 16384 slots/);
+    expect(() => layoutSlots([{ kind: 'dense', inputs: 10, outputs: 40000 }], ENCRYPTED)).toThrow(/a 40000×10 layer's outputs do not fit in 16384 slots; choose a larger ring degree/);
+    expect(() => layoutSlots([conv(1, 200, 2, 1), square, conv(2, 200, 2, 1), square, { kind: 'dense', inputs: 2 * 40000, outputs: 10 }], ENCRYPTED)).toThrow(/layer 2: one map of 200×200 does not fit one ciphertext of 16384 slots/);
   });
 });

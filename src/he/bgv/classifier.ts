@@ -53,7 +53,7 @@ export async function encryptBgvClassifier(
   if (!ctx.complete) fail('E_PARAMS', 'the owner needs a context with every CRT component open');
   const missing = plan.rotationSteps.filter((s) => !owner.steps.includes(s));
   if (missing.length > 0) fail('E_KEYS', `the key set has no Galois keys for rotation steps ${missing.join(', ')}`);
-  const parts = packBgvModel(plan, layers).flatMap((w) => (w === null ? [] : [...w.diagonals.filter((d) => d !== null), w.bias!]));
+  const parts = packBgvModel(plan, layers).flatMap((w) => (w === null ? [] : [...w.diagonals.filter((d) => d !== null), ...w.biases.filter((b) => b !== null)]));
   const total = parts.length * ctx.components.length;
   const sections: Uint8Array[] = [];
   for (const c of ctx.components) {
@@ -140,7 +140,7 @@ export class EncryptedBgvClassifier {
         weights.set(
           c.index,
           plan.structure.map((structure, i): LayerWeights<BgvCipher> | null =>
-            structure === null ? null : { diagonals: structure.map((used, k) => (used ? load(`${i}:${k}`) : null)), bias: load(`${i}:-1`) },
+            structure === null ? null : { diagonals: structure.map((used, k) => (used ? load(`${i}:${k}`) : null)), biases: [load(`${i}:-1`)] },
           ),
         );
       }

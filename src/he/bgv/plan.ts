@@ -63,7 +63,7 @@ function structureOf(plans: readonly LayerPlan[], slots: number): (boolean[] | n
 
 function markersOf(structure: readonly (readonly boolean[] | null)[]): (LayerWeights<TraceWeight> | null)[] {
   return structure.map((used, layer) =>
-    used === null ? null : { diagonals: used.map((u, diagonal) => (u ? { layer, diagonal } : null)), bias: { layer, diagonal: -1 } },
+    used === null ? null : { diagonals: used.map((u, diagonal) => (u ? { layer, diagonal } : null)), biases: [{ layer, diagonal: -1 }] },
   );
 }
 

@@ -29,7 +29,7 @@ export function packBgvModel(plan: BgvClassifierPlan, layers: readonly Layer[]):
     const bias = slot(-1);
     return {
       diagonals: packed.diagonals.map((d, k) => (d === null ? null : { values: d, scale: slot(k).scale })),
-      bias: { values: real[i]!.bias.map((b) => Math.round(b * bias.scale)), scale: bias.scale },
+      biases: [{ values: real[i]!.biases[0]!.map((b) => Math.round(b * bias.scale)), scale: bias.scale }],
     };
   });
 }
@@ -120,7 +120,7 @@ export function bgvReferenceModel(plan: BgvClassifierPlan, layers: readonly Laye
       ? null
       : {
           diagonals: w.diagonals.map((d) => (d === null ? null : { v: big(d.values), scale: d.scale })),
-          bias: w.bias === null ? null : { v: big(w.bias.values), scale: w.bias.scale },
+          biases: w.biases.map((b) => (b === null ? null : { v: big(b.values), scale: b.scale })),
         },
   );
   return (x) => {
