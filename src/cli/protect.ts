@@ -189,7 +189,7 @@ function describeReport(report: ProtectReport, head: Layer[], input: string, tot
       `  calibration: ${ckks.calibrationSource}; scores up to ${+ckks.outputMax.toPrecision(4)}, any slot up to ${+ckks.resultMax.toPrecision(4)}: ` +
         `first prime holds ${ckks.integerBits} integer bits, ${ckks.precisionBits} bits of precision, modulus [${manifest.he.params.coeffModulusBits.join(', ')}] bits (${s(m.calibrateMs!)} s)`,
       ...ckks.layers.map(
-        (l, i) => `  layer ${i} ${l.name}: ${l.ctMults} ct×ct and ${l.plainMults} plaintext products (bound ${l.lowerBoundMults}), ${l.rotations} rotations${l.complex ? ', two values per slot (complex packing, one conjugation)' : ''}`,
+        (l, i) => `  layer ${i} ${l.name}: ${l.ctMults} ct×ct and ${l.plainMults} plaintext products (bound ${l.lowerBoundMults}), ${l.rotations} rotations${l.complex ? ', two values per slot (complex packing, one conjugation)' : ''}${l.ciphertexts > 1 ? `, output over ${l.ciphertexts} ciphertexts` : ''}`,
       ),
     );
   }

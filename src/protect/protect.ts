@@ -14,6 +14,7 @@ import {
   type HeParameters,
   integerBitsFor,
   isComplex,
+  layerParts,
   layerNames,
   NOISE_MARGIN_BITS,
   outputCount,
@@ -111,9 +112,12 @@ export interface CkksProtectDetails {
   /** Bits above the scale the first prime holds: the range with a ×4 margin and the sign. */
   readonly integerBits: number;
   readonly precisionBits: number;
-  /** Each layer of the encrypted part: what it is, its products and rotations, and the bound its products are measured against. */
-  /** Per layer: its costs, and whether it packs two values per slot (complex packing, chosen by the planner). */
-  readonly layers: readonly { name: string; ctMults: number; plainMults: number; rotations: number; lowerBoundMults: number; complex: boolean }[];
+  /**
+   * Each layer of the encrypted part: what it is, its products and rotations, the bound its
+   * products are measured against, whether it packs two values per slot (complex packing,
+   * chosen by the planner) and how many ciphertexts its output spans.
+   */
+  readonly layers: readonly { name: string; ctMults: number; plainMults: number; rotations: number; lowerBoundMults: number; complex: boolean; ciphertexts: number }[];
 }
 
 /** What a BGV protection chose, beside its metrics. */
@@ -191,7 +195,7 @@ function ckksParameters(model: SplitModel, options: ProtectOptions, mode: Mode, 
     precisionBits: options.precisionBits ?? CKKS_PRECISION_BITS,
     ...(options.precisionBits === undefined ? { minPrecisionBits: CKKS_MIN_PRECISION_BITS } : {}),
   };
-  // The smallest ring whose ciphertexts hold the layers' tensors, or a larger one for depth and precision.
+  // The smallest ring the layout plans at (activations may span ciphertexts), or a larger one for depth and precision.
   let params = planParameters({ ...request, minSlots: layoutSlots(model.head, mode) });
   for (;;) {
     const ranges = calibrateRanges(model.head, params.polyModulusDegree / 2, inputs);
@@ -220,6 +224,7 @@ async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: Pro
   const he = HeContext.create(runtime, params);
   try {
     const plan = planClassifier(he, model.head, mode);
+    const parts = layerParts(plan.plans);
     t = performance.now();
     const owner = OwnerKeys.generate(he, plan.rotationSteps);
     const keygenMs = performance.now() - t;
@@ -248,6 +253,7 @@ async function encryptCkks(runtime: SealRuntime, model: SplitModel, options: Pro
             rotations: plan.layerCounts[i]!.rotations,
             lowerBoundMults: plan.layerLowerBounds[i]!,
             complex: isComplex(plan.plans[i]!),
+            ciphertexts: parts[i]!,
           })),
         },
       };
