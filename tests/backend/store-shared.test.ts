@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import type { StoreError } from '../../src/store/errors';
 import type { SqlStore } from '../../src/store/sql';
 import type { NewPendingResult, RateLimit, ResultWatcher, Store } from '../../src/store/types';
 import { expectStoreError, type TestEngine, testEngines } from './store-engines';
@@ -110,8 +111,46 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     expect(await sql.batch('batch test', [event('a'), event('b'), count])).toEqual([[], [], [{ n: 2 }]]);
     expect((await store.listAudit()).map((e) => e.actor)).toEqual(['a', 'b']);
     expect((await store.acceptResult(pending('after'))).kind).toBe('created');
+    // Batches called together (SQLite commits them as one group): each stands or falls alone.
+    const together = await Promise.allSettled([sql.batch('one', [event('c')]), sql.batch('two', [event('x'), event('')]), sql.batch('three', [event('d'), count])]);
+    expect(together.map((answer) => (answer.status === 'fulfilled' ? answer.value : (answer.reason as StoreError).message.split(':')[0]))).toEqual([[[]], 'two', [[], [{ n: 4 }]]]);
+    expect((await store.listAudit()).map((e) => e.actor)).toEqual(['a', 'b', 'c', 'd']);
     await store.close();
     await expectStoreError(sql.batch('batch test', [count]), 'E_CLOSED');
+  });
+
+  it('accepts concurrent results as it would one at a time: one row and one ciphertext per key, replays and conflicts told apart, refusals storing nothing', async () => {
+    const { store, location } = await storeWithDevice(engine);
+    const calls = [
+      ...Array.from({ length: 10 }, (_, i) => pending(`c-${i}`)),
+      ...Array.from({ length: 10 }, (_, i) => pending(`c-${i}`)),
+      ...Array.from({ length: 5 }, (_, i) => ({ ...pending(`c-${i}`), bodySha256: sha(`another body ${i}`) })),
+      ...Array.from({ length: 5 }, (_, i) => ({ ...pending(`n-${i}`), deviceId: 'nobody' })),
+    ];
+    const answers = await Promise.allSettled(calls.map((call) => store.acceptResult(call)));
+    const refused = answers.slice(25).map((answer) => answer.status === 'rejected' && (answer.reason as StoreError).message);
+    expect(refused).toEqual(Array.from({ length: 5 }, () => 'acceptResult: no device "nobody"'));
+    const outcomes = answers.slice(0, 25).map((answer, i) => {
+      if (answer.status !== 'fulfilled') throw answer.reason;
+      return { key: calls[i]!.idempotencyKey, body: calls[i]!.bodySha256, ...answer.value };
+    });
+    for (let i = 0; i < 10; i++) {
+      const mine = outcomes.filter((o) => o.key === `c-${i}`);
+      const created = mine.filter((o) => o.kind === 'created');
+      expect(created, `c-${i}`).toHaveLength(1);
+      for (const o of mine) {
+        expect(o.result).toEqual(created[0]!.result);
+        if (o !== created[0]) expect(o.kind).toBe(o.body === created[0]!.body ? 'replayed' : 'conflict');
+      }
+    }
+    await store.close();
+    const reopened = await engine.open(location);
+    expect(await reopened.countResults()).toBe(10);
+    const { claimed } = await reopened.claimResults({ ...CLAIM, limit: 100, worker: 'w' });
+    expect(claimed.map((c) => Buffer.from(c.ciphertext).toString('hex')).sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => Buffer.from(pending(`c-${i}`).ciphertext).toString('hex')).sort(),
+    );
+    await reopened.close();
   });
 
   it('reads results by id, in id order, leaving out unknown ids; refuses bad ids', async () => {
