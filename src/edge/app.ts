@@ -223,7 +223,7 @@ export class Kiosk {
         },
       });
       const onnx = bundle.files['extractor.onnx'];
-      const [extractor] = await Promise.all([
+      const [extractor, loaded] = await Promise.all([
         onnx === undefined ? null : Extractor.create(onnx, manifest),
         pool.load(manifest.he.params, toArrayBuffer(bundle.files['keys.bin']), toArrayBuffer(bundle.files['weights.bin'])),
         (async () => (this.demo ??= await loadDemoStream(import.meta.env.BASE_URL)))(),
@@ -232,7 +232,8 @@ export class Kiosk {
       this.pool = pool;
       this.extractor = extractor;
       extractorNote =
-        extractor === null ? 'no extractor (every layer encrypted)' : `extractor on ${threads} thread(s)${crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
+        (extractor === null ? 'no extractor (every layer encrypted)' : `extractor on ${threads} thread(s)${crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`) +
+        (loaded.some((info) => info.streamed) ? '; encrypted weights read for each product (larger than a worker’s heap allows)' : '');
       $('workers').textContent = `${describeChoice(pool.choice)}; ${extractorNote}`;
       this.showWhere(manifest, extractor !== null);
       this.showSpec(manifest);

@@ -34,7 +34,15 @@ export interface HeLoadInfo {
   keysMs: number;
   weightsMs: number;
   heapBytes: number;
+  /** The encrypted weights stay serialized and are read for each product: they would not fit the worker's heap budget. */
+  streamed: boolean;
 }
+
+/** A kiosk worker's WASM memory: keys, resident weights and an evaluation's temporaries stay within it. */
+export const WORKER_HEAP_BYTES = 2 ** 30;
+
+/** The share of the budget left to an evaluation's temporaries (rotations, products, a streamed weight). */
+const EVALUATION_SHARE = 1 / 4;
 
 export interface HeFrameResult {
   /** The result container (still-encrypted scores), transferable. */
@@ -74,18 +82,23 @@ interface Loaded {
   dispose(): void;
 }
 
-type Timed = { loaded: Loaded; contextMs: number; keysMs: number };
+type Timed = { loaded: Loaded; contextMs: number; keysMs: number; streamed: boolean };
 
-/** CKKS: shares split the first layer's giant-step groups (EncryptedClassifier.evaluateShare). */
-function loadCkks(runtime: SealRuntime, params: HeParameters, keyBytes: Uint8Array, weights: Uint8Array): Timed {
+/**
+ * CKKS: shares split the first layer's giant-step groups (EncryptedClassifier.evaluateShare).
+ * Weights that would take the heap past `heapBudget` (with the keys already loaded and room
+ * for an evaluation) stay serialized (EncryptedClassifier's `streamed`).
+ */
+function loadCkks(runtime: SealRuntime, params: HeParameters, keyBytes: Uint8Array, weights: Uint8Array, heapBudget: number): Timed {
   const { keys, classifier, contextMs, keysMs, dispose } = openClassifier(
     () => HeContext.create(runtime, checkParameters(params)),
     (he) => DeviceKeys.load(he, keyBytes),
-    (he, keys) => EncryptedClassifier.load(he, keys, weights),
+    (he, keys) => EncryptedClassifier.load(he, keys, weights, { residentWeightBytes: Math.max(0, heapBudget * (1 - EVALUATION_SHARE) - runtime.heapBytes()) }),
   );
   return {
     contextMs,
     keysMs,
+    streamed: classifier.streamed,
     loaded: {
       keyId: keys.keyId,
       evaluate: (features) => classifier.evaluate(features),
@@ -110,6 +123,7 @@ function loadBgv(runtime: SealRuntime, params: BgvParameters, keyBytes: Uint8Arr
   return {
     contextMs,
     keysMs,
+    streamed: false,
     loaded: {
       keyId: keys.keyId,
       evaluate: (features) => classifier.evaluate(features),
@@ -136,17 +150,26 @@ function loadBgv(runtime: SealRuntime, params: BgvParameters, keyBytes: Uint8Arr
 export class HeService implements HeServiceApi {
   private loaded?: Loaded;
 
-  /** `runtime` is created lazily (once) so a worker can be constructed before SEAL is ready. */
-  constructor(private readonly runtime: () => Promise<SealRuntime>) {}
+  /**
+   * `runtime` is created lazily (once) so a worker can be constructed before SEAL is ready.
+   * `heapBudget`: the WASM memory the worker's classifier may take (WORKER_HEAP_BYTES).
+   */
+  constructor(
+    private readonly runtime: () => Promise<SealRuntime>,
+    private readonly heapBudget = WORKER_HEAP_BYTES,
+  ) {
+    if (!(Number.isFinite(heapBudget) && heapBudget > 0)) throw new Error(`the worker's heap budget must be a positive number of bytes, got ${String(heapBudget)}`);
+  }
 
   async load(params: KioskParameters, keys: ArrayBuffer, weights: ArrayBuffer): Promise<HeLoadInfo> {
     await this.dispose();
     const runtime = await this.runtime();
     const t0 = performance.now();
-    const load = isBgvParameters(params) ? loadBgv : loadCkks;
-    const { loaded, contextMs, keysMs } = load(runtime, params as HeParameters & BgvParameters, new Uint8Array(keys), new Uint8Array(weights));
+    const { loaded, contextMs, keysMs, streamed } = isBgvParameters(params)
+      ? loadBgv(runtime, params as BgvParameters, new Uint8Array(keys), new Uint8Array(weights))
+      : loadCkks(runtime, params as HeParameters, new Uint8Array(keys), new Uint8Array(weights), this.heapBudget);
     this.loaded = loaded;
-    return { keyId: loaded.keyId, contextMs, keysMs, weightsMs: performance.now() - t0 - contextMs - keysMs, heapBytes: runtime.heapBytes() };
+    return { keyId: loaded.keyId, contextMs, keysMs, weightsMs: performance.now() - t0 - contextMs - keysMs, heapBytes: runtime.heapBytes(), streamed };
   }
 
   private classifier(): Loaded {

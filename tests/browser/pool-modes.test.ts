@@ -78,7 +78,7 @@ class Machine {
 function simulatedWorker(machine: Machine, index: number, calls: string[]): WorkerHandle {
   const frame = (): HeFrameResult => ({ result: new Uint8Array(8), encryptMs: 0, evaluateMs: 0, serializeMs: 0, heapBytes: 0 });
   return {
-    load: async () => ({ keyId: 'k', contextMs: 0, keysMs: 0, weightsMs: 0, heapBytes: 0 }),
+    load: async () => ({ keyId: 'k', contextMs: 0, keysMs: 0, weightsMs: 0, heapBytes: 0, streamed: false }),
     async evaluate() {
       calls.push(`evaluate:${index}`);
       await machine.run(index, WHOLE);

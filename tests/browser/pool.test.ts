@@ -7,7 +7,7 @@ import { defaultPoolSize, HePool, type WorkerHandle } from '../../src/edge/pool'
 import { nodeSeal } from '../../src/node/seal';
 import { bgvReferenceModel } from '../../src/he';
 import { protectBgv } from '../he/bgv-helpers';
-import { argmax, makeHead, makeInputs, protect } from '../he/helpers';
+import { argmax, makeHead, makeInputs, maxAbsDiff, protect } from '../he/helpers';
 
 const head = makeHead([64, 16, 10], 'realistic', 77);
 
@@ -79,6 +79,21 @@ describe('kiosk HE service and worker pool (Node, in-process workers)', async ()
     }
     await service.dispose();
     await expect(service.evaluate(new Float32Array(64))).rejects.toThrow(/no classifier/);
+  });
+
+  it('HeService keeps weights within the worker heap budget: past it they stay serialized and frames decrypt alike', async () => {
+    const resident = new HeService(nodeSeal);
+    expect((await resident.load(params, ab(keys), ab(weights))).streamed).toBe(false);
+    const streamed = new HeService(nodeSeal, 1);
+    const info = await streamed.load(params, ab(keys), ab(weights));
+    expect(info.streamed).toBe(true);
+    for (const [i, x] of inputs.entries()) {
+      const [a, b] = await Promise.all([resident.evaluate(Float32Array.from(x)), streamed.evaluate(Float32Array.from(x))]);
+      expect(argmax(p.decrypt(b.result))).toBe(expected[i]);
+      expect(maxAbsDiff(p.decrypt(b.result), p.decrypt(a.result))).toBeLessThan(1e-3);
+    }
+    await Promise.all([resident.dispose(), streamed.dispose()]);
+    for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) expect(() => new HeService(nodeSeal, bad)).toThrow(/heap budget must be a positive number of bytes/);
   });
 
   it('HeService refuses a key set that does not belong to the weights', async () => {
