@@ -24,7 +24,11 @@ describe('owner commands', () => {
     expect(second.out).toMatch(/protected mnist-relu v2 .*\n.*\n.*\n {2}input spec: 1×28×28 NCHW grey, \(pixel\/255 − 0\.1307\) \/ 0\.3081, digitized MNIST-style\n {2}calibration: .*\n( {2}layer \d .*\n){3} {2}time to encrypt [\d.]+ s[\s\S]*bundle [\d.]+ MB[\s\S]*peak memory \d+ MB resident, [1-9]\d* MB WASM heap/);
     // Encrypted weights and input: the first layer packs two values per slot (half of the real packing's 256 diagonals).
     expect(second.out).toMatch(/layer 0 1600→512: 128 ct×ct and 0 plaintext products \(bound 200\), \d+ rotations, two values per slot \(complex packing, one conjugation\)\n {2}layer 1 [^\n]*, 0 rotations\n/);
-    expect(JSON.parse(first.out).ckks.layers.map((l: { complex: boolean }) => l.complex)).toEqual([true, false, false]);
+    expect(JSON.parse(first.out).ckks.layers.map((l: { complex: boolean; ciphertexts: number }) => [l.complex, l.ciphertexts])).toEqual([
+      [true, 1],
+      [false, 1],
+      [false, 1],
+    ]);
     expect(second.out).toMatch(
       /calibration: the first 300 images of the MNIST training set, through the extractor; scores up to [\d.]+, any slot up to [\d.]+: first prime holds \d+ integer bits, 25 bits of precision, modulus \[\d+, 35, 35, 35, \d+\] bits/,
     );
