@@ -1,32 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ConvLayer, convGeometry, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
+import { type ConvShape, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
 import { CKKS_PLANNING } from '../../src/he/circuit';
 import { freeGrid, planRotatedConv } from '../../src/he/conv';
-import { makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
+import { convChain, DEEP_CNN, makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
 import { expectEncryptedMatches } from './expect-encrypted';
 
-type Geometry = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
-
-
-
-/** Convolutions one after another (each reading the one before), an activation after each, then a dense layer to 10 scores. */
-function network(geometries: readonly Geometry[], seed: number, activation: readonly number[]): Layer[] {
-  const layers: Layer[] = [];
-  geometries.forEach((g, i) => layers.push(makeConv(g, seed + i), { kind: 'poly', coeffs: [...activation] }));
-  layers.push(makeDense(convGeometry(geometries.at(-1)!).outputs, 10, seed + 99));
-  return layers;
-}
-
-
-/** conv 1→8 5×5 stride 2 pad 1, x², conv 8→16 3×3, x², dense: the deeper HE-friendly CNN's shape (its pool folds into the dense layer). */
-const DEEP: Geometry[] = [
-  { kind: 'conv', inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 8, kernel: [5, 5], stride: [2, 2], pads: [1, 1, 1, 1] },
-  { kind: 'conv', inChannels: 8, inHeight: 13, inWidth: 13, outChannels: 16, kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] },
-];
 
 /** Odd sizes, strides, asymmetric padding, channel counts that divide nothing, three convolutions in a row. */
-const CHAINS: [string, Geometry[]][] = [
-  ['the deeper CNN', DEEP],
+const CHAINS: [string, readonly ConvShape[]][] = [
+  ['the deeper CNN', DEEP_CNN],
   [
     '3×9×11 → 5 maps (3×2, stride 1×2, pads [0,1,2,1]) → 7 maps (3×3, stride 2, pads [1,0,1,2])',
     [
@@ -49,7 +31,7 @@ describe('convolutions on encrypted activations: the packed plan', () => {
     for (const [, chain] of CHAINS) {
       for (const activation of [[0, 0, 1], [0, 2, 1], [0.3, 1.1, 0.5]]) {
         await yieldToEventLoop();
-        const layers = network(chain, 5, activation);
+        const layers = convChain(chain, 5, activation);
         const ref = referenceModel(layers, 4096);
         for (const x of makeImages(chain[0]!, 3, 9)) {
           const float = floatEvaluate(layers, x);
@@ -72,7 +54,7 @@ describe('convolutions on encrypted activations: the packed plan', () => {
   });
 
   it('reports products, rotations and the lower bound: 8 channel differences × 9 kernel offsets for the deeper CNN', () => {
-    const layers = network(DEEP, 3, [0, 0, 1]);
+    const layers = convChain(DEEP_CNN, 3, [0, 0, 1]);
     const plan = planClassifier({ slots: 4096, primes: [2 ** 40, ...Array(5).fill(2 ** 30)], params: { scaleBits: 30 }, topLevel: 5 } as never, layers);
     const conv = plan.plans[2]!;
     if (conv.kind !== 'conv-rot') throw new Error(`layer 2 is planned as ${conv.kind}`);
@@ -97,20 +79,20 @@ describe('convolutions on encrypted activations: the packed plan', () => {
   });
 
   it('without spanning ciphertexts (BGV), refuses tensors that do not fit one; refuses a layer that reads the wrong size', () => {
-    const wide: Geometry[] = [DEEP[0]!, { ...DEEP[1]!, outChannels: 32 }];
+    const wide: ConvShape[] = [DEEP_CNN[0]!, { ...DEEP_CNN[1]!, outChannels: 32 }];
     expect(freeGrid(wide[1]!, 4096)).toBeUndefined();
-    expect(() => referenceModel(network(wide, 1, [0, 0, 1]), 4096, { ...CKKS_PLANNING, spanCiphertexts: false })).toThrow(/layer 2: 8 input and 32 output maps of 13×13 do not fit one ciphertext of 4096 slots.*choose a larger ring degree or split after this layer/);
-    const grid = freeGrid(DEEP[1]!, 4096)!;
-    expect(() => planRotatedConv({ ...DEEP[1]!, inChannels: 7 }, grid, 4096, 'layer 2')).toThrow(/layer 2: reads 7×13×13, the layer before produces 8×13×13/);
-    const wrong = network(DEEP, 1, [0, 0, 1]);
-    wrong[2] = makeConv({ ...DEEP[1]!, inHeight: 12 }, 2);
+    expect(() => referenceModel(convChain(wide, 1, [0, 0, 1]), 4096, { ...CKKS_PLANNING, spanCiphertexts: false })).toThrow(/layer 2: 8 input and 32 output maps of 13×13 do not fit one ciphertext of 4096 slots.*choose a larger ring degree or split after this layer/);
+    const grid = freeGrid(DEEP_CNN[1]!, 4096)!;
+    expect(() => planRotatedConv({ ...DEEP_CNN[1]!, inChannels: 7 }, grid, 4096, 'layer 2')).toThrow(/layer 2: reads 7×13×13, the layer before produces 8×13×13/);
+    const wrong = convChain(DEEP_CNN, 1, [0, 0, 1]);
+    wrong[2] = makeConv({ ...DEEP_CNN[1]!, inHeight: 12 }, 2);
     expect(() => referenceModel(wrong, 4096)).toThrow(/layer 2: the convolution reads 8×12×13 = 1248 values but the previous layer produces 1352/);
   });
 });
 
 /** conv → x²+x → [conv 3×3 pad 1 → x² → conv 3×3 pad 1] + skip → x² → dense: a residual block on encrypted activations (7 levels). */
 function residual(seed: number, channels = 4): Layer[] {
-  const block: Geometry = { kind: 'conv', inChannels: channels, inHeight: 10, inWidth: 10, outChannels: channels, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] };
+  const block: ConvShape = { kind: 'conv', inChannels: channels, inHeight: 10, inWidth: 10, outChannels: channels, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] };
   return [
     makeConv({ kind: 'conv', inChannels: 1, inHeight: 22, inWidth: 22, outChannels: channels, kernel: [4, 4], stride: [2, 2], pads: [0, 0, 0, 0] }, seed),
     { kind: 'poly', coeffs: [0, 1, 0.5] },
@@ -139,7 +121,7 @@ describe('a residual add on encrypted activations', () => {
   });
 
   it('takes the skip from a convolution whose activation has a leading coefficient other than 1 (the scaling stays out of the skip)', () => {
-    const block: Geometry = { kind: 'conv', inChannels: 4, inHeight: 10, inWidth: 10, outChannels: 4, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] };
+    const block: ConvShape = { kind: 'conv', inChannels: 4, inHeight: 10, inWidth: 10, outChannels: 4, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] };
     const layers: Layer[] = [
       makeConv({ kind: 'conv', inChannels: 1, inHeight: 22, inWidth: 22, outChannels: 4, kernel: [4, 4], stride: [2, 2], pads: [0, 0, 0, 0] }, 1),
       { kind: 'poly', coeffs: [0, 0, 1] },
@@ -180,7 +162,7 @@ const MODES: [string, Mode][] = [
 for (const [name, mode] of MODES) {
   describe(`the deeper CNN encrypted from its first layer, ${name}, 128-bit`, () => {
     let p: Protected;
-    const layers = network(DEEP, 11, [0, 0, 1]);
+    const layers = convChain(DEEP_CNN, 11, [0, 0, 1]);
     beforeAll(async () => {
       p = await protect(layers, 128, mode, 15);
     });
@@ -188,11 +170,11 @@ for (const [name, mode] of MODES) {
 
     it('fits N=8192 and matches the reference and the float model', async () => {
       expect(p.he.params.polyModulusDegree).toBe(8192);
-      await expectEncryptedMatches(p, layers, makeImages(DEEP[0]!, 2, 21), mode);
+      await expectEncryptedMatches(p, layers, makeImages(DEEP_CNN[0]!, 2, 21), mode);
     });
 
     it('two workers sharing the first layer add up to the same scores', async () => {
-      const x = makeImages(DEEP[0]!, 1, 23)[0]!;
+      const x = makeImages(DEEP_CNN[0]!, 1, 23)[0]!;
       const float = floatEvaluate(layers, x);
       const partials = p.classifier.shares(2).map((_, i) => p.classifier.evaluateShare(x, i, 2).partial);
       await yieldToEventLoop();

@@ -2,6 +2,7 @@ import {
   classifierDepth,
   type ConvLayer,
   type ConvShape,
+  convGeometry,
   decryptResult,
   DeviceKeys,
   EncryptedClassifier,
@@ -59,6 +60,20 @@ export function makeDense(inputs: number, outputs: number, seed: number): Layer 
 }
 
 /** Images with pixels uniform in [0, 1): `shape` is the pixel count or the C×H×W a convolution reads. */
+/** Convolutions one after another (each reading the one before), an activation after each, then a dense layer to 10 scores. */
+export function convChain(geometries: readonly ConvShape[], seed: number, activation: readonly number[]): Layer[] {
+  const layers: Layer[] = [];
+  geometries.forEach((g, i) => layers.push(makeConv(g, seed + i), { kind: 'poly', coeffs: [...activation] }));
+  layers.push(makeDense(convGeometry(geometries.at(-1)!).outputs, 10, seed + 99));
+  return layers;
+}
+
+/** conv 1→8 5×5 stride 2 pad 1, x², conv 8→16 3×3, x², dense: the deeper HE-friendly CNN's shape (its pool folds into the dense layer). */
+export const DEEP_CNN: readonly ConvShape[] = [
+  { kind: 'conv', inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 8, kernel: [5, 5], stride: [2, 2], pads: [1, 1, 1, 1] },
+  { kind: 'conv', inChannels: 8, inHeight: 13, inWidth: 13, outChannels: 16, kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] },
+];
+
 export function makeImages(shape: number | { inChannels: number; inHeight: number; inWidth: number }, count: number, seed: number): Float64Array[] {
   const pixels = typeof shape === 'number' ? shape : shape.inChannels * shape.inHeight * shape.inWidth;
   const u = rng(seed);

@@ -1,37 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ConvLayer, convGeometry, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
+import { type ConvShape, floatEvaluate, type Layer, type Mode, planClassifier, referenceModel } from '../../src/he';
 import { CKKS_PLANNING } from '../../src/he/circuit';
 import { readContainer, writeContainer } from '../../src/he/container';
 import { nodeSeal } from '../../src/node/seal';
 import { expectEncryptedMatches } from './expect-encrypted';
-import { codeOf, makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
-
-type Geometry = Omit<ConvLayer, 'weights' | 'bias' | 'inputOffset'>;
+import { codeOf, convChain, DEEP_CNN, makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
 
 const square: Layer = { kind: 'poly', coeffs: [0, 0, 1] };
 
-/** conv 1→8 5×5 stride 2 pad 1, x², conv 8→16 3×3, x², dense 1936→10: the deeper CNN's shape. */
-const DEEP: Geometry[] = [
-  { kind: 'conv', inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 8, kernel: [5, 5], stride: [2, 2], pads: [1, 1, 1, 1] },
-  { kind: 'conv', inChannels: 8, inHeight: 13, inWidth: 13, outChannels: 16, kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] },
-];
-
 /** Odd sizes, strides, asymmetric padding; 5 and 7 maps that divide no part. */
-const ODD: Geometry[] = [
+const ODD: ConvShape[] = [
   { kind: 'conv', inChannels: 3, inHeight: 9, inWidth: 11, outChannels: 5, kernel: [3, 2], stride: [1, 2], pads: [0, 1, 2, 1] },
   { kind: 'conv', inChannels: 5, inHeight: 9, inWidth: 6, outChannels: 7, kernel: [3, 3], stride: [2, 2], pads: [1, 0, 1, 2] },
 ];
 
-function chain(geometries: readonly Geometry[], seed: number, activation: readonly number[]): Layer[] {
-  const layers: Layer[] = [];
-  geometries.forEach((g, i) => layers.push(makeConv(g, seed + i), { kind: 'poly', coeffs: [...activation] }));
-  layers.push(makeDense(convGeometry(geometries.at(-1)!).outputs, 10, seed + 99));
-  return layers;
-}
-
 /** conv → x²+x → [conv 3×3 pad 1 → x² → conv 3×3 pad 1] + skip → x² → dense, 6 maps of 10×10. */
 function residual(seed: number): Layer[] {
-  const block: Geometry = { kind: 'conv', inChannels: 6, inHeight: 10, inWidth: 10, outChannels: 6, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] };
+  const block: ConvShape = { kind: 'conv', inChannels: 6, inHeight: 10, inWidth: 10, outChannels: 6, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] };
   return [
     makeConv({ kind: 'conv', inChannels: 1, inHeight: 22, inWidth: 22, outChannels: 6, kernel: [4, 4], stride: [2, 2], pads: [0, 0, 0, 0] }, seed),
     { kind: 'poly', coeffs: [0, 1, 0.5] },
@@ -53,11 +38,11 @@ function fakeContext(slots: number): never {
 
 describe('activations spanning several ciphertexts: the packed plan', () => {
   const cases: [string, Layer[], number, typeof CKKS_PLANNING][] = [
-    ['the deeper CNN at 512 slots (8 maps of 13×13 over 4 ciphertexts, 16 maps of 11×11 over 8)', chain(DEEP, 3, [0, 0, 1]), 512, CKKS_PLANNING],
-    ['the deeper CNN at 1024 slots, its first layer complex-packed', chain(DEEP, 4, [0, 2, 1]), 1024, COMPLEX],
-    ['odd sizes and strides at 128 slots (3 and 5 maps a part of ⌈·⌉ blocks)', chain(ODD, 5, [0.3, 1.1, 0.5]), 128, COMPLEX],
+    ['the deeper CNN at 512 slots (8 maps of 13×13 over 4 ciphertexts, 16 maps of 11×11 over 8)', convChain(DEEP_CNN, 3, [0, 0, 1]), 512, CKKS_PLANNING],
+    ['the deeper CNN at 1024 slots, its first layer complex-packed', convChain(DEEP_CNN, 4, [0, 2, 1]), 1024, COMPLEX],
+    ['odd sizes and strides at 128 slots (3 and 5 maps a part of ⌈·⌉ blocks)', convChain(ODD, 5, [0.3, 1.1, 0.5]), 128, COMPLEX],
     ['a residual block of 6 maps at 256 slots (2 maps a ciphertext)', residual(7), 256, CKKS_PLANNING],
-    ['a convolution then dense layers at 512 slots (845 features over 2 ciphertexts)', [makeConv({ ...DEEP[0]!, outChannels: 5 }, 8), square, makeDense(845, 100, 9), square, makeDense(100, 10, 10)], 512, COMPLEX],
+    ['a convolution then dense layers at 512 slots (845 features over 2 ciphertexts)', [makeConv({ ...DEEP_CNN[0]!, outChannels: 5 }, 8), square, makeDense(845, 100, 9), square, makeDense(100, 10, 10)], 512, COMPLEX],
     ['a dense first layer of 1600 inputs at 512 slots (4 ciphertexts)', [makeDense(1600, 64, 11), { kind: 'poly', coeffs: [0, 2, 1] }, makeDense(64, 10, 12)], 512, CKKS_PLANNING],
   ];
   for (const [name, layers, slots, options] of cases) {
@@ -74,7 +59,7 @@ describe('activations spanning several ciphertexts: the packed plan', () => {
   }
 
   it('counts every (output part, input part) product and each part’s rotations', () => {
-    const plan = planClassifier(fakeContext(512), chain(DEEP, 3, [0, 0, 1]));
+    const plan = planClassifier(fakeContext(512), convChain(DEEP_CNN, 3, [0, 0, 1]));
     const [first, , conv, , dense] = plan.plans;
     if (first?.kind !== 'conv' || conv?.kind !== 'conv-rot' || dense?.kind !== 'dense') throw new Error('unexpected plan');
     // 13×13 maps in blocks of 256: two a ciphertext.
@@ -94,17 +79,17 @@ describe('activations spanning several ciphertexts: the packed plan', () => {
   });
 
   it('refuses one map larger than a ciphertext, naming the layer and the remedy', () => {
-    const big: Geometry[] = [
+    const big: ConvShape[] = [
       { kind: 'conv', inChannels: 1, inHeight: 40, inWidth: 40, outChannels: 2, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] },
       { kind: 'conv', inChannels: 2, inHeight: 40, inWidth: 40, outChannels: 2, kernel: [3, 3], stride: [1, 1], pads: [1, 1, 1, 1] },
     ];
-    expect(() => referenceModel(chain(big, 1, [0, 0, 1]), 1024)).toThrow(/layer 2: one map of 40×40 does not fit one ciphertext of 1024 slots: choose a larger ring degree or split after this layer/);
+    expect(() => referenceModel(convChain(big, 1, [0, 0, 1]), 1024)).toThrow(/layer 2: one map of 40×40 does not fit one ciphertext of 1024 slots: choose a larger ring degree or split after this layer/);
     expect(() => referenceModel([makeDense(10, 2000, 1)], 1024)).toThrow(/a 2000×10 layer's outputs do not fit in 1024 slots/);
   });
 });
 
 /** conv 1→32 5×5 stride 2 (32 maps of 12×12: two ciphertexts at N=8192), x², conv 32→8 3×3, x², dense 800→10. */
-const WIDE: Geometry[] = [
+const WIDE: ConvShape[] = [
   { kind: 'conv', inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 32, kernel: [5, 5], stride: [2, 2], pads: [0, 0, 0, 0] },
   { kind: 'conv', inChannels: 32, inHeight: 12, inWidth: 12, outChannels: 8, kernel: [3, 3], stride: [1, 1], pads: [0, 0, 0, 0] },
 ];
@@ -117,7 +102,7 @@ const MODES: [string, Mode][] = [
 for (const [name, mode] of MODES) {
   describe(`32 maps spanning two ciphertexts, encrypted from the first layer, ${name}, 128-bit`, () => {
     let p: Protected;
-    const layers = chain(WIDE, 17, [0, 0, 1]);
+    const layers = convChain(WIDE, 17, [0, 0, 1]);
     beforeAll(async () => {
       p = await protect(layers, 128, mode, 15);
     });
