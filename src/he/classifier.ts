@@ -336,9 +336,10 @@ interface ResultHeader {
 /** How a classifier holds its encrypted weights. */
 export interface LoadOptions {
   /**
-   * The most WASM memory the encrypted weights may take as SEAL ciphertexts. A classifier
-   * whose weights need more keeps them serialized and reads each one for its product
-   * (`streamed`): WASM memory ends at 4 GiB, and the keys and the evaluation need the rest.
+   * The most WASM memory the encrypted weights may take as SEAL ciphertexts. Weights are
+   * loaded in order while they fit; the rest stay serialized and each is read for its
+   * product (`streamedWeights`): WASM memory ends at 4 GiB, and the keys and the
+   * evaluation need the rest.
    */
   readonly residentWeightBytes?: number;
 }
@@ -351,9 +352,9 @@ function cipherBytes(he: HeContext, level: number): number {
 }
 
 /**
- * The device's side: an encrypted classifier loaded once (keys and, unless `streamed`,
- * weights stay in WASM memory) and evaluated per input. Each evaluation frees everything
- * it created.
+ * The device's side: an encrypted classifier loaded once (keys and the weights that fit
+ * the budget stay in WASM memory) and evaluated per input. Each evaluation frees
+ * everything it created.
  */
 export class EncryptedClassifier {
   private disposed = false;
@@ -367,9 +368,14 @@ export class EncryptedClassifier {
     readonly byteLength: number,
     /** X^(N/2) at the top level, when the device encrypts complex-packed planes. */
     private readonly monomial: PlainText | null,
-    /** Whether the weights stay serialized and are read per product (see LoadOptions). */
-    readonly streamed: boolean,
+    /** How many weights stay serialized and are read for each product (see LoadOptions). */
+    readonly streamedWeights: number,
   ) {}
+
+  /** Whether some weights stay serialized (see LoadOptions). */
+  get streamed(): boolean {
+    return this.streamedWeights > 0;
+  }
 
   static load(he: HeContext, keys: DeviceKeys, bytes: Uint8Array, options: LoadOptions = {}): EncryptedClassifier {
     const budget = options.residentWeightBytes ?? DEFAULT_RESIDENT_WEIGHT_BYTES;
@@ -390,32 +396,36 @@ export class EncryptedClassifier {
     if (missing.length > 0) fail('E_KEYS', `the device key set has no Galois keys for rotation steps ${missing.join(', ')}`);
     const expected = plan.weightSlots.size;
     if (sections.length !== expected) fail('E_CORRUPT', `the classifier has ${sections.length} weight sections, its plan needs ${expected}`);
-    const encrypted = plan.mode.weights === 'encrypted';
-    const resident = [...plan.weightSlots.values()].reduce((sum, slot) => sum + cipherBytes(he, slot.level), 0);
-    const streamed = encrypted && resident > budget;
     const owned = new Scope();
     try {
       let next = 0;
-      // Streamed weights are read once here too, so a damaged one is refused at load.
-      const scratch = streamed ? owned.track(he.seal.CipherText()) : null;
+      let room = budget;
+      let streamedWeights = 0;
+      let scratch: CipherText | undefined;
       const load = (key: string): SealWeight | null => {
         const slot = plan.weightSlots.get(key)!;
         const section = sections[next++]!;
         const what = `weight section ${next - 1} (${key})`;
         if (plan.mode.weights === 'plain') {
           const values = bytesFloat64(section, he.slots, what);
-          if (values.every((v) => v === 0) && !key.endsWith(':-1')) return null;
+          if (values.every((v) => v === 0) && Number(key.split(':')[1]) >= 0) return null;
           return owned.track(he.encode(values, slot.scale, slot.level));
         }
         const read = (into: CipherText): CipherText => {
           const serialized = header.weightEncoding === 'bitpacked' ? unpackSeeded(section, he.primes, what) : section;
           return loadSeal(he, into, serialized, what);
         };
-        const ct = read(scratch ?? owned.track(he.seal.CipherText()));
+        const size = cipherBytes(he, slot.level);
+        const resident = size <= room;
+        if (resident) room -= size;
+        // A streamed weight is read once here too, so a damaged one is refused at load.
+        const ct = read(resident ? owned.track(he.seal.CipherText()) : (scratch ??= owned.track(he.seal.CipherText())));
         if (he.levelOf(ct) !== slot.level || Math.abs(ct.scale / slot.scale - 1) > 1e-9 || ct.size !== 2) {
           fail('E_CORRUPT', `${what} is at level ${he.levelOf(ct)} scale 2^${Math.log2(ct.scale).toFixed(2)}, the plan needs level ${slot.level}`);
         }
-        return scratch === null ? ct : { readInto: read };
+        if (resident) return ct;
+        streamedWeights++;
+        return { readInto: read };
       };
       const weights = plan.plans.map((layerPlan, i): LayerWeights<SealWeight> | null => {
         if (layerPlan.kind === 'poly' || layerPlan.kind === 'add') return null;
@@ -424,7 +434,7 @@ export class EncryptedClassifier {
       });
       const first = firstPlan(plan.plans);
       const monomial = first.complex ? owned.track(monomialPlain(he, he.topLevel)) : null;
-      return new EncryptedClassifier(he, keys, plan, weights, owned, bytes.length, monomial, streamed);
+      return new EncryptedClassifier(he, keys, plan, weights, owned, bytes.length, monomial, streamedWeights);
     } catch (error) {
       owned.dispose();
       throw error;

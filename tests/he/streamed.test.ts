@@ -39,6 +39,30 @@ describe('encrypted weights kept serialized and read per product (streamed)', ()
     }
   });
 
+  it('keeps resident the weights that fit the budget and streams the rest', () => {
+    const sizes = [...p.classifier.plan.weightSlots.values()].map((slot) => 2 * p.he.params.polyModulusDegree * (slot.level + 1) * 8);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const count = (residentWeightBytes: number) => {
+      const c = EncryptedClassifier.load(p.he, p.keys, p.classifierBytes, { residentWeightBytes });
+      c.dispose();
+      return c.streamedWeights;
+    };
+    expect([count(total), count(total - 1), streamed.streamedWeights]).toEqual([0, 1, sizes.length]);
+    const partial = EncryptedClassifier.load(p.he, p.keys, p.classifierBytes, { residentWeightBytes: total / 2 });
+    try {
+      expect(partial.streamedWeights).toBeGreaterThan(0);
+      expect(partial.streamedWeights).toBeLessThan(sizes.length);
+      expect(partial.streamed).toBe(true);
+      const [x] = makeImages(CONV, 1, 76);
+      const float = floatEvaluate(LAYERS, x!);
+      const got = p.decrypt(partial.evaluate(x!).result);
+      expect(maxAbsDiff(got, p.decrypt(p.classifier.evaluate(x!).result))).toBeLessThan(1e-3 * maxAbs(float));
+      expect(argmax(got)).toBe(argmax(float));
+    } finally {
+      partial.dispose();
+    }
+  });
+
   it('shares of two workers add up to the same scores', () => {
     const [x] = makeImages(CONV, 1, 75);
     const float = floatEvaluate(LAYERS, x!);
