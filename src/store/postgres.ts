@@ -3,7 +3,7 @@
  * state of several backend instances. The store's logic is shared with SQLite (sql.ts);
  * this file holds what is PostgreSQL's own.
  *
- * - The same tables, columns and constraints as SQLite's schema 4 (PostgreSQL's step 2):
+ * - The same tables, columns and constraints as SQLite's (its schema 7 is step 5 here):
  *   idempotency keys unique per device, results written once after they are stored
  *   pending and never deleted, audit events append-only and device states moving
  *   forward only (triggers), one-time enrollment tokens, CHECKs on every enum, hash and
@@ -12,6 +12,8 @@
  * - Writes are READ COMMITTED transactions whose statements are safe under concurrency:
  *   a result is inserted ON CONFLICT DO NOTHING, a token is used by one UPDATE, version
  *   numbers are given out under a row lock on the model.
+ * - Connections in pipeline mode: a batch (BEGIN, an ingested result's two statements,
+ *   COMMIT) is written at once and answered in one round trip.
  * - Versioned migrations of its own (`MIGRATIONS`), each in a transaction that holds an
  *   advisory lock, so instances starting at once apply each step once; a database whose
  *   schema is newer than this code is refused before anything is written to it.

@@ -10,7 +10,8 @@
  *   forward only (pending → active → revoked, pending → revoked).
  * - Every write is one IMMEDIATE transaction (the write lock is taken up front, so two
  *   processes never deadlock upgrading a read lock); a busy connection waits up to
- *   `BUSY_TIMEOUT_MS` and then fails with E_BUSY.
+ *   `BUSY_TIMEOUT_MS` and then fails with E_BUSY. Batches (an ingested result each) that
+ *   wait for the same turn share one transaction, a savepoint each (group commit).
  * - Versioned migrations (`MIGRATIONS`), each applied in its own transaction and recorded
  *   in `schema_migrations`. A database from a newer version of the code is refused before
  *   anything is written to it.
