@@ -5,12 +5,12 @@
  * all through src/model/bundle's `loadVerifiedBundle`. Verified bundles are cached in
  * IndexedDB keyed by model, version and manifest hash, and verified again when read back
  * from the cache; older versions of the model are evicted once a newer one verifies, and
- * a version the backend reports retired is evicted and refused (evictBundles, `retired`).
+ * a version the backend reports retired is evicted (db.ts's evictBundles) and refused (`retired`).
  * A bundle that fails any check is refused with a BundleError and never used.
  */
 import { BundleError, bundleFiles, loadVerifiedBundle, parseManifest, type BundleManifest, type VerifiedBundle } from '../model/bundle';
 import { fromHex, sha256Hex, toArrayBuffer } from './bytes';
-import type { CachedBundle, KioskDatabase } from './db';
+import { type CachedBundle, type KioskDatabase, putBundle, readBundleFile } from './db';
 
 export type Progress = (loadedBytes: number, totalBytes: number, file: string) => void;
 
@@ -92,13 +92,13 @@ async function download(url: URL, expected: number | undefined, onBytes: (n: num
 
 const cacheKey = (m: BundleManifest, sha: string) => `${m.modelId}@${m.version}#${sha}`;
 
-async function verifyCached(entry: CachedBundle, verify: Awaited<ReturnType<typeof ed25519Verifier>>): Promise<VerifiedBundle> {
-  const bytes = (name: string) => {
-    const b = name === 'manifest.json' ? entry.manifest : name === 'manifest.sig' ? entry.signature : entry.files[name];
+async function verifyCached(db: KioskDatabase, entry: CachedBundle, verify: Awaited<ReturnType<typeof ed25519Verifier>>): Promise<VerifiedBundle> {
+  const bytes = async (name: string) => {
+    const b = name === 'manifest.json' ? new Uint8Array(entry.manifest) : name === 'manifest.sig' ? new Uint8Array(entry.signature) : await readBundleFile(db, entry, name);
     if (b === undefined) throw new BundleError('E_HASH', `the cached bundle has no ${name}`);
-    return new Uint8Array(b);
+    return b;
   };
-  return loadVerifiedBundle({ read: async (name) => bytes(name) }, verify, sha256Hex);
+  return loadVerifiedBundle({ read: bytes }, verify, sha256Hex);
 }
 
 async function newestCached(db: KioskDatabase, modelId: string | undefined): Promise<CachedBundle | undefined> {
@@ -115,13 +115,6 @@ export interface LoadBundleOptions {
   fetch?: typeof fetch;
   /** `${modelId}@${version}` of versions the backend said are retired: refused even if offered. */
   retired?: ReadonlySet<string>;
-}
-
-/** Deletes the cached bundles of `modelId` up to `version` (a version the owner retired, and older ones). */
-export async function evictBundles(db: KioskDatabase, modelId: string, version: number): Promise<void> {
-  const tx = db.transaction('bundles', 'readwrite');
-  for (const entry of await tx.store.index('modelId').getAll(modelId)) if (entry.version <= version) await tx.store.delete(entry.key);
-  await tx.done;
 }
 
 function refuseRetired(manifest: BundleManifest, retired: ReadonlySet<string> | undefined): void {
@@ -155,7 +148,7 @@ export async function loadBundle(options: LoadBundleOptions): Promise<LoadedBund
     // Offline (or the static host is down): the newest verified bundle in the cache, checked again.
     const cached = await newestCached(options.db, modelId);
     if (cached === undefined) throw new KioskBundleError('E_FETCH', `${error.message}, and no verified bundle is cached`);
-    const bundle = await verifyCached(cached, verify);
+    const bundle = await verifyCached(options.db, cached, verify);
     refuseRetired(bundle.manifest, options.retired);
     return { ...bundle, source: 'cache', manifestSha256: cached.manifestSha256, loadMs: performance.now() - started };
   }
@@ -170,8 +163,8 @@ export async function loadBundle(options: LoadBundleOptions): Promise<LoadedBund
         // Reached only once the signature has verified: the manifest is the owner's.
         const manifest = parseManifest(manifestBytes);
         const cached = await options.db.get('bundles', cacheKey(manifest, manifestSha256));
-        const fromCache = cached?.files[name];
-        if (fromCache !== undefined) return new Uint8Array(fromCache);
+        const fromCache = cached === undefined ? undefined : await readBundleFile(options.db, cached, name);
+        if (fromCache !== undefined) return fromCache;
         if (total === 0) total = bundleFiles(manifest.files).reduce((n, f) => n + manifest.files[f]!.size, 0);
         const bytes = await download(new URL(name, base), bundleFiles(manifest.files).includes(name as never) ? manifest.files[name as 'weights.bin'].size : 0, (n) => {
           loaded += n;
@@ -192,22 +185,12 @@ export async function loadBundle(options: LoadBundleOptions): Promise<LoadedBund
   const key = cacheKey(manifest, manifestSha256);
   const source = (await options.db.getKey('bundles', key)) === undefined ? 'network' : 'cache';
   if (source === 'network') {
-    const tx = options.db.transaction('bundles', 'readwrite');
-    await tx.store.put({
-      key,
-      modelId: manifest.modelId,
-      version: manifest.version,
-      manifestSha256,
-      manifest: toArrayBuffer(manifestBytes),
-      signature: toArrayBuffer(signature),
-      files: Object.fromEntries(bundleFiles(manifest.files).map((f) => [f, toArrayBuffer(bundle.files[f]!)])),
-      storedAt: new Date().toISOString(),
-    });
-    // Older versions of this model are retired by the new one: evict them.
-    for (const other of await tx.store.index('modelId').getAll(manifest.modelId)) {
-      if (other.key !== key) await tx.store.delete(other.key);
-    }
-    await tx.done;
+    // Older versions of this model are retired by the new one: putBundle evicts them.
+    await putBundle(
+      options.db,
+      { key, modelId: manifest.modelId, version: manifest.version, manifestSha256, manifest: toArrayBuffer(manifestBytes), signature: toArrayBuffer(signature), storedAt: new Date().toISOString() },
+      Object.fromEntries(bundleFiles(manifest.files).map((f) => [f, bundle.files[f]!])),
+    );
   }
   return { ...bundle, source, manifestSha256, loadMs: performance.now() - started };
 }

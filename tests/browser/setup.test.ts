@@ -251,6 +251,7 @@ describe.skipIf(!hasChromium)('kiosk set-up, modes and sub-paths (Debian chromiu
     expect(await page.textContent('#outbox-refused')).toBe('1');
     expect(await page.textContent('#last-send')).toMatch(/HTTP 410/);
     expect(await cached()).toEqual([]);
+    expect(await chunkOwners(page)).toEqual([]);
 
     // The owner publishes v2: the kiosk loads it and classifies with it.
     expect(await site.publishNextVersion()).toBe(2);
@@ -268,9 +269,92 @@ describe.skipIf(!hasChromium)('kiosk set-up, modes and sub-paths (Debian chromiu
     expect(await page.textContent('#bundle-id')).toBe('mnist v3');
     expect(await page.textContent('#bundle-status')).toMatch(/verified .* from the network/);
     expect(await cached()).toEqual(['mnist@3']);
+    // The evicted versions' file chunks went with them.
+    expect(await chunkOwners(page)).toEqual(['mnist@3']);
     await page.close();
   });
+
+  it('a cache written by database version 1 (files whole in their entry) moves into chunks on upgrade, and the kiosk starts from it offline', async () => {
+    const fresh = await launch(site.root);
+    try {
+      const p = await fresh.newPage();
+      await p.goto(`${site.url}/models/mnist/latest.json`);
+      const stored = await p.evaluate(async () => {
+        const pointer = (await (await fetch('latest.json')).json()) as { path: string };
+        const base = new URL(pointer.path, location.href);
+        const manifest = await (await fetch(new URL('manifest.json', base))).arrayBuffer();
+        const signature = await (await fetch(new URL('manifest.sig', base))).arrayBuffer();
+        const parsed = JSON.parse(new TextDecoder().decode(manifest)) as { modelId: string; version: number; files: Record<string, unknown> };
+        const files: Record<string, ArrayBuffer> = {};
+        for (const name of Object.keys(parsed.files)) files[name] = await (await fetch(new URL(name, base))).arrayBuffer();
+        const sha = [...new Uint8Array(await crypto.subtle.digest('SHA-256', manifest))].map((b) => b.toString(16).padStart(2, '0')).join('');
+        const key = `${parsed.modelId}@${parsed.version}#${sha}`;
+        // Exactly what version 1 of the kiosk's database held.
+        await new Promise<void>((resolve, reject) => {
+          const open = indexedDB.open('sealed-edge-kiosk', 1);
+          open.onupgradeneeded = () => {
+            open.result.createObjectStore('bundles', { keyPath: 'key' }).createIndex('modelId', 'modelId');
+            open.result.createObjectStore('outbox', { keyPath: 'idempotencyKey' }).createIndex('createdAt', 'createdAt');
+            open.result.createObjectStore('device');
+          };
+          open.onerror = () => reject(open.error);
+          open.onsuccess = () => {
+            const tx = open.result.transaction('bundles', 'readwrite');
+            tx.objectStore('bundles').put({ key, modelId: parsed.modelId, version: parsed.version, manifestSha256: sha, manifest, signature, files, storedAt: new Date().toISOString() });
+            tx.oncomplete = () => {
+              open.result.close();
+              resolve();
+            };
+            tx.onerror = () => reject(tx.error);
+          };
+        });
+        return { key, sizes: Object.entries(files).map(([name, bytes]) => [name, bytes.byteLength] as const) };
+      });
+      // The host's bundle files are unreachable: only the migrated cache can start the kiosk.
+      await p.route('**/models/**', (route) => route.abort());
+      await p.goto(`${site.kioskUrl}?workers=1`);
+      await ready(p);
+      expect(await p.textContent('#bundle-status')).toMatch(/verified .* from the cache/);
+      const entry = await p.evaluate(
+        (key) =>
+          new Promise<unknown>((resolve, reject) => {
+            const open = indexedDB.open('sealed-edge-kiosk');
+            open.onerror = () => reject(open.error);
+            open.onsuccess = () => {
+              const get = open.result.transaction('bundles').objectStore('bundles').get(key);
+              get.onsuccess = () => {
+                resolve(get.result.files);
+                open.result.close();
+              };
+            };
+          }),
+        stored.key,
+      );
+      expect(entry).toEqual(Object.fromEntries(stored.sizes.map(([name, size]) => [name, { size, chunks: Math.max(1, Math.ceil(size / (32 * 2 ** 20))) }])));
+      expect(await chunkOwners(p)).toEqual([stored.key.replace(/#.*/, '')]);
+    } finally {
+      await fresh.close();
+    }
+  });
 });
+
+/** The bundles the kiosk's cached file chunks belong to (`model@version`). */
+function chunkOwners(p: Page): Promise<string[]> {
+  return p.evaluate(
+    () =>
+      new Promise<string[]>((resolve, reject) => {
+        const open = indexedDB.open('sealed-edge-kiosk');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const keys = open.result.transaction('chunks').objectStore('chunks').getAllKeys();
+          keys.onsuccess = () => {
+            resolve([...new Set((keys.result as string[]).map((k) => k.replace(/#.*/, '')))].sort());
+            open.result.close();
+          };
+        };
+      }),
+  );
+}
 
 describe.skipIf(!hasChromium)('kiosk served from a sub-path', () => {
   for (const { name, mount, base, assets } of [
