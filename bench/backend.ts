@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -203,7 +203,8 @@ export async function benchBackend(options: BackendBenchOptions): Promise<{ mach
       }
       try {
         log(`backend bench: ${describeRun(spec)}…`);
-        const run = await oneRun(spec, { root: join(root, `run-${i}`), location, env, version, keyPair, signing, bundle, ciphertexts, log });
+        const postmaster = spec.store === 'postgres' && cluster !== null ? postmasterPid((cluster as { dir: string }).dir) : null;
+        const run = await oneRun(spec, { root: join(root, `run-${i}`), location, env, version, keyPair, signing, bundle, ciphertexts, log, postmaster });
         runs.push(run);
         log(`backend bench: ${run.acknowledged} acknowledged (${run.acceptedPerS}/s), ${run.stored} stored, ${run.decrypted} decrypted, ${run.lost} lost, ${run.duplicated} duplicated`);
       } finally {
@@ -231,6 +232,8 @@ interface RunContext {
   bundle: VerifiedBundle;
   ciphertexts: Uint8Array[];
   log: (line: string) => void;
+  /** The PostgreSQL server the bench started (its postmaster's pid), whose CPU it reads; null for SQLite or a server given by URL. */
+  postmaster: number | null;
 }
 
 async function oneRun(spec: BackendRunSpec, ctx: RunContext): Promise<BackendRun> {
@@ -257,6 +260,7 @@ async function oneRun(spec: BackendRunSpec, ctx: RunContext): Promise<BackendRun
     const requests = new RequestBodies(ctx.bundle, ctx.ciphertexts);
     // CPU time from here: each instance's (every thread, until its results are decrypted) and the devices'.
     const cpuFrom = instances.map((instance) => processCpuMs(instance.child.pid));
+    const serverFrom = ctx.postmaster === null ? null : serverCpuMs(ctx.postmaster);
     const cpuKilled: Array<number | null> = [];
     const devicesCpu = process.cpuUsage();
 
@@ -321,10 +325,12 @@ async function oneRun(spec: BackendRunSpec, ctx: RunContext): Promise<BackendRun
       const drainBy = Date.now() + DRAIN_TIMEOUT_MS;
       while ((await check.listResults({ state: 'pending', limit: 1 })).length > 0 && Date.now() < drainBy) await sleep(200);
       const instancesCpu = [...cpuKilled, ...instances.map((instance, n) => cpuSince(processCpuMs(instance.child.pid), cpuFrom[n]!))];
+      const serverCpu = ctx.postmaster === null ? null : cpuSince(serverCpuMs(ctx.postmaster), serverFrom);
       if (acked.size > 0 && instancesCpu.every((ms) => ms !== null)) {
         const per = (ms: number) => round(ms / acked.size, 2);
         ctx.log(
-          `backend bench: CPU per acknowledged result: instances ${per(instancesCpu.reduce<number>((a, b) => a + b!, 0))} ms (every thread, until decrypted${spec.kill ? '; the restarted instance from its start' : ''}), devices ${per(devicesCpuMs)} ms`,
+          `backend bench: CPU per acknowledged result: instances ${per(instancesCpu.reduce<number>((a, b) => a + b!, 0))} ms (every thread, until decrypted${spec.kill ? '; the restarted instance from its start' : ''}), devices ${per(devicesCpuMs)} ms` +
+            (serverCpu === null ? '' : `, PostgreSQL server ${per(serverCpu)} ms (every process of the cluster)`),
         );
       }
       for (const instance of instances) await instance.stop('SIGTERM');
@@ -409,12 +415,52 @@ function post(target: string, headers: Record<string, string>, body: Buffer): Pr
 /** CPU time (user and system, every thread) a process has used, in ms, from /proc (Linux; null elsewhere or once it has exited). */
 function processCpuMs(pid: number | undefined): number | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const fields = statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'));
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
   } catch {
     return null;
   }
+}
+
+/** The pid of the postmaster of the cluster in `dir` (scripts/test-postgres.sh's layout), or null when it cannot be read. */
+function postmasterPid(dir: string): number | null {
+  try {
+    const pid = Number(readFileSync(join(dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * CPU time, in ms, of a PostgreSQL cluster from /proc: the postmaster's own and that of
+ * the children it has reaped (connections that closed), plus each live child's
+ * (connections, WAL writer, checkpointer, …). Null when the postmaster is gone.
+ */
+function serverCpuMs(postmaster: number): number | null {
+  let ticks = 0;
+  try {
+    const fields = statFields(readFileSync(`/proc/${postmaster}/stat`, 'utf8'));
+    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+  } catch {
+    return null;
+  }
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let fields: string[];
+    try {
+      fields = statFields(readFileSync(`/proc/${entry}/stat`, 'utf8'));
+    } catch {
+      continue; // exited meanwhile: its time is in the postmaster's reaped children
+    }
+    if (Number(fields[1]) === postmaster) ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return (ticks * 1000) / CLOCK_TICKS;
+}
+
+/** The fields of a /proc/PID/stat line after the command name (fields[1] is the parent's pid, [11] and [12] user and system time). */
+function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
 
 /** /proc's unit of CPU time (USER_HZ): 100 per second on Linux. */
