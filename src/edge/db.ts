@@ -80,7 +80,7 @@ export function openKioskDb(name = DB_NAME): Promise<KioskDatabase> {
         for (let cursor = await tx.objectStore('bundles').openCursor(); cursor !== null; cursor = await cursor.continue()) {
           const old = cursor.value as unknown as CachedBundleV1;
           const files: CachedBundle['files'] = {};
-          for (const [file, bytes] of Object.entries(old.files)) files[file] = await putChunks(tx.objectStore('chunks'), old.key, file, new Uint8Array(bytes));
+          for (const [file, bytes] of Object.entries(old.files)) files[file] = await putChunks((v, k) => tx.objectStore('chunks').put(v, k), old.key, file, new Uint8Array(bytes));
           await cursor.update({ ...old, files });
         }
       }
@@ -97,38 +97,49 @@ function chunkCount(size: number): number {
 }
 
 /** Writes a file's chunks (each copied only as it is stored); returns what the bundle entry records of it. */
-async function putChunks(store: { put(value: ArrayBuffer, key: string): Promise<unknown> }, bundleKey: string, file: string, bytes: Uint8Array): Promise<{ size: number; chunks: number }> {
+async function putChunks(put: (value: ArrayBuffer, key: string) => Promise<unknown>, bundleKey: string, file: string, bytes: Uint8Array): Promise<{ size: number; chunks: number }> {
   const chunks = chunkCount(bytes.length);
-  for (let i = 0; i < chunks; i++) await store.put(bytes.slice(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES).buffer, chunkKey(bundleKey, file, i));
+  for (let i = 0; i < chunks; i++) await put(bytes.slice(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES).buffer, chunkKey(bundleKey, file, i));
   return { size: bytes.length, chunks };
 }
 
-/** Stores a verified bundle (metadata and every file in chunks), replacing the other cached versions of its model. */
+/** The bundle a chunk key belongs to. */
+function chunkOwner(key: string): string {
+  return key.slice(0, key.lastIndexOf('/', key.lastIndexOf('/') - 1));
+}
+
+/**
+ * Stores a verified bundle, replacing the other cached versions of its model. Each chunk
+ * is written in a transaction of its own (Chromium refuses a transaction whose values
+ * pass its limit for blobs in flight: a 1.1 GB bundle in one failed with 'Failed to write
+ * blobs'); the entry, which makes them a cached bundle, comes last, and chunks that no
+ * entry names (a write cut short) are deleted then.
+ */
 export async function putBundle(db: KioskDatabase, entry: Omit<CachedBundle, 'files'>, files: Record<string, Uint8Array>): Promise<void> {
-  const tx = db.transaction(['bundles', 'chunks'], 'readwrite');
   const stored: CachedBundle['files'] = {};
-  for (const [file, bytes] of Object.entries(files)) stored[file] = await putChunks(tx.objectStore('chunks'), entry.key, file, bytes);
+  for (const [file, bytes] of Object.entries(files)) stored[file] = await putChunks((v, k) => db.put('chunks', v, k), entry.key, file, bytes);
+  const tx = db.transaction(['bundles', 'chunks'], 'readwrite');
   await tx.objectStore('bundles').put({ ...entry, files: stored });
   for (const other of await tx.objectStore('bundles').index('modelId').getAll(entry.modelId)) {
     if (other.key !== entry.key) await deleteEntry(tx, other);
   }
+  const named = new Set(await tx.objectStore('bundles').getAllKeys());
+  for (const key of await tx.objectStore('chunks').getAllKeys()) if (!named.has(chunkOwner(key))) await tx.objectStore('chunks').delete(key);
   await tx.done;
 }
 
-/** A cached file, its chunks joined; undefined when the bundle has no such file. */
+/** A cached file, its chunks joined (each read on its own, as written); undefined when the bundle has no such file or a chunk is missing. */
 export async function readBundleFile(db: KioskDatabase, entry: CachedBundle, file: string): Promise<Uint8Array | undefined> {
   const info = entry.files[file];
   if (info === undefined) return undefined;
-  const tx = db.transaction('chunks');
   const out = new Uint8Array(info.size);
   let at = 0;
   for (let i = 0; i < info.chunks; i++) {
-    const chunk = await tx.store.get(chunkKey(entry.key, file, i));
+    const chunk = await db.get('chunks', chunkKey(entry.key, file, i));
     if (chunk === undefined || at + chunk.byteLength > info.size) return undefined;
     out.set(new Uint8Array(chunk), at);
     at += chunk.byteLength;
   }
-  await tx.done;
   return at === info.size ? out : undefined;
 }
 

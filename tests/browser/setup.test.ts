@@ -262,7 +262,24 @@ describe.skipIf(!hasChromium)('kiosk set-up, modes and sub-paths (Debian chromiu
     expect(await classifyDemo(page, site, deviceId, 1)).toEqual(await demoLabels(1));
     expect((await site.ws.store.listResults({ deviceId })).at(-1)!.version).toBe(2);
 
-    // v3 replaces v2: once v3 verifies, v2 leaves the cache.
+    // v3 replaces v2: once v3 verifies, v2 leaves the cache, and so does a chunk that no
+    // cached bundle names (what a write cut short leaves).
+    await page.evaluate(
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const open = indexedDB.open('sealed-edge-kiosk');
+          open.onerror = () => reject(open.error);
+          open.onsuccess = () => {
+            const tx = open.result.transaction('chunks', 'readwrite');
+            tx.objectStore('chunks').put(new ArrayBuffer(8), 'ghost@1#00/weights.bin/0');
+            tx.oncomplete = () => {
+              open.result.close();
+              resolve();
+            };
+          };
+        }),
+    );
+    expect(await chunkOwners(page)).toEqual(['ghost@1', 'mnist@2']);
     expect(await site.publishNextVersion()).toBe(3);
     await page.reload();
     await ready(page);
