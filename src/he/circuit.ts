@@ -349,6 +349,17 @@ export function readOutputs(slots: ArrayLike<number>, output: { count: number; s
   return Float64Array.from({ length: output.count }, (_, r) => slots[r * output.stride]!);
 }
 
+/**
+ * The device's packed inputs: all at hand, or made one by one as the first layer reads
+ * them — a convolution then frees each plane after its product, so the encrypted planes of
+ * a large first layer are never all in memory at once.
+ */
+export type InputSource<V> = readonly V[] | ((index: number) => V);
+
+function inputAt<V>(inputs: InputSource<V>, index: number): V | undefined {
+  return typeof inputs === 'function' ? inputs(index) : inputs[index];
+}
+
 /** One layer's weights in the backend's representation. */
 export interface LayerWeights<W> {
   /** A dense layer's diagonals, or a convolution's weight planes; null: structurally zero. */
@@ -517,10 +528,10 @@ export function evaluateDense<V, W>(be: Backend<V, W>, plan: DensePlan, weights:
 /**
  * A convolution's share: per output part, Σ W_p ⊙ X_p over its im2col planes p in
  * [lo, hi) (numbered part after part), relinearized, not yet rescaled; null for a part no
- * plane contributes to. `planes[p]` is plane p's packed input (only those in the range
- * are read).
+ * plane contributes to. `planes` gives plane p's packed input (only those in the range
+ * are read, in order; made one by one, each is freed after its product).
  */
-export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: LayerWeights<W>, planes: readonly V[], lo = 0, hi = convInputs(plan)): (V | null)[] {
+export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: LayerWeights<W>, planes: InputSource<V>, lo = 0, hi = convInputs(plan)): (V | null)[] {
   const count = convInputs(plan);
   if (weights.diagonals.length !== count) fail('E_SHAPE', `the convolution has ${weights.diagonals.length} weight planes, its plan needs ${count}`);
   if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi > count || lo >= hi) {
@@ -528,11 +539,13 @@ export function convShare<V, W>(be: Backend<V, W>, plan: ConvPlan, weights: Laye
   }
   const sums: (V | null)[] = Array<V | null>(plan.parts).fill(null);
   for (let p = lo; p < hi; p++) {
-    const x = planes[p];
-    if (x === undefined) fail('E_SHAPE', `input plane ${p} is missing`);
     const w = weights.diagonals[p];
+    if (w == null) continue;
+    const x = inputAt(planes, p);
+    if (x === undefined) fail('E_SHAPE', `input plane ${p} is missing`);
     const t = Math.floor(p / convPartInputs(plan));
-    if (w != null) sums[t] = be.mulAdd(sums[t]!, w, x);
+    sums[t] = be.mulAdd(sums[t]!, w, x);
+    if (typeof planes === 'function') be.free(x);
   }
   for (const sum of sums) if (sum !== null) be.relinearize(sum);
   return sums;
@@ -680,7 +693,7 @@ export function evaluateLayers<V, W>(
   be: Backend<V, W>,
   plans: readonly LayerPlan[],
   weights: readonly (LayerWeights<W> | null)[],
-  inputs: readonly V[],
+  inputs: InputSource<V>,
   onLayer?: (index: number) => void,
 ): V {
   onLayer?.(0);
@@ -714,13 +727,14 @@ export function evaluateShare<V, W>(
   be: Backend<V, W>,
   plans: readonly LayerPlan[],
   weights: readonly (LayerWeights<W> | null)[],
-  inputs: readonly V[],
+  inputs: InputSource<V>,
   range?: readonly [number, number],
 ): (V | null)[] {
   const [plan, w] = firstLayer(plans, weights);
   if (plan.kind === 'conv') return convShare(be, plan, w, inputs, range?.[0], range?.[1]);
-  if (inputs.length !== plan.parts || inputs.some((x) => x === undefined)) fail('E_SHAPE', `the dense first layer needs its ${plan.parts} packed input vectors`);
-  return [denseShare(be, plan, w, inputs, range?.[0], range?.[1])];
+  const xs = Array.from({ length: plan.parts }, (_, t) => inputAt(inputs, t));
+  if (xs.some((x) => x === undefined) || (typeof inputs !== 'function' && inputs.length !== plan.parts)) fail('E_SHAPE', `the dense first layer needs its ${plan.parts} packed input vectors`);
+  return [denseShare(be, plan, w, xs as V[], range?.[0], range?.[1])];
 }
 
 /** Runs the rest of the plan from the sums of the first layer's shares (consumed), one per ciphertext of its output. */

@@ -452,29 +452,35 @@ export class EncryptedClassifier {
   }
 
   /**
-   * The packed input vectors in `range` (all by default), encrypted with the device's
-   * public key or kept plain by mode; the others stay holes (a share reads only its own).
+   * The packed input vectors as the first layer reads them (a share reads only its own),
+   * each encrypted with the device's public key when read, or kept plain, by mode: a
+   * convolution's planes are encrypted and freed one by one. `encryptMs` adds up the time
+   * spent encrypting.
    */
-  private input(packed: readonly Float64Array[], scope: Scope, range: readonly [number, number] = [0, packed.length]): SealValue[] {
-    const inputs: SealValue[] = [];
-    if (this.plan.mode.input !== 'encrypted') {
-      for (let i = range[0]; i < range[1]; i++) inputs[i] = { plain: packed[i]!, scale: this.plan.inputScale };
-      return inputs;
-    }
+  private input(packed: readonly Float64Array[], scope: Scope): { at: (index: number) => SealValue; encryptMs: () => number } {
+    const vector = (index: number): Float64Array => {
+      const v = packed[index];
+      if (v === undefined) fail('E_SHAPE', `packed input ${index} does not exist (${packed.length} packed)`);
+      return v;
+    };
+    if (this.plan.mode.input !== 'encrypted') return { at: (index) => ({ plain: vector(index), scale: this.plan.inputScale }), encryptMs: () => 0 };
     const he = this.he;
     const encryptor = scope.track(he.seal.Encryptor(he.context, this.keys.publicKey));
     const plain = scope.track(he.seal.PlainText());
-    for (let i = range[0]; i < range[1]; i++) {
+    let ms = 0;
+    const at = (index: number): SealValue => {
+      const t0 = performance.now();
       const input = scope.track(he.seal.CipherText());
       if (this.monomial !== null) {
-        encryptComplex(he, encryptor, this.monomial, packed[i]!, this.plan.inputScale, input, plain);
+        encryptComplex(he, encryptor, this.monomial, vector(index), this.plan.inputScale, input, plain);
       } else {
-        he.encode(packed[i]!, this.plan.inputScale, he.topLevel, plain);
+        he.encode(vector(index), this.plan.inputScale, he.topLevel, plain);
         encryptor.encrypt(plain, input);
       }
-      inputs[i] = input;
-    }
-    return inputs;
+      ms += performance.now() - t0;
+      return input;
+    };
+    return { at, encryptMs: () => ms };
   }
 
   /** Serializes the still-encrypted scores into a result container. */
@@ -491,15 +497,14 @@ export class EncryptedClassifier {
     try {
       const t0 = performance.now();
       const input = this.input(packed, scope);
-      const t1 = performance.now();
       const backend = new SealBackend(this.he, this.keys, scope);
-      const out = evaluateLayers<SealValue, SealWeight>(backend, this.plan.plans, this.weights, input);
-      const t2 = performance.now();
+      const out = evaluateLayers<SealValue, SealWeight>(backend, this.plan.plans, this.weights, input.at);
+      const t1 = performance.now();
       const result = this.result(out);
-      const t3 = performance.now();
+      const t2 = performance.now();
       return {
         result,
-        timings: { encryptMs: t1 - t0, evaluateMs: t2 - t1, serializeMs: t3 - t2 },
+        timings: { encryptMs: input.encryptMs(), evaluateMs: t1 - t0 - input.encryptMs(), serializeMs: t2 - t1 },
         counts: backend.counts,
       };
     } finally {
@@ -529,13 +534,12 @@ export class EncryptedClassifier {
     const scope = new Scope();
     try {
       const t0 = performance.now();
-      const input = this.input(packed, scope, this.first.kind === 'conv' ? range : undefined);
+      const input = this.input(packed, scope);
+      const share = evaluateShare<SealValue, SealWeight>(new SealBackend(this.he, this.keys, scope), this.plan.plans, this.weights, input.at, range);
       const t1 = performance.now();
-      const share = evaluateShare<SealValue, SealWeight>(new SealBackend(this.he, this.keys, scope), this.plan.plans, this.weights, input, range);
-      const t2 = performance.now();
       // One section per output part, empty where the share has no product.
       const sections = share.every((s) => s === null) ? [] : share.map((s) => (s === null ? new Uint8Array(0) : this.cipherOf(s).saveArray(this.he.seal.ComprModeType.none)));
-      return { partial: writeContainer('partial', header, sections), encryptMs: t1 - t0, evaluateMs: t2 - t1 };
+      return { partial: writeContainer('partial', header, sections), encryptMs: input.encryptMs(), evaluateMs: t1 - t0 - input.encryptMs() };
     } finally {
       scope.dispose();
     }

@@ -75,7 +75,7 @@ export class PlainBackend implements Backend<Float64Array, Float64Array> {
   clone(x: Float64Array): Float64Array {
     return x.slice();
   }
-  free(): void {}
+  free(_x: Float64Array): void {}
 }
 
 /** A linear layer's packed weights: every diagonal (or plane) and the bias of each output part, as slot vectors. */

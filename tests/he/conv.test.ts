@@ -9,7 +9,9 @@ import {
   planClassifier,
   referenceModel,
 } from '../../src/he';
+import { CKKS_PLANNING, evaluateLayers, firstPlan, foldModel, outputSlots, packInputs, planActivations, planLayers, readOutputs } from '../../src/he/circuit';
 import { packConvInput, planConv } from '../../src/he/conv';
+import { PlainBackend, packModel } from '../../src/he/reference';
 import { makeConv, makeDense, makeImages, maxAbs, maxAbsDiff, protect, type Protected, yieldToEventLoop } from './helpers';
 import { expectEncryptedMatches } from './expect-encrypted';
 
@@ -127,6 +129,32 @@ describe('the packed plan of a network that starts with a convolution', () => {
     expect(complex.layerRotationSteps[0]).toEqual([0]);
     expect(complex.rotationSteps[0]).toBe(0);
     expect(complex.depth).toBe(5);
+  });
+
+  it('reads planes made one by one as it multiplies them and frees each after its product', () => {
+    const layers = [makeConv({ kind: 'conv', inChannels: 2, inHeight: 9, inWidth: 9, outChannels: 3, kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1] }, 5), { kind: 'poly', coeffs: [0, 0, 1] }, makeDense(75, 10, 6)] as Layer[];
+    const folded = foldModel(layers);
+    const plans = planLayers(folded, planActivations(layers), 256, CKKS_PLANNING);
+    const weights = packModel(plans, folded);
+    const [x] = makeImages(162, 1, 7);
+    const planes = packInputs(firstPlan(plans), x!);
+    const live = new Set<Float64Array>();
+    let most = 0;
+    const be = new (class extends PlainBackend {
+      override free(v: Float64Array): void {
+        live.delete(v);
+      }
+    })(256);
+    const made = (p: number) => {
+      const v = planes[p]!.slice();
+      live.add(v);
+      most = Math.max(most, live.size);
+      return v;
+    };
+    const lazy = readOutputs(evaluateLayers(be, plans, weights, made), outputSlots(plans));
+    expect(most).toBe(1);
+    expect(live.size).toBe(0);
+    expect(Array.from(lazy)).toEqual(Array.from(readOutputs(evaluateLayers(new PlainBackend(256), plans, weights, planes), outputSlots(plans))));
   });
 
   it('refuses a network with no dense layer', () => {
