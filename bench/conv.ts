@@ -24,7 +24,7 @@ const LOLA: ConvModel = { name: 'cryptonets-lola', file: 'models/small-poly-squa
 const LOLA_HEAD: ConvModel = { name: 'cryptonets-lola', file: 'models/small-poly-square.onnx' };
 const DEEP: ConvModel = { name: 'deep-poly', file: 'models/deep-poly-square.onnx', split: 'input' };
 const DEEP_HEAD: ConvModel = { name: 'deep-poly', file: 'models/deep-poly-square.onnx' };
-/** The paper's CNN (HE-friendly) from its last conv block: N=32768, weights streamed (about 1 GB). */
+/** The paper's CNN (HE-friendly) from its last conv block: its maps over two ciphertexts at N=16384, 1.0 GB of weights, partly streamed. */
 const PAPER_BLOCK: ConvModel = { name: 'paper-cnn', file: 'models/paper-cnn-he.onnx', split: '/features/pool1/AveragePool' };
 
 interface ConvCase {
