@@ -113,18 +113,15 @@ function chunkOwner(key: string): string {
  * is written in a transaction of its own (Chromium refuses a transaction whose values
  * pass its limit for blobs in flight: a 1.1 GB bundle in one failed with 'Failed to write
  * blobs'); the entry, which makes them a cached bundle, comes last, and chunks that no
- * entry names (a write cut short) are deleted then.
+ * entry names (the replaced versions', a write cut short) are deleted then.
  */
 export async function putBundle(db: KioskDatabase, entry: Omit<CachedBundle, 'files'>, files: Record<string, Uint8Array>): Promise<void> {
   const stored: CachedBundle['files'] = {};
   for (const [file, bytes] of Object.entries(files)) stored[file] = await putChunks((v, k) => db.put('chunks', v, k), entry.key, file, bytes);
   const tx = db.transaction(['bundles', 'chunks'], 'readwrite');
   await tx.objectStore('bundles').put({ ...entry, files: stored });
-  for (const other of await tx.objectStore('bundles').index('modelId').getAll(entry.modelId)) {
-    if (other.key !== entry.key) await deleteEntry(tx, other);
-  }
-  const named = new Set(await tx.objectStore('bundles').getAllKeys());
-  for (const key of await tx.objectStore('chunks').getAllKeys()) if (!named.has(chunkOwner(key))) await tx.objectStore('chunks').delete(key);
+  for (const key of await tx.objectStore('bundles').index('modelId').getAllKeys(entry.modelId)) if (key !== entry.key) await tx.objectStore('bundles').delete(key);
+  await deleteUnnamedChunks(tx);
   await tx.done;
 }
 
@@ -146,13 +143,13 @@ export async function readBundleFile(db: KioskDatabase, entry: CachedBundle, fil
 /** Deletes the cached bundles of `modelId` up to `version` (a version the owner retired, and older ones), chunks included. */
 export async function evictBundles(db: KioskDatabase, modelId: string, version: number): Promise<void> {
   const tx = db.transaction(['bundles', 'chunks'], 'readwrite');
-  for (const entry of await tx.objectStore('bundles').index('modelId').getAll(modelId)) if (entry.version <= version) await deleteEntry(tx, entry);
+  for (const entry of await tx.objectStore('bundles').index('modelId').getAll(modelId)) if (entry.version <= version) await tx.objectStore('bundles').delete(entry.key);
+  await deleteUnnamedChunks(tx);
   await tx.done;
 }
 
-async function deleteEntry(tx: IDBPTransaction<KioskDB, ('bundles' | 'chunks')[], 'readwrite'>, entry: CachedBundle): Promise<void> {
-  await tx.objectStore('bundles').delete(entry.key);
-  for (const [file, { chunks }] of Object.entries(entry.files)) {
-    for (let i = 0; i < chunks; i++) await tx.objectStore('chunks').delete(chunkKey(entry.key, file, i));
-  }
+/** Deletes the chunks no cached bundle names: those of entries just deleted, and what a write cut short left. */
+async function deleteUnnamedChunks(tx: IDBPTransaction<KioskDB, ('bundles' | 'chunks')[], 'readwrite'>): Promise<void> {
+  const named = new Set(await tx.objectStore('bundles').getAllKeys());
+  for (const key of await tx.objectStore('chunks').getAllKeys()) if (!named.has(chunkOwner(key))) await tx.objectStore('chunks').delete(key);
 }

@@ -237,6 +237,7 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
   let previous: DensePlan | RotatedConvPlan | undefined;
   let poly = 0;
   const lastDense = layers.map((l) => l.kind).lastIndexOf('dense');
+  const spanning = options.spanCiphertexts === true;
   layers.forEach((layer, i) => {
     if (layer.kind === 'poly' || layer.kind === 'add') {
       plans.push(layer.kind === 'poly' ? polyPlans[poly++]! : layer);
@@ -244,7 +245,6 @@ export function planLayers(layers: readonly LayerShape[], polyPlans: readonly Po
     }
     const afterFirst = i > 0 && previous === undefined;
     let plan: DensePlan | RotatedConvPlan | undefined;
-    const spanning = options.spanCiphertexts === true;
     if (layer.kind === 'conv' && i > 0) {
       const where = `layer ${i}`;
       const input = afterFirst ? freeGrid(layer, slots, spanning) : gridAfter(previous!, layer, where);

@@ -221,21 +221,7 @@ describe.skipIf(!hasChromium)('kiosk set-up, modes and sub-paths (Debian chromiu
     const page = await context.newPage();
     await page.goto(`${site.kioskUrl}?workers=1`);
     await ready(page);
-    const cached = () =>
-      page.evaluate(
-        () =>
-          new Promise<string[]>((resolve, reject) => {
-            const open = indexedDB.open('sealed-edge-kiosk');
-            open.onerror = () => reject(open.error);
-            open.onsuccess = () => {
-              const keys = open.result.transaction('bundles').objectStore('bundles').getAllKeys();
-              keys.onsuccess = () => {
-                resolve((keys.result as string[]).map((k) => k.replace(/#.*/, '')).sort());
-                open.result.close();
-              };
-            };
-          }),
-      );
+    const cached = () => cacheKeys(page, 'bundles');
     expect(await cached()).toEqual(['mnist@1']);
     const deviceId = (await page.textContent('#device-id'))!.replace('device ', '');
 
@@ -355,22 +341,28 @@ describe.skipIf(!hasChromium)('kiosk set-up, modes and sub-paths (Debian chromiu
   });
 });
 
-/** The bundles the kiosk's cached file chunks belong to (`model@version`). */
-function chunkOwners(p: Page): Promise<string[]> {
+/** The keys of a store of the kiosk's bundle cache as `model@version`, sorted: one per cached bundle, or per chunk. */
+function cacheKeys(p: Page, store: 'bundles' | 'chunks'): Promise<string[]> {
   return p.evaluate(
-    () =>
+    (name) =>
       new Promise<string[]>((resolve, reject) => {
         const open = indexedDB.open('sealed-edge-kiosk');
         open.onerror = () => reject(open.error);
         open.onsuccess = () => {
-          const keys = open.result.transaction('chunks').objectStore('chunks').getAllKeys();
+          const keys = open.result.transaction(name).objectStore(name).getAllKeys();
           keys.onsuccess = () => {
-            resolve([...new Set((keys.result as string[]).map((k) => k.replace(/#.*/, '')))].sort());
+            resolve((keys.result as string[]).map((k) => k.replace(/#.*/, '')).sort());
             open.result.close();
           };
         };
       }),
+    store,
   );
+}
+
+/** The bundles the kiosk's cached file chunks belong to (`model@version`). */
+async function chunkOwners(p: Page): Promise<string[]> {
+  return [...new Set(await cacheKeys(p, 'chunks'))];
 }
 
 describe.skipIf(!hasChromium)('kiosk served from a sub-path', () => {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { floatEvaluate } from '../../src/he';
 import { nodeSeal } from '../../src/node/seal';
+import { expectHeapFlat } from './expect-encrypted';
 import { gaussian, makeHead, makeInputs, maxAbs, maxAbsDiff, protect, type Protected, rng, yieldToEventLoop } from './helpers';
 import type { Layer } from '../../src/he';
 
@@ -30,7 +31,6 @@ describe('WASM memory', () => {
   });
 
   it('a network encrypted from its convolution: 100 evaluations, whole and shared by 2 workers, do not grow the heap', async () => {
-    const runtime = await nodeSeal();
     const g = gaussian(rng(31));
     const conv: Layer = {
       kind: 'conv',
@@ -47,22 +47,7 @@ describe('WASM memory', () => {
     const network = [conv, { kind: 'poly', coeffs: [0, 0, 1] }, ...makeHead([845, 100, 10], 'realistic', 32, [0, 0, 1])] as Layer[];
     const lola = await protect(network, 128, undefined, 15);
     try {
-      const images = makeInputs(784, 100, 'random', 33);
-      let afterFirst = 0;
-      for (const [i, x] of images.entries()) {
-        const result =
-          i % 2 === 0
-            ? lola.classifier.evaluate(x).result
-            : lola.classifier.finish([0, 1].map((share) => lola.classifier.evaluateShare(x, share, 2).partial)).result;
-        if (i === 1) afterFirst = runtime.heapBytes();
-        await yieldToEventLoop();
-        if (i % 25 === 1) {
-          const float = floatEvaluate(network, x);
-          expect(maxAbsDiff(lola.decrypt(result), float)).toBeLessThan(1e-2 * maxAbs(float));
-        }
-      }
-      expect(afterFirst).toBeGreaterThan(0);
-      expect(runtime.heapBytes()).toBe(afterFirst);
+      await expectHeapFlat(lola, network, makeInputs(784, 100, 'random', 33), 25);
     } finally {
       lola.dispose();
     }
