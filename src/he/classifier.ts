@@ -20,7 +20,7 @@ import {
   type PlanningOptions,
   shareRanges,
 } from './circuit';
-import { packSeeded, unpackSeeded } from './bitpack';
+import { packCiphertext, unpackCiphertext } from './bitpack';
 import { readContainer, writeContainer } from './container';
 import { type ConvPlan, convInputs, convLowerBound, rotatedConvLowerBound } from './conv';
 import { encodeComplex, encryptComplex, monomialPlain } from './complex';
@@ -276,7 +276,7 @@ export async function encryptClassifier(
       const serializable = encryptor.encryptSymmetricSerializable(encoded);
       if (encoded !== plain) scope.free(encoded);
       try {
-        return packSeeded(serializable.saveArray(seal.ComprModeType.none), he.primes, `weight ${key}`);
+        return packCiphertext(serializable.saveArray(seal.ComprModeType.none), he.primes, `weight ${key}`);
       } finally {
         serializable.delete();
       }
@@ -331,6 +331,8 @@ interface ResultHeader {
   outputs: number;
   /** Output r sits in slot r·stride; absent (1) in results written before strided outputs. */
   stride?: number;
+  /** 'bitpacked' (bitpack.ts); absent in results written before, which SEAL compressed with zstd. */
+  encoding?: 'bitpacked';
 }
 
 /** How a classifier holds its encrypted weights. */
@@ -412,7 +414,7 @@ export class EncryptedClassifier {
           return owned.track(he.encode(values, slot.scale, slot.level));
         }
         const read = (into: CipherText): CipherText => {
-          const serialized = header.weightEncoding === 'bitpacked' ? unpackSeeded(section, he.primes, what) : section;
+          const serialized = header.weightEncoding === 'bitpacked' ? unpackCiphertext(section, he.primes, what) : section;
           return loadSeal(he, into, serialized, what);
         };
         const size = cipherBytes(he, slot.level);
@@ -486,8 +488,8 @@ export class EncryptedClassifier {
   /** Serializes the still-encrypted scores into a result container. */
   private result(out: SealValue): Uint8Array {
     if ('plain' in out) fail('E_SHAPE', 'the classifier produced no ciphertext');
-    const header: ResultHeader = { params: this.he.params, keyId: this.keys.keyId, outputs: this.plan.outputs, stride: this.plan.outputStride };
-    return writeContainer('result', header, [out.saveArray(this.he.seal.ComprModeType.zstd)]);
+    const header: ResultHeader = { params: this.he.params, keyId: this.keys.keyId, outputs: this.plan.outputs, stride: this.plan.outputStride, encoding: 'bitpacked' };
+    return writeContainer('result', header, [packCiphertext(out.saveArray(this.he.seal.ComprModeType.none), this.he.primes, 'the result')]);
   }
 
   /** Encrypts the input (features, or the image for a convolution), evaluates, serializes the still-encrypted scores. */
@@ -629,9 +631,11 @@ export function decryptResult(he: HeContext, owner: OwnerKeys, bytes: Uint8Array
     fail('E_CORRUPT', `the result declares ${String(header.outputs)} outputs ${String(stride)} slots apart`);
   }
   if (sections.length !== 1) fail('E_CORRUPT', `a result holds one ciphertext, this one has ${sections.length} sections`);
+  if (header.encoding !== undefined && header.encoding !== 'bitpacked') fail('E_CORRUPT', `unknown result encoding ${JSON.stringify(header.encoding)}`);
+  const section = header.encoding === 'bitpacked' ? unpackCiphertext(sections[0]!, he.primes, 'result ciphertext') : sections[0]!;
   const scope = new Scope();
   try {
-    const ct = scope.track(loadSeal(he, he.seal.CipherText(), sections[0]!, 'result ciphertext'));
+    const ct = scope.track(loadSeal(he, he.seal.CipherText(), section, 'result ciphertext'));
     if (ct.size !== 2) fail('E_CORRUPT', `the result ciphertext has size ${ct.size}, expected 2`);
     const decryptor = scope.track(he.seal.Decryptor(he.context, owner.secretKey));
     const plain = scope.track(he.seal.PlainText());

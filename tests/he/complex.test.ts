@@ -12,7 +12,7 @@ import {
   planClassifier,
   planParameters,
 } from '../../src/he';
-import { unpackSeeded } from '../../src/he/bitpack';
+import { unpackCiphertext } from '../../src/he/bitpack';
 import { readContainer, writeContainer } from '../../src/he/container';
 import { encodeComplex, encryptComplex, halves, monomialPlain, nttUnit } from '../../src/he/complex';
 import { ModulusChain } from '../../src/he/context';
@@ -156,7 +156,7 @@ describe('complex packing: X^(N/2) and two values per slot', () => {
       const { complex: _, weightEncoding: __, ...before } = header;
       const zstd = sections.map((section) => {
         const ct = ctx.seal.CipherText();
-        ct.loadArray(ctx.context, unpackSeeded(section, ctx.primes, 'weight'));
+        ct.loadArray(ctx.context, unpackCiphertext(section, ctx.primes, 'weight'));
         const bytes = ct.saveArray(ctx.seal.ComprModeType.zstd);
         ct.delete();
         return bytes;
