@@ -2,38 +2,18 @@
  * Ingest apart from decryption, in the store, on every engine: a result is accepted
  * pending with its ciphertext, claimed by decryption workers and completed once.
  */
-import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { ClaimedResult, NewPendingResult, Store } from '../../src/store/types';
-import { expectStoreError, type TestEngine, testEngines } from './store-engines';
+import { expectStoreError, pendingResult, seedStore, type TestEngine, testEngines } from './store-engines';
 
-const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 const CLAIM = { limit: 10, claimTimeoutMs: 60_000, maxAttempts: 3 };
 
 async function storeWithDevice(engine: TestEngine): Promise<{ store: Store; location: string }> {
   const location = await engine.location('decryption');
-  const store = await engine.open(location);
-  await store.addModelVersion(
-    { modelId: 'mnist', keyId: 'k1', bundleDir: 'b', manifestSha256: sha('m'), outputs: 10, protectMetrics: {} },
-    { keyId: 'k1', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
-  );
-  await store.addDevice({ id: 'dev-1', name: 'Kiosk', tokenSha256: sha('token') });
-  await store.enrollDevice(sha('token'), { kty: 'EC', crv: 'P-256', x: randomBytes(32).toString('base64url'), y: randomBytes(32).toString('base64url') });
+  const store = await seedStore(await engine.open(location));
   return { store, location };
 }
-
-const pending = (idempotencyKey: string, body = idempotencyKey): NewPendingResult => ({
-  deviceId: 'dev-1',
-  modelId: 'mnist',
-  version: 1,
-  keyId: 'k1',
-  idempotencyKey,
-  bodySha256: sha(body),
-  ciphertext: new Uint8Array(createHash('sha512').update(body).digest()),
-  receivedAt: new Date().toISOString(),
-  receipt: { idempotencyKey },
-});
 
 /** The label a fake decryption gives a ciphertext: derived from its bytes, so a test can check it. */
 const labelOf = (claim: ClaimedResult) => claim.ciphertext[0]! % 10;
@@ -42,12 +22,12 @@ const decryption = (claim: ClaimedResult) => ({ label: labelOf(claim), scores: A
 describe.each(testEngines())('decryption queue on the $name store', (engine) => {
   it('accepts a result pending with its ciphertext, idempotently, and lists it without a label', async () => {
     const { store } = await storeWithDevice(engine);
-    const first = await store.acceptResult(pending('frame-1'));
+    const first = await store.acceptResult(pendingResult('frame-1'));
     expect(first.kind).toBe('created');
     expect(first.result).toMatchObject({ id: 1, state: 'pending', label: null, scores: [], rangeFlag: null, decryptedAt: null, error: null });
     expect(first.result).not.toHaveProperty('ciphertext');
-    expect(await store.acceptResult(pending('frame-1'))).toEqual({ kind: 'replayed', result: first.result });
-    expect((await store.acceptResult(pending('frame-1', 'another body'))).kind).toBe('conflict');
+    expect(await store.acceptResult(pendingResult('frame-1'))).toEqual({ kind: 'replayed', result: first.result });
+    expect((await store.acceptResult(pendingResult('frame-1', 'another body'))).kind).toBe('conflict');
     expect(await store.listResults({ state: 'pending' })).toEqual([first.result]);
     expect(await store.listResults({ state: 'decrypted' })).toEqual([]);
     await store.close();
@@ -55,14 +35,14 @@ describe.each(testEngines())('decryption queue on the $name store', (engine) => 
 
   it('claims the oldest pending results, never one under a live claim, and writes each decryption once', async () => {
     const { store } = await storeWithDevice(engine);
-    for (let i = 0; i < 5; i++) await store.acceptResult(pending(`frame-${i}`));
+    for (let i = 0; i < 5; i++) await store.acceptResult(pendingResult(`frame-${i}`));
     const a = await store.claimResults({ ...CLAIM, worker: 'a', limit: 3 });
     expect(a.claimed.map((c) => [c.id, c.attempt])).toEqual([
       [1, 1],
       [2, 1],
       [3, 1],
     ]);
-    expect(a.claimed[0]!.ciphertext).toEqual(pending('frame-0').ciphertext);
+    expect(a.claimed[0]!.ciphertext).toEqual(pendingResult('frame-0').ciphertext);
     const b = await store.claimResults({ ...CLAIM, worker: 'b' });
     expect(b.claimed.map((c) => c.id)).toEqual([4, 5]);
     expect((await store.claimResults({ ...CLAIM, worker: 'c' })).claimed).toEqual([]);
@@ -83,7 +63,7 @@ describe.each(testEngines())('decryption queue on the $name store', (engine) => 
 
   it('takes a claim again once its worker is presumed dead; the dead claim can no longer complete it', async () => {
     const { store } = await storeWithDevice(engine);
-    await store.acceptResult(pending('orphan'));
+    await store.acceptResult(pendingResult('orphan'));
     const dead = await store.claimResults({ ...CLAIM, worker: 'dead' });
     expect(dead.claimed.map((c) => c.attempt)).toEqual([1]);
     expect((await store.claimResults({ ...CLAIM, worker: 'b' })).claimed).toEqual([]);
@@ -99,8 +79,8 @@ describe.each(testEngines())('decryption queue on the $name store', (engine) => 
 
   it('gives up on a result whose claims keep expiring: failed with the reason, not retried forever', async () => {
     const { store } = await storeWithDevice(engine);
-    await store.acceptResult(pending('poison'));
-    await store.acceptResult(pending('fine'));
+    await store.acceptResult(pendingResult('poison'));
+    await store.acceptResult(pendingResult('fine'));
     const options = { worker: 'w', limit: 1, claimTimeoutMs: 1, maxAttempts: 2 };
     expect((await store.claimResults(options)).claimed.map((c) => [c.id, c.attempt])).toEqual([[1, 1]]);
     await sleep(5);
@@ -116,7 +96,7 @@ describe.each(testEngines())('decryption queue on the $name store', (engine) => 
   it('two claimers on separate connections never claim the same result, and every result is decrypted once', async () => {
     const { store, location } = await storeWithDevice(engine);
     const COUNT = 120;
-    for (let i = 0; i < COUNT; i++) await store.acceptResult(pending(`burst-${i}`));
+    for (let i = 0; i < COUNT; i++) await store.acceptResult(pendingResult(`burst-${i}`));
     const claimers = await Promise.all([engine.open(location), engine.open(location)]);
     const claimedBy = new Map<number, string[]>();
     const work = async (claimer: Store, name: string) => {
@@ -132,14 +112,14 @@ describe.each(testEngines())('decryption queue on the $name store', (engine) => 
     expect([...claimedBy.values()].every((names) => names.length === 1)).toBe(true);
     const results = await store.listResults();
     expect(results.every((r) => r.state === 'decrypted')).toBe(true);
-    expect(results.map((r) => r.label)).toEqual(results.map((_, i) => pending(`burst-${i}`).ciphertext[0]! % 10));
+    expect(results.map((r) => r.label)).toEqual(results.map((_, i) => pendingResult(`burst-${i}`).ciphertext[0]! % 10));
     expect(new Set([...claimedBy.values()].map((names) => names[0])).size).toBeGreaterThan(1);
     await Promise.all([...claimers.map((c) => c.close()), store.close()]);
   });
 
   it('completes a batch of claims in one call: each result written once, a refused one leaves the others written', async () => {
     const { store, location } = await storeWithDevice(engine);
-    for (let i = 0; i < 6; i++) await store.acceptResult(pending(`batch-${i}`));
+    for (let i = 0; i < 6; i++) await store.acceptResult(pendingResult(`batch-${i}`));
     const announced: number[][] = [];
     const watch = await store.watchResults({ onResults: (ids) => announced.push([...ids]) });
     const { claimed } = await store.claimResults({ ...CLAIM, worker: 'a', limit: 5 });
@@ -176,9 +156,9 @@ describe.each(testEngines())('decryption queue on the $name store', (engine) => 
 
   it('refuses bad input on every new method with E_INVALID or E_NOT_FOUND, and writes nothing', async () => {
     const { store } = await storeWithDevice(engine);
-    await expectStoreError(store.acceptResult({ ...pending('x'), ciphertext: new Uint8Array(0) }), 'E_INVALID', /ciphertext must not be empty/);
-    await expectStoreError(store.acceptResult({ ...pending('x'), ciphertext: 'AAAA' as unknown as Uint8Array }), 'E_INVALID', /ciphertext must be a Uint8Array/);
-    await expectStoreError(store.acceptResult({ ...pending('x'), keyId: 'k2' }), 'E_NOT_FOUND');
+    await expectStoreError(store.acceptResult({ ...pendingResult('x'), ciphertext: new Uint8Array(0) }), 'E_INVALID', /ciphertext must not be empty/);
+    await expectStoreError(store.acceptResult({ ...pendingResult('x'), ciphertext: 'AAAA' as unknown as Uint8Array }), 'E_INVALID', /ciphertext must be a Uint8Array/);
+    await expectStoreError(store.acceptResult({ ...pendingResult('x'), keyId: 'k2' }), 'E_NOT_FOUND');
     await expectStoreError(store.acceptResult(null as unknown as NewPendingResult), 'E_INVALID');
     await expectStoreError(store.claimResults({ ...CLAIM, worker: '' }), 'E_INVALID', /worker/);
     await expectStoreError(store.claimResults({ ...CLAIM, worker: 'w', limit: 0 }), 'E_INVALID', /limit/);
@@ -188,7 +168,7 @@ describe.each(testEngines())('decryption queue on the $name store', (engine) => 
     await expectStoreError(store.listResults({ state: 'done' as 'pending' }), 'E_INVALID', /state must be one of/);
     expect(await store.countResults()).toBe(0);
 
-    await store.acceptResult(pending('x'));
+    await store.acceptResult(pendingResult('x'));
     const [claim] = (await store.claimResults({ ...CLAIM, worker: 'w' })).claimed;
     await expectStoreError(store.completeResult(0, 1, { error: 'x' }), 'E_INVALID', /id/);
     await expectStoreError(store.completeResult(claim!.id, 0, { error: 'x' }), 'E_INVALID', /attempt/);

@@ -3,14 +3,14 @@
  * fsync begun after its commit (and every commit it could see) has completed, commits
  * waiting for one fsync share the next, and a failed fsync fails the calls it held.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS, openSqliteStore, openSqliteStoreWithMigrations } from '../../src/store/sqlite';
-import type { NewPendingResult, Store } from '../../src/store/types';
-import { expectStoreError } from './store-engines';
+import type { Store } from '../../src/store/types';
+import { expectStoreError, pendingResult, seedStore } from './store-engines';
 
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 
@@ -33,18 +33,6 @@ async function settled(p: Promise<unknown>): Promise<boolean> {
   return done;
 }
 
-const pending = (idempotencyKey: string): NewPendingResult => ({
-  deviceId: 'dev-1',
-  modelId: 'mnist',
-  version: 1,
-  keyId: 'k1',
-  idempotencyKey,
-  bodySha256: sha(idempotencyKey),
-  ciphertext: new Uint8Array(randomBytes(64)),
-  receivedAt: new Date().toISOString(),
-  receipt: { idempotencyKey },
-});
-
 describe('SQLite: durable before a call resolves, the fsync off the event loop', () => {
   let dir: string;
   let counter = 0;
@@ -54,13 +42,7 @@ describe('SQLite: durable before a call resolves, the fsync off the event loop',
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   async function open(held: HeldSync): Promise<Store> {
-    const store = await openSqliteStoreWithMigrations(join(dir, `store-${++counter}.sqlite`), MIGRATIONS, held.sync);
-    await store.addModelVersion(
-      { modelId: 'mnist', keyId: 'k1', bundleDir: 'b', manifestSha256: sha('m'), outputs: 10, protectMetrics: {} },
-      { keyId: 'k1', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
-    );
-    await store.addDevice({ id: 'dev-1', name: 'Kiosk', tokenSha256: sha('token') });
-    await store.enrollDevice(sha('token'), { kty: 'EC', crv: 'P-256', x: randomBytes(32).toString('base64url'), y: randomBytes(32).toString('base64url') });
+    const store = await seedStore(await openSqliteStoreWithMigrations(join(dir, `store-${++counter}.sqlite`), MIGRATIONS, held.sync));
     return store;
   }
 
@@ -84,11 +66,11 @@ describe('SQLite: durable before a call resolves, the fsync off the event loop',
     const held = new HeldSync();
     const store = await open(held);
     held.hold = true;
-    const first = store.acceptResult(pending('frame-1'));
+    const first = store.acceptResult(pendingResult('frame-1'));
     await new Promise((r) => setTimeout(r, 10));
     expect(held.calls).toHaveLength(1);
     // Committed while the first fsync runs: they wait for one more.
-    const later = [store.acceptResult(pending('frame-2')), store.acceptResult(pending('frame-3'))];
+    const later = [store.acceptResult(pendingResult('frame-2')), store.acceptResult(pendingResult('frame-3'))];
     await new Promise((r) => setTimeout(r, 10));
     expect(await settled(Promise.any(later))).toBe(false);
     expect(held.calls).toHaveLength(1);
@@ -109,7 +91,7 @@ describe('SQLite: durable before a call resolves, the fsync off the event loop',
     const store = await open(held);
     held.hold = true;
     const write = store.addDevice({ id: 'dev-3', name: 'Gate', tokenSha256: sha('gate') });
-    const result = store.acceptResult(pending('frame-9'));
+    const result = store.acceptResult(pendingResult('frame-9'));
     await new Promise((r) => setTimeout(r, 10));
     held.calls[0]!.fail(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
     await expectStoreError(write, 'E_DB');

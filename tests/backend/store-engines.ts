@@ -6,7 +6,7 @@
  * set, an unreachable server fails the tests; on CI it must be set. Without it (a
  * developer without PostgreSQL) the PostgreSQL tests are skipped, and say so.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +14,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { openStore } from '../../src/store/open';
 import { StoreError } from '../../src/store/errors';
-import type { Store } from '../../src/store/types';
+import type { NewPendingResult, Store } from '../../src/store/types';
 
 export const POSTGRES_URL = process.env.SEALED_EDGE_TEST_DATABASE_URL || undefined;
 
@@ -107,3 +107,28 @@ export async function expectStoreError(promise: Promise<unknown>, code: string, 
   if (message) expect((error as StoreError).message).toMatch(message);
   return error as StoreError;
 }
+
+/** Model version mnist 1 (key 'k1') and device 'dev-1', enrolled: what pendingResult's results need. */
+export async function seedStore(store: Store): Promise<Store> {
+  const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+  await store.addModelVersion(
+    { modelId: 'mnist', keyId: 'k1', bundleDir: 'b', manifestSha256: sha('m'), outputs: 10, protectMetrics: {} },
+    { keyId: 'k1', wrappedSecretKey: new Uint8Array(randomBytes(8)), deviceKeys: new Uint8Array(randomBytes(8)) },
+  );
+  await store.addDevice({ id: 'dev-1', name: 'Kiosk', tokenSha256: sha('token') });
+  await store.enrollDevice(sha('token'), { kty: 'EC', crv: 'P-256', x: randomBytes(32).toString('base64url'), y: randomBytes(32).toString('base64url') });
+  return store;
+}
+
+/** A pending result of device 'dev-1' for model version mnist 1 (key 'k1'): its ciphertext derived from `body`. */
+export const pendingResult = (idempotencyKey: string, body = idempotencyKey): NewPendingResult => ({
+  deviceId: 'dev-1',
+  modelId: 'mnist',
+  version: 1,
+  keyId: 'k1',
+  idempotencyKey,
+  bodySha256: createHash('sha256').update(body).digest('hex'),
+  ciphertext: new Uint8Array(createHash('sha512').update(body).digest()),
+  receivedAt: new Date().toISOString(),
+  receipt: { idempotencyKey },
+});

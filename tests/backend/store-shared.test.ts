@@ -8,8 +8,8 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import type { StoreError } from '../../src/store/errors';
 import type { SqlStore } from '../../src/store/sql';
-import type { NewPendingResult, RateLimit, ResultWatcher, Store } from '../../src/store/types';
-import { expectStoreError, type TestEngine, testEngines } from './store-engines';
+import type { RateLimit, ResultWatcher, Store } from '../../src/store/types';
+import { expectStoreError, pendingResult, type TestEngine, testEngines } from './store-engines';
 
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 const CLAIM = { limit: 10, claimTimeoutMs: 60_000, maxAttempts: 3 };
@@ -28,18 +28,6 @@ async function storeWithDevice(engine: TestEngine): Promise<{ store: Store; loca
   return { store, location };
 }
 
-const pending = (idempotencyKey: string): NewPendingResult => ({
-  deviceId: 'dev-1',
-  modelId: 'mnist',
-  version: 1,
-  keyId: 'k1',
-  idempotencyKey,
-  bodySha256: sha(idempotencyKey),
-  ciphertext: new Uint8Array(createHash('sha512').update(idempotencyKey).digest()),
-  receivedAt: new Date().toISOString(),
-  receipt: { idempotencyKey },
-});
-
 /** A watcher that keeps what it hears. */
 function listener(): ResultWatcher & { ids: number[]; events: string[] } {
   const heard = {
@@ -57,7 +45,7 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     const { store } = await storeWithDevice(engine);
     const heard = listener();
     const watch = await store.watchResults(heard);
-    for (let i = 0; i < 4; i++) await store.acceptResult(pending(`frame-${i}`));
+    for (let i = 0; i < 4; i++) await store.acceptResult(pendingResult(`frame-${i}`));
     const { claimed } = await store.claimResults({ ...CLAIM, worker: 'w' });
     await store.completeResult(claimed[0]!.id, 1, { label: 3, scores: [0, 0, 0, 1] });
     await store.completeResult(claimed[1]!.id, 1, { error: 'E_CIPHERTEXT: refused' });
@@ -66,12 +54,12 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     await new Promise((done) => setTimeout(done, 5));
     const abandoned = await store.claimResults({ ...CLAIM, worker: 'w2', claimTimeoutMs: 1, maxAttempts: 1 });
     expect(abandoned.abandoned.map((r) => r.id)).toEqual([3, 4]);
-    const recorded = await store.recordResult({ ...pending('direct'), label: 1, scores: [0, 1] });
+    const recorded = await store.recordResult({ ...pendingResult('direct'), label: 1, scores: [0, 1] });
     await expect.poll(() => heard.ids).toEqual([1, 2, 3, 4, recorded.result.id]);
     expect(heard.events).toEqual([]);
     await watch.close();
     await watch.close();
-    await store.acceptResult(pending('after'));
+    await store.acceptResult(pendingResult('after'));
     const [late] = (await store.claimResults({ ...CLAIM, worker: 'w3' })).claimed;
     await store.completeResult(late!.id, 1, { label: 0, scores: [1] });
     await new Promise((done) => setTimeout(done, 100));
@@ -89,7 +77,7 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
         throw new Error('a broken watcher');
       },
     });
-    await store.acceptResult(pending('frame-1'));
+    await store.acceptResult(pendingResult('frame-1'));
     const [claim] = (await store.claimResults({ ...CLAIM, worker: 'w' })).claimed;
     expect((await store.completeResult(claim!.id, 1, { label: 2, scores: [0, 0, 1] })).state).toBe('decrypted');
     await expect.poll(() => heard.ids).toEqual([claim!.id]);
@@ -110,7 +98,7 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     expect(await store.listAudit()).toEqual([]);
     expect(await sql.batch('batch test', [event('a'), event('b'), count])).toEqual([[], [], [{ n: 2 }]]);
     expect((await store.listAudit()).map((e) => e.actor)).toEqual(['a', 'b']);
-    expect((await store.acceptResult(pending('after'))).kind).toBe('created');
+    expect((await store.acceptResult(pendingResult('after'))).kind).toBe('created');
     // Batches called together (SQLite commits them as one group): each stands or falls alone.
     const together = await Promise.allSettled([sql.batch('one', [event('c')]), sql.batch('two', [event('x'), event('')]), sql.batch('three', [event('d'), count])]);
     expect(together.map((answer) => (answer.status === 'fulfilled' ? answer.value : (answer.reason as StoreError).message.split(':')[0]))).toEqual([[[]], 'two', [[], [{ n: 4 }]]]);
@@ -122,10 +110,10 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
   it('accepts concurrent results as it would one at a time: one row and one ciphertext per key, replays and conflicts told apart, refusals storing nothing', async () => {
     const { store, location } = await storeWithDevice(engine);
     const calls = [
-      ...Array.from({ length: 10 }, (_, i) => pending(`c-${i}`)),
-      ...Array.from({ length: 10 }, (_, i) => pending(`c-${i}`)),
-      ...Array.from({ length: 5 }, (_, i) => ({ ...pending(`c-${i}`), bodySha256: sha(`another body ${i}`) })),
-      ...Array.from({ length: 5 }, (_, i) => ({ ...pending(`n-${i}`), deviceId: 'nobody' })),
+      ...Array.from({ length: 10 }, (_, i) => pendingResult(`c-${i}`)),
+      ...Array.from({ length: 10 }, (_, i) => pendingResult(`c-${i}`)),
+      ...Array.from({ length: 5 }, (_, i) => ({ ...pendingResult(`c-${i}`), bodySha256: sha(`another body ${i}`) })),
+      ...Array.from({ length: 5 }, (_, i) => ({ ...pendingResult(`n-${i}`), deviceId: 'nobody' })),
     ];
     const answers = await Promise.allSettled(calls.map((call) => store.acceptResult(call)));
     const refused = answers.slice(25).map((answer) => answer.status === 'rejected' && (answer.reason as StoreError).message);
@@ -148,14 +136,14 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     expect(await reopened.countResults()).toBe(10);
     const { claimed } = await reopened.claimResults({ ...CLAIM, limit: 100, worker: 'w' });
     expect(claimed.map((c) => Buffer.from(c.ciphertext).toString('hex')).sort()).toEqual(
-      Array.from({ length: 10 }, (_, i) => Buffer.from(pending(`c-${i}`).ciphertext).toString('hex')).sort(),
+      Array.from({ length: 10 }, (_, i) => Buffer.from(pendingResult(`c-${i}`).ciphertext).toString('hex')).sort(),
     );
     await reopened.close();
   });
 
   it('reads results by id, in id order, leaving out unknown ids; refuses bad ids', async () => {
     const { store } = await storeWithDevice(engine);
-    for (let i = 0; i < 3; i++) await store.acceptResult(pending(`frame-${i}`));
+    for (let i = 0; i < 3; i++) await store.acceptResult(pendingResult(`frame-${i}`));
     expect((await store.getResults([3, 1, 99, 1])).map((r) => [r.id, r.idempotencyKey])).toEqual([
       [1, 'frame-0'],
       [3, 'frame-2'],
@@ -224,7 +212,7 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     );
     const at = (minute: number, second = 0) => new Date(Date.UTC(2026, 2, 1, 12, minute, second)).toISOString();
     const add = (key: string, deviceId: string, version: number, receivedAt: string, capturedAt?: string | null) =>
-      store.acceptResult({ ...pending(key), deviceId, version, keyId: `k${version}`, receivedAt, capturedAt });
+      store.acceptResult({ ...pendingResult(key), deviceId, version, keyId: `k${version}`, receivedAt, capturedAt });
     const a = await add('a', 'dev-1', 1, at(0, 10), at(0, 1));
     await add('b', 'dev-2', 1, at(0, 20), null);
     await add('c', 'dev-1', 2, at(1, 5), at(0, 0));
@@ -245,7 +233,7 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     await expectStoreError(store.listResults({ version: 1 }), 'E_INVALID', /version filters a model: give modelId too/);
     await expectStoreError(store.listResults({ since: '2026-03-01' }), 'E_INVALID', /since must be an ISO 8601 UTC timestamp/);
     await expectStoreError(store.listResults({ order: 'up' as 'asc' }), 'E_INVALID', /order must be 'asc' or 'desc'/);
-    await expectStoreError(store.acceptResult({ ...pending('bad-capture'), capturedAt: 'yesterday' }), 'E_INVALID', /capturedAt must be an ISO 8601 UTC timestamp/);
+    await expectStoreError(store.acceptResult({ ...pendingResult('bad-capture'), capturedAt: 'yesterday' }), 'E_INVALID', /capturedAt must be an ISO 8601 UTC timestamp/);
 
     // Decrypt two, fail one; one stays pending.
     const { claimed } = await store.claimResults({ ...CLAIM, worker: 'w', limit: 3 });
@@ -277,7 +265,7 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     const elsewhere = await storeWithDevice(engine);
     const heard = listener();
     const watch = await store.watchResults(heard);
-    await elsewhere.store.acceptResult(pending('elsewhere'));
+    await elsewhere.store.acceptResult(pendingResult('elsewhere'));
     const [foreign] = (await elsewhere.store.claimResults({ ...CLAIM, worker: 'w' })).claimed;
     await elsewhere.store.completeResult(foreign!.id, 1, { label: 1, scores: [0, 1] });
     await elsewhere.store.close();
@@ -288,7 +276,7 @@ describe.each(testEngines())('instances sharing the $name store', (engine) => {
     const killed = await admin.query("SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()");
     expect(killed.rows.length).toBeGreaterThanOrEqual(1);
     await expect.poll(() => heard.events, { timeout: 10_000 }).toEqual(['lost', 'resumed']);
-    await store.acceptResult(pending('after-resume'));
+    await store.acceptResult(pendingResult('after-resume'));
     const [claim] = (await store.claimResults({ ...CLAIM, worker: 'w' })).claimed;
     await store.completeResult(claim!.id, 1, { label: 4, scores: [0, 0, 0, 0, 1] });
     await expect.poll(() => heard.ids).toEqual([claim!.id]);
