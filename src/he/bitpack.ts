@@ -5,7 +5,7 @@ import { fail } from './errors';
  * stored and c1 is its seed) or a whole one (a device's result). Its residues are uniformly
  * random, which SEAL's zstd shrinks only to ~75–88% of their 64-bit words; written with
  * exactly ⌈log2 q_i⌉ bits per residue mod q_i, they take ⌈log2 q_i⌉/64 (~58% for a weight's
- * chain, 69% for a result mod one 44-bit prime).
+ * chain, 77% for the MNIST head's result mod its 49-bit first prime).
  *
  * An uncompressed SEAL 4 ciphertext serialization is: a 16-byte SEAL header, the
  * ciphertext's fields (parms id, NTT flag, size, N, number of primes L, scale, correction
