@@ -9,8 +9,8 @@
  *   commit it could see has completed. Durable as with `synchronous = FULL`, so the
  *   backend can acknowledge a result as soon as its call resolves; but FULL fsynced inside
  *   COMMIT, on the event loop (here 0.34 of a 0.86 ms commit per ingested result; more on
- *   a slower disk), and commits waiting for one fsync now share the next. What SQLite checkpoints into
- *   the database file it fsyncs itself before the WAL is reused.
+ *   a slower disk), and commits waiting for one fsync now share the next. What SQLite
+ *   checkpoints into the database file it fsyncs itself before the WAL is reused.
  * - Foreign keys on, STRICT tables, CHECK constraints for every enum, hash and JSON column,
  *   and triggers that keep results and audit events append-only and device states moving
  *   forward only (pending → active → revoked, pending → revoked).
@@ -728,7 +728,8 @@ class SqliteEngine implements Engine {
         const covers = line.commits;
         const done = this.sync().then(
           () => {
-            line.synced = Math.max(line.synced, covers);
+            // One fsync at a time, each begun after the last: `covers` only grows.
+            line.synced = covers;
             line.syncing = null;
           },
           (e: unknown) => {
@@ -753,24 +754,13 @@ class SqliteEngine implements Engine {
     });
   }
 
-  read<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
-    return this.settled(what, async () => {
-      this.open(what);
-      try {
-        return await fn(this.queries);
-      } catch (e) {
-        throw translate(e, what);
-      }
-    });
-  }
-
-  /** An autocommit statement: SQLite commits it as its own transaction (durable when this resolves). */
-  single<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+  /** `fn` outside a transaction; `commits`: its statement writes, SQLite committing it by itself. */
+  private statement<T>(what: string, fn: (q: Queries) => Promise<T>, commits: boolean): Promise<T> {
     return this.settled(what, async () => {
       this.open(what);
       try {
         const value = await fn(this.queries);
-        this.line.commits++;
+        if (commits) this.line.commits++;
         return value;
       } catch (e) {
         throw translate(e, what);
@@ -778,7 +768,15 @@ class SqliteEngine implements Engine {
     });
   }
 
-  /** `fn` in one IMMEDIATE transaction. */
+  read<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+    return this.statement(what, fn, false);
+  }
+
+  /** An autocommit statement: SQLite commits it as its own transaction (durable when this resolves). */
+  single<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
+    return this.statement(what, fn, true);
+  }
+
   /** `fn` in one IMMEDIATE transaction; its announced results reach the watchers once it is durable. */
   write<T>(what: string, fn: (q: Queries) => Promise<T>): Promise<T> {
     let ids: number[] = [];
